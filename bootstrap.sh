@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Sets up everything the project needs on a fresh machine, idempotently:
+#   - a virtualenv in .venv with the pinned packages (requirements.lock) and this package,
+#   - Debian's dataset-fashion-mnist (the embedded default dataset) when running as root.
+# Safe to run again: finished steps are skipped.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-python3}
+VENV=.venv
+FASHION_DIR=/usr/share/datasets/fashion-mnist
+
+say() { printf '[bootstrap] %s\n' "$*" >&2; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating virtualenv $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+
+# The stamp records which lock file and setup.py were installed, so edits re-install.
+stamp="$VENV/.installed"
+want=$(cat requirements.lock setup.py | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing pinned packages (requirements.lock) into $VENV"
+  "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  "$VENV/bin/python" -m pip install --quiet -r requirements.lock
+  "$VENV/bin/python" -m pip install --quiet --no-deps -e '.[test]'
+  echo "$want" > "$stamp"
+else
+  say "virtualenv up to date"
+fi
+
+if [ ! -f "$FASHION_DIR/train-images-idx3-ubyte.gz" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Debian package dataset-fashion-mnist"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  else
+    say "Fashion-MNIST is missing from $FASHION_DIR."
+    say "Install it as root:  apt-get update && apt-get install -y dataset-fashion-mnist"
+    say "(or pass --source_dir to data_prep if you have the IDX files elsewhere)"
+  fi
+fi
+say "ready: $VENV/bin/python"

@@ -1,0 +1,2 @@
+"""Raw dataset -> class-split TFRecord shards + manifest.json."""
+__version__ = "0.1.0"

@@ -1,0 +1,6 @@
+"""Shared pytest set-up: quiet, CPU-only TensorFlow for every test."""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
