@@ -1,0 +1,61 @@
+"""Names of the nets of the grid and where their run directories live.
+
+One place decides that `--source=A --n=3 --finetune` (target B) is `A3B+`, a `transfer+` net, in
+`WORKDIR/<dataset>/<split_dir>/seed<k>/A3B+`; main, the grid, the report and the analysis tools
+all ask here.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+HALVES = ("A", "B")
+SOURCES = ("none", "A", "B", "random")
+MAX_N = 7  # conv1..conv5, fc6, fc7; fc8 is always new.
+
+CONDITIONS = ("base", "selffer", "selffer+", "transfer", "transfer+", "random")
+
+_RUN_RE = re.compile(r"^(?:base(?P<base>[AB])|(?P<src>[ABR])(?P<n>[1-7])(?P<tgt>[AB])(?P<ft>\+?))$")
+
+
+def other_half(half: str) -> str:
+    return {"A": "B", "B": "A"}[half]
+
+
+def run_name(source: str, target: str, n: int, finetune: bool) -> str:
+    """`baseB`, `A3B`, `A3B+`, `B3B`, `R3B` ... (the paper's names; R = random features)."""
+    if source == "none" or n == 0:
+        return f"base{target}"
+    letter = "R" if source == "random" else source
+    return f"{letter}{n}{target}{'+' if finetune else ''}"
+
+
+def condition(source: str, target: str, n: int, finetune: bool) -> str:
+    """The condition a net belongs to, pooled over directions (AnB and BnA are both `transfer`)."""
+    if source == "none" or n == 0:
+        return "base"
+    if source == "random":
+        return "random"
+    kind = "selffer" if source == target else "transfer"
+    return kind + ("+" if finetune else "")
+
+
+def parse_run_name(name: str) -> dict:
+    """Inverse of run_name: {'source', 'target', 'n', 'finetune'}; ValueError if not a run name."""
+    m = _RUN_RE.match(name)
+    if not m:
+        raise ValueError(f"not a run name: {name!r} (expected e.g. baseB, A3B, A3B+, R3B)")
+    if m.group("base"):
+        return {"source": "none", "target": m.group("base"), "n": 0, "finetune": False}
+    src = {"R": "random"}.get(m.group("src"), m.group("src"))
+    return {"source": src, "target": m.group("tgt"), "n": int(m.group("n")),
+            "finetune": m.group("ft") == "+"}
+
+
+def seed_dir(workdir, dataset: str, split_dir: str, seed: int) -> Path:
+    """Folder holding every net of one (dataset, split, seed)."""
+    return Path(workdir) / dataset / split_dir / f"seed{seed}"
+
+
+def run_dir(workdir, dataset: str, split_dir: str, seed: int, name: str) -> Path:
+    return seed_dir(workdir, dataset, split_dir, seed) / name
