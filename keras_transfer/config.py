@@ -14,6 +14,10 @@ from absl import flags
 
 from keras_transfer import naming
 
+class ConfigError(Exception):
+    """Flags that cannot be run as given; the message says how to fix them."""
+
+
 STRATEGIES = ("mirrored", "multi_worker", "one_device")
 PRECISIONS = ("float32", "bfloat16", "float16")
 
