@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Launches the Yosinski et al. 2014 grid of nets (locally or on SLURM), or the one-command demo.
+# The logic lives in keras_transfer/grid.py; this wrapper picks the Python and runs the demo steps.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+usage() {
+  cat <<'EOF'
+Usage:
+  ./launch.sh demo [grid options] [-- flags for main]
+      The main job on the embedded default (Fashion-MNIST, random:0 split): sets up .venv
+      (./bootstrap.sh), prepares the data into data/, trains baseA, baseB and for n = 1..7
+      BnB, BnB+, AnB, AnB+ and the random-features control R nB into runs/, writes the
+      report to runs/report/ and prints where figure2.png and summary.md are.
+      Re-running it resumes: finished nets are skipped.
+
+  ./launch.sh [--backend=local|slurm] [--jobs=N] [--splits=0,1] [--seeds=0] [--dry_run]
+              [--flagfile=F] [--experiments=transfer,random,dissimilar,reduced] ... [-- flags for main]
+      The grid. Every option is described below.
+
+Environment: PYTHON (default .venv/bin/python, else python3).
+EOF
+}
+
+if [ -n "${PYTHON:-}" ]; then
+  python=$PYTHON
+elif [ -x .venv/bin/python ]; then
+  python=.venv/bin/python
+else
+  python=python3
+fi
+
+demo() {
+  ./bootstrap.sh
+  python=.venv/bin/python
+  if [ -f data/fashion_mnist/random_0/A/manifest.json ] && [ -f data/fashion_mnist/random_0/B/manifest.json ]; then
+    echo "[demo] data/fashion_mnist/random_0 is prepared"
+  else
+    "$python" -m data_prep --source=fashion_mnist --split=random:0 --out=data
+  fi
+  local status=0
+  "$python" -m keras_transfer.grid --flagfile=flags/fashion_mnist.flags --workdir=runs \
+      --splits=0 --seeds=0 --experiments=transfer,random --targets=B "$@" || status=$?
+  # The report is written even when some nets failed: it leaves missing ones out with a note.
+  "$python" -m keras_transfer.report runs
+  echo
+  echo "[demo] figure:  runs/report/figure2.png"
+  echo "[demo] table:   runs/report/summary.md"
+  echo "[demo] training curves: .venv/bin/tensorboard --logdir runs"
+  return $status
+}
+
+case "${1:-}" in
+  -h|--help|help)
+    usage
+    echo
+    echo "Grid options:"
+    "$python" -m keras_transfer.grid --help | sed -n '/^options:/,$p'
+    ;;
+  demo)
+    shift
+    demo "$@"
+    ;;
+  *)
+    exec "$python" -m keras_transfer.grid "$@"
+    ;;
+esac

@@ -1,0 +1,213 @@
+"""The grid lists the paper's nets with their base-net dependencies, prints them on --dry_run,
+refuses contradictory input, and submits two dependent SLURM arrays (checked with a fake sbatch)."""
+import collections
+import io
+import json
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from keras_transfer import grid, naming
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def nets_of(**kw):
+    kw.setdefault("dataset", "fashion_mnist")
+    kw.setdefault("splits", ["random:0"])
+    kw.setdefault("seeds", [0])
+    return grid.enumerate_nets(**kw)
+
+
+def test_counts_per_split_and_seed():
+    nets = nets_of()
+    by_condition = collections.Counter(net.condition for net in nets)
+    # 2 bases + 28 (target B) + 28 (reverse, target A) + 7 random-features controls.
+    assert len(nets) == 65
+    assert by_condition == {"base": 2, "selffer": 14, "selffer+": 14, "transfer": 14,
+                            "transfer+": 14, "random": 7}
+    assert {net.target for net in nets if net.condition == "random"} == {"B"}
+    assert len({net.key for net in nets}) == len(nets)
+    two = nets_of(splits=["random:0", "random:1"], seeds=[0, 1])
+    assert len(two) == 4 * 65
+
+
+def test_names_of_the_target_b_family():
+    names = {net.name for net in nets_of(targets=["B"], experiments=["transfer"])}
+    expected = {"baseA", "baseB"} | {f"{s}{n}B{f}" for s in "AB" for n in range(1, 8) for f in ("", "+")}
+    assert names == expected
+
+
+def test_dependencies_point_at_the_base_of_the_same_split_and_seed():
+    nets = nets_of(splits=["random:0", "random:1"], seeds=[0, 3])
+    keys = {net.key for net in nets}
+    first_dependant = min(i for i, net in enumerate(nets) if net.needs)
+    assert all(net.n == 0 for net in nets[:4]) and all(not n.needs for n in nets[:first_dependant])
+    for net in nets:
+        if net.source in ("A", "B"):
+            assert net.needs == ((net.split_dir, net.seed, f"base{net.source}"),)
+            assert net.needs[0] in keys
+        else:
+            assert net.needs == ()
+
+
+def test_dissimilar_and_reduced_experiments():
+    nets = nets_of(experiments=["dissimilar", "reduced"], reduced_examples=[10, 100], seeds=[0, 1])
+    dissimilar = [net for net in nets if net.experiment == "dissimilar"]
+    reduced = [net for net in nets if net.experiment == "reduced"]
+    assert len(dissimilar) == 2 * 58 and {net.split for net in dissimilar} == {"dissimilar"}
+    assert {(net.split_dir, net.name) for net in reduced} == {
+        (f"random_0_epc{e}", f"base{h}") for e in (10, 100) for h in "AB"}
+    assert all("--examples_per_class=10" in net.main_flags() for net in reduced
+               if net.examples_per_class == 10)
+    imagenet = grid.enumerate_nets(dataset="imagenet2012", splits=["random:0"], seeds=[0],
+                                   experiments=["dissimilar"])
+    assert {net.split_dir for net in imagenet} == {"natman"}
+
+
+def test_reduced_without_sizes_and_unknown_experiment_are_refused():
+    with pytest.raises(grid.GridError, match="--reduced_examples"):
+        nets_of(experiments=["reduced"])
+    with pytest.raises(grid.GridError, match="unknown experiment"):
+        nets_of(experiments=["transfr"])
+
+
+def dry_run(tmp_path, *args):
+    out = io.StringIO()
+    code = grid.main(["--dry_run", f"--workdir={tmp_path / 'runs'}", *args], out=out)
+    assert code == 0
+    return out.getvalue()
+
+
+def commands_in(text):
+    return [shlex.split(line) for line in text.splitlines() if not line.startswith("#")]
+
+
+def test_dry_run_prints_every_command_with_the_grid_flags(tmp_path):
+    text = dry_run(tmp_path, "--jobs=2", "--", "--steps=10", "--batch_size=4")
+    commands = commands_in(text)
+    assert len(commands) == 65
+    for cmd in commands:
+        assert cmd[1:3] == ["-m", "keras_transfer.main"]
+        assert "--steps=10" in cmd and f"--workdir={tmp_path / 'runs'}" in cmd
+        assert "--split=random:0" in cmd and "--seed=0" in cmd
+    assert sum(cmd[-5:] == ["--source=A", "--target=B", "--n=3", "--finetune", "--threads=1"]
+               for cmd in commands) == 1
+    # Compute: 65 nets x 10 steps x 4 images.
+    assert "2,600 images trained (65 nets)" in text
+    assert "hours at 1000 images/s" in text
+
+
+def test_dry_run_leaves_out_finished_nets_and_writes_nothing(tmp_path):
+    base = naming.run_dir(tmp_path / "runs", "fashion_mnist", "random_0", 0, "baseB")
+    base.mkdir(parents=True)
+    (base / "result.json").write_text("{}")
+    text = dry_run(tmp_path, "--targets=B", "--experiments=transfer")
+    commands = commands_in(text)
+    assert len(commands) == 29
+    assert not any("--source=none" in c and "--target=B" in c for c in commands)
+    assert "30 nets" in text and "1 done, 29 to run" in text
+    assert sorted(p.name for p in (tmp_path / "runs").rglob("*") if p.is_file()) == ["result.json"]
+
+
+def test_caffenet_compute_uses_the_papers_multiply_adds(tmp_path):
+    flagfile = tmp_path / "paper.flags"
+    flagfile.write_text("--model=caffenet\n--batch_size=256\n--steps=450000\n")
+    text = dry_run(tmp_path, f"--flagfile={flagfile}", "--targets=B", "--experiments=transfer",
+                   "--images_per_sec=2000")
+    assert "--flagfile=" + str(flagfile) in commands_in(text)[0]
+    images = 30 * 450000 * 256
+    assert f"{images:,} images trained" in text
+    # 3 x 2 x forward multiply-adds; the model count (from models.py) is close to the paper's 0.724 G.
+    gflop = float(text.split(" GFLOP per trained image")[0].rsplit("x ", 1)[1])
+    assert 4.0 < gflop < 4.7
+    hours = float(text.split(" hours at 2000")[0].rsplit("= ", 1)[1])
+    assert hours == pytest.approx(images / 2000 / 3600, rel=1e-3)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--", "--seed=3"], "--seed is set by the grid"),
+    (["--", "--nofinetune"], "--finetune is set by the grid"),
+    (["--", "--stepz=3"], "Unknown command line flag 'stepz'"),
+    (["--", "stray"], "only flags of keras_transfer.main"),
+    (["--flagfile=/nonexistent.flags"], "flagfile /nonexistent.flags does not exist"),
+    (["--targets=C"], "--targets must be"),
+    (["--layers=0,8"], "--layers must be"),
+    (["--jobs=0"], "--jobs must be at least 1"),
+])
+def test_bad_input_is_named(tmp_path, args, message):
+    with pytest.raises(grid.GridError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        grid.main(["--dry_run", f"--workdir={tmp_path}", *args], out=io.StringIO())
+    assert not any(tmp_path.iterdir())
+
+
+def test_local_backend_refuses_missing_data_before_running_anything(tmp_path):
+    with pytest.raises(grid.GridError, match="python -m data_prep --source=fashion_mnist "
+                                             "--split=random:0 --out=nodata"):
+        grid.main([f"--workdir={tmp_path}/runs", "--", "--data_dir=nodata"], out=io.StringIO())
+    assert not (tmp_path / "runs").exists()
+
+
+FAKE_SBATCH = """#!/usr/bin/env bash
+# Records its arguments (one JSON list per call) and prints a job id like `sbatch --parsable`.
+python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@" >> "$FAKE_SBATCH_LOG"
+n=$(wc -l < "$FAKE_SBATCH_LOG")
+echo "$((1000 + n))"
+"""
+
+
+def test_slurm_submits_two_arrays_with_afterok_and_the_per_task_commands(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(FAKE_SBATCH)
+    (bin_dir / "sbatch").chmod(0o755)
+    log = tmp_path / "sbatch.log"
+    workdir = tmp_path / "runs"
+    done = naming.run_dir(workdir, "fashion_mnist", "random_1", 0, "A2B")  # finished: not submitted
+    done.mkdir(parents=True)
+    (done / "result.json").write_text("{}")
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_SBATCH_LOG=str(log),
+               PYTHON=sys.executable, KT_SLURM_PARTITION="gpu")
+    result = subprocess.run(
+        [str(REPO / "launch.sh"), "--backend=slurm", "--splits=0,1", f"--workdir={workdir}",
+         "--gpus=1", "--time=2-00:00:00", "--", "--steps=7"],
+        env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(calls) == 2
+    bases, dependants = calls
+    assert "1001" in result.stdout and "1002" in result.stdout
+    # 2 splits x (2 bases + 7 random) and 2 x 56 - 1 finished transfer nets.
+    assert "--array=0-17" in bases and "--array=0-110" in dependants
+    assert "--dependency=afterok:1001" in dependants
+    assert not any(a.startswith("--dependency") for a in bases)
+    for call in calls:
+        assert "--requeue" in call and "--partition=gpu" in call and "--gres=gpu:1" in call
+        assert "--time=2-00:00:00" in call
+    tasks = [Path(call[-1]).read_text().splitlines() for call in calls]
+    assert len(tasks[0]) == 18 and len(tasks[1]) == 111
+    assert all("--source=none" in t or "--source=random" in t for t in tasks[0])
+    assert all("--source=A" in t or "--source=B" in t for t in tasks[1])
+    finished = {"--split=random:1", "--source=A", "--target=B", "--n=2"}
+    assert not any(finished <= set(shlex.split(t)) and "--finetune" not in t for t in tasks[1])
+    assert sum(finished <= set(shlex.split(t)) for t in tasks[1]) == 1  # only A2B+ is left
+    assert all("--steps=7" in t for t in tasks[0] + tasks[1])
+    # The task script runs line SLURM_ARRAY_TASK_ID of the tasks file.
+    script = Path(bases[-2])
+    probe = tmp_path / "probe.tasks"
+    probe.write_text("echo first\necho second 'two words'\n")
+    run = subprocess.run([str(script), str(probe)], env=dict(env, SLURM_ARRAY_TASK_ID="1"),
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.splitlines()[-1] == "second two words"
+
+
+def test_slurm_without_sbatch_says_so(tmp_path):
+    env = dict(os.environ, PATH="/usr/bin:/bin", PYTHON=sys.executable)
+    result = subprocess.run([str(REPO / "launch.sh"), "--backend=slurm", f"--workdir={tmp_path}"],
+                            env=env, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "sbatch not found" in result.stderr
