@@ -1,0 +1,196 @@
+"""CaffeNet (the paper's network) and a small member of the same family for 28-64 px images.
+
+Both are functional Keras models with the eight weight layers of the paper under stable names
+(`LAYER_NAMES`); "layer n" is `LAYER_NAMES[n - 1]`, which is what transfer copies by. Both take
+float32 mean-subtracted images (the input pipeline crops and subtracts the mean; the model does
+not rescale) and output class probabilities (softmax), so train them with a non-logits loss such
+as `SparseCategoricalCrossentropy(from_logits=False)`.
+
+Caffe's solver choices live in the layers: weight decay as an L2 regularizer on kernels only
+(biases are not decayed) and Caffe's gaussian initialisation with its per-layer bias constants.
+"""
+import dataclasses
+
+import keras
+
+from keras_transfer.layers import LocalResponseNorm, SplitGroupConv2D
+
+LAYER_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+
+# Caffe's LRN in CaffeNet (norm1, norm2).
+LRN_SIZE, LRN_ALPHA, LRN_BETA = 5, 1e-4, 0.75
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+    filters: int
+    kernel: int
+    stride: int
+    padding: str  # "valid" or "same" (Caffe's pad = kernel // 2 at stride 1)
+    groups: int
+    bias: float  # Caffe's constant bias initialisation
+    pool_after: bool  # max pool 3x3 stride 2
+    lrn_after: bool  # LRN after the pool
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchSpec:
+    convs: tuple  # five ConvSpec, conv1..conv5
+    fc_units: tuple  # (fc6, fc7)
+    pool_padding: str
+
+
+# Caffe's gaussian init: std 0.01 everywhere except fc6/fc7 (0.005); bias constants below.
+_CONV_STD, _FC_STD = 0.01, 0.005
+_FC_BIAS = {"fc6": 1.0, "fc7": 1.0, "fc8": 0.0}
+
+CAFFENET = ArchSpec(
+    convs=(
+        ConvSpec(96, 11, 4, "valid", 1, 0.0, pool_after=True, lrn_after=True),
+        ConvSpec(256, 5, 1, "same", 2, 1.0, pool_after=True, lrn_after=True),
+        ConvSpec(384, 3, 1, "same", 1, 0.0, pool_after=False, lrn_after=False),
+        ConvSpec(384, 3, 1, "same", 2, 1.0, pool_after=False, lrn_after=False),
+        ConvSpec(256, 3, 1, "same", 2, 1.0, pool_after=True, lrn_after=False),
+    ),
+    fc_units=(4096, 4096),
+    # Caffe pools in ceil mode; at CaffeNet's sizes (55, 27, 13) floor ("valid") gives the same
+    # 27, 13, 6, which tests/test_models.py checks.
+    pool_padding="valid",
+)
+
+SMALL = ArchSpec(
+    convs=(
+        ConvSpec(16, 3, 1, "same", 1, 0.0, pool_after=True, lrn_after=True),
+        ConvSpec(32, 3, 1, "same", 2, 1.0, pool_after=True, lrn_after=True),
+        ConvSpec(48, 3, 1, "same", 1, 0.0, pool_after=False, lrn_after=False),
+        ConvSpec(48, 3, 1, "same", 2, 1.0, pool_after=False, lrn_after=False),
+        ConvSpec(32, 3, 1, "same", 2, 1.0, pool_after=True, lrn_after=False),
+    ),
+    fc_units=(128, 128),
+    pool_padding="same",
+)
+
+
+def caffenet(num_classes, input_shape=(227, 227, 3), *, weight_decay=5e-4, dropout=0.5,
+             seed=None):
+    """The paper's CaffeNet; outputs softmax probabilities.
+
+    227x227x3 -> conv1 96@11x11/4 (55x55) -> ReLU -> maxpool 3/2 (27) -> LRN
+    -> conv2 256@5x5 pad 2 groups 2 -> ReLU -> maxpool 3/2 (13) -> LRN
+    -> conv3 384@3x3 pad 1 -> conv4 384@3x3 pad 1 groups 2 -> conv5 256@3x3 pad 1 groups 2
+    (each ReLU) -> maxpool 3/2 (6x6x256 = 9216) -> fc6 4096 -> dropout -> fc7 4096 -> dropout
+    -> fc8 num_classes -> softmax. 0.724 G multiply-adds per image forward at 1000 classes.
+    Flatten is in Keras' HWC order (Caffe's is CHW); only matters for importing Caffe weights.
+    """
+    return _build(CAFFENET, "caffenet", num_classes, input_shape, weight_decay, dropout, seed)
+
+
+def small(num_classes, input_shape=(28, 28, 1), *, weight_decay=5e-4, dropout=0.5, seed=None):
+    """CaffeNet's layout scaled to 28-64 px images; outputs softmax probabilities.
+
+    Same eight weight layers in the same order with the same groups, pooling and LRN placement:
+    conv1 16@3x3 -> ReLU -> maxpool 3/2 -> LRN -> conv2 32@3x3 groups 2 -> ReLU -> maxpool 3/2
+    -> LRN -> conv3 48@3x3 -> conv4 48@3x3 groups 2 -> conv5 32@3x3 groups 2 -> maxpool 3/2
+    -> fc6 128 -> dropout -> fc7 128 -> dropout -> fc8 -> softmax. All convs stride 1 "same"
+    (Caffe pad 1), pools "same" (28 -> 14 -> 7 -> 4), so fc6 sees 4x4x32 = 512 features.
+
+    Multiply-adds per image forward at 28x28x1 with 5 classes: conv1 112,896; conv2 451,584;
+    conv3 677,376; conv4 508,032; conv5 338,688; fc6 65,536; fc7 16,384; fc8 640; total
+    2,171,136 (~2.2 M; `multiply_adds` recounts it). Widths were chosen so 37 nets of the
+    Fashion-MNIST demo train on 2 CPU cores in about half an hour, while every layer keeps
+    enough channels (>= 16, even per group) for transfer between halves to be meaningful.
+    """
+    return _build(SMALL, "small", num_classes, input_shape, weight_decay, dropout, seed)
+
+
+ARCHITECTURES = {"caffenet": caffenet, "small": small}
+
+
+def build(name, num_classes, input_shape, *, weight_decay=5e-4, dropout=0.5, seed=None):
+    """The architecture `name` (a key of ARCHITECTURES); see `caffenet` and `small`.
+
+    `seed` makes the initialisation (and dropout masks) reproducible; None draws from Keras'
+    global RNG (`keras.utils.set_random_seed`). `weight_decay` is Caffe's: the gradient of each
+    kernel gets weight_decay * w, i.e. an L2 loss of weight_decay / 2 * sum(w^2).
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name](num_classes, tuple(input_shape), weight_decay=weight_decay,
+                               dropout=dropout, seed=seed)
+
+
+def multiply_adds(model):
+    """Forward multiply-adds per image of the conv and dense layers, from their built shapes.
+
+    Counts what the paper's 0.724 G counts: kernel multiply-adds only (no bias, ReLU, pooling,
+    LRN or softmax). Works for any built functional model made of these layer types.
+    """
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, SplitGroupConv2D)):
+            kernel_h, kernel_w, in_per_group, filters = layer.kernel.shape
+            _, out_h, out_w, _ = layer.output.shape
+            total += out_h * out_w * filters * kernel_h * kernel_w * in_per_group
+        elif isinstance(layer, keras.layers.Dense):
+            fan_in, units = layer.kernel.shape
+            total += fan_in * units
+    return int(total)
+
+
+def _build(spec, model_name, num_classes, input_shape, weight_decay, dropout, seed):
+    seeds = _LayerSeeds(seed)
+    regularizer = (lambda: keras.regularizers.L2(weight_decay / 2)) if weight_decay else (
+        lambda: None)
+    inputs = keras.Input(shape=input_shape, dtype="float32", name="image")
+    x = inputs
+    for index, conv in enumerate(spec.convs, start=1):
+        common = dict(
+            strides=conv.stride, padding=conv.padding, activation="relu",
+            kernel_initializer=keras.initializers.RandomNormal(
+                stddev=_CONV_STD, seed=seeds.next()),
+            bias_initializer=keras.initializers.Constant(conv.bias),
+            kernel_regularizer=regularizer(), name=f"conv{index}")
+        if conv.groups == 1:
+            layer = keras.layers.Conv2D(conv.filters, conv.kernel, **common)
+        else:
+            layer = SplitGroupConv2D(conv.filters, conv.kernel, groups=conv.groups, **common)
+        x = layer(x)
+        if conv.pool_after:
+            x = keras.layers.MaxPooling2D(3, 2, padding=spec.pool_padding,
+                                          name=f"pool{index}")(x)
+        if conv.lrn_after:
+            x = LocalResponseNorm(LRN_SIZE, LRN_ALPHA, LRN_BETA, name=f"norm{index}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    for index, units in enumerate(spec.fc_units, start=6):
+        x = keras.layers.Dense(
+            units, activation="relu",
+            kernel_initializer=keras.initializers.RandomNormal(stddev=_FC_STD, seed=seeds.next()),
+            bias_initializer=keras.initializers.Constant(_FC_BIAS[f"fc{index}"]),
+            kernel_regularizer=regularizer(), name=f"fc{index}")(x)
+        x = keras.layers.Dropout(dropout, seed=seeds.next(), name=f"drop{index}")(x)
+    # fc8 and the softmax stay float32 under a mixed_bfloat16 policy: the loss needs them exact.
+    x = keras.layers.Dense(
+        num_classes, dtype="float32",
+        kernel_initializer=keras.initializers.RandomNormal(stddev=_CONV_STD, seed=seeds.next()),
+        bias_initializer=keras.initializers.Constant(_FC_BIAS["fc8"]),
+        kernel_regularizer=regularizer(), name="fc8")(x)
+    outputs = keras.layers.Activation("softmax", dtype="float32", name="prob")(x)
+    return keras.Model(inputs, outputs, name=model_name)
+
+
+class _LayerSeeds:
+    """A distinct int seed per initializer/dropout from one model seed, or None throughout.
+
+    Keras initializers with the same int seed draw the same numbers, so every layer needs its
+    own; seed * 1000 + i keeps the seeds of different model seeds apart.
+    """
+
+    def __init__(self, seed):
+        self._seed = seed
+        self._count = 0
+
+    def next(self):
+        if self._seed is None:
+            return None
+        self._count += 1
+        return int(self._seed) * 1000 + self._count
