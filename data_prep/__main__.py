@@ -1,0 +1,86 @@
+"""`python -m data_prep [flags]` prepares data; `python -m data_prep verify DIR...` checks it.
+
+Bad input ends with a one-line error and exit status 1, never a traceback.
+"""
+import os
+import sys
+
+from absl import app
+
+from data_prep import cli_flags
+from data_prep.errors import DataPrepError
+
+FLAGS = cli_flags.FLAGS
+
+
+def _synthetic_spec():
+    """A SyntheticSpec from the --synthetic_* flags, or None for other sources."""
+    from data_prep.sources import SyntheticSpec
+
+    if FLAGS.source != "synthetic":
+        changed = [f"--{n}" for n in FLAGS if n.startswith("synthetic_") and FLAGS[n].present]
+        if changed:
+            raise DataPrepError(f"{', '.join(changed)} apply only to --source=synthetic")
+        return None
+    return SyntheticSpec(num_classes=FLAGS.synthetic_num_classes,
+                         image_size=FLAGS.synthetic_image_size,
+                         channels=FLAGS.synthetic_channels,
+                         train_per_class=FLAGS.synthetic_train_per_class,
+                         validation_per_class=FLAGS.synthetic_validation_per_class,
+                         seed=FLAGS.synthetic_seed)
+
+
+def verify_command(paths):
+    """Verifies every half at or below each path; returns the exit status."""
+    from data_prep import manifest
+
+    if not paths:
+        raise DataPrepError("verify needs a directory: python -m data_prep verify DIR...")
+    bad = 0
+    for path in paths:
+        halves = manifest.find_halves(path)
+        if not halves:
+            raise DataPrepError(f"no prepared data (manifest.json) at or below {path}; "
+                                "prepare it first with python -m data_prep")
+        for half in halves:
+            problems = manifest.verify(half, full_hash=True)
+            bad += bool(problems)
+            print(f"{'OK  ' if not problems else 'BAD '} {half}")
+            for p in problems:
+                print(f"     {p}")
+    return 1 if bad else 0
+
+
+def main(argv):
+    args = argv[1:]
+    try:
+        if args and args[0] == "verify":
+            sys.exit(verify_command(args[1:]))
+        if args:
+            raise DataPrepError(f"unexpected arguments {args}; the only command is `verify DIR`"
+                                " (flags are written --name=value)")
+        from data_prep.prepare import prepare
+
+        prepare(FLAGS.source, FLAGS.split, FLAGS.out,
+                examples_per_class=FLAGS.examples_per_class, source_dir=FLAGS.source_dir,
+                tfds_data_dir=FLAGS.tfds_data_dir, overwrite=FLAGS.overwrite,
+                synthetic=_synthetic_spec(), num_workers=FLAGS.num_workers,
+                progress=FLAGS.progress, image_size=FLAGS.image_size, encoding=FLAGS.encoding)
+    except DataPrepError as e:
+        print(f"data_prep: error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:
+        print(f"data_prep: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def run():
+    """Console entry point (setup.py: data-prep)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # data_prep needs no GPU; hidden, TensorFlow cannot reserve memory training jobs need.
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,158 @@
+"""manifest.json of a prepared half: atomic writing, loading and verification.
+
+The manifest is written last; its presence means the half is complete. Nothing here imports
+TensorFlow, so other packages can check data cheaply.
+"""
+import hashlib
+import json
+import os
+import re
+import struct
+import uuid
+from pathlib import Path
+
+from data_prep.errors import DataPrepError
+
+MANIFEST = "manifest.json"
+
+
+def write_json_atomic(path, obj):
+    """Writes JSON via a temp file in the same directory and os.replace: old file or new, never
+    half a file. Key order is kept (no sorting), 2-space indent, trailing newline."""
+    path = Path(path)
+    # open(..., "x") rather than mkstemp: the file gets the umask's permissions, not 0600.
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def suggest_command(half_dir):
+    """The data_prep command that would create half_dir, guessed from its path."""
+    half_dir = Path(half_dir)
+    dataset, split_dir = half_dir.parent.parent.name, half_dir.parent.name
+    out = half_dir.parent.parent.parent
+    epc = re.search(r"_epc(\d+)$", split_dir)
+    base = split_dir[:epc.start()] if epc else split_dir
+    if re.fullmatch(r"random_\d+", base):
+        split = "random:" + base.split("_")[1]
+    elif base in ("natman", "dissimilar"):
+        split = base
+    else:
+        split = "SPLIT"
+    source = dataset if dataset in ("fashion_mnist", "synthetic") else "SOURCE"
+    cmd = f"python -m data_prep --source={source} --split={split} --out={out}"
+    return cmd + (f" --examples_per_class={epc.group(1)}" if epc else "")
+
+
+def load_manifest(half_dir):
+    """The manifest of a prepared half; a clear error if it is missing or unreadable."""
+    path = Path(half_dir) / MANIFEST
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        raise DataPrepError(f"{path} does not exist: the data is not prepared (or preparation "
+                            f"was interrupted); create it with `{suggest_command(half_dir)}`") \
+            from None
+    except (OSError, ValueError) as e:
+        raise DataPrepError(f"{path} is unreadable ({e}); re-create it with "
+                            f"`{suggest_command(half_dir)} --overwrite`") from None
+    if not isinstance(manifest, dict) or "shards" not in manifest:
+        raise DataPrepError(f"{path} is not a data_prep manifest; re-create it with "
+                            f"`{suggest_command(half_dir)} --overwrite`")
+    return manifest
+
+
+def count_records(path):
+    """Number of TFRecords in a file, walking the length headers (no CRC check; sha256 is the
+    integrity check). Raises ValueError if the framing does not end exactly at end of file."""
+    size = os.path.getsize(path)
+    count, pos = 0, 0
+    with open(path, "rb") as f:
+        while pos < size:
+            header = f.read(8)
+            if len(header) < 8:
+                raise ValueError(f"truncated record header at byte {pos}")
+            (length,) = struct.unpack("<Q", header)
+            pos += 8 + 4 + length + 4
+            if pos > size:
+                raise ValueError(f"record {count} runs past the end of the file")
+            f.seek(pos)
+            count += 1
+    return count
+
+
+def verify(half_dir, full_hash=True):
+    """Problems with a prepared half, [] if none. Sizes are always checked; sha256 and record
+    counts only with full_hash (they read every byte)."""
+    half_dir = Path(half_dir)
+    try:
+        manifest = load_manifest(half_dir)
+    except DataPrepError as e:
+        return [str(e)]
+    problems = []
+    for split, shards in manifest["shards"].items():
+        total = 0
+        for shard in shards:
+            path = half_dir / shard["file"]
+            total += shard["examples"]
+            if not path.is_file():
+                problems.append(f"{path}: missing")
+                continue
+            size = path.stat().st_size
+            if size != shard["bytes"]:
+                problems.append(f"{path}: {size} bytes, manifest says {shard['bytes']}")
+                continue
+            if full_hash:
+                digest = sha256_file(path)
+                if digest != shard["sha256"]:
+                    problems.append(f"{path}: sha256 {digest[:12]}... differs from the "
+                                    f"manifest's {shard['sha256'][:12]}... (corrupt shard)")
+                try:
+                    n = count_records(path)
+                except ValueError as e:
+                    problems.append(f"{path}: {e}")
+                    continue
+                if n != shard["examples"]:
+                    problems.append(f"{path}: {n} records, manifest says {shard['examples']}")
+        counts = manifest.get("counts", {})
+        if counts.get(split) != total:
+            problems.append(f"{half_dir / MANIFEST}: counts[{split}]={counts.get(split)} but "
+                            f"its shards hold {total}")
+        per_class = manifest.get("counts_per_class", {}).get(split)
+        if per_class is not None and sum(per_class.values()) != total:
+            problems.append(f"{half_dir / MANIFEST}: counts_per_class[{split}] sums to "
+                            f"{sum(per_class.values())}, not {total}")
+    mean = manifest.get("mean", {})
+    if mean.get("per_pixel_file"):
+        path = half_dir / mean["per_pixel_file"]
+        if not path.is_file():
+            problems.append(f"{path}: missing")
+        elif full_hash and mean.get("sha256") and sha256_file(path) != mean["sha256"]:
+            problems.append(f"{path}: sha256 differs from the manifest's (corrupt mean)")
+    return problems
+
+
+def find_halves(path):
+    """Half directories at or below path (those holding a manifest.json), sorted."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return [path]
+    return sorted(p.parent for p in path.rglob(MANIFEST) if not p.parent.name.startswith("."))

@@ -1,0 +1,85 @@
+"""Shared pieces of the data_prep tests: tiny image folders, a tiny TFDS dataset, the CLI."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, module="data_prep", timeout=120):
+    """Runs `python -m MODULE ARGS` in a subprocess (data_prep's absl flags stay out of the
+    pytest process) and returns the CompletedProcess."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def error_lines(stderr):
+    """stderr lines that are data_prep's own (TensorFlow start-up chatter removed)."""
+    return [line for line in stderr.splitlines() if line.startswith("data_prep")]
+
+
+def class_image(label, index, size=8):
+    """A small RGB image that depends on its class and index."""
+    rng = np.random.default_rng([label, index])
+    return rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+
+
+def make_image_folder(root, classes=("cat", "dog", "owl"), per_class=12, split_layout=False):
+    """ROOT/<class>/img_NN.png, or ROOT/{train,validation}/<class>/... with split_layout."""
+    root = Path(root)
+    groups = {"train": per_class, "validation": 3} if split_layout else {"": per_class}
+    for sub, n in groups.items():
+        for label, name in enumerate(classes):
+            d = root / sub / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                offset = 1000 if sub == "validation" else 0
+                Image.fromarray(class_image(label, i + offset)).save(d / f"img_{i:02d}.png")
+    return root
+
+
+TINY_TFDS_CLASSES = ("circle", "square", "triangle", "star")
+
+
+def tiny_tfds_image(split, i):
+    rng = np.random.default_rng([0 if split == "train" else 1, i])
+    return rng.integers(0, 256, size=(12, 12, 3), dtype=np.uint8)
+
+
+def tiny_tfds_label(i):
+    return (i * 3) % len(TINY_TFDS_CLASSES)
+
+
+def build_tiny_tfds(data_dir):
+    """Prepares a tiny image-classification TFDS dataset (train 24, test 8) in data_dir and
+    returns its name. No network: nothing is downloaded."""
+    import tensorflow_datasets as tfds
+
+    class DataPrepTinyImages(tfds.core.GeneratorBasedBuilder):
+        VERSION = tfds.core.Version("1.0.0")
+
+        def _info(self):
+            return self.dataset_info_from_configs(
+                features=tfds.features.FeaturesDict({
+                    "image": tfds.features.Image(shape=(12, 12, 3)),
+                    "label": tfds.features.ClassLabel(names=list(TINY_TFDS_CLASSES)),
+                }),
+                supervised_keys=("image", "label"))
+
+        def _split_generators(self, dl_manager):
+            return {"train": self._generate_examples("train", 24),
+                    "test": self._generate_examples("test", 8)}
+
+        def _generate_examples(self, split, n):
+            for i in range(n):
+                yield i, {"image": tiny_tfds_image(split, i), "label": tiny_tfds_label(i)}
+
+    builder = DataPrepTinyImages(data_dir=str(data_dir))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+    return builder.name
