@@ -1,0 +1,174 @@
+"""CaffeNet has the paper's shapes, cost and initialisation; the small model is its cheap sibling."""
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from keras_transfer import models
+from keras_transfer.layers import SplitGroupConv2D
+
+
+@pytest.fixture(scope="module")
+def caffenet():
+    """One 1000-class CaffeNet for the whole module (61 M parameters: build it once)."""
+    return models.caffenet(1000, seed=0)
+
+
+@pytest.fixture
+def bfloat16_policy():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+def _output_shapes(model):
+    return {layer.name: tuple(layer.output.shape[1:]) for layer in model.layers}
+
+
+def test_caffenet_layer_shapes_are_caffes(caffenet):
+    shapes = _output_shapes(caffenet)
+    assert shapes["image"] == (227, 227, 3)
+    assert shapes["conv1"] == (55, 55, 96)
+    assert shapes["pool1"] == (27, 27, 96)
+    assert shapes["conv2"] == (27, 27, 256)
+    assert shapes["pool2"] == (13, 13, 256)
+    assert shapes["conv3"] == (13, 13, 384)
+    assert shapes["conv4"] == (13, 13, 384)
+    assert shapes["conv5"] == (13, 13, 256)
+    assert shapes["pool5"] == (6, 6, 256)
+    assert shapes["flatten"] == (9216,)
+    assert shapes["fc6"] == (4096,)
+    assert shapes["fc7"] == (4096,)
+    assert shapes["fc8"] == (1000,)
+    assert shapes["prob"] == (1000,)
+    kernels = {name: caffenet.get_layer(name).get_weights()[0].shape
+               for name in models.LAYER_NAMES}
+    assert kernels == {"conv1": (11, 11, 3, 96), "conv2": (5, 5, 48, 256),
+                       "conv3": (3, 3, 256, 384), "conv4": (3, 3, 192, 384),
+                       "conv5": (3, 3, 192, 256), "fc6": (9216, 4096), "fc7": (4096, 4096),
+                       "fc8": (4096, 1000)}
+
+
+def test_floor_pooling_equals_caffes_ceil_pooling_at_caffenet_sizes(caffenet):
+    """Caffe pools with ceil((in - 3) / 2) + 1; Keras 'valid' uses floor. Same at 55, 27, 13."""
+    for pool, conv in (("pool1", "conv1"), ("pool2", "conv2"), ("pool5", "conv5")):
+        size_in = caffenet.get_layer(conv).output.shape[1]
+        assert caffenet.get_layer(pool).output.shape[1] == math.ceil((size_in - 3) / 2) + 1
+
+
+def test_caffenet_groups_are_on_conv2_conv4_conv5(caffenet):
+    grouped = {name for name in models.LAYER_NAMES
+               if isinstance(caffenet.get_layer(name), SplitGroupConv2D)}
+    assert grouped == {"conv2", "conv4", "conv5"}
+    assert all(caffenet.get_layer(name).groups == 2 for name in grouped)
+
+
+def test_caffenet_multiply_adds(caffenet):
+    def conv(out, filters, kernel, in_per_group):
+        return out * out * filters * kernel * kernel * in_per_group
+
+    by_hand = (conv(55, 96, 11, 3) + conv(27, 256, 5, 96 // 2) + conv(13, 384, 3, 256)
+               + conv(13, 384, 3, 384 // 2) + conv(13, 256, 3, 384 // 2)
+               + 6 * 6 * 256 * 4096 + 4096 * 4096 + 4096 * 1000)
+    assert models.multiply_adds(caffenet) == by_hand
+    assert abs(by_hand - 0.724e9) / 0.724e9 < 0.01
+
+
+def test_caffenet_initialisation_is_caffes(caffenet):
+    biases = {name: caffenet.get_layer(name).get_weights()[1] for name in models.LAYER_NAMES}
+    for name in ("conv1", "conv3", "fc8"):
+        np.testing.assert_array_equal(biases[name], 0.0)
+    for name in ("conv2", "conv4", "conv5", "fc6", "fc7"):
+        np.testing.assert_array_equal(biases[name], 1.0)
+    for name, std in (("conv1", 0.01), ("conv5", 0.01), ("fc6", 0.005), ("fc7", 0.005),
+                      ("fc8", 0.01)):
+        kernel = caffenet.get_layer(name).get_weights()[0]
+        assert abs(kernel.mean()) < 0.05 * std
+        assert abs(kernel.std() - std) < 0.02 * std, name
+
+
+def test_weight_decay_is_caffes_on_kernels_only():
+    weight_decay = 5e-4
+    model = models.small(5, (28, 28, 1), weight_decay=weight_decay, seed=0)
+    for name in models.LAYER_NAMES:
+        layer = model.get_layer(name)
+        assert layer.bias_regularizer is None
+    # Caffe adds weight_decay * w to each kernel's gradient: the loss is wd / 2 * sum(w^2).
+    expected = sum(weight_decay / 2 * np.sum(model.get_layer(name).get_weights()[0] ** 2)
+                   for name in models.LAYER_NAMES)
+    model(np.zeros((1, 28, 28, 1), "float32"))
+    assert len(model.losses) == len(models.LAYER_NAMES)
+    np.testing.assert_allclose(float(sum(model.losses)), expected, rtol=1e-5)
+    no_decay = models.small(5, (28, 28, 1), weight_decay=0.0, seed=0)
+    no_decay(np.zeros((1, 28, 28, 1), "float32"))
+    assert not no_decay.losses
+
+
+def test_layer_names_are_the_eight_weight_layers():
+    model = models.small(5, (28, 28, 1))
+    assert tuple(layer.name for layer in model.layers if layer.weights) == models.LAYER_NAMES
+
+
+def test_small_model_shapes_and_multiply_adds_at_28px():
+    model = models.small(5, (28, 28, 1))
+    shapes = _output_shapes(model)
+    assert shapes["pool1"] == (14, 14, 16)
+    assert shapes["pool2"] == (7, 7, 32)
+    assert shapes["pool5"] == (4, 4, 32)
+    by_hand = (28 * 28 * 16 * 9 * 1 + 14 * 14 * 32 * 9 * 8 + 7 * 7 * 48 * 9 * 32
+               + 7 * 7 * 48 * 9 * 24 + 7 * 7 * 32 * 9 * 24 + 512 * 128 + 128 * 128 + 128 * 5)
+    assert models.multiply_adds(model) == by_hand
+    assert 2e6 <= by_hand <= 3e6
+
+
+@pytest.mark.parametrize("input_shape", [(26, 26, 1), (32, 32, 3), (64, 64, 3)])
+def test_small_model_accepts_28_to_64_px(input_shape):
+    model = models.small(7, input_shape, seed=0)
+    x = np.random.default_rng(0).normal(size=(2, *input_shape)).astype("float32")
+    assert model.predict(x, verbose=0).shape == (2, 7)
+
+
+def test_outputs_are_probabilities():
+    model = models.small(5, (28, 28, 1), seed=0)
+    x = np.random.default_rng(0).normal(scale=50.0, size=(3, 28, 28, 1)).astype("float32")
+    probabilities = model.predict(x, verbose=0)
+    assert (probabilities >= 0).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_seed_makes_initialisation_reproducible():
+    first, again, other = (models.small(5, (28, 28, 1), seed=s) for s in (1, 1, 2))
+    for name in models.LAYER_NAMES:
+        np.testing.assert_array_equal(first.get_layer(name).get_weights()[0],
+                                      again.get_layer(name).get_weights()[0])
+        assert not np.array_equal(first.get_layer(name).get_weights()[0],
+                                  other.get_layer(name).get_weights()[0])
+    # Each layer draws its own numbers, not a prefix of the same stream.
+    conv4 = first.get_layer("conv4").get_weights()[0]
+    conv5 = first.get_layer("conv5").get_weights()[0]
+    assert not np.array_equal(conv4.ravel()[:100], conv5.ravel()[:100])
+
+
+def test_build_dispatches_by_name():
+    model = models.build("small", 3, (28, 28, 1), seed=0, dropout=0.25)
+    assert model.name == "small"
+    assert model.get_layer("drop6").rate == 0.25
+    assert set(models.ARCHITECTURES) == {"caffenet", "small"}
+    with pytest.raises(ValueError, match="caffenet"):
+        models.build("alexnet", 3, (28, 28, 1))
+
+
+def test_mixed_bfloat16_keeps_fc8_and_softmax_in_float32(bfloat16_policy):
+    model = models.build("small", 5, (28, 28, 1), seed=0)
+    assert model.get_layer("conv1").compute_dtype == "bfloat16"
+    assert model.get_layer("conv1").kernel.dtype == "float32"
+    assert model.get_layer("fc8").compute_dtype == "float32"
+    assert model.get_layer("prob").compute_dtype == "float32"
+    model.compile(keras.optimizers.SGD(0.01), "sparse_categorical_crossentropy")
+    x = np.random.default_rng(0).normal(size=(4, 28, 28, 1)).astype("float32")
+    history = model.fit(x, np.arange(4) % 5, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    probabilities = model.predict(x, verbose=0)
+    assert probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
