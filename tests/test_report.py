@@ -1,0 +1,166 @@
+"""The report's statistics match values worked out by hand, and it writes its table, summary, figures
+and HParams from result.json files alone, leaving missing conditions out with a note."""
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from keras_transfer import report
+from report_fixtures import write_run
+
+SPLITS = ("random:0", "random:1", "random:2")
+BASE = (0.90, 0.92, 0.94)  # baseB top-1 per split
+
+
+def write_grid(workdir):
+    """Target-B nets on three splits with effects chosen so each statistic is easy to do by hand."""
+    for s, (split, base) in enumerate(zip(SPLITS, BASE)):
+        write_run(workdir, source="none", target="B", n=0, split=split, top1_final=base,
+                  top1_best10_mean=base + 0.01)
+        for n in range(1, 8):
+            selffer = base - 0.002 * n - 0.001 * s  # lost co-adaptation 0.002 n + 0.001 s
+            transfer = selffer - 0.01 * n           # specificity 0.01 n
+            write_run(workdir, source="B", target="B", n=n, split=split, top1_final=selffer)
+            write_run(workdir, source="B", target="B", n=n, finetune=True, split=split, top1_final=base)
+            write_run(workdir, source="A", target="B", n=n, split=split, top1_final=transfer)
+            write_run(workdir, source="A", target="B", n=n, finetune=True, split=split,
+                      top1_final=base + 0.005)      # fine-tuning gain 0.005
+            write_run(workdir, source="random", target="B", n=n, split=split,
+                      top1_final=0.5 - 0.05 * n)
+
+
+@pytest.mark.parametrize("p,df,expected", [
+    # Textbook two-sided 95% (and one 90%) critical values of Student's t.
+    (0.975, 1, 12.7062), (0.975, 2, 4.3027), (0.975, 4, 2.7764), (0.975, 9, 2.2622),
+    (0.975, 29, 2.0452), (0.975, 1000, 1.9623), (0.95, 5, 2.0150), (0.025, 3, -3.1824),
+])
+def test_t_quantile_matches_tables(p, df, expected):
+    assert report.t_quantile(p, df) == pytest.approx(expected, abs=1e-4)
+
+
+def test_t_cdf_of_one_degree_of_freedom_is_the_cauchy_distribution():
+    for t in (-3.0, -0.5, 0.0, 0.7, 10.0):
+        assert report.t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-12)
+
+
+def test_mean_ci_by_hand():
+    stats = report.mean_ci([0.90, 0.92, 0.94])
+    # mean 0.92; std sqrt((0.02^2 + 0 + 0.02^2) / 2) = 0.02; CI 4.302653 * 0.02 / sqrt(3).
+    assert stats["mean"] == pytest.approx(0.92)
+    assert stats["std"] == pytest.approx(0.02)
+    assert stats["count"] == 3
+    assert stats["ci95"] == pytest.approx(0.0496828, abs=1e-6)
+    single = report.mean_ci([0.5, None])
+    assert single["count"] == 1 and single["mean"] == 0.5 and math.isnan(single["ci95"])
+
+
+def test_report_writes_csv_summary_decomposition_and_figures(tmp_path):
+    workdir = tmp_path / "runs"
+    write_grid(workdir)
+    result = report.make_report(workdir, reference="yosinski2014")
+    out = workdir / "report"
+    assert set(result["files"]) == {"results.csv", "summary.md", "figure2.png", "figure3.png", "hparams"}
+    table = pd.read_csv(out / "results.csv")
+    assert len(table) == 3 * (1 + 5 * 7)
+    assert set(table["condition"]) == {"base", "selffer", "selffer+", "transfer", "transfer+", "random"}
+    assert table.loc[table["run_dir"] == "fashion_mnist/random_1/seed0/A3B", "top1_final"].item() == \
+        pytest.approx(0.92 - 0.006 - 0.001 - 0.03)
+    assert "flag_lr" in table.columns
+
+    summary = report.summarize(report.load_runs(workdir)[0])
+    base = summary[(summary["condition"] == "base")].iloc[0]
+    assert base["top1_final_mean"] == pytest.approx(0.92)
+    assert base["top1_final_ci95"] == pytest.approx(0.0496828, abs=1e-6)
+    assert base["top1_best10_mean_mean"] == pytest.approx(0.93)
+    a5b = summary[(summary["condition"] == "transfer") & (summary["n"] == 5)].iloc[0]
+    # per split: base - 0.01 - 0.001 s - 0.05 -> 0.84, 0.859, 0.878; std 0.019.
+    assert a5b["top1_final_mean"] == pytest.approx(0.859)
+    assert a5b["top1_final_std"] == pytest.approx(0.019)
+
+    decomposition = report.decomposition(report.load_runs(workdir)[0], "top1_final")
+    at3 = decomposition[decomposition["n"] == 3].set_index("effect")
+    assert at3.loc["lost co-adaptation", "mean"] == pytest.approx(0.007)   # 0.006 + mean(0, .001, .002)
+    assert at3.loc["lost co-adaptation", "ci95"] == pytest.approx(4.302653 * 0.001 / math.sqrt(3), abs=1e-7)
+    assert at3.loc["specificity", "mean"] == pytest.approx(0.03)
+    assert at3.loc["fine-tuning gain", "mean"] == pytest.approx(0.005)
+    assert at3.loc["fine-tuning gain", "count"] == 3
+
+    text = (out / "summary.md").read_text()
+    assert "0.9200 ± 0.0497 (3)" in text
+    assert "0.0070 ± 0.0025 (3)" in text
+    assert "reduced.png: no reduced-volume runs" in text
+    for png in ("figure2.png", "figure3.png"):
+        data = (out / png).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000
+    assert list((out / "hparams").rglob("events.out.tfevents.*"))
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_figure3_is_relative_to_the_base_of_each_pair(tmp_path):
+    write_grid(tmp_path)
+    lines = report.figure3_series(report.load_runs(tmp_path)[0], "top1_final")
+    random_features = lines["random features (RnB)"].set_index("n")
+    assert random_features.loc[2, "mean"] == pytest.approx(0.4 - 0.92)
+    assert "dissimilar-split transfer (AnB)" not in lines
+
+
+def test_reference_overlay_changes_figure2(tmp_path):
+    write_grid(tmp_path)
+    plain = report.make_report(tmp_path, tmp_path / "plain", hparams=False)
+    overlay = report.make_report(tmp_path, tmp_path / "overlay", reference="yosinski2014", hparams=False)
+    assert plain["files"]["figure2.png"].read_bytes() != overlay["files"]["figure2.png"].read_bytes()
+    assert all(len(v) == 7 for k, v in report.YOSINSKI2014_TOP1.items() if k != "base")
+
+
+def test_missing_conditions_are_left_out_with_a_note(tmp_path):
+    for split, base in zip(SPLITS[:2], BASE):
+        write_run(tmp_path, source="none", target="B", n=0, split=split, top1_final=base)
+        write_run(tmp_path, source="A", target="B", n=2, split=split, top1_final=base - 0.1)
+    result = report.make_report(tmp_path, hparams=False)
+    assert "figure2.png" in result["files"] and "figure3.png" not in result["files"]
+    text = result["files"]["summary.md"].read_text()
+    assert "figure2: no BnB (selffer) runs, left out" in text
+    assert "figure3: needs random-features" in text
+    assert "## Decomposition" not in text
+    assert "decomposition: no specificity (selffer and transfer runs" in text
+
+
+def test_reduced_series(tmp_path):
+    for epc, value in ((10, 0.5), (100, 0.7)):
+        for half in "AB":
+            write_run(tmp_path, source="none", target=half, n=0, examples_per_class=epc,
+                      top1_final=value + (0.02 if half == "B" else 0.0))
+    write_run(tmp_path, source="none", target="B", n=0, top1_final=0.9)
+    result = report.make_report(tmp_path, hparams=False)
+    assert result["files"]["reduced.png"].read_bytes().startswith(b"\x89PNG")
+    summary = report.summarize(report.load_runs(tmp_path)[0])
+    reduced = summary[summary["series"] == "reduced"].set_index("examples_per_class")
+    assert reduced.loc[100, "top1_final_mean"] == pytest.approx(0.71)
+    assert reduced.loc[10, "top1_final_count"] == 2
+
+
+def test_rerun_replaces_the_report(tmp_path):
+    write_grid(tmp_path)
+    report.make_report(tmp_path, hparams=False)
+    write_run(tmp_path, source="none", target="B", n=0, split="random:3", top1_final=0.96)
+    report.make_report(tmp_path, hparams=False)
+    assert len(pd.read_csv(tmp_path / "report" / "results.csv")) == 3 * 36 + 1
+
+
+@pytest.mark.parametrize("make", ["missing", "empty", "two_datasets"])
+def test_bad_workdir_is_an_error_with_no_output(tmp_path, make):
+    workdir = tmp_path / "runs"
+    if make == "empty":
+        workdir.mkdir()
+    if make == "two_datasets":
+        write_run(workdir, source="none", target="B", n=0, top1_final=0.9)
+        write_run(workdir, source="none", target="B", n=0, top1_final=0.5, dataset="cifar10")
+    result = subprocess.run([sys.executable, "-m", "keras_transfer.report", str(workdir)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    message = {"missing": "is not a directory", "empty": "no result.json under",
+               "two_datasets": "choose one with --dataset"}[make]
+    assert message in result.stderr
+    assert not (workdir / "report").exists()
