@@ -1,0 +1,180 @@
+"""How fast this machine trains the project's nets: `python -m keras_transfer.bench`.
+
+Prints training images/s of CaffeNet at 227 px and of the small model at 28 px (float32 and
+mixed bfloat16), the split-group convolution against Keras `Conv2D(groups=2)`, CaffeNet's
+achieved GFLOP/s as a fraction of a float32 matmul measured in the same run, and the input
+pipeline's images/s alone (with --data_dir). A command, not a test: the figures depend on the
+machine and on whatever else runs on it.
+
+Training is timed on synthetic in-memory batches through `model.fit`, after a warm-up fit that
+traces the train function, so the figures are the model's cost without the input pipeline.
+"""
+import time
+
+import numpy as np
+from absl import app, flags
+
+BENCHMARKS = ("matmul", "caffenet", "small", "groups", "pipeline")
+
+_STEPS = flags.DEFINE_integer("steps", 5, "Timed training steps per CaffeNet measurement; the "
+                              "small model and the group comparison time 10x as many.")
+_WARMUP = flags.DEFINE_integer("warmup_steps", 2, "Untimed steps first (tracing, allocation).")
+_CAFFENET_BATCH = flags.DEFINE_integer("caffenet_batch", 32, "CaffeNet batch size.")
+_SMALL_BATCH = flags.DEFINE_integer("small_batch", 256, "Small-model batch size.")
+_SMALL_SIZE = flags.DEFINE_integer("small_size", 28, "Small-model input size (px).")
+_XLA = flags.DEFINE_bool("xla", False, "Compile the train functions with jit_compile=True.")
+_THREADS = flags.DEFINE_integer("threads", 0, "Intra-op threads (0 = TensorFlow's default, "
+                                "all cores); --threads=1 is one net of the parallel demo.")
+_MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 2048, "Side of the float32 matmul reference.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "A prepared half (the directory holding "
+                                "manifest.json) for the input-pipeline benchmark.")
+_ONLY = flags.DEFINE_list("only", list(BENCHMARKS), f"Benchmarks to run, from {BENCHMARKS}.")
+
+
+def matmul_gflops(size, repeats=10):
+    """float32 GFLOP/s of a size x size matmul: the machine's practical dense peak."""
+    import tensorflow as tf
+    a = tf.random.normal((size, size))
+    b = tf.random.normal((size, size))
+    for _ in range(2):
+        tf.linalg.matmul(a, b).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        c = tf.linalg.matmul(a, b)
+    c.numpy()
+    return 2.0 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def training_images_per_sec(model, batch_size, steps, warmup_steps, jit_compile):
+    """Images/s of `model.fit` with plain momentum SGD on one repeated synthetic batch."""
+    import keras
+    import tensorflow as tf
+    input_shape = tuple(model.input.shape[1:])
+    num_classes = model.output.shape[-1]
+    rng = np.random.default_rng(0)
+    images = rng.normal(scale=50.0, size=(batch_size, *input_shape)).astype("float32")
+    labels = rng.integers(0, num_classes, batch_size)
+    batches = tf.data.Dataset.from_tensors((images, labels)).repeat()
+    model.compile(keras.optimizers.SGD(0.001, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(), jit_compile=jit_compile)
+    model.fit(batches, steps_per_epoch=max(1, warmup_steps), epochs=1, verbose=0,
+              shuffle=False)
+    start = time.perf_counter()
+    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def model_images_per_sec(name, num_classes, input_shape, batch_size, steps, precision):
+    """Training images/s and forward multiply-adds per image of a models.build net."""
+    import keras
+
+    from keras_transfer import models
+    keras.mixed_precision.set_global_policy(
+        "mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        model = models.build(name, num_classes, input_shape, seed=0)
+        rate = training_images_per_sec(model, batch_size, steps, _WARMUP.value, _XLA.value)
+        return rate, models.multiply_adds(model)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def group_conv_step_times(batch_size, steps):
+    """Seconds per training step of CaffeNet's conv2 as SplitGroupConv2D and Conv2D(groups=2)."""
+    import keras
+
+    from keras_transfer.layers import SplitGroupConv2D
+
+    def conv2_net(conv):
+        inputs = keras.Input((27, 27, 96))
+        x = conv(inputs)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x))
+
+    common = dict(filters=256, kernel_size=5, padding="same", activation="relu", groups=2)
+    times = {}
+    for label, conv in (("SplitGroupConv2D", SplitGroupConv2D(**common)),
+                        ("Conv2D(groups=2)", keras.layers.Conv2D(**common))):
+        rate = training_images_per_sec(conv2_net(conv), batch_size, steps, _WARMUP.value,
+                                       _XLA.value)
+        times[label] = batch_size / rate
+    return times
+
+
+def input_pipeline_images_per_sec(half_dir, batch_size, steps):
+    """Images/s of the training input pipeline alone, or None (with the reason printed).
+
+    Imports keras_transfer.data lazily: the benchmark must run without it.
+    """
+    try:
+        from keras_transfer import data
+    except ImportError:
+        print("  skipped: keras_transfer.data not available")
+        return None
+    if not half_dir:
+        print("  skipped: pass --data_dir=<a prepared half directory with manifest.json>")
+        return None
+    dataset = data.build_dataset(half_dir, "train", batch_size=batch_size, training=True,
+                                 seed=0)
+    iterator = iter(dataset)
+    for _ in range(max(1, _WARMUP.value)):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(steps):
+        images, _ = next(iterator)
+    images.numpy()
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def main(argv):
+    del argv
+    import tensorflow as tf
+    if _THREADS.value:
+        tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
+        tf.config.threading.set_inter_op_parallelism_threads(_THREADS.value)
+    unknown = sorted(set(_ONLY.value) - set(BENCHMARKS))
+    if unknown:
+        raise app.UsageError(f"--only: unknown benchmarks {unknown}; choose from {BENCHMARKS}")
+    run = set(_ONLY.value)
+    steps = _STEPS.value
+    print(f"keras_transfer.bench: TF {tf.__version__}, intra-op threads "
+          f"{_THREADS.value or 'default'}, jit_compile={_XLA.value}")
+
+    matmul = None
+    if "matmul" in run or "caffenet" in run:
+        matmul = matmul_gflops(_MATMUL_SIZE.value)
+        print(f"matmul float32 {_MATMUL_SIZE.value}^2: {matmul:.1f} GFLOP/s")
+
+    if "caffenet" in run:
+        for precision in ("float32", "bfloat16"):
+            rate, macs = model_images_per_sec("caffenet", 1000, (227, 227, 3),
+                                              _CAFFENET_BATCH.value, steps, precision)
+            gflops = rate * 3 * 2 * macs / 1e9  # training = 3x forward, 2 FLOPs per MAC
+            print(f"caffenet 227px {precision:8s} batch {_CAFFENET_BATCH.value}: "
+                  f"{rate:.1f} images/s, {gflops:.1f} GFLOP/s = {gflops / matmul:.0%} of matmul "
+                  f"({macs / 1e9:.3f} G multiply-adds/image forward)")
+
+    if "small" in run:
+        size = _SMALL_SIZE.value
+        for precision in ("float32", "bfloat16"):
+            rate, macs = model_images_per_sec("small", 5, (size, size, 1), _SMALL_BATCH.value,
+                                              10 * steps, precision)
+            print(f"small {size}px {precision:8s} batch {_SMALL_BATCH.value}: "
+                  f"{rate:.0f} images/s ({macs / 1e6:.2f} M multiply-adds/image forward)")
+
+    if "groups" in run:
+        times = group_conv_step_times(_CAFFENET_BATCH.value, 2 * steps)
+        split, grouped = times["SplitGroupConv2D"], times["Conv2D(groups=2)"]
+        print(f"caffenet conv2 train step, batch {_CAFFENET_BATCH.value}: SplitGroupConv2D "
+              f"{split * 1e3:.1f} ms, Conv2D(groups=2) {grouped * 1e3:.1f} ms "
+              f"({grouped / split:.1f}x slower)")
+
+    if "pipeline" in run:
+        print("input pipeline (train, no model):")
+        rate = input_pipeline_images_per_sec(_DATA_DIR.value, _SMALL_BATCH.value, 10 * steps)
+        if rate is not None:
+            print(f"  {rate:.0f} images/s, batch {_SMALL_BATCH.value}")
+
+
+if __name__ == "__main__":
+    app.run(main)
