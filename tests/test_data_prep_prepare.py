@@ -1,0 +1,278 @@
+"""data_prep.prepare on tiny real data: records round-trip, manifest, reduced volume,
+determinism, refusals, interruption, verify, and the folder and tfds sources."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_prep import manifest, records, sources, splits
+from data_prep.errors import DataPrepError
+from data_prep.prepare import prepare
+from data_prep.sources import SyntheticSpec
+from data_prep_helpers import (TINY_TFDS_CLASSES, build_tiny_tfds, class_image,
+                               make_image_folder, tiny_tfds_image, tiny_tfds_label)
+
+SPEC = SyntheticSpec(num_classes=6, image_size=10, channels=3, train_per_class=9,
+                     validation_per_class=4, seed=3)
+
+
+def _shards(half_dir, split):
+    m = manifest.load_manifest(half_dir)
+    return [half_dir / s["file"] for s in m["shards"][split]]
+
+
+def _files(root):
+    return {p.relative_to(root): p.read_bytes() for p in sorted(Path(root).rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def synthetic_out(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic")
+    return out, prepare("synthetic", "random:1", out, synthetic=SPEC, progress=False)
+
+
+def test_synthetic_round_trips_pixels_and_labels(synthetic_out):
+    out, halves = synthetic_out
+    src = sources.synthetic(SPEC)
+    split_halves = splits.random_halves(SPEC.num_classes, 1)
+    assert halves == {"A": out / "synthetic" / "random_1" / "A",
+                      "B": out / "synthetic" / "random_1" / "B"}
+    for h, classes in (("A", split_halves.A), ("B", split_halves.B)):
+        m = manifest.load_manifest(halves[h])
+        assert [c["original_index"] for c in m["classes"]] == list(classes)
+        for split, per_class in (("train", 9), ("validation", 4)):
+            images, labels = src._arrays[split]
+            want = [i for i in range(len(labels)) if labels[i] in classes]
+            got = list(records.read_examples(_shards(halves[h], split)))
+            assert len(got) == len(want) == per_class * len(classes)
+            assert len(_shards(halves[h], split)) >= 2
+            for ex, i in zip(got, want):
+                np.testing.assert_array_equal(ex["image"], images[i])
+                assert ex["original_label"] == labels[i]
+                assert ex["label"] == list(classes).index(labels[i])
+                assert ex["class_name"] == src.class_names[labels[i]]
+                assert (ex["image/height"], ex["image/width"], ex["image/channels"]) == (10, 10, 3)
+            assert m["counts"][split] == len(want)
+            assert m["counts_per_class"][split] == {str(k): per_class
+                                                    for k in range(len(classes))}
+
+
+def test_manifest_and_mean(synthetic_out):
+    out, halves = synthetic_out
+    m = manifest.load_manifest(halves["A"])
+    assert m["dataset"] == "synthetic" and m["half"] == "A" and m["encoding"] == "png"
+    assert m["split"] == {"spec": "random:1", "rule": "random", "seed": 1, "dirname": "random_1"}
+    assert m["image_shape"] == [10, 10, 3] and m["num_source_classes"] == 6
+    assert {c["original_index"] for c in m["classes"] + m["other_half"]} == set(range(6))
+    images = np.stack([ex["image"] for ex in records.read_examples(_shards(halves["A"], "train"))])
+    mean = np.load(halves["A"] / "mean.npy")
+    assert mean.dtype == np.float32 and mean.shape == (10, 10, 3)
+    np.testing.assert_allclose(mean, images.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(m["mean"]["per_channel"], images.mean(axis=(0, 1, 2)), atol=1e-3)
+    assert m["mean"]["sha256"] == manifest.sha256_file(halves["A"] / "mean.npy")
+
+
+def test_output_is_byte_identical_across_runs_and_worker_counts(tmp_path, synthetic_out):
+    out, _ = synthetic_out
+    prepare("synthetic", "random:1", tmp_path, synthetic=SPEC, progress=False, num_workers=2)
+    assert _files(tmp_path) == _files(out)
+
+
+def test_reduced_volume_keeps_the_first_n_of_every_class(tmp_path):
+    spec = SyntheticSpec(num_classes=4, image_size=8, train_per_class=10, validation_per_class=3)
+    halves = prepare("synthetic", "random:0", tmp_path, examples_per_class=6, synthetic=spec,
+                     progress=False)
+    assert halves["A"].parent.name == "random_0_epc6"
+    images, labels = sources.synthetic(spec)._arrays["train"]
+    for h in "AB":
+        m = manifest.load_manifest(halves[h])
+        assert m["examples_per_class"] == 6
+        assert m["counts_per_class"]["train"] == {"0": 6, "1": 6}
+        assert m["counts"]["validation"] == 6  # validation untouched: 3 per class
+        got = list(records.read_examples(_shards(halves[h], "train")))
+        for c in m["classes"]:
+            first = np.flatnonzero(labels == c["original_index"])[:6]
+            mine = [ex["image"] for ex in got if ex["original_label"] == c["original_index"]]
+            assert len(mine) == 6
+            for image, i in zip(mine, first):
+                np.testing.assert_array_equal(image[..., 0], images[i])  # 1 channel
+
+
+@pytest.mark.parametrize("n", [0, -1])
+def test_non_positive_examples_per_class_is_refused(tmp_path, n):
+    with pytest.raises(DataPrepError, match="examples_per_class"):
+        prepare("synthetic", "random:0", tmp_path, examples_per_class=n, synthetic=SPEC)
+    assert not any(tmp_path.iterdir())
+
+
+def test_more_examples_per_class_than_exist_is_refused(tmp_path):
+    with pytest.raises(DataPrepError, match="only 9 train images"):
+        prepare("synthetic", "random:0", tmp_path, examples_per_class=10, synthetic=SPEC)
+    assert not any(tmp_path.iterdir())
+
+
+def test_bad_split_file_writes_nothing(tmp_path):
+    split_file = tmp_path / "s.json"
+    split_file.write_text(json.dumps({"A": [0, 1], "B": [1, 2]}))
+    out = tmp_path / "out"
+    with pytest.raises(DataPrepError, match="overlap"):
+        prepare("synthetic", f"classes:{split_file}", out, synthetic=SPEC)
+    assert not out.exists()
+
+
+def test_class_file_split(tmp_path):
+    split_file = tmp_path / "three.json"
+    split_file.write_text(json.dumps({"A": ["class_5", 0], "B": [2]}))
+    halves = prepare("synthetic", f"classes:{split_file}", tmp_path / "out", synthetic=SPEC,
+                     progress=False)
+    assert halves["A"].parent.name == "classes_three"
+    m = manifest.load_manifest(halves["A"])
+    assert [(c["label"], c["original_index"]) for c in m["classes"]] == [(0, 0), (1, 5)]
+    assert m["counts"] == {"train": 18, "validation": 8}
+
+
+def test_existing_output_with_other_settings_is_refused_unless_overwrite(tmp_path):
+    prepare("synthetic", "random:0", tmp_path, synthetic=SPEC, progress=False)
+    before = _files(tmp_path)
+    other = SyntheticSpec(**{**SPEC.__dict__, "seed": 4})
+    with pytest.raises(DataPrepError, match="different settings.*--overwrite"):
+        prepare("synthetic", "random:0", tmp_path, synthetic=other)
+    assert _files(tmp_path) == before
+    prepare("synthetic", "random:0", tmp_path, synthetic=SPEC, progress=False)  # same: fine
+    assert _files(tmp_path) == before
+    prepare("synthetic", "random:0", tmp_path, synthetic=other, overwrite=True, progress=False)
+    m = manifest.load_manifest(tmp_path / "synthetic" / "random_0" / "A")
+    assert m["source_options"]["synthetic"]["seed"] == 4
+    # no temp or replaced directories are left behind
+    assert sorted(p.name for p in (tmp_path / "synthetic" / "random_0").iterdir()) == ["A", "B"]
+
+
+def test_foreign_files_in_a_half_directory_are_refused(tmp_path):
+    half = tmp_path / "synthetic" / "random_0" / "A"
+    half.mkdir(parents=True)
+    (half / "notes.txt").write_text("mine")
+    with pytest.raises(DataPrepError, match="no data_prep manifest"):
+        prepare("synthetic", "random:0", tmp_path, synthetic=SPEC)
+
+
+def test_a_failed_run_leaves_no_manifest_and_no_temp_files(tmp_path):
+    root = make_image_folder(tmp_path / "pets", per_class=30)
+    bad = root / "dog" / "img_20.png"
+    bad.write_bytes(b"not a png")
+    out = tmp_path / "out"
+    with pytest.raises(DataPrepError, match="cannot decode .*img_20.png"):
+        prepare(f"folder:{root}", "random:0", out, image_size=8, progress=False)
+    assert list(out.rglob("manifest.json")) == []
+    assert [p for p in out.rglob("*") if p.is_file()] == []
+    bad.write_bytes((root / "dog" / "img_19.png").read_bytes())  # repaired: a re-run works
+    halves = prepare(f"folder:{root}", "random:0", out, image_size=8, progress=False)
+    assert manifest.verify(halves["A"]) == [] and manifest.verify(halves["B"]) == []
+
+
+def test_verify_catches_a_flipped_byte_and_a_truncated_shard(tmp_path, synthetic_out):
+    src, halves = synthetic_out
+    half = tmp_path / "A"
+    shutil.copytree(halves["A"], half)
+    assert manifest.verify(half) == []
+    shard = _shards(half, "train")[1]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+    problems = manifest.verify(half)
+    assert len(problems) == 1 and shard.name in problems[0] and "sha256" in problems[0]
+    assert manifest.verify(half, full_hash=False) == []  # sizes only: a flip is invisible
+    other = _shards(half, "validation")[0]
+    other.write_bytes(other.read_bytes()[:-3])
+    problems = manifest.verify(half, full_hash=False)
+    assert len(problems) == 1 and other.name in problems[0] and "bytes" in problems[0]
+
+
+def test_load_manifest_names_the_file_and_the_command(tmp_path):
+    half = tmp_path / "fashion_mnist" / "random_2_epc10" / "B"
+    with pytest.raises(DataPrepError) as e:
+        manifest.load_manifest(half)
+    message = str(e.value)
+    assert str(half / "manifest.json") in message
+    assert (f"python -m data_prep --source=fashion_mnist --split=random:2 --out={tmp_path} "
+            "--examples_per_class=10") in message
+    half.mkdir(parents=True)
+    (half / "manifest.json").write_text("{trunc")
+    with pytest.raises(DataPrepError, match="unreadable"):
+        manifest.load_manifest(half)
+    assert "unreadable" in manifest.verify(half)[0]
+
+
+def test_write_json_atomic_replaces_and_leaves_no_temp_files(tmp_path):
+    path = tmp_path / "result.json"
+    manifest.write_json_atomic(path, {"b": 1, "a": [1, 2]})
+    manifest.write_json_atomic(path, {"b": 2, "a": "é"})
+    assert json.loads(path.read_text(encoding="utf-8")) == {"b": 2, "a": "é"}
+    assert path.read_text(encoding="utf-8").startswith('{\n  "b"')
+    assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+@pytest.mark.parametrize("split_layout", [False, True])
+def test_folder_source(tmp_path, split_layout):
+    root = make_image_folder(tmp_path / "pets", per_class=20, split_layout=split_layout)
+    halves = prepare(f"folder:{root}", "random:0", tmp_path / "out", progress=False,
+                     image_size=8)
+    assert halves["A"].parent.parent.name == "pets"
+    a = manifest.load_manifest(halves["A"])
+    b = manifest.load_manifest(halves["B"])
+    assert a["encoding"] == "png" and a["image_shape"] == [8, 8, 3]
+    assert a["num_classes"] + b["num_classes"] == 3
+    # flat layout: every 10th image of a class is validation; split layout: 3 per class
+    train, validation = (20, 3) if split_layout else (18, 2)
+    assert a["counts"]["train"] + b["counts"]["train"] == 3 * train
+    assert a["counts"]["validation"] + b["counts"]["validation"] == 3 * validation
+    got = list(records.read_examples(_shards(halves["B"], "train")))
+    classes = [c["name"] for c in b["classes"]]
+    labels = [ex["label"] for ex in got]
+    assert len(classes) == 2 and labels != sorted(labels)  # shuffled: shards mix classes
+    for ex in got:
+        assert ex["class_name"] == classes[ex["label"]]
+        files = sorted((root / ("train" if split_layout else "") / ex["class_name"]).glob("*"))
+        originals = [class_image(("cat", "dog", "owl").index(ex["class_name"]), i)
+                     for i in range(len(files))]
+        assert any(np.array_equal(ex["image"], o) for o in originals)
+
+
+def test_folder_photos_are_jpeg_at_256_by_default(tmp_path):
+    root = make_image_folder(tmp_path / "pets", per_class=2)
+    halves = prepare(f"folder:{root}", "random:0", tmp_path / "out", progress=False)
+    m = manifest.load_manifest(halves["A"])
+    assert m["encoding"] == "jpeg" and m["image_shape"] == [256, 256, 3]
+    ex = next(records.read_examples(_shards(halves["A"], "train")))
+    assert ex["image"].shape == (256, 256, 3)
+
+
+def test_tfds_source_reads_a_prepared_builder(tmp_path):
+    name = build_tiny_tfds(tmp_path / "tfds")
+    halves = prepare(f"tfds:{name}", "random:0", tmp_path / "out",
+                     tfds_data_dir=tmp_path / "tfds", progress=False)
+    split_halves = splits.random_halves(len(TINY_TFDS_CLASSES), 0)
+    for h, classes in (("A", split_halves.A), ("B", split_halves.B)):
+        m = manifest.load_manifest(halves[h])
+        assert m["dataset"] == name and m["encoding"] == "png"
+        assert [c["name"] for c in m["classes"]] == [TINY_TFDS_CLASSES[i] for i in classes]
+        for split, tfds_split, n in (("train", "train", 24), ("validation", "test", 8)):
+            want = [i for i in range(n) if tiny_tfds_label(i) in classes]
+            got = list(records.read_examples(_shards(halves[h], split)))
+            assert [ex["original_label"] for ex in got] == [tiny_tfds_label(i) for i in want]
+            for ex, i in zip(got, want):
+                np.testing.assert_array_equal(ex["image"], tiny_tfds_image(tfds_split, i))
+        assert manifest.verify(halves[h]) == []
+
+
+def test_unprepared_tfds_dataset_is_refused(tmp_path):
+    with pytest.raises(DataPrepError, match="not prepared|not available"):
+        prepare("tfds:mnist", "random:0", tmp_path / "out", tfds_data_dir=tmp_path / "empty")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_source_is_refused(tmp_path):
+    with pytest.raises(DataPrepError, match="unknown --source"):
+        prepare("imagenet", "random:0", tmp_path)
