@@ -72,6 +72,10 @@ def main(argv):
     except OSError as e:
         print(f"data_prep: error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:
+        print("data_prep: interrupted; no manifest was written, re-run to start clean",
+              file=sys.stderr)
+        sys.exit(130)
 
 
 def run():

@@ -33,7 +33,8 @@ def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
             progress=True, image_size=None, encoding="auto"):
     """Prepares both halves and returns {"A": Path, "B": Path} of the half directories.
 
-    Raises DataPrepError for bad input, before anything is written.
+    Raises DataPrepError for bad input before anything is written; an undecodable image met
+    while writing raises it too, with nothing published.
     """
     start = time.perf_counter()
     splits.check_examples_per_class(examples_per_class)
@@ -147,8 +148,9 @@ def _check_existing(half_dir, header, overwrite):
     differing = [k for k in _IDENTITY if existing.get(k) != header[k]]
     if differing:
         raise DataPrepError(
-            f"{half_dir} already holds data prepared with different settings ({', '.join(differing)}"
-            f" differ); pass --overwrite to replace it, or choose another --out")
+            f"{half_dir} already holds data prepared with different settings "
+            f"({', '.join(differing)} differ); pass --overwrite to replace it, "
+            "or choose another --out")
 
 
 def _select(src, split, labels, halves, examples_per_class):
