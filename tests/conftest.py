@@ -4,3 +4,22 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synthetic_data(tmp_path_factory):
+    """A tiny prepared dataset, `random:0` split of 10 synthetic classes at 28x28x1.
+
+    Returns the data_dir; halves are at <data_dir>/synthetic/random_0/{A,B}. Read-only: tests
+    that damage data make their own copy.
+    """
+    from data_prep.prepare import prepare
+    from data_prep.sources import SyntheticSpec
+
+    out = tmp_path_factory.mktemp("data")
+    prepare(source="synthetic", split="random:0", out=out, progress=False,
+            synthetic=SyntheticSpec(num_classes=10, image_size=28, channels=1,
+                                    train_per_class=24, validation_per_class=8, seed=0))
+    return out

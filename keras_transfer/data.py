@@ -1,0 +1,140 @@
+"""Input pipeline over data_prep's class-split TFRecords.
+
+list_files -> shard per input pipeline -> interleave -> shuffle -> decode + augment -> batch
+(per replica) -> prefetch. Training crops at random and mirrors; evaluation takes the centre crop,
+in file order, with no shuffling, so every evaluation sees the same images in the same order.
+Augmentation uses stateless random ops keyed on (seed, example index), so it is reproducible
+whatever the parallelism.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from data_prep import manifest as manifest_lib
+from data_prep import records
+
+SPLITS = ("train", "validation")
+_SHUFFLE_BUFFER = 10_000
+
+
+class DataError(Exception):
+    """The prepared data is missing, incomplete or does not match its manifest."""
+
+
+def load_half(half_dir, *, verify_data: bool = False) -> dict:
+    """The manifest of a prepared half, after checking its shards against it.
+
+    Shard sizes are always checked (cheap, catches truncation); `verify_data` also hashes every
+    shard (catches bit flips) at the cost of reading the whole dataset once.
+    """
+    half_dir = Path(half_dir)
+    try:
+        manifest = manifest_lib.load_manifest(half_dir)
+    except Exception as e:  # data_prep's message already says which command prepares it.
+        raise DataError(str(e)) from e
+    problems = manifest_lib.verify(half_dir, full_hash=verify_data)
+    if problems:
+        raise DataError(
+            f"prepared data in {half_dir} does not match its manifest:\n  " + "\n  ".join(problems)
+            + "\nRe-create it with `python -m data_prep ... --overwrite`.")
+    return manifest
+
+
+def shard_paths(half_dir, manifest: dict, split: str) -> list[str]:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    return [str(Path(half_dir) / s["file"]) for s in manifest["shards"][split]]
+
+
+def default_crop(model_name: str, image_size: int) -> int:
+    """227 from 256 for caffenet (the paper's crop); a few pixels less than the image otherwise."""
+    if model_name == "caffenet":
+        return 227
+    return image_size - 2
+
+
+def input_scale(model_name: str) -> float:
+    """Factor applied after mean subtraction: Caffe feeds CaffeNet raw 0-255 values; the small
+    model, initialised for unit-scale inputs, gets them divided by 255."""
+    return 1.0 if model_name == "caffenet" else 1.0 / 255.0
+
+
+def _mean_image(half_dir, manifest: dict) -> np.ndarray:
+    """The per-pixel training mean of the half (Caffe subtracts it before cropping)."""
+    mean_info = manifest.get("mean", {})
+    path = Path(half_dir) / mean_info.get("per_pixel_file", "mean.npy")
+    shape = tuple(manifest["image_shape"])
+    if path.exists():
+        mean = np.load(path).astype(np.float32)
+        if mean.shape == shape:
+            return mean
+    # Images of varying size (folder sources) fall back to the per-channel mean.
+    per_channel = np.asarray(mean_info["per_channel"], np.float32)
+    return np.broadcast_to(per_channel, shape).astype(np.float32)
+
+
+def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed: int = 0,
+                  input_context: tf.distribute.InputContext | None = None,
+                  crop: int | None = None, model_name: str = "small",
+                  manifest: dict | None = None) -> tf.data.Dataset:
+    """Batches of (mean-subtracted, scaled float32 images [crop, crop, C], int32 labels).
+
+    `batch_size` is the global batch; with an `input_context` (from
+    `strategy.distribute_datasets_from_function`) each pipeline yields its replica's share.
+    Training data repeats forever; evaluation data is one deterministic pass.
+    """
+    half_dir = Path(half_dir)
+    manifest = manifest or load_half(half_dir)
+    files = shard_paths(half_dir, manifest, split)
+    if not files:
+        raise DataError(f"{half_dir}: the manifest lists no {split} shards")
+    height, width, channels = manifest["image_shape"]
+    crop = crop or default_crop(model_name, min(height, width))
+    if crop > min(height, width):
+        raise DataError(f"crop {crop} is larger than the images ({height}x{width}) in {half_dir}")
+    mean = tf.constant(_mean_image(half_dir, manifest))
+    scale = tf.constant(input_scale(model_name), tf.float32)
+
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    # Under multi-worker training each input pipeline reads its own shards; with fewer shards
+    # than pipelines every pipeline reads all files and keeps every k-th record instead.
+    pipelines = input_context.num_input_pipelines if input_context is not None else 1
+    shard_records = pipelines > len(files)
+    if pipelines > 1 and not shard_records:
+        ds = ds.shard(pipelines, input_context.input_pipeline_id)
+    if training:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    # Evaluation reads one file after the other, so its order is the manifest's.
+    if training:
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    else:
+        ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=1)
+    if shard_records:
+        ds = ds.shard(pipelines, input_context.input_pipeline_id)
+    if training:
+        ds = ds.shuffle(_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
+    ds = ds.enumerate()
+
+    def decode(index, serialized):
+        example = records.parse_example(serialized)
+        image = records.decode_image(example, channels)
+        image = tf.ensure_shape(image, [height, width, channels])
+        image = (tf.cast(image, tf.float32) - mean) * scale
+        if training:
+            key = tf.stack([tf.cast(seed, tf.int64), index])
+            image = tf.image.stateless_random_crop(image, [crop, crop, channels], seed=key)
+            image = tf.image.stateless_random_flip_left_right(image, seed=key + [0, 1 << 40])
+        else:
+            top, left = (height - crop) // 2, (width - crop) // 2
+            image = image[top:top + crop, left:left + crop, :]
+        return image, tf.cast(example["label"], tf.int32)
+
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(batch_size, drop_remainder=training)
+    return ds.prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,279 @@
+"""Trains one net of the grid: `run(config, strategy) -> result dict`.
+
+Order matters and is the point of this module: check every input before writing anything;
+build the model, copy and freeze layers (before compile, which is when Keras 3 fixes the set of
+trainable variables), compile inside the strategy scope; train with a backup after every
+evaluation; write the weights and then result.json, which marks the run done.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data_prep.manifest import write_json_atomic
+from keras_transfer import callbacks, data, models, naming, solver, transfer
+from keras_transfer.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class RunError(Exception):
+    """A run cannot start: the message says what is wrong and how to fix it."""
+
+
+# ---------------------------------------------------------------- checks before anything is written
+
+def check_config(config: Config) -> None:
+    if not 0 <= config.n <= naming.MAX_N:
+        raise RunError(f"--n={config.n} is out of range: n counts copied layers, 0 (a base net) "
+                       f"to {naming.MAX_N} (conv1..fc7; fc8 is always new).")
+    if config.source == "none" and config.n != 0:
+        raise RunError(f"--source=none trains a base net, which copies nothing; drop --n={config.n} "
+                       "or choose --source=A, B or random.")
+    if config.n == 0 and config.source != "none":
+        raise RunError(f"--source={config.source} needs --n between 1 and {naming.MAX_N} "
+                       "(the number of layers to copy).")
+    if config.finetune and config.n == 0:
+        raise RunError("--finetune needs copied layers to fine-tune: give --n between 1 and 7 "
+                       "(a base net with --n=0 is always trained from scratch).")
+    if config.finetune and config.source == "random":
+        raise RunError("--finetune with --source=random is not one of the paper's conditions: the "
+                       "random-features control keeps its random layers frozen. Drop --finetune.")
+    for name in ("batch_size", "eval_every"):
+        if getattr(config, name) <= 0:
+            raise RunError(f"--{name} must be positive, got {getattr(config, name)}.")
+    if config.steps < 0 or (config.steps == 0 and config.epochs <= 0):
+        raise RunError("give a positive --steps, or --steps=0 with a positive --epochs.")
+    if config.lr <= 0:
+        raise RunError(f"--lr must be positive, got {config.lr}.")
+
+
+def base_command(config: Config, half: str) -> str:
+    """The command that trains the base net a transfer run needs (quoted in error messages)."""
+    parts = ["python -m keras_transfer.main", "--source=none", f"--target={half}",
+             f"--model={config.model}", f"--data_dir={config.data_dir}",
+             f"--dataset={config.dataset}", f"--split={config.split}", f"--seed={config.seed}",
+             f"--workdir={config.workdir}"]
+    if config.examples_per_class:
+        parts.append(f"--examples_per_class={config.examples_per_class}")
+    return " ".join(parts)
+
+
+def check_base(config: Config, target_manifest: dict) -> Path | None:
+    """The weights file of the base net to copy from, after checking it fits the target."""
+    if config.source not in naming.HALVES:
+        return None
+    base_dir = config.base_run_dir(config.source)
+    weights = base_dir / "model.weights.h5"
+    if not (base_dir / "result.json").exists() or not weights.exists():
+        raise RunError(f"{config.run} copies layers from base{config.source}, which has not been "
+                       f"trained: {base_dir} holds no finished run. Train it first:\n  "
+                       + base_command(config, config.source))
+    base_config = json.loads((base_dir / "config.json").read_text())
+    base_data = json.loads((base_dir / "result.json").read_text()).get("data", {})
+    expected = {"dataset": target_manifest["dataset"], "split": target_manifest["split"]["spec"],
+                "model": config.model}
+    found = {"dataset": base_data.get("dataset", base_config.get("dataset")),
+             "split": base_data.get("split", base_config.get("split")),
+             "model": base_config.get("model")}
+    for key in expected:
+        if found[key] != expected[key]:
+            raise RunError(f"base{config.source} in {base_dir} was trained with {key} "
+                           f"{found[key]!r}, but this run's is {expected[key]!r}; its layers do "
+                           f"not transfer here. Retrain it:\n  " + base_command(config, config.source))
+    return weights
+
+
+def check_inputs(config: Config) -> tuple[dict, dict, Path | None]:
+    """Everything that can be checked before a file is written: config, data, base net."""
+    check_config(config)
+    try:
+        split_dir = config.split_dir
+    except ValueError as e:
+        raise RunError(f"--split={config.split!r}: {e}") from e
+    del split_dir
+    try:
+        target_manifest = data.load_half(config.half_dir(config.target),
+                                         verify_data=config.verify_data)
+    except data.DataError as e:
+        raise RunError(str(e)) from e
+    source_manifest = None
+    if config.source in naming.HALVES and config.source != config.target:
+        try:
+            source_manifest = data.load_half(config.half_dir(config.source))
+        except data.DataError as e:
+            raise RunError(str(e)) from e
+    weights = check_base(config, target_manifest)
+    return target_manifest, source_manifest, weights
+
+
+# ---------------------------------------------------------------- training
+
+def _is_chief(strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def _set_precision(name: str) -> None:
+    policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[name]
+    keras.mixed_precision.set_global_policy(policy)
+
+
+def _total_steps(config: Config, train_count: int) -> int:
+    if config.steps:
+        return config.steps
+    return max(1, math.ceil(config.epochs * train_count / config.batch_size))
+
+
+def _digests(model) -> dict[str, str]:
+    return {name: transfer.layer_sha256(model.get_layer(name)) for name in models.LAYER_NAMES}
+
+
+def _save_weights_atomically(model, path: Path) -> None:
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # Keras needs the .weights.h5 ending.
+    model.save_weights(str(tmp))
+    os.replace(tmp, path)
+
+
+def best_mean(values, k: int = 10) -> float:
+    """The paper's metric: the mean of the k best validation values (optimistic, as reported)."""
+    best = sorted((v for v in values if not math.isnan(v)), reverse=True)[:k]
+    return float(np.mean(best)) if best else float("nan")
+
+
+def run(config: Config, strategy: tf.distribute.Strategy) -> dict:
+    """Trains the net `config` describes and returns (and writes) its result.json contents."""
+    started = time.time()
+    target_manifest, _, base_weights_path = check_inputs(config)
+    chief = _is_chief(strategy)
+    run_dir = config.run_dir
+    if (run_dir / "result.json").exists():
+        log.info("%s is already done (%s exists)", config.run, run_dir / "result.json")
+        return json.loads((run_dir / "result.json").read_text())
+    # Non-chief workers of a multi-worker job train too, but keep their files to themselves.
+    out_dir = run_dir if chief else run_dir / f".worker-{strategy.cluster_resolver.task_id}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out_dir / "config.json", config.to_json())
+
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    jit_compile = bool(config.xla) and not config.deterministic
+    if config.xla and not jit_compile:
+        log.warning("--deterministic disables XLA: training without jit_compile")
+    _set_precision(config.mixed_precision)
+
+    height, width, channels = target_manifest["image_shape"]
+    crop = config.crop or data.default_crop(config.model, min(height, width))
+    input_shape = (crop, crop, channels)
+    num_classes = config.fc8_outputs or target_manifest["num_classes"]
+    if num_classes < target_manifest["num_classes"]:
+        raise RunError(f"--fc8_outputs={config.fc8_outputs} is smaller than the "
+                       f"{target_manifest['num_classes']} classes of half {config.target}.")
+
+    with strategy.scope():
+        model = models.build(config.model, num_classes, input_shape,
+                             weight_decay=config.weight_decay, dropout=config.dropout,
+                             seed=config.seed)
+        base_weights = None
+        if base_weights_path is not None:
+            base_result = json.loads((base_weights_path.parent / "result.json").read_text())
+            base_weights = transfer.read_base_weights(
+                base_weights_path, config.model, input_shape, base_result["num_outputs"])
+        plan = transfer.apply_transfer(
+            model, n=config.n, source=config.source, base_weights=base_weights,
+            finetune=config.finetune,
+            origin_label=f"base{config.source}" if config.source in naming.HALVES else None)
+        model.compile(
+            optimizer=solver.make_optimizer(config.lr, config.lr_step, config.momentum),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
+                     keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5")],
+            jit_compile=jit_compile)
+    print(f"{config.run} ({config.condition}) on {config.dataset}/{config.split_dir}/"
+          f"{config.target}: {num_classes}-way fc8, input {input_shape}, "
+          f"{models.multiply_adds(model) / 1e6:.1f} M multiply-adds/image, "
+          f"strategy {type(strategy).__name__} x{strategy.num_replicas_in_sync}, "
+          f"jit_compile={jit_compile}, precision {config.mixed_precision}", flush=True)
+    print(transfer.format_layer_table(plan), flush=True)
+    start_digests = _digests(model)
+
+    half_dir = config.half_dir(config.target)
+    train_ds = strategy.distribute_datasets_from_function(
+        lambda ctx: data.build_dataset(half_dir, "train", batch_size=config.batch_size,
+                                       training=True, seed=config.seed, input_context=ctx,
+                                       crop=crop, model_name=config.model,
+                                       manifest=target_manifest))
+    val_ds = strategy.distribute_datasets_from_function(
+        lambda ctx: data.build_dataset(half_dir, "validation", batch_size=config.batch_size,
+                                       training=False, input_context=ctx, crop=crop,
+                                       model_name=config.model, manifest=target_manifest))
+
+    total_steps = _total_steps(config, target_manifest["counts"]["train"])
+    steps_per_eval = min(config.eval_every, total_steps)
+    evaluations = math.ceil(total_steps / steps_per_eval)
+    if evaluations * steps_per_eval != total_steps:
+        log.warning("training %d steps (a whole number of %d-step evaluation intervals) instead "
+                    "of %d", evaluations * steps_per_eval, steps_per_eval, total_steps)
+
+    backup_dir = out_dir / "backup"
+    history_path = out_dir / "history.json"
+    if not backup_dir.exists() and history_path.exists():
+        history_path.unlink()  # A history without a backup belongs to a run that restarts at 0.
+    history = callbacks.EvalHistory(history_path, images_per_step=config.batch_size)
+    fit_callbacks = [
+        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", delete_checkpoint=False),
+        history,
+        callbacks.Summaries(out_dir / "tb", history, histogram_every=config.histogram_every),
+    ]
+    model.fit(train_ds, epochs=evaluations, steps_per_epoch=steps_per_eval,
+              validation_data=val_ds, validation_steps=config.eval_steps or None,
+              callbacks=fit_callbacks, shuffle=False, verbose=0)
+
+    end_digests = _digests(model)
+    entries = history.entries
+    final = entries[-1]
+    result = {
+        "run": config.run, "condition": config.condition, "dataset": config.dataset,
+        "split": config.split, "split_dir": config.split_dir, "seed": config.seed,
+        "examples_per_class": config.examples_per_class or None,
+        "source": config.source, "target": config.target, "n": config.n,
+        "finetune": config.finetune, "model": config.model, "num_outputs": num_classes,
+        "top1_final": final["top1"], "top5_final": final["top5"], "loss_final": final["loss"],
+        "top1_best10_mean": best_mean([e["top1"] for e in entries]),
+        "top5_best10_mean": best_mean([e["top5"] for e in entries]),
+        "history": [{k: e[k] for k in ("step", "top1", "top5", "loss")} for e in entries],
+        "steps": final["step"],
+        "images_per_sec": final["step"] * config.batch_size / max(history.train_seconds, 1e-9),
+        "wall_time_sec": time.time() - started,
+        "jit_compile": jit_compile,
+        "replicas": strategy.num_replicas_in_sync,
+        "data": {"dataset": target_manifest["dataset"], "split": target_manifest["split"]["spec"],
+                 "classes": [c["original_index"] for c in target_manifest["classes"]]},
+        "layers": [{"name": row.name, "origin": row.origin, "trainable": row.trainable,
+                    "sha256_start": start_digests[row.name], "sha256_end": end_digests[row.name]}
+                   for row in plan],
+    }
+    if chief:
+        _save_weights_atomically(model, run_dir / "model.weights.h5")
+        write_json_atomic(run_dir / "result.json", result)
+        shutil.rmtree(backup_dir, ignore_errors=True)
+    print(f"{config.run} done: top-1 {result['top1_final']:.4f} final, "
+          f"{result['top1_best10_mean']:.4f} best-10 mean; {result['steps']} steps, "
+          f"{result['images_per_sec']:.0f} images/s, {result['wall_time_sec']:.0f} s -> "
+          f"{run_dir / 'result.json'}", flush=True)
+    return result
