@@ -2,7 +2,9 @@
 # Launches the Yosinski et al. 2014 grid of nets (locally or on SLURM), or the one-command demo.
 # The logic lives in keras_transfer/grid.py; this wrapper picks the Python and runs the demo steps.
 set -euo pipefail
-cd "$(dirname "$0")"
+# The grid runs in the caller's directory (relative --workdir and --flagfile are the caller's);
+# the demo runs in the repository, where bootstrap.sh, flags/, data/ and runs/ are.
+repo=$(cd "$(dirname "$0")" && pwd)
 
 usage() {
   cat <<'EOF'
@@ -24,13 +26,14 @@ EOF
 
 if [ -n "${PYTHON:-}" ]; then
   python=$PYTHON
-elif [ -x .venv/bin/python ]; then
-  python=.venv/bin/python
+elif [ -x "$repo/.venv/bin/python" ]; then
+  python=$repo/.venv/bin/python
 else
   python=python3
 fi
 
 demo() {
+  cd "$repo"
   ./bootstrap.sh
   python=.venv/bin/python
   if [ -f data/fashion_mnist/random_0/A/manifest.json ] && [ -f data/fashion_mnist/random_0/B/manifest.json ]; then

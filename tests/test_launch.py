@@ -1,0 +1,137 @@
+"""launch.sh trains a smoke grid with the real `keras_transfer.main` on tiny synthetic data: it
+survives SIGTERM and SIGKILL of its process group, resumes without retraining finished nets while
+two launchers share the workdir, and fails the dependants of a failed base at once, naming it."""
+import fcntl
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from data_prep import prepare, sources
+from keras_transfer import report
+
+REPO = Path(__file__).resolve().parents[1]
+# 6 nets: baseA, baseB, B1B, B1B+, A1B, A1B+.
+GRID = ["--experiments=transfer", "--targets=B", "--layers=1", "--jobs=2",
+        f"--flagfile={REPO / 'flags' / 'smoke.flags'}", "--", "--dataset=synthetic", "--data_dir=data"]
+NETS = ("baseA", "baseB", "B1B", "B1B+", "A1B", "A1B+")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("grid_data")
+    spec = sources.SyntheticSpec(num_classes=4, image_size=16, train_per_class=8,
+                                 validation_per_class=4)
+    prepare.prepare(source="synthetic", split="random:0", out=root / "data", synthetic=spec,
+                    progress=False)
+    return root / "data"
+
+
+def launch(cwd, *args, **popen):
+    env = dict(os.environ, PYTHON=sys.executable)
+    return subprocess.Popen([str(REPO / "launch.sh"), *args], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, **popen)
+
+
+def run_dirs(cwd):
+    return {name: cwd / "runs" / "synthetic" / "random_0" / "seed0" / name for name in NETS}
+
+
+def log_of(cwd, name):
+    return cwd / "runs" / "logs" / "synthetic" / "random_0" / "seed0" / f"{name}.log"
+
+
+def wait_for(condition, proc, timeout=120.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"launcher exited early:\n{proc.stdout.read()}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def lock_is_free(path):
+    with open(path) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+def test_sigterm_then_sigkill_then_two_launchers_resume(tmp_path, data_dir):
+    (tmp_path / "data").symlink_to(data_dir)
+    dirs = run_dirs(tmp_path)
+
+    # 1. SIGTERM to the launcher while the two base nets train: it stops them and exits 128+15.
+    first = launch(tmp_path, *GRID)
+    wait_for(lambda: log_of(tmp_path, "baseA").exists() and log_of(tmp_path, "baseB").exists(), first)
+    first.send_signal(signal.SIGTERM)
+    out = first.communicate(timeout=90)[0]
+    assert first.returncode == 128 + signal.SIGTERM, out
+    assert "SIGTERM: stopping 2 running nets" in out
+    locks = [log_of(tmp_path, name).with_suffix(".lock") for name in ("baseA", "baseB")]
+    assert all(lock_is_free(lock) for lock in locks)  # the runs are gone, so are their locks
+
+    # 2. SIGKILL of the whole process group once both bases are done and a dependant has started.
+    second = launch(tmp_path, *GRID)
+    wait_for(lambda: all((dirs[b] / "result.json").exists() for b in ("baseA", "baseB"))
+             and any(log_of(tmp_path, n).exists() for n in ("B1B", "B1B+", "A1B", "A1B+")), second)
+    os.killpg(second.pid, signal.SIGKILL)
+    second.wait(timeout=30)
+    finished = {n: (d / "result.json").stat().st_mtime_ns for n, d in dirs.items()
+                if (d / "result.json").exists()}
+    assert {"baseA", "baseB"} <= set(finished)
+    assert len(finished) < len(NETS)
+
+    # 3. Two launchers on the same workdir finish the grid; no net is trained twice.
+    resumers = [launch(tmp_path, *GRID) for _ in range(2)]
+    outputs = [p.communicate(timeout=240)[0] for p in resumers]
+    assert [p.returncode for p in resumers] == [0, 0], outputs
+    assert all(f"{len(NETS)} nets, {len(finished)} already done" in o for o in outputs)
+    for name, d in dirs.items():
+        result = json.loads((d / "result.json").read_text())
+        assert result["run"] == name and result["steps"] == 4
+        starts = re.findall(r"launcher pid (\d+):", log_of(tmp_path, name).read_text())
+        by_resumers = [pid for pid in starts if int(pid) in {p.pid for p in resumers}]
+        if name in finished:
+            assert (d / "result.json").stat().st_mtime_ns == finished[name]
+            assert by_resumers == []
+        else:
+            assert len(by_resumers) == 1, (name, starts)
+
+    # 4. The report reads the real runs.
+    made = report.make_report(tmp_path / "runs", hparams=False)
+    assert made["runs"] == len(NETS)
+    assert made["files"]["figure2.png"].stat().st_size > 10_000
+
+
+def test_failed_base_fails_its_dependants_at_once(tmp_path, data_dir):
+    data = tmp_path / "data"
+    data.mkdir()
+    for half in "AB":
+        (data / "synthetic" / "random_0").mkdir(parents=True, exist_ok=True)
+        src = data_dir / "synthetic" / "random_0" / half
+        dst = data / "synthetic" / "random_0" / half
+        dst.mkdir()
+        for f in src.iterdir():
+            (dst / f.name).write_bytes(f.read_bytes())
+    shard = sorted((data / "synthetic" / "random_0" / "B").glob("train-*.tfrecord"))[0]
+    shard.write_bytes(shard.read_bytes()[:-10])  # truncated: every run on half B fails its size check
+    proc = launch(tmp_path, *GRID)
+    out = proc.communicate(timeout=180)[0]
+    assert proc.returncode == 1, out
+    dirs = run_dirs(tmp_path)
+    assert (dirs["baseA"] / "result.json").exists()
+    for name in ("B1B", "B1B+"):
+        assert re.search(rf"failed random_0/seed0/{re.escape(name)}: not run: its base net baseB "
+                         r"failed \(exit code \d+; see .*baseB\.log\)", out), out
+        assert not log_of(tmp_path, name).exists()  # never started
+    assert "FAILED random_0/seed0/baseB" in out
+    assert "grid finished: 1 trained, 0 were already done, 5 failed" in out
