@@ -47,9 +47,9 @@ demo() {
   # The report is written even when some nets failed: it leaves missing ones out with a note.
   "$python" -m keras_transfer.report runs
   echo
-  echo "[demo] figure:  runs/report/figure2.png"
-  echo "[demo] table:   runs/report/summary.md"
-  echo "[demo] training curves: .venv/bin/tensorboard --logdir runs"
+  echo "[demo] figure:  $repo/runs/report/figure2.png"
+  echo "[demo] table:   $repo/runs/report/summary.md"
+  echo "[demo] training curves: $repo/.venv/bin/tensorboard --logdir $repo/runs"
   return $status
 }
 

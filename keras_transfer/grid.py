@@ -241,6 +241,31 @@ class Plan:
         return list(needed)
 
 
+# Flags of main that change what a finished net is; a finished net trained with other values is
+# still skipped (result.json means done), but the launcher says so.
+TRAINING_FLAGS = ("model", "fc8_outputs", "crop", "batch_size", "steps", "epochs", "lr", "lr_step",
+                  "momentum", "weight_decay", "dropout", "dataset")
+
+
+def settings_drift(plan: Plan, preset) -> list[str]:
+    """Finished nets whose config.json disagrees with the preset on a training flag."""
+    messages = []
+    for net in plan.nets:
+        config_path = plan.run_dir(net) / "config.json"
+        if not plan.is_done(net) or not config_path.is_file():
+            continue
+        try:
+            config = json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        diffs = [f"{k}={config[k]} (now {getattr(preset, k)})" for k in TRAINING_FLAGS
+                 if k in config and config[k] != getattr(preset, k)]
+        if diffs:
+            messages.append(f"{net.label} is done but was trained with {', '.join(diffs)}; "
+                            f"it is kept: delete {plan.run_dir(net)} to retrain it")
+    return messages
+
+
 def make_plan(nets, preset, *, workdir=None, flagfile=None, extra_flags=(), threads=0) -> Plan:
     return Plan(nets=list(nets), workdir=workdir or preset.workdir, dataset=preset.dataset,
                 data_dir=preset.data_dir, flagfile=flagfile, extra_flags=list(extra_flags),
@@ -686,6 +711,8 @@ def main(argv=None, out=sys.stdout) -> int:
     threads = max(1, available_cores() // jobs) if args.backend == "local" and jobs > 1 else 0
     plan = make_plan(nets, preset, workdir=args.workdir, flagfile=args.flagfile,
                      extra_flags=extra, threads=threads)
+    for message in settings_drift(plan, preset):
+        print(f"[grid] warning: {message}", file=out)
     if args.dry_run:
         dry_run(plan, preset, args.images_per_sec, out=out)
         return 0

@@ -116,7 +116,8 @@ def test_dry_run_leaves_out_finished_nets_and_writes_nothing(tmp_path):
 
 def test_caffenet_compute_uses_the_papers_multiply_adds(tmp_path):
     flagfile = tmp_path / "paper.flags"
-    flagfile.write_text("--model=caffenet\n--batch_size=256\n--steps=450000\n")
+    flagfile.write_text(f"--model=caffenet\n--batch_size=256\n--steps=450000\n"
+                        f"--dataset=imagenet2012\n--data_dir={tmp_path / 'data'}\n")
     text = dry_run(tmp_path, f"--flagfile={flagfile}", "--targets=B", "--experiments=transfer",
                    "--images_per_sec=2000")
     assert "--flagfile=" + str(flagfile) in commands_in(text)[0]
@@ -211,3 +212,14 @@ def test_slurm_without_sbatch_says_so(tmp_path):
                             env=env, capture_output=True, text=True)
     assert result.returncode == 2
     assert "sbatch not found" in result.stderr
+
+
+def test_finished_net_trained_with_other_settings_is_kept_with_a_warning(tmp_path):
+    base = naming.run_dir(tmp_path / "runs", "fashion_mnist", "random_0", 0, "baseA")
+    base.mkdir(parents=True)
+    (base / "config.json").write_text(json.dumps({"steps": 20, "batch_size": 4, "model": "small"}))
+    (base / "result.json").write_text("{}")
+    text = dry_run(tmp_path, "--experiments=transfer", "--", "--steps=10", "--batch_size=4")
+    assert "random_0/seed0/baseA is done but was trained with steps=20 (now 10); it is kept" in text
+    assert "batch_size" not in text.split("warning:")[1].split("\n")[0]
+    assert not any("--source=none" in c and "--target=A" in c for c in commands_in(text))
