@@ -113,25 +113,23 @@ def test_sigterm_then_sigkill_then_two_launchers_resume(tmp_path, data_dir):
 
 
 def test_failed_base_fails_its_dependants_at_once(tmp_path, data_dir):
-    data = tmp_path / "data"
-    data.mkdir()
     for half in "AB":
-        (data / "synthetic" / "random_0").mkdir(parents=True, exist_ok=True)
         src = data_dir / "synthetic" / "random_0" / half
-        dst = data / "synthetic" / "random_0" / half
-        dst.mkdir()
+        dst = tmp_path / "data" / "synthetic" / "random_0" / half
+        dst.mkdir(parents=True)
         for f in src.iterdir():
             (dst / f.name).write_bytes(f.read_bytes())
-    shard = sorted((data / "synthetic" / "random_0" / "B").glob("train-*.tfrecord"))[0]
-    shard.write_bytes(shard.read_bytes()[:-10])  # truncated: every run on half B fails its size check
+        shard = sorted(dst.glob("train-*.tfrecord"))[0]
+        shard.write_bytes(shard.read_bytes()[:-10])  # truncated: main's size check refuses the half
     proc = launch(tmp_path, *GRID)
     out = proc.communicate(timeout=180)[0]
     assert proc.returncode == 1, out
-    dirs = run_dirs(tmp_path)
-    assert (dirs["baseA"] / "result.json").exists()
-    for name in ("B1B", "B1B+"):
-        assert re.search(rf"failed random_0/seed0/{re.escape(name)}: not run: its base net baseB "
-                         r"failed \(exit code \d+; see .*baseB\.log\)", out), out
+    for base in ("baseA", "baseB"):
+        assert f"FAILED random_0/seed0/{base} (exit code" in out
+        assert not (run_dirs(tmp_path)[base] / "result.json").exists()
+    for name in ("B1B", "B1B+", "A1B", "A1B+"):
+        base = f"base{name[0]}"
+        assert re.search(rf"failed random_0/seed0/{re.escape(name)}: not run: its base net {base} "
+                         rf"failed \(exit code \d+; see .*{base}\.log\)", out), out
         assert not log_of(tmp_path, name).exists()  # never started
-    assert "FAILED random_0/seed0/baseB" in out
-    assert "grid finished: 1 trained, 0 were already done, 5 failed" in out
+    assert "grid finished: 0 trained, 0 were already done, 6 failed" in out
