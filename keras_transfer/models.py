@@ -2,12 +2,15 @@
 
 Both are functional Keras models with the eight weight layers of the paper under stable names
 (`LAYER_NAMES`); "layer n" is `LAYER_NAMES[n - 1]`, which is what transfer copies by. Both take
-float32 mean-subtracted images (the input pipeline crops and subtracts the mean; the model does
-not rescale) and output class probabilities (softmax), so train them with a non-logits loss such
-as `SparseCategoricalCrossentropy(from_logits=False)`.
+float32 mean-subtracted images (the input pipeline crops, subtracts the mean and scales: raw
+0-255 differences for CaffeNet as in Caffe, divided by 255 for the small model, which is
+initialised for unit-scale inputs; the model itself does not rescale) and output class
+probabilities (softmax), so train them with a non-logits loss such as
+`SparseCategoricalCrossentropy(from_logits=False)`.
 
 Caffe's solver choices live in the layers: weight decay as an L2 regularizer on kernels only
-(biases are not decayed) and Caffe's gaussian initialisation with its per-layer bias constants.
+(biases are not decayed) and Caffe's gaussian initialisation with its per-layer bias constants
+(the small model keeps the bias pattern but needs He-scaled kernels, see `small`).
 """
 import dataclasses
 
@@ -107,9 +110,11 @@ def small(num_classes, input_shape=(28, 28, 1), *, weight_decay=5e-4, dropout=0.
     Fashion-MNIST demo train on 2 CPU cores in about half an hour, while every layer keeps
     enough channels (>= 16, even per group) for transfer between halves to be meaningful.
 
-    Initialisation: He normal kernels and Caffe's bias pattern at 0.1 instead of 1 (Caffe's
-    fixed std 0.01 leaves a net this narrow at chance level); the pipeline feeds it
-    (pixel - mean) / 255.
+    Initialisation: He normal kernels for conv1..fc7 (fc8 keeps Caffe's std 0.01) and Caffe's
+    bias pattern at 0.1 instead of 1. Caffe's fixed std 0.01 leaves a net this narrow at chance
+    level (measured: 0.20 validation top-1 on 5 Fashion-MNIST classes after 600 steps, against
+    0.82 with He init); the pipeline feeds it (pixel - mean) / 255. At that scale LRN with
+    Caffe's alpha changes initial activations by well under 1%: it is kept for the layout.
     """
     return _build(SMALL, "small", num_classes, input_shape, weight_decay, dropout, seed)
 

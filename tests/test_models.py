@@ -172,3 +172,36 @@ def test_mixed_bfloat16_keeps_fc8_and_softmax_in_float32(bfloat16_policy):
     probabilities = model.predict(x, verbose=0)
     assert probabilities.dtype == np.float32
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_small_model_initialisation():
+    """He-scaled kernels (Caffe's fixed std leaves this narrow net at chance) and Caffe's bias
+    pattern: zero on conv1, conv3, fc8, a positive constant on conv2, conv4, conv5, fc6, fc7."""
+    model = models.small(5, (28, 28, 1), seed=0)
+    for name in ("conv3", "fc6"):
+        kernel = model.get_layer(name).get_weights()[0]
+        fan_in = np.prod(kernel.shape[:-1])
+        assert abs(kernel.std() - np.sqrt(2 / fan_in)) < 0.05 * np.sqrt(2 / fan_in), name
+    biases = {name: model.get_layer(name).get_weights()[1] for name in models.LAYER_NAMES}
+    for name in ("conv1", "conv3", "fc8"):
+        np.testing.assert_array_equal(biases[name], 0.0)
+    positive = {name: float(biases[name][0]) for name in ("conv2", "conv4", "conv5", "fc6", "fc7")}
+    assert all(value > 0 for value in positive.values())
+    assert len(set(positive.values())) == 1
+    for name in positive:
+        np.testing.assert_array_equal(biases[name], positive[name])
+
+
+def test_small_model_learns_from_unit_scale_images():
+    """A few SGD steps with the paper's solver settings separate two easy classes."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 512)
+    images = rng.normal(scale=0.2, size=(512, 16, 16, 1)).astype("float32")
+    images[labels == 0, :, :8] += 0.5  # class 0: bright left half; class 1: bright right half
+    images[labels == 1, :, 8:] += 0.5
+    model = models.small(2, (16, 16, 1), seed=0)
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    model.fit(images[:384], labels[:384], batch_size=32, epochs=3, verbose=0)
+    _, accuracy = model.evaluate(images[384:], labels[384:], verbose=0)
+    assert accuracy > 0.9
