@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import time
+import zlib
 from pathlib import Path
 
 import keras
@@ -149,6 +150,12 @@ def _save_weights_atomically(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def init_seed(config: Config) -> int:
+    """Each net of a seed draws its own initialisation (the paper's nets were independent), so a
+    random-features control or a re-initialised upper layer is never a base net's start."""
+    return zlib.crc32(f"{config.seed}/{config.run}".encode()) & 0x7FFFFFFF
+
+
 def best_mean(values, k: int = 10) -> float:
     """The paper's metric: the mean of the k best validation values (optimistic, as reported)."""
     best = sorted((v for v in values if not math.isnan(v)), reverse=True)[:k]
@@ -188,7 +195,7 @@ def run(config: Config, strategy: tf.distribute.Strategy) -> dict:
     with strategy.scope():
         model = models.build(config.model, num_classes, input_shape,
                              weight_decay=config.weight_decay, dropout=config.dropout,
-                             seed=config.seed)
+                             seed=init_seed(config))
         base_weights = None
         if base_weights_path is not None:
             base_result = json.loads((base_weights_path.parent / "result.json").read_text())

@@ -1,0 +1,67 @@
+"""`python -m keras_transfer.main` as a user runs it: a real process, real files, exit codes."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _main(*args, cwd=REPO):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.run([sys.executable, "-m", "keras_transfer.main", *args], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def _smoke(data_dir, workdir, *extra):
+    return _main(f"--flagfile={REPO / 'flags' / 'smoke.flags'}", f"--data_dir={data_dir}",
+                 "--dataset=synthetic", f"--workdir={workdir}", "--steps=1", "--eval_every=1",
+                 *extra)
+
+
+def test_one_step_end_to_end(synthetic_data, tmp_path):
+    proc = _smoke(synthetic_data, tmp_path, "--target=A")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "synthetic" / "random_0" / "seed0" / "baseA"
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["steps"] == 1 and config["model"] == "small" and config["run"] == "baseA"
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["steps"] == 1 and len(result["history"]) == 1
+    assert (run_dir / "model.weights.h5").stat().st_size > 0
+    assert list((run_dir / "tb").glob("events.out.tfevents.*"))
+    assert "baseA done" in proc.stdout and "jit_compile=False" in proc.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--source=A", "--n=8"], "--n=8 is out of range"),
+    (["--source=A", "--n=3"], "python -m keras_transfer.main --source=none --target=A"),
+    (["--source=none", "--finetune"], "--finetune needs copied layers"),
+    (["--source=C"], "source"),
+    (["--flagfile=/nonexistent/x.flags"], "x.flags"),
+])
+def test_bad_input_exits_non_zero_and_writes_nothing(synthetic_data, tmp_path, args, message):
+    proc = _smoke(synthetic_data, tmp_path, *args)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_flag_defaults_are_the_fashion_mnist_preset():
+    """The bare command uses flags/fashion_mnist.flags' values: the two must not drift apart."""
+    from absl import flags
+
+    from keras_transfer import config as config_lib
+
+    config_lib.define_flags()
+    preset = {}
+    for line in (REPO / "flags" / "fashion_mnist.flags").read_text().splitlines():
+        if line.startswith("--"):
+            name, _, value = line[2:].partition("=")
+            preset[name] = value
+    for name, value in preset.items():
+        default = flags.FLAGS[name].default
+        assert str(default) == value or (isinstance(default, float) and float(value) == default), name
