@@ -1,4 +1,4 @@
-"""CaffeNet has the paper's shapes, cost and initialisation; the small model is its cheap sibling."""
+"""CaffeNet has the paper's shapes, cost and initialisation; the small model is its cheap kin."""
 import math
 
 import keras
