@@ -24,13 +24,15 @@ class EvalHistory(keras.callbacks.Callback):
     its backup still reports the evaluations made before it was killed.
     """
 
-    def __init__(self, path, images_per_step: int):
+    def __init__(self, path, images_per_step: int, up_to_step: int = 0):
+        """Keeps the entries of `path` up to `up_to_step`, the step the run resumes from."""
         super().__init__()
         self.path = Path(path)
         self.images_per_step = images_per_step
         self.entries: list[dict] = []
         if self.path.exists():
-            self.entries = json.loads(self.path.read_text())["history"]
+            self.entries = [e for e in json.loads(self.path.read_text())["history"]
+                            if e["step"] <= up_to_step]
         self.train_seconds = sum(e.get("train_seconds", 0.0) for e in self.entries)
         self._epoch_start = 0.0
         self._train_end = None

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from data_prep.manifest import write_json_atomic
 from keras_transfer import callbacks, data, models, naming, solver, transfer
+from keras_transfer.backup import Backup, BackupCallback, SigtermFlag
 from keras_transfer.config import Config
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,22 @@ def init_seed(config: Config) -> int:
     return zlib.crc32(f"{config.seed}/{config.run}".encode()) & 0x7FFFFFFF
 
 
+def eval_segments(start: int, total: int, every: int) -> list[tuple[int, int]]:
+    """(steps per interval, intervals) for the fit calls that train from `start` to `total` with
+    an evaluation every `every` steps and at the end, e.g. (130, 450, 100) ->
+    [(70, 1), (100, 2), (50, 1)]: a resumed run first finishes its interrupted interval."""
+    segments, step = [], start
+    while step < total:
+        boundary = min((step // every + 1) * every, total)
+        length = boundary - step
+        if segments and segments[-1][0] == length and step % every == 0:
+            segments[-1] = (length, segments[-1][1] + 1)
+        else:
+            segments.append((length, 1))
+        step = boundary
+    return segments
+
+
 def best_mean(values, k: int = 10) -> float:
     """The paper's metric: the mean of the k best validation values (optimistic, as reported)."""
     best = sorted((v for v in values if not math.isnan(v)), reverse=True)[:k]
@@ -217,39 +234,54 @@ def run(config: Config, strategy: tf.distribute.Strategy) -> dict:
           f"strategy {type(strategy).__name__} x{strategy.num_replicas_in_sync}, "
           f"jit_compile={jit_compile}, precision {config.mixed_precision}", flush=True)
     print(transfer.format_layer_table(plan), flush=True)
-    start_digests = _digests(model)
+
+    total_steps = _total_steps(config, target_manifest["counts"]["train"])
+    backup = Backup(out_dir / "backup", model)
+    with strategy.scope():
+        start_step = backup.restore()
+    digests_path = out_dir / "backup" / "layers_start.json"
+    history_path = out_dir / "history.json"
+    if start_step:
+        print(f"resuming {config.run} from its backup at step {start_step}", flush=True)
+        start_digests = json.loads(digests_path.read_text())
+    else:
+        start_digests = _digests(model)
+        digests_path.parent.mkdir(exist_ok=True)
+        write_json_atomic(digests_path, start_digests)
+        history_path.unlink(missing_ok=True)  # left by a run killed before its first backup
+    history = callbacks.EvalHistory(history_path, images_per_step=config.batch_size,
+                                    up_to_step=start_step)
 
     half_dir = config.half_dir(config.target)
+    # A resumed run draws a fresh data order rather than replaying the batches it has seen.
+    data_seed = config.seed + start_step
     train_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.build_dataset(half_dir, "train", batch_size=config.batch_size,
-                                       training=True, seed=config.seed, input_context=ctx,
+                                       training=True, seed=data_seed, input_context=ctx,
                                        crop=crop, model_name=config.model,
                                        manifest=target_manifest))
     val_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.build_dataset(half_dir, "validation", batch_size=config.batch_size,
                                        training=False, input_context=ctx, crop=crop,
                                        model_name=config.model, manifest=target_manifest))
-
-    total_steps = _total_steps(config, target_manifest["counts"]["train"])
-    steps_per_eval = min(config.eval_every, total_steps)
-    evaluations = math.ceil(total_steps / steps_per_eval)
-    if evaluations * steps_per_eval != total_steps:
-        log.warning("training %d steps (a whole number of %d-step evaluation intervals) instead "
-                    "of %d", evaluations * steps_per_eval, steps_per_eval, total_steps)
-
-    backup_dir = out_dir / "backup"
-    history_path = out_dir / "history.json"
-    if not backup_dir.exists() and history_path.exists():
-        history_path.unlink()  # A history without a backup belongs to a run that restarts at 0.
-    history = callbacks.EvalHistory(history_path, images_per_step=config.batch_size)
-    fit_callbacks = [
-        keras.callbacks.BackupAndRestore(str(backup_dir), save_freq="epoch", delete_checkpoint=False),
-        history,
-        callbacks.Summaries(out_dir / "tb", history, histogram_every=config.histogram_every),
-    ]
-    model.fit(train_ds, epochs=evaluations, steps_per_epoch=steps_per_eval,
-              validation_data=val_ds, validation_steps=config.eval_steps or None,
-              callbacks=fit_callbacks, shuffle=False, verbose=0)
+    with SigtermFlag() as sigterm:
+        fit_callbacks = [
+            history,
+            callbacks.Summaries(out_dir / "tb", history, histogram_every=config.histogram_every),
+            BackupCallback(backup, sigterm),
+        ]
+        try:
+            for steps, intervals in eval_segments(start_step, total_steps, config.eval_every):
+                model.fit(train_ds, epochs=intervals, steps_per_epoch=steps,
+                          validation_data=val_ds, validation_steps=config.eval_steps or None,
+                          callbacks=fit_callbacks, shuffle=False, verbose=0)
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+            bad = data.find_corrupt_shard(half_dir, target_manifest)
+            if bad is None:
+                raise
+            raise RunError(f"{bad} could not be read while training ({type(e).__name__}). "
+                           f"Check the data with `python -m data_prep verify {half_dir}` and "
+                           "prepare it again with --overwrite.") from e
 
     end_digests = _digests(model)
     entries = history.entries
@@ -278,7 +310,7 @@ def run(config: Config, strategy: tf.distribute.Strategy) -> dict:
     if chief:
         _save_weights_atomically(model, run_dir / "model.weights.h5")
         write_json_atomic(run_dir / "result.json", result)
-        shutil.rmtree(backup_dir, ignore_errors=True)
+        shutil.rmtree(out_dir / "backup", ignore_errors=True)
     print(f"{config.run} done: top-1 {result['top1_final']:.4f} final, "
           f"{result['top1_best10_mean']:.4f} best-10 mean; {result['steps']} steps, "
           f"{result['images_per_sec']:.0f} images/s, {result['wall_time_sec']:.0f} s -> "
