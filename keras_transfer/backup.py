@@ -49,7 +49,11 @@ class Backup:
         return self.step()
 
     def save(self) -> None:
-        self.manager.save(checkpoint_number=self.step())
+        try:
+            self.manager.save(checkpoint_number=self.step())
+        except tf.errors.OpError as e:  # TF reports a full disk as ResourceExhausted
+            raise OSError(f"cannot write a backup to {self.manager.directory}: "
+                          f"{e.message.split('; ')[-1]}") from e
 
 
 class SigtermFlag:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import fcntl
 import json
 import os
 import shlex
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 from keras_transfer import naming
+from keras_transfer.locking import RunLock
 
 EXPERIMENTS = ("transfer", "random", "dissimilar", "reduced")
 DEFAULT_EXPERIMENTS = ("transfer", "random")
@@ -348,37 +348,6 @@ def stages(nets):
 # --------------------------------------------------------------------------------------------
 # Local backend
 # --------------------------------------------------------------------------------------------
-
-class RunLock:
-    """An exclusive flock on the run's lock file.
-
-    The lock lives on the open file, which the training process inherits, so it is held while the
-    launcher or its run is alive and released by the kernel when both are gone: a killed launcher
-    never leaves a net locked. The file holds the holder's pid and host for people to read.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd = None
-
-    def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-        self.fd = fd
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
 
 @dataclasses.dataclass
 class _Running:

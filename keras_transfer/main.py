@@ -45,7 +45,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import tensorflow as tf
 
-    from keras_transfer import train
+    from keras_transfer import backup, train
 
     config = config_lib.from_flags(FLAGS)
     if config.threads:
@@ -57,6 +57,13 @@ def main(argv):
     except (train.RunError, config_lib.ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except backup.Preempted as e:
+        print(f"{config.run}: {e}", file=sys.stderr)
+        sys.exit(backup.EXIT_PREEMPTED)
+    except OSError as e:  # e.g. the disk filled up; result.json is written last, so none exists
+        print(f"error: {config.run} stopped: {e}. Free space or fix the path, then run the same "
+              "command again to resume from the last backup.", file=sys.stderr)
+        sys.exit(1)
 
 
 def run():

@@ -23,6 +23,7 @@ import tensorflow as tf
 from data_prep.manifest import write_json_atomic
 from keras_transfer import callbacks, data, models, naming, solver, transfer
 from keras_transfer.backup import Backup, BackupCallback, SigtermFlag
+from keras_transfer.locking import RunLock
 from keras_transfer.config import Config
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,9 @@ def base_command(config: Config, half: str) -> str:
     return " ".join(parts)
 
 
-def check_base(config: Config, target_manifest: dict) -> Path | None:
-    """The weights file of the base net to copy from, after checking it fits the target."""
+def check_base(config: Config, target_manifest: dict, base_manifest: dict) -> Path | None:
+    """The weights file of the base net to copy from, after checking it fits the target and
+    was trained on the classes `base_manifest` (its half, as prepared now) lists."""
     if config.source not in naming.HALVES:
         return None
     base_dir = config.base_run_dir(config.source)
@@ -87,11 +89,17 @@ def check_base(config: Config, target_manifest: dict) -> Path | None:
     found = {"dataset": base_data.get("dataset", base_config.get("dataset")),
              "split": base_data.get("split", base_config.get("split")),
              "model": base_config.get("model")}
+    if "classes" in base_data:  # the same split name prepared from other data or options
+        expected["classes"] = [c["original_index"] for c in base_manifest["classes"]]
+        found["classes"] = base_data["classes"]
+        expected["image shape"] = list(base_manifest["image_shape"])
+        found["image shape"] = base_data.get("image_shape", expected["image shape"])
     for key in expected:
         if found[key] != expected[key]:
             raise RunError(f"base{config.source} in {base_dir} was trained with {key} "
-                           f"{found[key]!r}, but this run's is {expected[key]!r}; its layers do "
-                           f"not transfer here. Retrain it:\n  " + base_command(config, config.source))
+                           f"{found[key]!r}, but this run's data has {expected[key]!r}; its "
+                           "layers do not transfer here. Retrain it:\n  "
+                           + base_command(config, config.source))
     return weights
 
 
@@ -114,7 +122,10 @@ def check_inputs(config: Config) -> tuple[dict, dict, Path | None]:
             source_manifest = data.load_half(config.half_dir(config.source))
         except data.DataError as e:
             raise RunError(str(e)) from e
-    weights = check_base(config, target_manifest)
+    if 0 < config.fc8_outputs < target_manifest["num_classes"]:
+        raise RunError(f"--fc8_outputs={config.fc8_outputs} is smaller than the "
+                       f"{target_manifest['num_classes']} classes of half {config.target}.")
+    weights = check_base(config, target_manifest, source_manifest or target_manifest)
     return target_manifest, source_manifest, weights
 
 
@@ -190,9 +201,30 @@ def run(config: Config, strategy: tf.distribute.Strategy) -> dict:
         return json.loads((run_dir / "result.json").read_text())
     # Non-chief workers of a multi-worker job train too, but keep their files to themselves.
     out_dir = run_dir if chief else run_dir / f".worker-{strategy.cluster_resolver.task_id}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out_dir / "config.json", config.to_json())
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(out_dir / ".lock")
+        locked = lock.acquire()
+    except OSError as e:
+        raise RunError(f"cannot write the run directory {out_dir}: {e.strerror}. "
+                       "Choose a writable --workdir.") from e
+    if not locked:
+        raise RunError(f"another process is training {config.run} in {out_dir} right now "
+                       f"(see {out_dir / '.lock'}); wait for it, or stop it first.")
+    try:
+        if (run_dir / "result.json").exists():  # finished while we waited for the lock
+            return json.loads((run_dir / "result.json").read_text())
+        write_json_atomic(out_dir / "config.json", config.to_json())
+        return _train(config, strategy, target_manifest, base_weights_path, chief, out_dir,
+                      started)
+    finally:
+        lock.release()
 
+
+def _train(config: Config, strategy, target_manifest: dict, base_weights_path: Path | None,
+           chief: bool, out_dir: Path, started: float) -> dict:
+    """Trains with a lock held on the run directory; see `run`."""
+    run_dir = config.run_dir
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -205,9 +237,6 @@ def run(config: Config, strategy: tf.distribute.Strategy) -> dict:
     crop = config.crop or data.default_crop(config.model, min(height, width))
     input_shape = (crop, crop, channels)
     num_classes = config.fc8_outputs or target_manifest["num_classes"]
-    if num_classes < target_manifest["num_classes"]:
-        raise RunError(f"--fc8_outputs={config.fc8_outputs} is smaller than the "
-                       f"{target_manifest['num_classes']} classes of half {config.target}.")
 
     with strategy.scope():
         model = models.build(config.model, num_classes, input_shape,
@@ -302,7 +331,8 @@ def run(config: Config, strategy: tf.distribute.Strategy) -> dict:
         "jit_compile": jit_compile,
         "replicas": strategy.num_replicas_in_sync,
         "data": {"dataset": target_manifest["dataset"], "split": target_manifest["split"]["spec"],
-                 "classes": [c["original_index"] for c in target_manifest["classes"]]},
+                 "classes": [c["original_index"] for c in target_manifest["classes"]],
+                 "image_shape": list(target_manifest["image_shape"])},
         "layers": [{"name": row.name, "origin": row.origin, "trainable": row.trainable,
                     "sha256_start": start_digests[row.name], "sha256_end": end_digests[row.name]}
                    for row in plan],

@@ -1,5 +1,4 @@
 """One net of the grid, trained for real on tiny TFRecords: what is copied, frozen and changed."""
-import dataclasses
 import json
 
 import pytest
