@@ -63,9 +63,11 @@ def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
             raise DataPrepError(f"half {h} has no training images in {source}; "
                                 "choose classes that have images")
 
+    created = [d for d in (parent, *parent.parents) if not d.exists()]
     parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(parent)
     tmp = {h: parent / f".{h}.partial-{os.getpid()}" for h in HALVES}
+    published = False
     try:
         for h in HALVES:
             tmp[h].mkdir()
@@ -74,9 +76,16 @@ def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
         for h in HALVES:
             _finish_half(tmp[h], header[h], totals[h], target)
         _publish(tmp, half_dirs, parent)
+        published = True
     finally:
         for d in tmp.values():
             shutil.rmtree(d, ignore_errors=True)
+        if not published:  # a failed run leaves no trace, not even empty folders
+            for d in created:  # deepest first
+                try:
+                    d.rmdir()
+                except OSError:
+                    break
 
     seconds = time.perf_counter() - start
     n = {s: sum(len(selection[s][h]) for h in HALVES) for s in sources.SPLITS}

@@ -188,6 +188,12 @@ class FolderSource(Source):
                 continue
             files += [(str(p), label) for p in sorted(d.iterdir())
                       if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file()]
+        if strict:
+            empty = sorted(set(self.class_names) - {self.class_names[label] for _, label in files})
+            if empty:
+                raise DataPrepError(f"class folders {[str(folder / n) for n in empty[:5]]} hold no "
+                                    f"images ({', '.join(sorted(_IMAGE_SUFFIXES))}); add images "
+                                    "or remove the folders")
         extra = sorted(d.name for d in folder.iterdir()
                        if d.is_dir() and not d.name.startswith(".")
                        and d.name not in self.class_names)

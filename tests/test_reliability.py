@@ -183,3 +183,54 @@ def test_disk_full_fails_cleanly_without_a_result(synthetic_data, tiny_disk):
     assert "No space left on device" in proc.stderr or "space" in proc.stderr.lower()
     assert not list(tiny_disk.rglob("result.json"))
     assert not list(tiny_disk.rglob("*.tmp"))
+
+
+def _image_folder(root, sizes):
+    """ROOT/<class>/<i>.png with one image per entry of sizes[class]."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, shapes in sizes.items():
+        (root / name).mkdir(parents=True)
+        for i, (h, w) in enumerate(shapes):
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+def _data_prep(*args):
+    return subprocess.run([sys.executable, "-m", "data_prep", *args], cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_folder_source_with_an_empty_class_is_refused(tmp_path):
+    root = _image_folder(tmp_path / "root", {c: [(16, 16)] * 4 for c in "abc"})
+    (root / "d").mkdir()
+    proc = _data_prep(f"--source=folder:{root}", "--split=random:0", f"--out={tmp_path / 'out'}")
+    assert proc.returncode != 0
+    assert str(root / "d") in proc.stderr and "no images" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_source_with_an_undecodable_image_names_it(tmp_path):
+    root = _image_folder(tmp_path / "root", {c: [(16, 16)] * 4 for c in "abcd"})
+    (root / "b" / "9.png").write_bytes(b"not a png")
+    proc = _data_prep(f"--source=folder:{root}", "--split=random:0", f"--out={tmp_path / 'out'}")
+    assert proc.returncode != 0
+    assert str(root / "b" / "9.png") in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_folder_images_of_another_size_are_resized_to_the_common_shape(tmp_path):
+    """A photo folder mixes sizes (ImageNet does); every record comes out at --image_size."""
+    from data_prep import records
+
+    sizes = {c: [(16, 16)] * 4 for c in "abcd"}
+    sizes["a"] = [(16, 16), (40, 24), (16, 16), (9, 30)]
+    root = _image_folder(tmp_path / "root", sizes)
+    proc = _data_prep(f"--source=folder:{root}", "--split=random:0", f"--out={tmp_path / 'out'}",
+                      "--image_size=20")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for shard in (tmp_path / "out").rglob("*.tfrecord"):
+        for example in records.read_examples([shard]):
+            assert example["image"].shape == (20, 20, 3)
