@@ -63,7 +63,7 @@ def _steps_in_order(result):
 
 def test_sigkill_resumes_from_the_last_backup(synthetic_data, tmp_path):
     proc = _start(synthetic_data, tmp_path, *LONG)
-    _wait_for_step(proc, _run_dir(tmp_path), 50)
+    seen = _wait_for_step(proc, _run_dir(tmp_path), 50)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (_run_dir(tmp_path) / "result.json").exists()
@@ -71,7 +71,8 @@ def test_sigkill_resumes_from_the_last_backup(synthetic_data, tmp_path):
     again = _run(synthetic_data, tmp_path, *LONG)
     assert again.returncode == 0, again.stderr[-2000:]
     resumed_at = int(again.stdout.split("from its backup at step ")[1].split()[0])
-    assert 50 <= resumed_at < 300
+    # The backup follows each evaluation, so the kill may land just before the latest one.
+    assert seen - 10 <= resumed_at < 300
     result = json.loads((_run_dir(tmp_path) / "result.json").read_text())
     assert result["steps"] == 300
     assert _steps_in_order(result) == list(range(10, 301, 10))  # every evaluation once
