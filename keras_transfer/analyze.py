@@ -90,7 +90,7 @@ class Net:
 
     @property
     def num_outputs(self) -> int:
-        """fc8's width; older results lack num_outputs and then fc8_outputs or the class list decide."""
+        """fc8's width (older results lack num_outputs: then fc8_outputs or the class count)."""
         if self.result.get("num_outputs"):
             return int(self.result["num_outputs"])
         if self.config.get("fc8_outputs"):
@@ -390,7 +390,8 @@ def heatmap_png(result: dict) -> bytes:
 def _markdown_table(result: dict) -> str:
     lines = ["| layer | CKA unbiased | CKA biased |", "|---|---|---|"]
     for name in result["layers"]:
-        lines.append(f"| {name} | {_fmt(result['cka'][name])} | {_fmt(result['cka_biased'][name])} |")
+        unbiased, biased = result["cka"][name], result["cka_biased"][name]
+        lines.append(f"| {name} | {_fmt(unbiased)} | {_fmt(biased)} |")
     return "\n".join(lines)
 
 
@@ -465,32 +466,36 @@ def predict(path, *, data_dir=None, metric="top1_best10_mean", batch_size=DEFAUL
     """
     if metric not in METRICS:
         raise AnalysisError(f"--metric must be one of {METRICS}, got {metric!r}")
-    seed_dirs = find_seed_dirs(path)
-    pairs, similarity_dirs = [], []
-    for seed_dir in seed_dirs:
+    jobs = []  # every base pair and its data found and checked before anything is computed
+    for seed_dir in find_seed_dirs(path):
         drops = relative_drops(seed_dir, metric)
         base_a, base_b = (open_run(seed_dir / f"base{h}") for h in naming.HALVES)
+        folder = analysis_dir(base_a.run_dir)
+        if similarity_root is not None:
+            folder = Path(similarity_root) / folder.relative_to(folder.parents[2])
         for target in sorted(drops) or ["B"]:
             half_dir = training_half_dir(base_b, target, data_dir)
-            folder = analysis_dir(seed_dir / "baseA")
-            if similarity_root is not None:
-                folder = Path(similarity_root) / folder.relative_to(folder.parents[2])
-            out = folder / "similarity" / f"baseA_vs_baseB_on_{target}"
-            result = _cached_similarity(out, base_a, base_b, half_dir, batch_size, max_examples)
-            if result is None or recompute:
-                result = similarity(base_a.run_dir, base_b.run_dir, half_dir,
-                                    batch_size=batch_size, max_examples=max_examples)
-                result["inputs_key"] = _inputs_key(base_a, base_b, half_dir, batch_size,
-                                                   max_examples)
-                write_similarity(result, out)
-                log(f"[analyze] CKA(baseA, baseB) on {target}: {out}")
-            else:
-                log(f"[analyze] CKA(baseA, baseB) on {target}: reused {out}")
-            similarity_dirs.append(str(out))
-            pairs.append({"seed_dir": str(seed_dir), "target": target,
-                          "similarity": str(out / "similarity.json"),
-                          "cka": result["cka"],
-                          "relative_drop": {str(n): v for n, v in drops.get(target, {}).items()}})
+            try:
+                data.load_half(half_dir)
+            except data.DataError as e:
+                raise AnalysisError(str(e)) from e
+            jobs.append((seed_dir, target, base_a, base_b, half_dir, drops.get(target, {}),
+                         folder / "similarity" / f"baseA_vs_baseB_on_{target}"))
+    pairs = []
+    for seed_dir, target, base_a, base_b, half_dir, drops, out in jobs:
+        key = _inputs_key(base_a, base_b, half_dir, batch_size, max_examples)
+        result = None if recompute else _cached_similarity(out, key)
+        if result is None:
+            result = similarity(base_a.run_dir, base_b.run_dir, half_dir,
+                                batch_size=batch_size, max_examples=max_examples)
+            result["inputs_key"] = key
+            write_similarity(result, out)
+            log(f"[analyze] CKA(baseA, baseB) on {target}: {out}")
+        else:
+            log(f"[analyze] CKA(baseA, baseB) on {target}: reused {out}")
+        pairs.append({"seed_dir": str(seed_dir), "target": target,
+                      "similarity": str(out / "similarity.json"), "cka": result["cka"],
+                      "relative_drop": {str(n): v for n, v in drops.items()}})
     pooled = _pool(pairs)
     usable = [i for i, d in enumerate(pooled["relative_drop"])
               if d is not None and pooled["cka"][i] is not None]
@@ -544,7 +549,8 @@ def predict_png(result: dict) -> bytes:
         title = "no finished transfer nets to compare with"
     ax.set_title(title, fontsize=10)
     handles = ax.get_legend_handles_labels()[0] + drop_ax.get_legend_handles_labels()[0]
-    ax.legend(handles=handles, loc="best", fontsize=8)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+              fontsize=8, frameon=False)
     return _png_bytes(fig)
 
 
@@ -580,7 +586,7 @@ def _inputs_key(net_a: Net, net_b: Net, half_dir, batch_size, max_examples) -> s
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def _cached_similarity(out: Path, net_a, net_b, half_dir, batch_size, max_examples):
+def _cached_similarity(out: Path, key: str):
     path = out / "similarity.json"
     if not path.is_file():
         return None
@@ -588,7 +594,6 @@ def _cached_similarity(out: Path, net_a, net_b, half_dir, batch_size, max_exampl
         result = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    key = _inputs_key(net_a, net_b, half_dir, batch_size, max_examples)
     return result if result.get("inputs_key") == key else None
 
 
@@ -693,7 +698,7 @@ def _png_bytes(fig) -> bytes:
     plt = _pyplot()
     buffer = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buffer, format="png", dpi=120)
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
 
@@ -768,11 +773,13 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS),
                    help=f"layers to compare (default {' '.join(DEFAULT_LAYERS)})")
     s.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
-                   help="minibatch of the unbiased HSIC estimate (memory: one batch of activations)")
+                   help="minibatch of the unbiased HSIC estimate (memory: one batch of "
+                        "activations)")
     s.add_argument("--max_examples", type=int, default=None,
                    help="use at most this many validation images (whole batches)")
-    s.add_argument("--out", default=None, help="output folder (default WORKDIR/analysis/"
-                                               "<dataset>/<split_dir>/seed<k>/similarity/<A>_vs_<B>)")
+    s.add_argument("--out", default=None,
+                   help="output folder (default WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/"
+                        "similarity/<A>_vs_<B>)")
 
     r = commands.add_parser("predict", help="CKA(baseA, baseB) per layer vs the measured "
                                             "transfer drop per n")
@@ -795,7 +802,8 @@ def parser() -> argparse.ArgumentParser:
                    help="root of the prepared data (default: each run's --data_dir); only the "
                         "image shape is read, to rebuild the net")
     f.add_argument("--out", default=None,
-                   help="output folder (default WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/filters)")
+                   help="output folder (default WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/"
+                        "filters)")
     return p
 
 

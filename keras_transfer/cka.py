@@ -51,7 +51,7 @@ def hsic_unbiased(gram_x, gram_y) -> float:
 
 
 def hsic_biased(gram_x, gram_y) -> float:
-    """tr(K H L H) / (n - 1)^2, the estimator of Gretton et al. (2005) and Kornblith et al. (2019)."""
+    """tr(K H L H) / (n - 1)^2: Gretton et al. (2005), as used by Kornblith et al. (2019)."""
     k, l = _check_grams(gram_x, gram_y)
     n = k.shape[0]
     return float(np.sum(_center(k) * _center(l)) / (n - 1) ** 2)

@@ -146,6 +146,10 @@ def test_bad_input_is_refused_with_nothing_written(grid, monkeypatch, capsys, tm
     assert code == 2 and "model.weights.h5" in err and "Train it" in err
     assert not out.exists()
 
+    code, _, err = _run_cli(monkeypatch, capsys, "predict", str(tmp_path))
+    assert code == 2 and "no finished base pair" in err
+    assert not (tmp_path / "report").exists()
+
 
 def test_data_of_another_shape_is_refused(grid, monkeypatch, capsys, tmp_path):
     from data_prep.prepare import prepare
