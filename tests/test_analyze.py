@@ -1,0 +1,252 @@
+"""python -m keras_transfer.analyze on tiny nets trained for real on synthetic TFRecords."""
+import json
+import sys
+
+import keras
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+import tensorflow as tf
+
+from keras_transfer import analyze, cka, data, filters, models, train
+from keras_transfer.config import Config
+
+SMOKE = dict(model="small", batch_size=8, steps=2, eval_every=2, eval_steps=1, lr=0.05,
+             lr_step=0, histogram_every=1, strategy="one_device", dataset="synthetic")
+TRANSFER_NS = (1, 2, 3)
+
+
+def _config(data_dir, workdir, **kw):
+    return Config(data_dir=str(data_dir), workdir=str(workdir), **{**SMOKE, **kw})
+
+
+@pytest.fixture(scope="module")
+def grid(synthetic_data, tmp_path_factory):
+    """WORKDIR with baseA, baseB and the frozen transfer nets A1B..A3B of one seed."""
+    workdir = tmp_path_factory.mktemp("runs")
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    configs = [_config(synthetic_data, workdir, target=h) for h in "AB"]
+    configs += [_config(synthetic_data, workdir, source="A", target="B", n=n) for n in TRANSFER_NS]
+    for config in configs:
+        train.run(config, strategy)
+    seed_dir = configs[0].run_dir.parent
+    return workdir, seed_dir, synthetic_data / "synthetic" / "random_0"
+
+
+def _run_cli(monkeypatch, capsys, *argv):
+    """The console entry point as a user runs it; returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["keras-transfer-analyze", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        analyze.run()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def _activations(run_dir, half_dir, layers):
+    """All validation activations of a net in memory (the tiny set allows it), float64, flat."""
+    net = analyze.open_run(run_dir)
+    manifest = data.load_half(half_dir)
+    model = analyze.load_model(net, manifest["image_shape"])
+    extractor = keras.Model(model.inputs, [model.get_layer(n).output for n in layers])
+    batches = [extractor(images, training=False) for images, _ in data.build_dataset(
+        half_dir, "validation", batch_size=16, training=False, model_name=net.model_name)]
+    return [np.concatenate([np.asarray(b[i], np.float64).reshape(len(b[i]), -1)
+                            for b in batches]) for i in range(len(layers))]
+
+
+def test_similarity_cli_writes_json_heatmap_and_tensorboard(grid, monkeypatch, capsys, tmp_path):
+    _, seed_dir, split_dir = grid
+    out = tmp_path / "sim"
+    code, stdout, _ = _run_cli(monkeypatch, capsys, "similarity", "--a", str(seed_dir / "baseA"),
+                               "--b", str(seed_dir / "baseA"), "--data", str(split_dir / "B"),
+                               "--batch_size", "8", "--out", str(out))
+    assert code == 0
+    assert "conv1" in stdout
+    result = json.loads((out / "similarity.json").read_text())
+    assert result["layers"] == list(analyze.DEFAULT_LAYERS)
+    assert result["batch_size"] == 8 and result["examples"] == 40  # 5 classes x 8 images
+    # A net against itself: CKA of a representation with itself is 1 at every layer.
+    for name in result["layers"]:
+        assert result["cka"][name] == pytest.approx(1.0, abs=1e-4)
+    matrix = np.array(result["matrix"], dtype=float)
+    assert matrix.shape == (7, 7)
+    np.testing.assert_allclose(matrix, matrix.T, atol=1e-4)
+    assert matplotlib.image.imread(out / "similarity.png").ndim == 3
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+    assert not list(tmp_path.glob(".staging-*"))
+
+
+def test_similarity_matches_cka_of_all_activations(grid):
+    # The streamed pipeline (per-batch centring, float32 Gram matrices) against numpy CKA of
+    # the activations held in memory. 1e-4: float32 Gram matrices against float64 ones.
+    _, seed_dir, split_dir = grid
+    layers = ("conv1", "conv3", "fc7")
+    acts_a = _activations(seed_dir / "baseA", split_dir / "B", layers)
+    acts_b = _activations(seed_dir / "baseB", split_dir / "B", layers)
+    one_batch = analyze.similarity(seed_dir / "baseA", seed_dir / "baseB", split_dir / "B",
+                                   layers=layers, batch_size=40)
+    minibatches = analyze.similarity(seed_dir / "baseA", seed_dir / "baseB", split_dir / "B",
+                                     layers=layers, batch_size=8)
+    assert minibatches["batches"] == 5
+    for i, name in enumerate(layers):
+        assert one_batch["cka"][name] == pytest.approx(cka.cka(acts_a[i], acts_b[i]), abs=1e-4)
+        assert minibatches["cka"][name] == pytest.approx(
+            cka.minibatch_cka(acts_a[i], acts_b[i], 8), abs=1e-4)
+        assert minibatches["cka_biased"][name] == pytest.approx(
+            cka.minibatch_cka(acts_a[i], acts_b[i], 8, "biased"), abs=1e-4)
+
+
+def _stream(half_dir, crop=None, reorder=None):
+    ds = data.build_dataset(half_dir, "validation", batch_size=8, training=False, crop=crop)
+    if reorder is not None:
+        ds = reorder(ds.unbatch()).batch(8)
+    return ds.as_numpy_iterator()
+
+
+def test_a_shuffled_sample_order_is_refused(grid):
+    half = grid[2] / "B"
+    shuffled = _stream(half, reorder=lambda ds: ds.shuffle(100, seed=1))
+    pairs, _ = analyze.paired_batches(_stream(half), shuffled, (1.0, 1.0))
+    with pytest.raises(analyze.SampleOrderError, match="differ in order"):
+        list(pairs)
+
+
+def test_a_different_example_count_is_refused(grid):
+    half = grid[2] / "B"
+    fewer = _stream(half, reorder=lambda ds: ds.take(35))
+    pairs, _ = analyze.paired_batches(_stream(half), fewer, (1.0, 1.0))
+    with pytest.raises(analyze.SampleOrderError, match="examples"):
+        list(pairs)
+
+
+def test_same_examples_with_different_crops_are_accepted(grid):
+    half = grid[2] / "B"
+    pairs, stats = analyze.paired_batches(_stream(half, crop=26), _stream(half, crop=22),
+                                          (1.0, 1.0))
+    shapes = [(a.shape, b.shape) for a, b in pairs]
+    assert len(shapes) == 5 and shapes[0] == ((8, 26, 26, 1), (8, 22, 22, 1))
+    assert stats == {"batches": 5, "batch_size": 8, "dropped": 0}
+
+
+def test_bad_input_is_refused_with_nothing_written(grid, monkeypatch, capsys, tmp_path):
+    _, seed_dir, split_dir = grid
+    out = tmp_path / "out"
+    base = ["similarity", "--out", str(out), "--data", str(split_dir / "B")]
+    code, _, err = _run_cli(monkeypatch, capsys, *base, "--a", str(tmp_path / "nowhere"),
+                            "--b", str(seed_dir / "baseB"))
+    assert code == 2 and "run directory not found" in err
+
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    for name in ("config.json", "result.json"):
+        (unfinished / name).write_text((seed_dir / "baseA" / name).read_text())
+    code, _, err = _run_cli(monkeypatch, capsys, *base, "--a", str(unfinished),
+                            "--b", str(seed_dir / "baseB"))
+    assert code == 2 and "model.weights.h5" in err and "Train it" in err
+    assert not out.exists()
+
+    code, _, err = _run_cli(monkeypatch, capsys, "predict", str(tmp_path))
+    assert code == 2 and "no finished base pair" in err
+    assert not (tmp_path / "report").exists()
+
+
+def test_data_of_another_shape_is_refused(grid, monkeypatch, capsys, tmp_path):
+    from data_prep.prepare import prepare
+    from data_prep.sources import SyntheticSpec
+
+    _, seed_dir, _ = grid
+    halves = prepare(source="synthetic", split="random:0", out=tmp_path / "rgb", progress=False,
+                     synthetic=SyntheticSpec(num_classes=4, image_size=28, channels=3,
+                                             train_per_class=2, validation_per_class=4, seed=0))
+    out = tmp_path / "out"
+    code, _, err = _run_cli(monkeypatch, capsys, "similarity", "--a", str(seed_dir / "baseA"),
+                            "--b", str(seed_dir / "baseB"), "--data", str(halves["B"]),
+                            "--batch_size", "8", "--out", str(out))
+    assert code == 2
+    assert "does not fit images of shape (28, 28, 3)" in err and "Give data" in err
+    assert not out.exists()
+
+
+def test_spearman_rank_correlation():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=7)
+    assert analyze.spearman(x, np.exp(x))["rho"] == pytest.approx(1.0)
+    # Perfectly reversed: only 2 of the 7! orderings are as extreme.
+    reversed_ = analyze.spearman(x, -x)
+    assert reversed_["rho"] == pytest.approx(-1.0)
+    assert reversed_["p_value_exact"] == pytest.approx(2 / 5040)
+    y = np.round(rng.normal(size=7), 0)  # with ties
+    # pandas' own Spearman (DataFrame.corr needs no scipy, unlike Series.corr).
+    expected = pd.DataFrame({"x": x, "y": y}).corr(method="spearman").loc["x", "y"]
+    assert analyze.spearman(x, y)["rho"] == pytest.approx(expected)
+
+
+def test_predict_overlays_cka_and_the_measured_drop(grid, monkeypatch, capsys):
+    workdir, seed_dir, _ = grid
+    code, stdout, _ = _run_cli(monkeypatch, capsys, "predict", str(workdir), "--batch_size", "8")
+    assert code == 0 and "Spearman rho" in stdout
+    report = workdir / "report"
+    result = json.loads((report / "predict.json").read_text())
+    assert matplotlib.image.imread(report / "predict.png").ndim == 3
+    # The measured drops, recomputed from the result files.
+    base = json.loads((seed_dir / "baseB" / "result.json").read_text())["top1_best10_mean"]
+    pooled = result["pooled"]
+    for n in range(1, 8):
+        if n in TRANSFER_NS:
+            transfer = json.loads((seed_dir / f"A{n}B" / "result.json").read_text())
+            assert pooled["relative_drop"][n - 1] == pytest.approx(
+                (base - transfer["top1_best10_mean"]) / base)
+        else:
+            assert pooled["relative_drop"][n - 1] is None
+    similarity = json.loads(
+        (workdir / "analysis" / "synthetic" / "random_0" / "seed0" / "similarity"
+         / "baseA_vs_baseB_on_B" / "similarity.json").read_text())
+    assert pooled["cka"] == [similarity["cka"][name] for name in analyze.DEFAULT_LAYERS]
+    expected = analyze.spearman(pooled["cka"][:3], pooled["relative_drop"][:3])
+    assert result["spearman"] == expected and expected["points"] == 3
+
+    # A second run reuses the CKA of unchanged nets and data.
+    code, stdout, _ = _run_cli(monkeypatch, capsys, "predict", str(seed_dir), "--batch_size", "8")
+    assert code == 0 and "reused" in stdout
+
+
+def test_filter_grid_has_one_tile_per_filter():
+    kernel = np.random.default_rng(0).normal(size=(3, 3, 1, 10)).astype(np.float32)
+    image = analyze.filter_image(kernel, tile_pixels=3)  # factor 1: the grid itself
+    tiles = _tiles(image[..., 0] / 255.0, kernel.shape)
+    filled = [t for t in tiles if not np.all(t == 1.0)]
+    assert len(tiles) == 12 and len(filled) == 10  # a 3 x 4 grid, two slots left blank
+    for i, tile in enumerate(filled):
+        f = kernel[:, :, 0, i]
+        np.testing.assert_allclose(tile, (f - f.min()) / (f.max() - f.min()), atol=1 / 255)
+
+
+def test_filters_cli_writes_one_png_per_net(grid, monkeypatch, capsys, tmp_path):
+    _, seed_dir, _ = grid
+    code, _, _ = _run_cli(monkeypatch, capsys, "filters", str(seed_dir / "baseA"),
+                          str(seed_dir / "baseB"), "--out", str(tmp_path))
+    assert code == 0
+    net = analyze.open_run(seed_dir / "baseB")
+    model = analyze.load_model(net, (28, 28, 1))
+    kernel = model.get_layer("conv1").get_weights()[0]
+    grid_image = filters.filter_grid(kernel)
+    png = matplotlib.image.imread(tmp_path / "baseB.png")[..., 0]
+    factor = png.shape[0] // grid_image.shape[0]
+    assert factor > 1 and png.shape[0] == grid_image.shape[0] * factor
+    tiles = _tiles(png[::factor, ::factor], kernel.shape)
+    assert len(tiles) == kernel.shape[-1] == models.SMALL.convs[0].filters
+    assert all(not np.all(t == 1.0) for t in tiles)
+    assert (tmp_path / "baseA.png").is_file()
+    assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 2
+
+
+def _tiles(image, kernel_shape, pad=1):
+    """Every slot of a filter grid, row by row (the layout of filters.filter_grid)."""
+    kh, kw, _, count = kernel_shape
+    cols = int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / cols))
+    assert image.shape[:2] == (rows * (kh + pad) + pad, cols * (kw + pad) + pad)
+    return [image[pad + r * (kh + pad):pad + r * (kh + pad) + kh,
+                  pad + c * (kw + pad):pad + c * (kw + pad) + kw]
+            for r in range(rows) for c in range(cols)]
