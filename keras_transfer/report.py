@@ -186,6 +186,23 @@ def load_runs(workdir, dataset: str | None = None) -> tuple[pd.DataFrame, list[s
     return df.sort_values(["series", "split_dir", "seed", "condition", "n", "run"]).reset_index(drop=True), notes
 
 
+def drop_unpaired_bases(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Leaves out base nets whose half is no transfer net's target (baseA in a target-B grid
+    such as the demo): they solve another task, so pooling them into "base" would compare the
+    B nets with a mix of A and B. Base-only series (reduced volume) are kept whole."""
+    key = ["series", "split", "seed", "target"]
+    targets = {tuple(k) for k in df.loc[df["condition"] != "base", key].itertuples(index=False)}
+    series_with_transfer = {k[0] for k in targets}
+    unpaired = [(df["condition"] == "base").iloc[i]
+                and df["series"].iloc[i] in series_with_transfer
+                and tuple(df[key].iloc[i]) not in targets for i in range(len(df))]
+    if any(unpaired):
+        names = sorted(set(df.loc[unpaired, "run"]))
+        notes.append(f"left out of tables and figures (no net targets their half): "
+                     f"{', '.join(names)}; still listed in results.csv")
+    return df[[not u for u in unpaired]].reset_index(drop=True)
+
+
 # --------------------------------------------------------------------------------------------
 # Tables
 # --------------------------------------------------------------------------------------------
@@ -483,12 +500,14 @@ def make_report(workdir, out=None, *, reference: str | None = None, dataset: str
     if df[metric].isna().all():
         notes.append(f"no run has {metric}; figures use top1_final")
         metric = "top1_final"
+    all_runs = df
+    df = drop_unpaired_bases(df, notes)
     summary = summarize(df)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
     written = {}
     try:
-        df.to_csv(staging / "results.csv", index=False)
+        all_runs.to_csv(staging / "results.csv", index=False)
         figure_notes = figure2(df, staging / "figure2.png", metric,
                                REFERENCES[reference] if reference else None)
         if set(df["condition"]) & {"random"} or "dissimilar" in set(df["series"]):

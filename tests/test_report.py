@@ -164,3 +164,19 @@ def test_bad_workdir_is_an_error_with_no_output(tmp_path, make):
                "two_datasets": "choose one with --dataset"}[make]
     assert message in result.stderr
     assert not (workdir / "report").exists()
+
+
+def test_base_of_a_half_no_net_targets_is_left_out_of_the_base_level(tmp_path):
+    """The demo trains baseA only as a source: base means baseB there, not the mean of both."""
+    write_run(tmp_path, source="none", target="A", n=0, top1_final=0.96)
+    write_run(tmp_path, source="none", target="B", n=0, top1_final=0.80)
+    write_run(tmp_path, source="A", target="B", n=3, top1_final=0.78)
+    info = report.make_report(tmp_path, hparams=False)
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "| base | 0 | 1 | 0.8000 (1)" in summary
+    assert any("baseA" in note for note in info["notes"])
+    assert len(pd.read_csv(tmp_path / "report" / "results.csv")) == 3  # the CSV keeps every run
+    # With a net targeting A too, baseA is part of the pooled base level again.
+    write_run(tmp_path, source="B", target="A", n=3, top1_final=0.9)
+    report.make_report(tmp_path, hparams=False)
+    assert "| base | 0 | 2 | 0.8800" in (tmp_path / "report" / "summary.md").read_text()
