@@ -46,9 +46,17 @@ demo() {
       --splits=0 --seeds=0 --experiments=transfer,random --targets=B "$@" || status=$?
   # The report is written even when some nets failed: it leaves missing ones out with a note.
   "$python" -m keras_transfer.report runs
+  # Beyond the paper: per-layer CKA of the two bases against the measured transfer drop, and
+  # their conv1 filters. Optional extras: a failure here does not fail the demo.
+  "$python" -m keras_transfer.analyze predict runs || echo "[demo] analyze predict failed; see above"
+  "$python" -m keras_transfer.analyze filters runs/fashion_mnist/random_0/seed0/base{A,B} \
+      || echo "[demo] analyze filters failed; see above"
   echo
+  # The at-a-glance table of summary.md: its heading down to the next section.
+  sed -n '/^## At a glance/,/^## Random/p' runs/report/summary.md | sed '$d'
   echo "[demo] figure:  $repo/runs/report/figure2.png"
   echo "[demo] table:   $repo/runs/report/summary.md"
+  echo "[demo] CKA vs transfer drop: $repo/runs/report/predict.png"
   echo "[demo] training curves: $repo/.venv/bin/tensorboard --logdir $repo/runs"
   return $status
 }

@@ -28,6 +28,7 @@ setup(
             "data-prep=data_prep.__main__:run",
             "keras-transfer=keras_transfer.main:run",
             "keras-transfer-report=keras_transfer.report:run",
+            "keras-transfer-analyze=keras_transfer.analyze:run",
         ],
     },
 )

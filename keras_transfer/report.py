@@ -268,6 +268,26 @@ def _cell(mean, ci, count) -> str:
     return f"{mean:.4f}{ci_text} ({int(count)})"
 
 
+def glance_table(summary: pd.DataFrame) -> list[str]:
+    """The random-split means as one n x condition table (the numbers behind figure 2)."""
+    part = summary[summary["series"] == "main"]
+    if part.empty:
+        return []
+    metric = "top1_final_mean"
+    base = part.loc[part["condition"] == "base", metric]
+    conditions = [c for c in naming.CONDITIONS[1:] if c in set(part["condition"])]
+    lines = ["## At a glance: mean final top-1 per n (random splits)", "",
+             f"base: {base.iloc[0]:.4f}" if len(base) else "base: no base runs yet", "",
+             "| n | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
+    for n in sorted(set(part["n"]) - {0}):
+        cells = []
+        for cond in conditions:
+            value = part.loc[(part["condition"] == cond) & (part["n"] == n), metric]
+            cells.append(f"{value.iloc[0]:.4f}" if len(value) else "–")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: list[str]) -> str:
     lines = [f"# Transfer results: {workdir}", ""]
     datasets = ", ".join(sorted(df["dataset"].dropna().unique()))
@@ -278,6 +298,7 @@ def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: li
               "Top-1 on the validation set of the target half: *final* at the last step, *best-10* the "
               "mean of the 10 best evaluations (the paper's number). Cells: mean ± 95% CI half-width "
               "(Student t, count − 1 degrees of freedom) and (count); std is the sample std.", ""]
+    lines += glance_table(summary)
     titles = {"main": "Random splits", "dissimilar": "Dissimilar split", "reduced": "Reduced volume (base nets)"}
     for series in ("main", "dissimilar", "reduced"):
         part = summary[summary["series"] == series]
