@@ -1,7 +1,7 @@
 """Input pipeline over data_prep's class-split TFRecords.
 
-list_files -> shard per input pipeline -> interleave -> shuffle -> decode + augment -> batch
-(per replica) -> prefetch. Training crops at random and mirrors; evaluation takes the centre crop,
+list_files -> shard per input pipeline -> interleave -> decode (-> cache, when small) -> shuffle
+-> augment -> batch (per replica) -> prefetch. Training crops at random and mirrors; evaluation takes the centre crop,
 in file order, with no shuffling, so every evaluation sees the same images in the same order.
 Augmentation uses stateless random ops keyed on (seed, example index), so it is reproducible
 whatever the parallelism.
@@ -96,12 +96,13 @@ def _mean_image(half_dir, manifest: dict) -> np.ndarray:
 def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed: int = 0,
                   input_context: tf.distribute.InputContext | None = None,
                   crop: int | None = None, model_name: str = "small",
-                  manifest: dict | None = None) -> tf.data.Dataset:
+                  manifest: dict | None = None, cache_bytes: int = 1 << 30) -> tf.data.Dataset:
     """Batches of (mean-subtracted, scaled float32 images [crop, crop, C], int32 labels).
 
     `batch_size` is the global batch; with an `input_context` (from
     `strategy.distribute_datasets_from_function`) each pipeline yields its replica's share.
-    Training data repeats forever; evaluation data is one deterministic pass.
+    Training data repeats forever; evaluation data is one deterministic pass. A split whose
+    decoded images fit in `cache_bytes` is decoded once and cached in memory.
     """
     half_dir = Path(half_dir)
     manifest = manifest or load_half(half_dir)
@@ -134,14 +135,24 @@ def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=1)
     if shard_records:
         ds = ds.shard(pipelines, input_context.input_pipeline_id)
+
+    def decode(serialized):
+        example = records.parse_example(serialized)
+        image = records.decode_image(example, channels)
+        return tf.ensure_shape(image, [height, width, channels]), tf.cast(example["label"], tf.int32)
+
+    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    count = manifest["counts"][split]
+    if count * height * width * channels <= cache_bytes:
+        # Small data (Fashion-MNIST, CIFAR) is decoded once and kept in memory as uint8: the
+        # pipeline then costs little next to training, and evaluations stop re-decoding.
+        ds = ds.cache()
     if training:
         ds = ds.shuffle(_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
     ds = ds.enumerate()
 
-    def decode(index, serialized):
-        example = records.parse_example(serialized)
-        image = records.decode_image(example, channels)
-        image = tf.ensure_shape(image, [height, width, channels])
+    def augment(index, image_label):
+        image, label = image_label
         image = (tf.cast(image, tf.float32) - mean) * scale
         if training:
             key = tf.stack([tf.cast(seed, tf.int64), index])
@@ -150,8 +161,8 @@ def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed
         else:
             top, left = (height - crop) // 2, (width - crop) // 2
             image = image[top:top + crop, left:left + crop, :]
-        return image, tf.cast(example["label"], tf.int32)
+        return image, label
 
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(batch_size, drop_remainder=training)
     return ds.prefetch(tf.data.AUTOTUNE)
