@@ -1,5 +1,6 @@
 """One net of the grid, trained for real on tiny TFRecords: what is copied, frozen and changed."""
 import json
+import shutil
 
 import pytest
 import tensorflow as tf
@@ -131,25 +132,29 @@ def test_data_dir_without_a_manifest_is_refused(tmp_path):
     _refused(_config(tmp_path / "nothing", tmp_path, target="B"), "data_prep")
 
 
-def test_base_from_another_model_is_refused(synthetic_data, bases, tmp_path):
-    workdir, _ = bases
-    # Pretend baseA was a caffenet: its config says so.
-    import shutil
+def _edited_base(synthetic_data, bases, tmp_path, file, edit):
+    """A copy of the trained runs whose baseA has `edit` applied to its `file` (JSON)."""
     copy = tmp_path / "runs"
-    shutil.copytree(workdir, copy)
-    base_dir = _config(synthetic_data, copy, target="A").run_dir
-    cfg = json.loads((base_dir / "config.json").read_text())
-    (base_dir / "config.json").write_text(json.dumps({**cfg, "model": "caffenet"}))
+    shutil.copytree(bases[0], copy)
+    path = _config(synthetic_data, copy, target="A").run_dir / file
+    path.write_text(json.dumps(edit(json.loads(path.read_text()))))
+    return copy
+
+
+def test_base_from_another_model_is_refused(synthetic_data, bases, tmp_path):
+    copy = _edited_base(synthetic_data, bases, tmp_path, "config.json",
+                        lambda cfg: {**cfg, "model": "caffenet"})
     _refused(_config(synthetic_data, copy, source="A", n=2), "model 'caffenet'")
 
 
 def test_base_from_another_split_is_refused(synthetic_data, bases, tmp_path):
-    workdir, _ = bases
-    import shutil
-    copy = tmp_path / "runs"
-    shutil.copytree(workdir, copy)
-    base_dir = _config(synthetic_data, copy, target="A").run_dir
-    result = json.loads((base_dir / "result.json").read_text())
-    result["data"]["split"] = "random:1"
-    (base_dir / "result.json").write_text(json.dumps(result))
+    copy = _edited_base(synthetic_data, bases, tmp_path, "result.json",
+                        lambda r: {**r, "data": {**r["data"], "split": "random:1"}})
     _refused(_config(synthetic_data, copy, source="A", n=2), "random:1")
+
+
+def test_base_trained_on_other_classes_is_refused(synthetic_data, bases, tmp_path):
+    """Same dataset name and split, prepared from other data: the class lists differ."""
+    copy = _edited_base(synthetic_data, bases, tmp_path, "result.json",
+                        lambda r: {**r, "data": {**r["data"], "classes": [9, 8, 7, 6, 5]}})
+    _refused(_config(synthetic_data, copy, source="A", n=2), r"classes \[9, 8, 7, 6, 5\]")
