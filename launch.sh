@@ -44,13 +44,14 @@ demo() {
   local status=0
   "$python" -m keras_transfer.grid --flagfile=flags/fashion_mnist.flags --workdir=runs \
       --splits=0 --seeds=0 --experiments=transfer,random --targets=B "$@" || status=$?
-  # The report is written even when some nets failed: it leaves missing ones out with a note.
-  "$python" -m keras_transfer.report runs
   # Beyond the paper: per-layer CKA of the two bases against the measured transfer drop, and
   # their conv1 filters. Optional extras: a failure here does not fail the demo.
   "$python" -m keras_transfer.analyze predict runs || echo "[demo] analyze predict failed; see above"
   "$python" -m keras_transfer.analyze filters runs/fashion_mnist/random_0/seed0/base{A,B} \
       || echo "[demo] analyze filters failed; see above"
+  # The report is written even when some nets failed: it leaves missing ones out with a note.
+  # It comes last so its summary.md includes the CKA prediction.
+  "$python" -m keras_transfer.report runs
   echo
   # The at-a-glance table of summary.md: its heading down to the next section.
   sed -n '/^## At a glance/,/^## Random/p' runs/report/summary.md | sed '$d'

@@ -288,6 +288,21 @@ def glance_table(summary: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def prediction_section(path: Path) -> str:
+    """The CKA-vs-transfer panel of `python -m keras_transfer.analyze predict`, when it has run."""
+    lines = ["## Predicting transfer from layer similarity", ""]
+    try:
+        prediction = json.loads(path.read_text())
+        spearman = prediction["spearman"]
+    except (OSError, ValueError, KeyError):
+        return "\n".join(lines + ["Not computed yet: run `python -m keras_transfer.analyze predict "
+                                  "WORKDIR`, then this report again.", ""])
+    lines += [f"CKA(baseA, baseB) per layer against the measured relative drop of AnB: Spearman "
+              f"rho {spearman['rho']:.3f} (exact p {spearman['p_value_exact']:.3g}, {spearman['points']} layers).", "",
+              f"![CKA vs transfer drop]({path.name.replace('.json', '.png')})", ""]
+    return "\n".join(lines)
+
+
 def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: list[str]) -> str:
     lines = [f"# Transfer results: {workdir}", ""]
     datasets = ", ".join(sorted(df["dataset"].dropna().unique()))
@@ -540,7 +555,8 @@ def make_report(workdir, out=None, *, reference: str | None = None, dataset: str
         else:
             figure_notes.append("reduced.png: no reduced-volume runs (--experiments=reduced)")
         all_notes = notes + decomposition_notes(df) + figure_notes
-        (staging / "summary.md").write_text(summary_markdown(workdir, df, summary, all_notes))
+        (staging / "summary.md").write_text(summary_markdown(workdir, df, summary, all_notes)
+                                            + prediction_section(out / "predict.json"))
         if hparams:
             write_hparams(df, staging / "hparams")
         for item in sorted(staging.iterdir()):

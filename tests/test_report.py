@@ -180,3 +180,16 @@ def test_base_of_a_half_no_net_targets_is_left_out_of_the_base_level(tmp_path):
     write_run(tmp_path, source="B", target="A", n=3, top1_final=0.9)
     report.make_report(tmp_path, hparams=False)
     assert "| base | 0 | 2 | 0.8800" in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_summary_includes_the_cka_prediction_once_computed(tmp_path):
+    write_grid(tmp_path)
+    report.make_report(tmp_path, hparams=False)
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "analyze predict" in summary and "Spearman" not in summary
+    (tmp_path / "report" / "predict.json").write_text(
+        '{"spearman": {"rho": -0.75, "p_value_exact": 0.05, "points": 7}}')
+    report.make_report(tmp_path, hparams=False)
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "Spearman rho -0.750 (exact p 0.05, 7 layers)" in summary
+    assert "(predict.png)" in summary
