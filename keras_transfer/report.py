@@ -573,7 +573,7 @@ def make_report(workdir, out=None, *, reference: str | None = None, dataset: str
             written[item.name] = target
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return {"files": written, "notes": all_notes, "runs": len(df)}
+    return {"files": written, "notes": all_notes, "runs": len(all_runs)}
 
 
 def parser() -> argparse.ArgumentParser:
