@@ -1,9 +1,10 @@
 """Input pipeline over data_prep's class-split TFRecords.
 
 list_files -> shard per input pipeline -> interleave -> decode (-> cache, when small) -> shuffle
--> augment -> batch (per replica) -> prefetch. Training crops at random and mirrors; evaluation takes the centre crop,
-in file order, with no shuffling, so every evaluation sees the same images in the same order.
-Augmentation uses stateless random ops keyed on (seed, example index), so it is reproducible
+-> batch (per replica) -> augment -> prefetch. Training crops at random and mirrors; evaluation
+takes the centre crop, in file order, with no shuffling, so every evaluation sees the same
+images in the same order.
+Augmentation uses stateless random ops keyed on (seed, batch index), so it is reproducible
 whatever the parallelism.
 """
 from __future__ import annotations
@@ -149,20 +150,26 @@ def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed
         ds = ds.cache()
     if training:
         ds = ds.shuffle(_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
-    ds = ds.enumerate()
+    # Augmentation works on whole batches: per-image map calls would cost more than the
+    # small model's training step. Random draws are keyed on (seed, batch index).
+    ds = ds.batch(batch_size, drop_remainder=training).enumerate()
 
-    def augment(index, image_label):
-        image, label = image_label
-        image = (tf.cast(image, tf.float32) - mean) * scale
-        if training:
-            key = tf.stack([tf.cast(seed, tf.int64), index])
-            image = tf.image.stateless_random_crop(image, [crop, crop, channels], seed=key)
-            image = tf.image.stateless_random_flip_left_right(image, seed=key + [0, 1 << 40])
-        else:
+    def augment(index, images, labels):
+        images = (tf.cast(images, tf.float32) - mean) * scale
+        if not training:
             top, left = (height - crop) // 2, (width - crop) // 2
-            image = image[top:top + crop, left:left + crop, :]
-        return image, label
+            return images[:, top:top + crop, left:left + crop, :], labels
+        count = tf.shape(images)[0]
+        key = tf.stack([tf.cast(seed, tf.int64), index])
+        draw = lambda salt, limit: tf.random.stateless_uniform(
+            [count], seed=key + [0, salt], maxval=limit, dtype=tf.int32)
+        rows = draw(0, height - crop + 1)[:, None] + tf.range(crop)[None, :]
+        cols = draw(1, width - crop + 1)[:, None] + tf.range(crop)[None, :]
+        images = tf.gather(images, rows, axis=1, batch_dims=1)
+        images = tf.gather(images, cols, axis=2, batch_dims=1)
+        mirror = tf.cast(draw(2, 2), tf.bool)[:, None, None, None]
+        return tf.where(mirror, tf.reverse(images, axis=[2]), images), labels
 
-    ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    ds = ds.batch(batch_size, drop_remainder=training)
+    ds = ds.map(lambda index, batch: augment(index, *batch),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -102,3 +102,22 @@ def test_missing_manifest_says_how_to_prepare(tmp_path):
 def test_crop_larger_than_the_images_is_refused(synthetic_data):
     with pytest.raises(data.DataError, match="crop"):
         data.build_dataset(_half(synthetic_data), "train", batch_size=4, training=True, crop=40)
+
+
+def test_training_images_are_crops_of_the_originals_some_mirrored(synthetic_data):
+    half = _half(synthetic_data)
+    manifest = data.load_half(half)
+    mean = np.load(half / "mean.npy")
+    originals = [(e["image"].astype(np.float32) - mean) * data.input_scale("small")
+                 for e in records.read_examples(data.shard_paths(half, manifest, "train"))]
+    x, _ = _collect(data.build_dataset(half, "train", batch_size=16, training=True, crop=24),
+                    batches=2)
+    mirrored = 0
+    for image in x:
+        matches = [(flip, oy, ox) for original in originals for flip in (False, True)
+                   for oy in range(5) for ox in range(5)
+                   if np.allclose((original[:, ::-1] if flip else original)[oy:oy + 24, ox:ox + 24],
+                                  image, atol=1e-5)]
+        assert matches, "a training image is not a crop of any original"
+        mirrored += all(flip for flip, _, _ in matches)
+    assert 0 < mirrored < len(x)  # about half are mirrored
