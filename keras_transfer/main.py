@@ -45,7 +45,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import tensorflow as tf
 
-    from keras_transfer import backup, train
+    from keras_transfer import backup, data, train, transfer
 
     config = config_lib.from_flags(FLAGS)
     if config.threads:
@@ -54,7 +54,7 @@ def main(argv):
     try:
         strategy = make_strategy(config.strategy)
         train.run(config, strategy)
-    except (train.RunError, config_lib.ConfigError) as e:
+    except (train.RunError, config_lib.ConfigError, data.DataError, transfer.TransferError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except backup.Preempted as e:

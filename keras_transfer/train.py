@@ -103,8 +103,15 @@ def check_base(config: Config, target_manifest: dict, base_manifest: dict) -> Pa
     return weights
 
 
-def check_inputs(config: Config) -> tuple[dict, dict, Path | None]:
-    """Everything that can be checked before a file is written: config, data, base net."""
+def input_shape_of(config: Config, manifest: dict) -> tuple[int, int, int]:
+    height, width, channels = manifest["image_shape"]
+    crop = config.crop or data.default_crop(config.model, min(height, width))
+    return (crop, crop, channels)
+
+
+def check_inputs(config: Config) -> tuple[dict, dict | None]:
+    """Everything that can be checked before a file is written: config, data, the base net,
+    whose weights are read here. Returns the target's manifest and the base's layer weights."""
     check_config(config)
     try:
         split_dir = config.split_dir
@@ -125,8 +132,18 @@ def check_inputs(config: Config) -> tuple[dict, dict, Path | None]:
     if 0 < config.fc8_outputs < target_manifest["num_classes"]:
         raise RunError(f"--fc8_outputs={config.fc8_outputs} is smaller than the "
                        f"{target_manifest['num_classes']} classes of half {config.target}.")
-    weights = check_base(config, target_manifest, source_manifest or target_manifest)
-    return target_manifest, source_manifest, weights
+    weights_path = check_base(config, target_manifest, source_manifest or target_manifest)
+    if weights_path is None:
+        return target_manifest, None
+    base_result = json.loads((weights_path.parent / "result.json").read_text())
+    try:
+        base_weights = transfer.read_base_weights(
+            weights_path, config.model, input_shape_of(config, target_manifest),
+            base_result["num_outputs"])
+    except transfer.TransferError as e:
+        raise RunError(f"{e}\nRetrain base{config.source}:\n  "
+                       + base_command(config, config.source)) from e
+    return target_manifest, base_weights
 
 
 # ---------------------------------------------------------------- training
@@ -193,7 +210,7 @@ def best_mean(values, k: int = 10) -> float:
 def run(config: Config, strategy: tf.distribute.Strategy) -> dict:
     """Trains the net `config` describes and returns (and writes) its result.json contents."""
     started = time.time()
-    target_manifest, _, base_weights_path = check_inputs(config)
+    target_manifest, base_weights = check_inputs(config)
     chief = _is_chief(strategy)
     run_dir = config.run_dir
     if (run_dir / "result.json").exists():
@@ -215,13 +232,13 @@ def run(config: Config, strategy: tf.distribute.Strategy) -> dict:
         if (run_dir / "result.json").exists():  # finished while we waited for the lock
             return json.loads((run_dir / "result.json").read_text())
         write_json_atomic(out_dir / "config.json", config.to_json())
-        return _train(config, strategy, target_manifest, base_weights_path, chief, out_dir,
+        return _train(config, strategy, target_manifest, base_weights, chief, out_dir,
                       started)
     finally:
         lock.release()
 
 
-def _train(config: Config, strategy, target_manifest: dict, base_weights_path: Path | None,
+def _train(config: Config, strategy, target_manifest: dict, base_weights: dict | None,
            chief: bool, out_dir: Path, started: float) -> dict:
     """Trains with a lock held on the run directory; see `run`."""
     run_dir = config.run_dir
@@ -233,20 +250,14 @@ def _train(config: Config, strategy, target_manifest: dict, base_weights_path: P
         log.warning("--deterministic disables XLA: training without jit_compile")
     _set_precision(config.mixed_precision)
 
-    height, width, channels = target_manifest["image_shape"]
-    crop = config.crop or data.default_crop(config.model, min(height, width))
-    input_shape = (crop, crop, channels)
+    input_shape = input_shape_of(config, target_manifest)
+    crop = input_shape[0]
     num_classes = config.fc8_outputs or target_manifest["num_classes"]
 
     with strategy.scope():
         model = models.build(config.model, num_classes, input_shape,
                              weight_decay=config.weight_decay, dropout=config.dropout,
                              seed=init_seed(config))
-        base_weights = None
-        if base_weights_path is not None:
-            base_result = json.loads((base_weights_path.parent / "result.json").read_text())
-            base_weights = transfer.read_base_weights(
-                base_weights_path, config.model, input_shape, base_result["num_outputs"])
         plan = transfer.apply_transfer(
             model, n=config.n, source=config.source, base_weights=base_weights,
             finetune=config.finetune,

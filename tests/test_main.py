@@ -65,3 +65,13 @@ def test_flag_defaults_are_the_fashion_mnist_preset():
     for name, value in preset.items():
         default = flags.FLAGS[name].default
         assert str(default) == value or (isinstance(default, float) and float(value) == default), name
+
+
+def test_corrupt_base_weights_are_named_not_a_traceback(synthetic_data, tmp_path):
+    assert _smoke(synthetic_data, tmp_path, "--target=A").returncode == 0
+    weights = tmp_path / "synthetic" / "random_0" / "seed0" / "baseA" / "model.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    proc = _smoke(synthetic_data, tmp_path, "--source=A", "--n=2")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "model.weights.h5" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "synthetic" / "random_0" / "seed0" / "A2B").exists()  # nothing written
