@@ -49,7 +49,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from data_prep.manifest import sha256_file, write_json_atomic  # noqa: E402
+from data_prep.manifest import sha256_file, write_bytes_atomic, write_json_atomic  # noqa: E402
 from keras_transfer import cka, data, filters, models, naming, transfer  # noqa: E402
 
 DEFAULT_LAYERS = models.LAYER_NAMES[:naming.MAX_N]  # conv1..fc7, the layers transfer copies
@@ -559,7 +559,7 @@ def write_predict(result: dict, out) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     png = predict_png(result)
     write_json_atomic(out / "predict.json", result)
-    _write_bytes_atomic(out / "predict.png", png)
+    write_bytes_atomic(out / "predict.png", png)
     return {"predict.json": out / "predict.json", "predict.png": out / "predict.png"}
 
 
@@ -640,7 +640,7 @@ def write_filters(run_dirs, out=None, data_dir=None) -> list[Path]:
         target_dir.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         _pyplot().imsave(buffer, image, format="png")
-        _write_bytes_atomic(target_dir / f"{net.name}.png", buffer.getvalue())
+        write_bytes_atomic(target_dir / f"{net.name}.png", buffer.getvalue())
         with tempfile.TemporaryDirectory(dir=target_dir, prefix=".tb-") as staging:
             writer = tf.summary.create_file_writer(staging)
             with writer.as_default():
@@ -675,16 +675,6 @@ def staged_directory(target):
         os.replace(target, old)
     os.replace(staging, target)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _write_bytes_atomic(path: Path, payload: bytes) -> None:
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        tmp.write_bytes(payload)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _pyplot():

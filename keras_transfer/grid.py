@@ -24,10 +24,10 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from data_prep.manifest import write_bytes_atomic
 from keras_transfer import naming
 from keras_transfer.locking import RunLock
 
@@ -514,19 +514,6 @@ class SlurmResources:
         return flags
 
 
-def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def sbatch_commands(plan: Plan, resources: SlurmResources, submit_dir: Path, stamp: str):
     """Per job array to submit: (tag, nets, tasks file, its text, sbatch arguments).
 
@@ -568,10 +555,11 @@ def submit_slurm(plan: Plan, resources: SlurmResources, out=sys.stdout) -> int:
         print("[grid] every net is done; nothing to submit", file=out)
         return 0
     log_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(script, SLURM_TASK_SCRIPT, mode=0o755)
+    script.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(script, SLURM_TASK_SCRIPT.encode(), mode=0o755)
     job_id = None
     for tag, nets, tasks, lines, args in arrays:
-        write_atomically(tasks, lines)
+        write_bytes_atomic(tasks, lines.encode(), mode=0o644)
         args = [a.replace("{dependency}", job_id or "") for a in args]
         result = subprocess.run(args, capture_output=True, text=True)
         if result.returncode != 0:
