@@ -33,12 +33,18 @@ class EvalHistory(keras.callbacks.Callback):
         if self.path.exists():
             self.entries = [e for e in json.loads(self.path.read_text())["history"]
                             if e["step"] <= up_to_step]
-        self.train_seconds = sum(e.get("train_seconds", 0.0) for e in self.entries)
         self._epoch_start = 0.0
+        self._start_step = up_to_step
         self._train_end = None
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds spent training (not evaluating), over every evaluation interval so far."""
+        return sum(e["train_seconds"] for e in self.entries)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch_start = time.perf_counter()
+        self._start_step = int(self.model.optimizer.iterations.numpy())
         self._train_end = None
 
     def on_test_begin(self, logs=None):
@@ -51,7 +57,7 @@ class EvalHistory(keras.callbacks.Callback):
         train_end = self._train_end or time.perf_counter()
         seconds = train_end - self._epoch_start
         step = int(self.model.optimizer.iterations.numpy())
-        steps_done = step - (self.entries[-1]["step"] if self.entries else 0)
+        steps_done = step - self._start_step
         entry = {
             "step": step,
             "top1": float(logs.get("val_top1", float("nan"))),
@@ -63,8 +69,7 @@ class EvalHistory(keras.callbacks.Callback):
             "images_per_sec": steps_done * self.images_per_step / max(seconds, 1e-9),
             "train_seconds": seconds,
         }
-        self.entries = [e for e in self.entries if e["step"] < step] + [entry]
-        self.train_seconds = sum(e["train_seconds"] for e in self.entries)
+        self.entries.append(entry)
         write_json_atomic(self.path, {"history": self.entries})
         print(f"step {step}: val top-1 {entry['top1']:.4f} top-5 {entry['top5']:.4f} "
               f"loss {entry['loss']:.4f} | train loss {entry['train_loss']:.4f} "

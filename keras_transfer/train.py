@@ -114,10 +114,9 @@ def check_inputs(config: Config) -> tuple[dict, dict | None]:
     whose weights are read here. Returns the target's manifest and the base's layer weights."""
     check_config(config)
     try:
-        split_dir = config.split_dir
+        config.split_dir  # parses --split
     except ValueError as e:
         raise RunError(f"--split={config.split!r}: {e}") from e
-    del split_dir
     try:
         target_manifest = data.load_half(config.half_dir(config.target),
                                          verify_data=config.verify_data)
