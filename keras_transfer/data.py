@@ -50,23 +50,6 @@ def shard_paths(half_dir, manifest: dict, split: str) -> list[str]:
     return [str(Path(half_dir) / s["file"]) for s in manifest["shards"][split]]
 
 
-def find_corrupt_shard(half_dir, manifest: dict) -> str | None:
-    """The first shard whose records do not all parse and decode, with the error; None if all do.
-
-    Used after a read error during training: tf.data's error does not say which file it came
-    from. Reads the whole half, so it only runs once something has already gone wrong.
-    """
-    channels = manifest["image_shape"][2]
-    for split in SPLITS:
-        for path in shard_paths(half_dir, manifest, split):
-            try:
-                for serialized in tf.data.TFRecordDataset(path):
-                    records.decode_image(records.parse_example(serialized), channels)
-            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-                return f"shard {path} is corrupt: {e.message.splitlines()[0]}"
-    return None
-
-
 def default_crop(model_name: str, image_size: int) -> int:
     """227 from 256 for caffenet (the paper's crop); a few pixels less than the image otherwise."""
     if model_name == "caffenet":

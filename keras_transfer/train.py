@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from data_prep.manifest import verify as verify_shards
 from data_prep.manifest import write_json_atomic
 from keras_transfer import callbacks, data, models, naming, solver, transfer
 from keras_transfer.backup import Backup, BackupCallback, SigtermFlag
@@ -315,12 +316,14 @@ def _train(config: Config, strategy, target_manifest: dict, base_weights: dict |
                           validation_data=val_ds, validation_steps=config.eval_steps or None,
                           callbacks=fit_callbacks, shuffle=False, verbose=0)
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-            bad = data.find_corrupt_shard(half_dir, target_manifest)
-            if bad is None:
+            # tf.data's error does not say which file failed; the full check against the
+            # manifest's hashes does (slow, but something has already gone wrong).
+            problems = verify_shards(half_dir, full_hash=True)
+            if not problems:
                 raise
-            raise RunError(f"{bad} could not be read while training ({type(e).__name__}). "
-                           f"Check the data with `python -m data_prep verify {half_dir}` and "
-                           "prepare it again with --overwrite.") from e
+            raise RunError(f"the data could not be read while training ({type(e).__name__}): "
+                           + "; ".join(problems) + f". Check it with `python -m data_prep verify "
+                           f"{half_dir}` and prepare it again with --overwrite.") from e
 
     end_digests = _digests(model)
     entries = history.entries
