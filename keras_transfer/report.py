@@ -190,17 +190,15 @@ def drop_unpaired_bases(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
     """Leaves out base nets whose half is no transfer net's target (baseA in a target-B grid
     such as the demo): they solve another task, so pooling them into "base" would compare the
     B nets with a mix of A and B. Base-only series (reduced volume) are kept whole."""
-    key = ["series", "split", "seed", "target"]
-    targets = {tuple(k) for k in df.loc[df["condition"] != "base", key].itertuples(index=False)}
-    series_with_transfer = {k[0] for k in targets}
-    unpaired = [(df["condition"] == "base").iloc[i]
-                and df["series"].iloc[i] in series_with_transfer
-                and tuple(df[key].iloc[i]) not in targets for i in range(len(df))]
-    if any(unpaired):
+    keys = df[["series", "split", "seed", "target"]].apply(tuple, axis=1)
+    is_base = df["condition"] == "base"
+    targets = set(keys[~is_base])
+    unpaired = is_base & df["series"].isin({k[0] for k in targets}) & ~keys.isin(targets)
+    if unpaired.any():
         names = sorted(set(df.loc[unpaired, "run"]))
         notes.append(f"left out of tables and figures (no net targets their half): "
                      f"{', '.join(names)}; still listed in results.csv")
-    return df[[not u for u in unpaired]].reset_index(drop=True)
+    return df[~unpaired].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------
