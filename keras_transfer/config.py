@@ -58,7 +58,8 @@ def define_flags() -> None:
     flags.DEFINE_float("lr", 0.05, "Base learning rate (biases get twice this, as in Caffe).")
     flags.DEFINE_integer("lr_step", 450, "Divide the learning rate by 10 every this many steps; 0: never.")
     flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-    flags.DEFINE_float("weight_decay", 5e-4, "Weight decay on kernels (not biases).")
+    flags.DEFINE_float("weight_decay", 5e-4, "Caffe's weight decay: weight_decay * w is added to "
+                       "each kernel's gradient by the solver; biases are not decayed.")
     flags.DEFINE_float("dropout", 0.5, "Dropout rate after fc6 and fc7.")
     flags.DEFINE_integer("eval_every", 60, "Evaluate on the validation set every this many steps.")
     flags.DEFINE_integer("eval_steps", 0, "Validation batches per evaluation; 0: the whole set.")

@@ -8,9 +8,9 @@ initialised for unit-scale inputs; the model itself does not rescale) and output
 probabilities (softmax), so train them with a non-logits loss such as
 `SparseCategoricalCrossentropy(from_logits=False)`.
 
-Caffe's solver choices live in the layers: weight decay as an L2 regularizer on kernels only
-(biases are not decayed) and Caffe's gaussian initialisation with its per-layer bias constants
-(the small model keeps the bias pattern but needs He-scaled kernels, see `small`).
+The layers carry Caffe's gaussian initialisation with its per-layer bias constants (the small
+model keeps the bias pattern but needs He-scaled kernels, see `small`). Weight decay is the
+solver's (solver.CaffeSGD), as in Caffe.
 """
 import dataclasses
 
@@ -81,8 +81,7 @@ SMALL = ArchSpec(
 )
 
 
-def caffenet(num_classes, input_shape=(227, 227, 3), *, weight_decay=5e-4, dropout=0.5,
-             seed=None):
+def caffenet(num_classes, input_shape=(227, 227, 3), *, dropout=0.5, seed=None):
     """The paper's CaffeNet; outputs softmax probabilities.
 
     227x227x3 -> conv1 96@11x11/4 (55x55) -> ReLU -> maxpool 3/2 (27) -> LRN
@@ -92,10 +91,10 @@ def caffenet(num_classes, input_shape=(227, 227, 3), *, weight_decay=5e-4, dropo
     -> fc8 num_classes -> softmax. 0.724 G multiply-adds per image forward at 1000 classes.
     Flatten is in Keras' HWC order (Caffe's is CHW); only matters for importing Caffe weights.
     """
-    return _build(CAFFENET, "caffenet", num_classes, input_shape, weight_decay, dropout, seed)
+    return _build(CAFFENET, "caffenet", num_classes, input_shape, dropout, seed)
 
 
-def small(num_classes, input_shape=(28, 28, 1), *, weight_decay=5e-4, dropout=0.5, seed=None):
+def small(num_classes, input_shape=(28, 28, 1), *, dropout=0.5, seed=None):
     """CaffeNet's layout scaled to 28-64 px images; outputs softmax probabilities.
 
     Same eight weight layers in the same order with the same groups, pooling and LRN placement:
@@ -116,23 +115,21 @@ def small(num_classes, input_shape=(28, 28, 1), *, weight_decay=5e-4, dropout=0.
     0.82 with He init); the pipeline feeds it (pixel - mean) / 255. At that scale LRN with
     Caffe's alpha changes initial activations by well under 1%: it is kept for the layout.
     """
-    return _build(SMALL, "small", num_classes, input_shape, weight_decay, dropout, seed)
+    return _build(SMALL, "small", num_classes, input_shape, dropout, seed)
 
 
 ARCHITECTURES = {"caffenet": caffenet, "small": small}
 
 
-def build(name, num_classes, input_shape, *, weight_decay=5e-4, dropout=0.5, seed=None):
+def build(name, num_classes, input_shape, *, dropout=0.5, seed=None):
     """The architecture `name` (a key of ARCHITECTURES); see `caffenet` and `small`.
 
     `seed` makes the initialisation (and dropout masks) reproducible; None draws from Keras'
-    global RNG (`keras.utils.set_random_seed`). `weight_decay` is Caffe's: the gradient of each
-    kernel gets weight_decay * w, i.e. an L2 loss of weight_decay / 2 * sum(w^2).
+    global RNG (`keras.utils.set_random_seed`).
     """
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[name](num_classes, tuple(input_shape), weight_decay=weight_decay,
-                               dropout=dropout, seed=seed)
+    return ARCHITECTURES[name](num_classes, tuple(input_shape), dropout=dropout, seed=seed)
 
 
 def multiply_adds(model):
@@ -153,18 +150,15 @@ def multiply_adds(model):
     return int(total)
 
 
-def _build(spec, model_name, num_classes, input_shape, weight_decay, dropout, seed):
+def _build(spec, model_name, num_classes, input_shape, dropout, seed):
     seeds = _LayerSeeds(seed)
-    regularizer = (lambda: keras.regularizers.L2(weight_decay / 2)) if weight_decay else (
-        lambda: None)
     inputs = keras.Input(shape=input_shape, dtype="float32", name="image")
     x = inputs
     for index, conv in enumerate(spec.convs, start=1):
         common = dict(
             strides=conv.stride, padding=conv.padding, activation="relu",
             kernel_initializer=_kernel_init(spec, _CONV_STD, seeds.next()),
-            bias_initializer=keras.initializers.Constant(conv.bias),
-            kernel_regularizer=regularizer(), name=f"conv{index}")
+            bias_initializer=keras.initializers.Constant(conv.bias), name=f"conv{index}")
         if conv.groups == 1:
             layer = keras.layers.Conv2D(conv.filters, conv.kernel, **common)
         else:
@@ -180,15 +174,13 @@ def _build(spec, model_name, num_classes, input_shape, weight_decay, dropout, se
         x = keras.layers.Dense(
             units, activation="relu",
             kernel_initializer=_kernel_init(spec, _FC_STD, seeds.next()),
-            bias_initializer=keras.initializers.Constant(spec.fc_bias),
-            kernel_regularizer=regularizer(), name=f"fc{index}")(x)
+            bias_initializer=keras.initializers.Constant(spec.fc_bias), name=f"fc{index}")(x)
         x = keras.layers.Dropout(dropout, seed=seeds.next(), name=f"drop{index}")(x)
     # fc8 and the softmax stay float32 under a mixed_bfloat16 policy: the loss needs them exact.
     x = keras.layers.Dense(
         num_classes, dtype="float32",
         kernel_initializer=keras.initializers.RandomNormal(stddev=_CONV_STD, seed=seeds.next()),
-        bias_initializer="zeros",
-        kernel_regularizer=regularizer(), name="fc8")(x)
+        bias_initializer="zeros", name="fc8")(x)
     outputs = keras.layers.Activation("softmax", dtype="float32", name="prob")(x)
     return keras.Model(inputs, outputs, name=model_name)
 

@@ -1,11 +1,19 @@
-"""The paper's solver: Caffe's SGD with momentum, step schedule and a doubled bias learning rate.
+"""The paper's solver: Caffe's SGD with momentum, weight decay, step schedule, bias lr x2.
 
-Weight decay is not here: it is an L2 kernel regularizer on the layers (models.py), which is
-how Caffe applies it (added to the gradient of weights, never of biases).
+Caffe's update for every learnable blob, with local learning rate `lr` (2 x for biases) and
+decay `wd` (0 for biases):  v = momentum * v - lr * (grad + wd * w);  w = w + v.
+`CaffeSGD` applies exactly that, with TensorFlow's fused momentum kernel: one pass over each
+variable instead of the half-dozen that Keras' generic SGD and an L2 regularizer cost, which is
+most of the update time of CaffeNet's 61 M parameters (fc6 alone is 38 M).
+
+Weight decay lives here rather than as a kernel regularizer, as in Caffe's solver: the training
+loss reported is the data loss alone (as Caffe displays it), and frozen layers, which the
+optimizer never sees, are never decayed.
 """
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 
 def step_schedule(lr: float, lr_step: int, decay: float = 0.1):
@@ -17,14 +25,21 @@ def step_schedule(lr: float, lr_step: int, decay: float = 0.1):
 
 
 class CaffeSGD(keras.optimizers.SGD):
-    """SGD with momentum whose biases learn `bias_lr_multiplier` times faster (Caffe's lr_mult 2).
+    """Caffe's momentum SGD: kernels decayed by `l2_decay`, biases at `bias_lr_multiplier` x lr.
 
-    For momentum SGD a bias learning rate of 2*lr is the same as doubling the bias gradient, and
-    it is applied per variable inside `update_step`, so it also holds under tf.distribute.
+    `l2_decay` is Caffe's `weight_decay`: `l2_decay * w` is added to each kernel's gradient
+    (the gradient of an L2 loss `l2_decay / 2 * sum(w^2)`); biases are not decayed. It is not
+    Keras' `weight_decay` argument, which is decoupled from the gradient (AdamW-style) and
+    differs from Caffe's under momentum. Both rules apply per variable inside `update_step`,
+    so they hold under tf.distribute.
     """
 
-    def __init__(self, learning_rate=0.01, momentum=0.9, bias_lr_multiplier=2.0, **kwargs):
+    def __init__(self, learning_rate=0.01, momentum=0.9, l2_decay=0.0, bias_lr_multiplier=2.0,
+                 **kwargs):
         super().__init__(learning_rate=learning_rate, momentum=momentum, **kwargs)
+        if self.nesterov:
+            raise ValueError("CaffeSGD is Caffe's plain momentum SGD; nesterov is not supported")
+        self.l2_decay = float(l2_decay)
         self.bias_lr_multiplier = float(bias_lr_multiplier)
         self._bias_keys = set()
 
@@ -33,22 +48,45 @@ class CaffeSGD(keras.optimizers.SGD):
         self._bias_keys = {self._var_key(v) for v in variables if is_bias(v)}
 
     def update_step(self, gradient, variable, learning_rate):
-        if self._var_key(variable) in self._bias_keys:
+        bias = self._var_key(variable) in self._bias_keys
+        if bias:
             learning_rate = learning_rate * self.bias_lr_multiplier
-        super().update_step(gradient, variable, learning_rate)
+        if isinstance(gradient, tf.IndexedSlices) or self.momentum == 0:
+            if self.l2_decay and not bias:
+                gradient = tf.convert_to_tensor(gradient) + self.l2_decay * variable
+            super().update_step(gradient, variable, learning_rate)
+            return
+        dtype = variable.dtype
+        gradient = tf.cast(gradient, dtype)
+        if self.l2_decay and not bias:
+            gradient = gradient + tf.cast(self.l2_decay, dtype) * variable
+        velocity = self.momentums[self._get_variable_index(variable)]
+        # accum = momentum * accum - lr * grad; var += accum: Caffe's rule, in one kernel.
+        # Inside a tf.distribute update call, `.handle` is this device's copy.
+        tf.raw_ops.ResourceApplyKerasMomentum(
+            var=_handle(variable), accum=_handle(velocity), lr=tf.cast(learning_rate, dtype),
+            grad=gradient, momentum=tf.cast(self.momentum, dtype), use_locking=False,
+            use_nesterov=False)
 
     def get_config(self):
         config = super().get_config()
-        config["bias_lr_multiplier"] = self.bias_lr_multiplier
+        config.update(l2_decay=self.l2_decay, bias_lr_multiplier=self.bias_lr_multiplier)
         return config
+
+
+def _handle(variable):
+    if isinstance(variable, keras.Variable):
+        variable = variable.value
+    return variable.handle
 
 
 def is_bias(variable) -> bool:
     return variable.name == "bias" and len(variable.shape) == 1
 
 
-def make_optimizer(lr: float, lr_step: int, momentum: float) -> CaffeSGD:
-    return CaffeSGD(learning_rate=step_schedule(lr, lr_step), momentum=momentum)
+def make_optimizer(lr: float, lr_step: int, momentum: float, weight_decay: float) -> CaffeSGD:
+    return CaffeSGD(learning_rate=step_schedule(lr, lr_step), momentum=momentum,
+                    l2_decay=weight_decay)
 
 
 def current_learning_rate(optimizer) -> float:

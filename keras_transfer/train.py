@@ -255,15 +255,15 @@ def _train(config: Config, strategy, target_manifest: dict, base_weights: dict |
     num_classes = config.fc8_outputs or target_manifest["num_classes"]
 
     with strategy.scope():
-        model = models.build(config.model, num_classes, input_shape,
-                             weight_decay=config.weight_decay, dropout=config.dropout,
+        model = models.build(config.model, num_classes, input_shape, dropout=config.dropout,
                              seed=init_seed(config))
         plan = transfer.apply_transfer(
             model, n=config.n, source=config.source, base_weights=base_weights,
             finetune=config.finetune,
             origin_label=f"base{config.source}" if config.source in naming.HALVES else None)
         model.compile(
-            optimizer=solver.make_optimizer(config.lr, config.lr_step, config.momentum),
+            optimizer=solver.make_optimizer(config.lr, config.lr_step, config.momentum,
+                                            config.weight_decay),
             loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
                      keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5")],

@@ -9,8 +9,7 @@ Keras 3 facts this relies on (checked in tests/test_transfer.py):
 - `trainable` must be set before `compile`: a change made after the train function was traced
   is ignored until the model is compiled again. `apply_transfer` refuses a compiled model.
 - A frozen layer's weights are not in `model.trainable_weights`, so the optimizer never
-  touches them and their kernel regularizer adds nothing to `model.losses` (constant anyway,
-  but the reported training loss of a frozen net is lower than its unfrozen twin's).
+  touches them: no update and no weight decay (which is the solver's, as in Caffe).
 - `trainable=False` does not switch off Dropout: dropout follows `training=`, so drop6/drop7
   still drop during fit above a frozen fc6/fc7, as in Caffe with lr 0.
 - Keras weight files are keyed by object path, not layer name, so base weights are loaded into

@@ -1,23 +1,26 @@
-"""The solver is Caffe's: momentum SGD, biases at twice the learning rate, lr/10 every lr_step."""
+"""The solver is Caffe's: momentum SGD, kernel weight decay, biases at twice the learning rate,
+lr/10 every lr_step."""
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_transfer import solver
+from keras_transfer import models, solver
 
 
-def _dense_step(strategy, lr=0.1, momentum=0.9, steps=1):
-    """Trains a 2->1 linear layer with loss = sum(output) and returns (kernel, bias) deltas."""
+def _dense_step(strategy, lr=0.1, momentum=0.9, steps=1, l2_decay=0.0, jit_compile=False):
+    """Trains a 2->1 linear layer (weights all 1) with loss = sum(output) on x = [1, 2] and
+    returns the (kernel, bias) deltas."""
     with strategy.scope():
-        layer = keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="zeros")
+        layer = keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="ones")
         model = keras.Sequential([keras.Input((2,)), layer])
-        model.compile(optimizer=solver.CaffeSGD(learning_rate=lr, momentum=momentum),
-                      loss=lambda y_true, y_pred: tf.reduce_sum(y_pred))
+        model.compile(optimizer=solver.CaffeSGD(learning_rate=lr, momentum=momentum,
+                                                l2_decay=l2_decay),
+                      loss=lambda y_true, y_pred: tf.reduce_sum(y_pred), jit_compile=jit_compile)
     x = np.array([[1.0, 2.0]], np.float32)
     model.fit(x, np.zeros((1, 1), np.float32), epochs=steps, batch_size=1, verbose=0)
     kernel, bias = layer.get_weights()
-    return kernel[:, 0] - 1.0, bias
+    return kernel[:, 0] - 1.0, bias - 1.0
 
 
 @pytest.mark.parametrize("strategy_fn", [tf.distribute.get_strategy,
@@ -34,6 +37,50 @@ def test_momentum_accumulates_for_biases_too():
     # Two steps: v1 = -lr g, v2 = 0.9 v1 - lr g -> total = -(1 + 1.9) lr g.
     np.testing.assert_allclose(dk, [-0.29, -0.58], rtol=1e-5)
     np.testing.assert_allclose(db, [-0.58], rtol=1e-5)
+
+
+@pytest.mark.parametrize("strategy_fn", [tf.distribute.get_strategy,
+                                         lambda: tf.distribute.MirroredStrategy(["/cpu:0"])])
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_weight_decay_is_added_to_kernel_gradients_only(strategy_fn, jit_compile):
+    dk, db = _dense_step(strategy_fn(), lr=0.1, l2_decay=0.5, jit_compile=jit_compile)
+    # Kernel: -lr * (x + wd * w) with w = 1; bias: -2 lr * 1, not decayed.
+    np.testing.assert_allclose(dk, [-0.15, -0.25], rtol=1e-6)
+    np.testing.assert_allclose(db, [-0.2], rtol=1e-6)
+
+
+def test_equals_keras_sgd_with_an_l2_regularizer_on_a_real_model():
+    """Caffe's decay in the solver == an L2(wd / 2) kernel regularizer + Keras' momentum SGD."""
+    wd, lr = 5e-3, 0.05
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(16, 28, 28, 1)).astype("float32")
+    y = rng.integers(0, 5, 16)
+
+    def train(optimizer, regularize):
+        model = models.small(5, (28, 28, 1), dropout=0.0, seed=0)
+        if regularize:
+            for name in models.LAYER_NAMES:
+                model.get_layer(name).kernel.regularizer = keras.regularizers.L2(wd / 2)
+        model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy())
+        model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+        return model.get_weights()
+
+    caffe = train(solver.CaffeSGD(lr, momentum=0.9, l2_decay=wd, bias_lr_multiplier=1.0),
+                  regularize=False)
+    reference = train(keras.optimizers.SGD(lr, momentum=0.9), regularize=True)
+    undecayed = train(solver.CaffeSGD(lr, momentum=0.9, bias_lr_multiplier=1.0),
+                      regularize=False)
+    for got, want in zip(caffe, reference):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert not all(np.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(undecayed, reference))
+
+
+def test_config_round_trip_keeps_the_caffe_settings():
+    optimizer = solver.CaffeSGD(0.01, momentum=0.9, l2_decay=5e-4, bias_lr_multiplier=2.0)
+    again = solver.CaffeSGD.from_config(optimizer.get_config())
+    assert (again.l2_decay, again.bias_lr_multiplier, again.momentum) == (5e-4, 2.0, 0.9)
+    with pytest.raises(ValueError, match="nesterov"):
+        solver.CaffeSGD(0.01, nesterov=True)
 
 
 def test_step_schedule_divides_by_ten_every_lr_step():
