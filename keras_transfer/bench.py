@@ -6,8 +6,12 @@ achieved GFLOP/s as a fraction of a float32 matmul measured in the same run, and
 pipeline's images/s alone (with --data_dir). A command, not a test: the figures depend on the
 machine and on whatever else runs on it.
 
-Training is timed on synthetic in-memory batches through `model.fit`, after a warm-up fit that
-traces the train function, so the figures are the model's cost without the input pipeline.
+Training is timed on synthetic in-memory batches through `model.fit` with the project's solver
+(solver.CaffeSGD: momentum, weight decay, bias lr x2), after a warm-up fit that traces the train
+function, so the figures are the model's cost without the input pipeline. Each step is timed
+on its own and the median step reported: on a shared machine a neighbour's burst slows a few
+steps, not the figure. CaffeNet is timed at the paper's batch of 256 (flags/imagenet.flags)
+and at 32, where fc6-fc8 and the update of their 58 M weights are memory-bound.
 """
 import time
 
@@ -17,9 +21,12 @@ from absl import app, flags
 BENCHMARKS = ("matmul", "caffenet", "small", "groups", "pipeline")
 
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed training steps per CaffeNet measurement; the "
-                              "small model and the group comparison time 10x as many.")
+                              "small model and the group comparison time 10x as many.",
+                              lower_bound=1)
 _WARMUP = flags.DEFINE_integer("warmup_steps", 2, "Untimed steps first (tracing, allocation).")
-_CAFFENET_BATCH = flags.DEFINE_integer("caffenet_batch", 32, "CaffeNet batch size.")
+_CAFFENET_BATCHES = flags.DEFINE_list("caffenet_batch", ["256", "32"],
+                                      "CaffeNet batch sizes to time (the paper's is 256); the "
+                                      "group comparison uses the smallest.")
 _SMALL_BATCH = flags.DEFINE_integer("small_batch", 256, "Small-model batch size.")
 _SMALL_SIZE = flags.DEFINE_integer("small_size", 28, "Small-model input size (px).")
 _XLA = flags.DEFINE_bool("xla", False, "Compile the train functions with jit_compile=True.")
@@ -45,23 +52,52 @@ def matmul_gflops(size, repeats=10):
     return 2.0 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
 
 
+def cpu_summary():
+    """'<model name>, bfloat16 native|emulated' from /proc/cpuinfo, or '' where it is absent.
+
+    Mixed bfloat16 only pays on CPUs with bf16 instructions (AVX512-BF16, AMX); elsewhere
+    oneDNN emulates it and it trains several times slower than float32.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            lines = cpuinfo.read().splitlines()
+    except OSError:
+        return ""
+    fields = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    cpu_flags = set(fields.get("flags", "").split())
+    native = cpu_flags & {"avx512_bf16", "amx_bf16"}
+    bf16 = f"bfloat16 native ({', '.join(sorted(native))})" if native else "bfloat16 emulated"
+    return f"{fields.get('model name', 'unknown CPU')}, {bf16}"
+
+
 def training_images_per_sec(model, batch_size, steps, warmup_steps, jit_compile):
-    """Images/s of `model.fit` with plain momentum SGD on one repeated synthetic batch."""
+    """Images/s of `model.fit` with the project's solver on one repeated synthetic batch,
+    from the median of `steps` individually timed steps."""
     import keras
     import tensorflow as tf
+
+    from keras_transfer import solver
     input_shape = tuple(model.input.shape[1:])
     num_classes = model.output.shape[-1]
     rng = np.random.default_rng(0)
     images = rng.normal(scale=50.0, size=(batch_size, *input_shape)).astype("float32")
     labels = rng.integers(0, num_classes, batch_size)
     batches = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    model.compile(keras.optimizers.SGD(0.001, momentum=0.9),
+    model.compile(solver.make_optimizer(0.001, lr_step=0, momentum=0.9, weight_decay=5e-4),
                   keras.losses.SparseCategoricalCrossentropy(), jit_compile=jit_compile)
     model.fit(batches, steps_per_epoch=max(1, warmup_steps), epochs=1, verbose=0,
               shuffle=False)
-    start = time.perf_counter()
-    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
-    return steps * batch_size / (time.perf_counter() - start)
+    # Each step returns once its tf.function has run, so batch begin/end bracket one step.
+    starts, seconds = [], []
+    timer = keras.callbacks.LambdaCallback(
+        on_train_batch_begin=lambda batch, logs: starts.append(time.perf_counter()),
+        on_train_batch_end=lambda batch, logs: seconds.append(time.perf_counter() - starts[-1]))
+    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
+              callbacks=[timer])
+    return batch_size / float(np.median(seconds))
 
 
 def model_images_per_sec(name, num_classes, input_shape, batch_size, steps, precision):
@@ -142,9 +178,19 @@ def main(argv):
     if unknown:
         raise app.UsageError(f"--only: unknown benchmarks {unknown}; choose from {BENCHMARKS}")
     run = set(_ONLY.value)
+    try:
+        caffenet_batches = [int(b) for b in _CAFFENET_BATCHES.value]
+    except ValueError:
+        caffenet_batches = []
+    if not caffenet_batches or min(caffenet_batches) < 1:
+        raise app.UsageError(f"--caffenet_batch: expected positive integers, got "
+                             f"{','.join(_CAFFENET_BATCHES.value)!r}")
     steps = _STEPS.value
     print(f"keras_transfer.bench: TF {tf.__version__}, intra-op threads "
           f"{_THREADS.value or 'default'}, jit_compile={_XLA.value}")
+    cpu = cpu_summary()
+    if cpu:
+        print(f"CPU: {cpu}")
 
     matmul = None
     if "matmul" in run or "caffenet" in run:
@@ -152,16 +198,18 @@ def main(argv):
         print(f"matmul float32 {_MATMUL_SIZE.value}^2: {matmul:.1f} GFLOP/s")
 
     if "caffenet" in run:
-        for precision in ("float32", "bfloat16"):
-            rate, macs = model_images_per_sec("caffenet", 1000, (227, 227, 3),
-                                              _CAFFENET_BATCH.value, steps, precision)
-            # The matmul is timed again next to each CaffeNet figure and the best kept: other
-            # processes on the machine only ever make a measurement slower.
-            matmul = max(matmul, matmul_gflops(_MATMUL_SIZE.value))
-            gflops = rate * 3 * 2 * macs / 1e9  # training = 3x forward, 2 FLOPs per MAC
-            print(f"caffenet 227px {precision:8s} batch {_CAFFENET_BATCH.value}: "
-                  f"{rate:.1f} images/s, {gflops:.1f} GFLOP/s = {gflops / matmul:.0%} of matmul "
-                  f"{matmul:.1f} GFLOP/s ({macs / 1e9:.3f} G multiply-adds/image forward)")
+        for batch_size in caffenet_batches:
+            for precision in ("float32", "bfloat16"):
+                rate, macs = model_images_per_sec("caffenet", 1000, (227, 227, 3), batch_size,
+                                                  steps, precision)
+                # The matmul is timed again next to each CaffeNet figure and the best kept:
+                # other processes on the machine only ever make a measurement slower.
+                matmul = max(matmul, matmul_gflops(_MATMUL_SIZE.value))
+                gflops = rate * 3 * 2 * macs / 1e9  # training = 3x forward, 2 FLOPs per MAC
+                print(f"caffenet 227px {precision:8s} batch {batch_size:3d}: {rate:.1f} images/s, "
+                      f"{gflops:.1f} GFLOP/s = {gflops / matmul:.0%} of matmul "
+                      f"{matmul:.1f} GFLOP/s ({macs / 1e9:.3f} G multiply-adds/image forward)",
+                      flush=True)
 
     if "small" in run:
         size = _SMALL_SIZE.value
@@ -172,9 +220,9 @@ def main(argv):
                   f"{rate:.0f} images/s ({macs / 1e6:.2f} M multiply-adds/image forward)")
 
     if "groups" in run:
-        times = group_conv_step_times(_CAFFENET_BATCH.value, 2 * steps)
+        times = group_conv_step_times(min(caffenet_batches), 2 * steps)
         split, grouped = times["SplitGroupConv2D"], times["Conv2D(groups=2)"]
-        print(f"caffenet conv2 train step, batch {_CAFFENET_BATCH.value}: SplitGroupConv2D "
+        print(f"caffenet conv2 train step, batch {min(caffenet_batches)}: SplitGroupConv2D "
               f"{split * 1e3:.1f} ms, Conv2D(groups=2) {grouped * 1e3:.1f} ms "
               f"({grouped / split:.1f}x slower)")
 
