@@ -1,5 +1,9 @@
 """The solver is Caffe's: momentum SGD, kernel weight decay, biases at twice the learning rate,
 lr/10 every lr_step."""
+import json
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -88,3 +92,39 @@ def test_step_schedule_divides_by_ten_every_lr_step():
     got = [float(schedule(s)) for s in (0, 99, 100, 199, 200, 350)]
     np.testing.assert_allclose(got, [0.01, 0.01, 0.001, 0.001, 0.0001, 0.00001], rtol=1e-5)
     assert solver.step_schedule(0.01, lr_step=0) == 0.01
+
+
+_TWO_REPLICAS = r"""
+import json, keras, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_transfer import solver
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    layer = keras.layers.Dense(1, kernel_initializer="ones", bias_initializer="ones")
+    model = keras.Sequential([keras.Input((2,)), layer])
+    model.compile(solver.CaffeSGD(0.1, momentum=0.9, l2_decay=0.5),
+                  loss=lambda y_true, y_pred: tf.reduce_sum(y_pred))
+x = np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)
+model.fit(x, np.zeros((2, 1), np.float32), epochs=1, batch_size=2, shuffle=False, verbose=0)
+print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                  **{v.name: [t.numpy().ravel().tolist() for t in v.value.values]
+                     for v in layer.weights}}))
+"""
+
+
+def test_every_replica_gets_the_same_fused_update():
+    """Under MirroredStrategy with two replicas, the fused kernel updates each device's copy.
+
+    A subprocess, because logical devices must be configured before TensorFlow starts."""
+    done = subprocess.run([sys.executable, "-c", _TWO_REPLICAS], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    kernel_copies, bias_copies = result["kernel"], result["bias"]
+    assert kernel_copies[0] == kernel_copies[1] and bias_copies[0] == bias_copies[1]
+    # Gradients of the two replicas' sums add up: kernel g = [1 + 3, 2 + 4], bias g = 2.
+    # Kernel: 1 - lr (g + wd * 1); bias: 1 - 2 lr g, not decayed.
+    np.testing.assert_allclose(kernel_copies[0], [1 - 0.1 * 4.5, 1 - 0.1 * 6.5], rtol=1e-6)
+    np.testing.assert_allclose(bias_copies[0], [1 - 0.2 * 2], rtol=1e-6)
