@@ -19,6 +19,11 @@ import numpy as np
 from absl import app, flags
 
 BENCHMARKS = ("matmul", "caffenet", "small", "groups", "pipeline")
+# The project's speed goals: CaffeNet's float32 training GFLOP/s as a fraction of a float32
+# matmul's on the same machine, and the input pipeline (cached epochs) over the small model's
+# training rate, so that data never starves a net.
+CAFFENET_GOAL = 0.70
+PIPELINE_GOAL = 10
 
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed training steps per CaffeNet measurement; the "
                               "small model and the group comparison time 10x as many.",
@@ -142,17 +147,15 @@ def input_pipeline_images_per_sec(half_dir, batch_size, steps):
 
     The first epoch decodes every image; a half small enough to cache is served from memory
     after that, which is the rate a training run sees for all but its first epoch.
-    Imports keras_transfer.data lazily: the benchmark must run without it.
     """
-    try:
-        from keras_transfer import data
-    except ImportError:
-        print("  skipped: keras_transfer.data not available")
-        return None
+    from keras_transfer import data
     if not half_dir:
         print("  skipped: pass --data_dir=<a prepared half directory with manifest.json>")
         return None
-    manifest = data.load_half(half_dir)
+    try:
+        manifest = data.load_half(half_dir)
+    except data.DataError as error:
+        raise app.UsageError(f"--data_dir: {error}") from None
     dataset = data.build_dataset(half_dir, "train", batch_size=batch_size, training=True,
                                  seed=0, manifest=manifest)
     epoch = max(1, manifest["counts"]["train"] // batch_size)
@@ -193,6 +196,8 @@ def main(argv):
         print(f"CPU: {cpu}")
 
     matmul = None
+    fp32_fraction = {}  # CaffeNet float32 GFLOP/s / matmul GFLOP/s, by batch size
+    small_fp32_rate = None
     if "matmul" in run or "caffenet" in run:
         matmul = matmul_gflops(_MATMUL_SIZE.value)
         print(f"matmul float32 {_MATMUL_SIZE.value}^2: {matmul:.1f} GFLOP/s")
@@ -206,6 +211,8 @@ def main(argv):
                 # other processes on the machine only ever make a measurement slower.
                 matmul = max(matmul, matmul_gflops(_MATMUL_SIZE.value))
                 gflops = rate * 3 * 2 * macs / 1e9  # training = 3x forward, 2 FLOPs per MAC
+                if precision == "float32":
+                    fp32_fraction[batch_size] = gflops / matmul
                 print(f"caffenet 227px {precision:8s} batch {batch_size:3d}: {rate:.1f} images/s, "
                       f"{gflops:.1f} GFLOP/s = {gflops / matmul:.0%} of matmul "
                       f"{matmul:.1f} GFLOP/s ({macs / 1e9:.3f} G multiply-adds/image forward)",
@@ -216,6 +223,8 @@ def main(argv):
         for precision in ("float32", "bfloat16"):
             rate, macs = model_images_per_sec("small", 5, (size, size, 1), _SMALL_BATCH.value,
                                               10 * steps, precision)
+            if precision == "float32":
+                small_fp32_rate = rate
             print(f"small {size}px {precision:8s} batch {_SMALL_BATCH.value}: "
                   f"{rate:.0f} images/s ({macs / 1e6:.2f} M multiply-adds/image forward)")
 
@@ -226,12 +235,30 @@ def main(argv):
               f"{split * 1e3:.1f} ms, Conv2D(groups=2) {grouped * 1e3:.1f} ms "
               f"({grouped / split:.1f}x slower)")
 
+    pipeline_rate = None
     if "pipeline" in run:
         print("input pipeline (train, no model):")
         rates = input_pipeline_images_per_sec(_DATA_DIR.value, _SMALL_BATCH.value, 10 * steps)
         if rates is not None:
             print(f"  first epoch (decoding) {rates[0]:.0f} images/s, later epochs "
                   f"{rates[1]:.0f} images/s, batch {_SMALL_BATCH.value}")
+            pipeline_rate = rates[1]
+
+    print_goals(fp32_fraction, small_fp32_rate, pipeline_rate)
+
+
+def print_goals(fp32_fraction, small_fp32_rate, pipeline_rate):
+    """The benchmark's two goals, for whichever figures this run measured."""
+    if fp32_fraction:
+        batch = max(fp32_fraction)  # the largest batch: the paper's 256 by default
+        verdict = "met" if fp32_fraction[batch] >= CAFFENET_GOAL else "NOT met"
+        print(f"goal: caffenet float32 training >= {CAFFENET_GOAL:.0%} of matmul: {verdict} "
+              f"at batch {batch} ({fp32_fraction[batch]:.0%})")
+    if small_fp32_rate and pipeline_rate:
+        ratio = pipeline_rate / small_fp32_rate
+        verdict = "met" if ratio >= PIPELINE_GOAL else "NOT met"
+        print(f"goal: input pipeline >= {PIPELINE_GOAL}x the small model's float32 training "
+              f"rate: {verdict} ({ratio:.0f}x)")
 
 
 if __name__ == "__main__":
