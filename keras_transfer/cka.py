@@ -15,7 +15,7 @@ Two estimators of HSIC:
 Both are invariant to subtracting any vector from every row of X (the linear kernel's HSIC is a
 function of the feature covariance), so callers may centre features per batch before forming
 Gram matrices, which keeps float32 Gram matrices of post-ReLU features (all positive, large
-mean) accurate. Everything here is float64 numpy; the network side is in `analyze`.
+mean) accurate. Everything here is float64 numpy; the network side is in `similarity`.
 """
 from __future__ import annotations
 

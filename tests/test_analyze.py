@@ -1,4 +1,5 @@
-"""python -m keras_transfer.analyze on tiny nets trained for real on synthetic TFRecords."""
+"""python -m keras_transfer.analyze and its modules (trained_nets, similarity, predict, filters) on
+tiny nets trained for real on synthetic TFRecords."""
 import json
 import sys
 
@@ -9,7 +10,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from keras_transfer import analyze, cka, data, filters, models, train
+from keras_transfer import (analyze, cka, data, filters, models, predict, similarity, train,
+                            trained_nets)
 from keras_transfer.config import Config
 
 SMOKE = dict(model="small", batch_size=8, steps=2, eval_every=2, eval_steps=1, lr=0.05,
@@ -45,9 +47,9 @@ def _run_cli(monkeypatch, capsys, *argv):
 
 def _activations(run_dir, half_dir, layers):
     """All validation activations of a net in memory (the tiny set allows it), float64, flat."""
-    net = analyze.open_run(run_dir)
+    net = trained_nets.open_run(run_dir)
     manifest = data.load_half(half_dir)
-    model = analyze.load_model(net, manifest["image_shape"])
+    model = trained_nets.load_model(net, manifest["image_shape"])
     extractor = keras.Model(model.inputs, [model.get_layer(n).output for n in layers])
     batches = [extractor(images, training=False) for images, _ in data.build_dataset(
         half_dir, "validation", batch_size=16, training=False, model_name=net.model_name)]
@@ -64,7 +66,7 @@ def test_similarity_cli_writes_json_heatmap_and_tensorboard(grid, monkeypatch, c
     assert code == 0
     assert "conv1" in stdout
     result = json.loads((out / "similarity.json").read_text())
-    assert result["layers"] == list(analyze.DEFAULT_LAYERS)
+    assert result["layers"] == list(similarity.DEFAULT_LAYERS)
     assert result["batch_size"] == 8 and result["examples"] == 40  # 5 classes x 8 images
     # A net against itself: CKA of a representation with itself is 1 at every layer.
     for name in result["layers"]:
@@ -84,9 +86,9 @@ def test_similarity_matches_cka_of_all_activations(grid):
     layers = ("conv1", "conv3", "fc7")
     acts_a = _activations(seed_dir / "baseA", split_dir / "B", layers)
     acts_b = _activations(seed_dir / "baseB", split_dir / "B", layers)
-    one_batch = analyze.similarity(seed_dir / "baseA", seed_dir / "baseB", split_dir / "B",
+    one_batch = similarity.similarity(seed_dir / "baseA", seed_dir / "baseB", split_dir / "B",
                                    layers=layers, batch_size=40)
-    minibatches = analyze.similarity(seed_dir / "baseA", seed_dir / "baseB", split_dir / "B",
+    minibatches = similarity.similarity(seed_dir / "baseA", seed_dir / "baseB", split_dir / "B",
                                      layers=layers, batch_size=8)
     assert minibatches["batches"] == 5
     for i, name in enumerate(layers):
@@ -107,22 +109,22 @@ def _stream(half_dir, crop=None, reorder=None):
 def test_a_shuffled_sample_order_is_refused(grid):
     half = grid[2] / "B"
     shuffled = _stream(half, reorder=lambda ds: ds.shuffle(100, seed=1))
-    pairs, _ = analyze.paired_batches(_stream(half), shuffled, (1.0, 1.0))
-    with pytest.raises(analyze.SampleOrderError, match="differ in order"):
+    pairs, _ = similarity.paired_batches(_stream(half), shuffled, (1.0, 1.0))
+    with pytest.raises(similarity.SampleOrderError, match="differ in order"):
         list(pairs)
 
 
 def test_a_different_example_count_is_refused(grid):
     half = grid[2] / "B"
     fewer = _stream(half, reorder=lambda ds: ds.take(35))
-    pairs, _ = analyze.paired_batches(_stream(half), fewer, (1.0, 1.0))
-    with pytest.raises(analyze.SampleOrderError, match="examples"):
+    pairs, _ = similarity.paired_batches(_stream(half), fewer, (1.0, 1.0))
+    with pytest.raises(similarity.SampleOrderError, match="examples"):
         list(pairs)
 
 
 def test_same_examples_with_different_crops_are_accepted(grid):
     half = grid[2] / "B"
-    pairs, stats = analyze.paired_batches(_stream(half, crop=26), _stream(half, crop=22),
+    pairs, stats = similarity.paired_batches(_stream(half, crop=26), _stream(half, crop=22),
                                           (1.0, 1.0))
     shapes = [(a.shape, b.shape) for a, b in pairs]
     assert len(shapes) == 5 and shapes[0] == ((8, 26, 26, 1), (8, 22, 22, 1))
@@ -171,15 +173,15 @@ def test_data_of_another_shape_is_refused(grid, monkeypatch, capsys, tmp_path):
 def test_spearman_rank_correlation():
     rng = np.random.default_rng(0)
     x = rng.normal(size=7)
-    assert analyze.spearman(x, np.exp(x))["rho"] == pytest.approx(1.0)
+    assert predict.spearman(x, np.exp(x))["rho"] == pytest.approx(1.0)
     # Perfectly reversed: only 2 of the 7! orderings are as extreme.
-    reversed_ = analyze.spearman(x, -x)
+    reversed_ = predict.spearman(x, -x)
     assert reversed_["rho"] == pytest.approx(-1.0)
     assert reversed_["p_value_exact"] == pytest.approx(2 / 5040)
     y = np.round(rng.normal(size=7), 0)  # with ties
     # pandas' own Spearman (DataFrame.corr needs no scipy, unlike Series.corr).
     expected = pd.DataFrame({"x": x, "y": y}).corr(method="spearman").loc["x", "y"]
-    assert analyze.spearman(x, y)["rho"] == pytest.approx(expected)
+    assert predict.spearman(x, y)["rho"] == pytest.approx(expected)
 
 
 def test_predict_overlays_cka_and_the_measured_drop(grid, monkeypatch, capsys):
@@ -199,11 +201,11 @@ def test_predict_overlays_cka_and_the_measured_drop(grid, monkeypatch, capsys):
                 (base - transfer["top1_best10_mean"]) / base)
         else:
             assert pooled["relative_drop"][n - 1] is None
-    similarity = json.loads(
+    on_b = json.loads(
         (workdir / "analysis" / "synthetic" / "random_0" / "seed0" / "similarity"
          / "baseA_vs_baseB_on_B" / "similarity.json").read_text())
-    assert pooled["cka"] == [similarity["cka"][name] for name in analyze.DEFAULT_LAYERS]
-    expected = analyze.spearman(pooled["cka"][:3], pooled["relative_drop"][:3])
+    assert pooled["cka"] == [on_b["cka"][name] for name in similarity.DEFAULT_LAYERS]
+    expected = predict.spearman(pooled["cka"][:3], pooled["relative_drop"][:3])
     assert result["spearman"] == expected and expected["points"] == 3
 
     # A second run reuses the CKA of unchanged nets and data.
@@ -213,7 +215,7 @@ def test_predict_overlays_cka_and_the_measured_drop(grid, monkeypatch, capsys):
 
 def test_filter_grid_has_one_tile_per_filter():
     kernel = np.random.default_rng(0).normal(size=(3, 3, 1, 10)).astype(np.float32)
-    image = analyze.filter_image(kernel, tile_pixels=3)  # factor 1: the grid itself
+    image = filters.filter_image(kernel, tile_pixels=3)  # factor 1: the grid itself
     tiles = _tiles(image[..., 0] / 255.0, kernel.shape)
     filled = [t for t in tiles if not np.all(t == 1.0)]
     assert len(tiles) == 12 and len(filled) == 10  # a 3 x 4 grid, two slots left blank
@@ -227,8 +229,8 @@ def test_filters_cli_writes_one_png_per_net(grid, monkeypatch, capsys, tmp_path)
     code, _, _ = _run_cli(monkeypatch, capsys, "filters", str(seed_dir / "baseA"),
                           str(seed_dir / "baseB"), "--out", str(tmp_path))
     assert code == 0
-    net = analyze.open_run(seed_dir / "baseB")
-    model = analyze.load_model(net, (28, 28, 1))
+    net = trained_nets.open_run(seed_dir / "baseB")
+    model = trained_nets.load_model(net, (28, 28, 1))
     kernel = model.get_layer("conv1").get_weights()[0]
     grid_image = filters.filter_grid(kernel)
     png = matplotlib.image.imread(tmp_path / "baseB.png")[..., 0]

@@ -37,8 +37,8 @@ def test_unbiased_hsic_is_the_u_statistic():
 
 @pytest.mark.parametrize("estimator", cka.ESTIMATORS)
 def test_hsic_ignores_a_shift_of_the_features(estimator):
-    # analyze.py centres each batch's features before its float32 Gram matrices: exact only
-    # because of this.
+    # similarity.gram_function centres each batch's features before its float32 Gram matrices:
+    # exact only because of this.
     x, y = _related(n=50)
     hsic = {"unbiased": cka.hsic_unbiased, "biased": cka.hsic_biased}[estimator]
     shifted = hsic(cka.gram_linear(x - x.mean(0)), cka.gram_linear(y + 5.0))

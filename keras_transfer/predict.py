@@ -1,0 +1,221 @@
+"""Layer similarity as a cheap predictor of the transfer curve: CKA(baseA, baseB) per layer for
+every finished base pair, against the measured relative drop of the frozen transfer nets,
+(base - AnB) / base per n (BnA against baseA likewise), pooled over directions and seeds and
+compared by Spearman rank correlation.
+
+Outputs predict.json and predict.png (beside the report by default). Each pair's CKA is a
+`similarity` folder, reused while its inputs (weights, data, batching) are unchanged.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.manifest import sha256_file, write_bytes_atomic, write_json_atomic
+from keras_transfer import data, naming
+from keras_transfer.outputs import finite, fmt, png_bytes, pyplot
+from keras_transfer.similarity import (DEFAULT_BATCH_SIZE, DEFAULT_LAYERS, similarity,
+                                       write_similarity)
+from keras_transfer.trained_nets import (AnalysisError, Net, analysis_dir, find_seed_dirs,
+                                         open_run, read_result, training_half_dir)
+
+METRICS = ("top1_best10_mean", "top1_final")
+
+
+def relative_drops(seed_dir: Path, metric: str) -> dict:
+    """{target half: {n: (base - AnB) / base}} from the frozen transfer nets that finished."""
+    drops = {}
+    for target in naming.HALVES:
+        base = read_result(seed_dir / f"base{target}")
+        if base is None or not base.get(metric):
+            continue
+        source = naming.other_half(target)
+        for n in range(1, naming.MAX_N + 1):
+            result = read_result(seed_dir / naming.run_name(source, target, n, False))
+            if result is not None and result.get(metric) is not None:
+                drops.setdefault(target, {})[n] = (base[metric] - result[metric]) / base[metric]
+    return drops
+
+
+def spearman(x, y) -> dict:
+    """Spearman's rank correlation (ties get mean ranks) and, for up to 8 points, its exact
+    two-sided permutation p-value (no scipy here)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) != len(y):
+        raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
+    rank_x, rank_y = _ranks(x), _ranks(y)
+    rho = _pearson(rank_x, rank_y)
+    p_value = None
+    if len(x) <= 8 and not math.isnan(rho):
+        permuted = np.array(list(itertools.permutations(rank_y)))
+        centred_x = rank_x - rank_x.mean()
+        centred = permuted - permuted.mean(axis=1, keepdims=True)
+        rhos = centred @ centred_x / (np.linalg.norm(centred, axis=1) * np.linalg.norm(centred_x))
+        p_value = float(np.mean(np.abs(rhos) >= abs(rho) - 1e-12))
+    return {"rho": finite(rho), "p_value_exact": p_value, "points": int(len(x))}
+
+
+def predict(path, *, data_dir=None, metric="top1_best10_mean", batch_size=DEFAULT_BATCH_SIZE,
+            max_examples=None, recompute=False, similarity_root=None, log=print) -> dict:
+    """CKA(baseA, baseB) per layer on each target half that has transfer nets (B if none),
+    against the pooled relative drop of AnB per n; the contents of predict.json.
+
+    Each pair's similarity folder goes where `similarity` would put it, or under
+    `similarity_root`/<dataset>/<split_dir>/seed<k>/ when given, and is reused while its
+    inputs (weights, data, batching) are unchanged.
+    """
+    if metric not in METRICS:
+        raise AnalysisError(f"--metric must be one of {METRICS}, got {metric!r}")
+    jobs = []  # every base pair and its data found and checked before anything is computed
+    for seed_dir in find_seed_dirs(path):
+        drops = relative_drops(seed_dir, metric)
+        base_a, base_b = (open_run(seed_dir / f"base{h}") for h in naming.HALVES)
+        folder = analysis_dir(base_a.run_dir)
+        if similarity_root is not None:
+            folder = Path(similarity_root) / folder.relative_to(folder.parents[2])
+        for target in sorted(drops) or ["B"]:
+            half_dir = training_half_dir(base_b, target, data_dir)
+            try:
+                data.load_half(half_dir)
+            except data.DataError as e:
+                raise AnalysisError(str(e)) from e
+            jobs.append((seed_dir, target, base_a, base_b, half_dir, drops.get(target, {}),
+                         folder / "similarity" / f"baseA_vs_baseB_on_{target}"))
+    pairs = []
+    for seed_dir, target, base_a, base_b, half_dir, drops, out in jobs:
+        key = _inputs_key(base_a, base_b, half_dir, batch_size, max_examples)
+        result = None if recompute else _cached_similarity(out, key)
+        if result is None:
+            result = similarity(base_a.run_dir, base_b.run_dir, half_dir,
+                                batch_size=batch_size, max_examples=max_examples)
+            result["inputs_key"] = key
+            write_similarity(result, out)
+            log(f"[analyze] CKA(baseA, baseB) on {target}: {out}")
+        else:
+            log(f"[analyze] CKA(baseA, baseB) on {target}: reused {out}")
+        pairs.append({"seed_dir": str(seed_dir), "target": target,
+                      "similarity": str(out / "similarity.json"), "cka": result["cka"],
+                      "relative_drop": {str(n): v for n, v in drops.items()}})
+    pooled = _pool(pairs)
+    usable = [i for i, d in enumerate(pooled["relative_drop"])
+              if d is not None and pooled["cka"][i] is not None]
+    correlation = None
+    if len(usable) >= 3:
+        correlation = spearman([pooled["cka"][i] for i in usable],
+                               [pooled["relative_drop"][i] for i in usable])
+    return {
+        "metric": metric,
+        "relative_drop": "(top-1 of base - top-1 of the frozen transfer net AnB) / top-1 of base, "
+                         "per target half; pooled: mean over halves and seeds",
+        "reading": "Spearman rho < 0: layers whose features are more alike across the two halves "
+                   "lose less when transferred, as the paper's generality argument predicts",
+        "pairs": pairs,
+        "pooled": pooled,
+        "spearman": correlation,
+        "note": None if correlation else (
+            f"rank correlation needs at least 3 layers with both CKA and a finished AnB/BnA net; "
+            f"found {len(usable)}"),
+    }
+
+
+def predict_png(result: dict) -> bytes:
+    plt = pyplot()
+    pooled = result["pooled"]
+    ns = pooled["n"]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    cka_values = [np.nan if v is None else v for v in pooled["cka"]]
+    ax.plot(ns, cka_values, "o-", color="#1f4fd1", label="CKA(baseA, baseB) at layer n")
+    for pair in result["pairs"]:
+        ax.plot(ns, [np.nan if pair["cka"].get(name) is None else pair["cka"][name]
+                     for name in pooled["layers"]], ".", color="#1f4fd1", alpha=0.35)
+    ax.set_xlabel("layer n (copied layers 1..n)")
+    ax.set_ylabel("linear CKA (unbiased)", color="#1f4fd1")
+    ax.set_xticks(ns, [f"{n}\n{name}" for n, name in zip(ns, pooled["layers"])])
+    ax.set_ylim(min(0.0, np.nanmin(cka_values) if not np.all(np.isnan(cka_values)) else 0.0), 1.02)
+    drop_ax = ax.twinx()
+    drops = [np.nan if v is None else v for v in pooled["relative_drop"]]
+    drop_ax.plot(ns, drops, "s--", color="#d62728", label="measured relative drop of AnB")
+    for pair in result["pairs"]:
+        drop_ax.plot(ns, [pair["relative_drop"].get(str(n), np.nan) for n in ns], ".",
+                     color="#d62728", alpha=0.35)
+    drop_ax.set_ylabel(f"(base - AnB) / base, {result['metric']}", color="#d62728")
+    drop_ax.axhline(0.0, color="#d62728", lw=0.5, alpha=0.5)
+    correlation = result["spearman"]
+    if correlation:
+        p = correlation["p_value_exact"]
+        title = (f"Spearman rho = {fmt(correlation['rho'])} over {correlation['points']} layers"
+                 + (f" (exact p = {p:.3f})" if p is not None else ""))
+    else:
+        title = "no finished transfer nets to compare with"
+    ax.set_title(title, fontsize=10)
+    handles = ax.get_legend_handles_labels()[0] + drop_ax.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2,
+              fontsize=8, frameon=False)
+    return png_bytes(fig)
+
+
+def write_predict(result: dict, out) -> dict:
+    """predict.json and predict.png in `out`; returns {name: path}."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    png = predict_png(result)
+    write_json_atomic(out / "predict.json", result)
+    write_bytes_atomic(out / "predict.png", png)
+    return {"predict.json": out / "predict.json", "predict.png": out / "predict.png"}
+
+
+def _pool(pairs) -> dict:
+    """Per n: CKA of layer n and the relative drop, each averaged over the pairs that have it."""
+    ns = list(range(1, naming.MAX_N + 1))
+    layers = list(DEFAULT_LAYERS)
+    cka_values, drop_values, counts = [], [], []
+    for n, name in zip(ns, layers):
+        ckas = [p["cka"][name] for p in pairs if p["cka"].get(name) is not None]
+        drops = [p["relative_drop"][str(n)] for p in pairs if str(n) in p["relative_drop"]]
+        cka_values.append(float(np.mean(ckas)) if ckas else None)
+        drop_values.append(float(np.mean(drops)) if drops else None)
+        counts.append(len(drops))
+    return {"n": ns, "layers": layers, "cka": cka_values, "relative_drop": drop_values,
+            "transfer_nets": counts}
+
+
+def _inputs_key(net_a: Net, net_b: Net, half_dir, batch_size, max_examples) -> str:
+    """What a similarity.json depends on: both weight files, the data, the batching."""
+    manifest = json.loads((Path(half_dir) / "manifest.json").read_text())
+    shards = [s.get("sha256") for s in manifest["shards"]["validation"]]
+    parts = [sha256_file(net_a.weights), sha256_file(net_b.weights), json.dumps(shards),
+             str(batch_size), str(max_examples), ",".join(DEFAULT_LAYERS)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _cached_similarity(out: Path, key: str):
+    """The similarity.json in `out` if it was computed from inputs with this key, else None."""
+    path = out / "similarity.json"
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return result if result.get("inputs_key") == key else None
+
+
+def _ranks(values):
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(1, len(values) + 1)
+    for value in np.unique(values):  # ties share their mean rank
+        tied = values == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def _pearson(x, y) -> float:
+    x, y = x - x.mean(), y - y.mean()
+    norm = np.linalg.norm(x) * np.linalg.norm(y)
+    return float(x @ y / norm) if norm > 0 else float("nan")

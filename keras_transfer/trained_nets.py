@@ -1,0 +1,179 @@
+"""Finished runs of the grid, opened for analysis without training more of them: a run's record
+and weights, its net rebuilt from them, the prepared data it was trained on, and where analysis
+outputs beside it go.
+
+A finished run is a folder with config.json, result.json and model.weights.h5. Bad input (a
+missing or unfinished run, weights that do not fit the data, no prepared data) raises
+`AnalysisError`, whose message says what to do, before any output is written.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import keras
+
+from keras_transfer import data, models, naming, transfer
+
+_SEED_DIR_RE = re.compile(r"^seed\d+$")
+
+
+class AnalysisError(Exception):
+    """The analysis cannot run on this input; the message says why and what to do."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Net:
+    """A finished run directory and what is needed to rebuild its model."""
+    run_dir: Path
+    config: dict
+    result: dict
+
+    @property
+    def name(self) -> str:
+        return self.config.get("run", self.run_dir.name)
+
+    @property
+    def model_name(self) -> str:
+        return self.result.get("model") or self.config["model"]
+
+    @property
+    def num_outputs(self) -> int:
+        """fc8's width (older results lack num_outputs: then fc8_outputs or the class count)."""
+        if self.result.get("num_outputs"):
+            return int(self.result["num_outputs"])
+        if self.config.get("fc8_outputs"):
+            return int(self.config["fc8_outputs"])
+        return len(self.result["data"]["classes"])
+
+    @property
+    def weights(self) -> Path:
+        return self.run_dir / "model.weights.h5"
+
+    def input_shape(self, image_shape) -> tuple:
+        """The net's input for images of `image_shape`: its configured crop, or the default one."""
+        height, width, channels = image_shape
+        crop = self.config.get("crop") or data.default_crop(self.model_name, min(height, width))
+        return (crop, crop, channels)
+
+    def describe(self, image_shape) -> dict:
+        return {"run": self.name, "run_dir": str(self.run_dir), "model": self.model_name,
+                "num_outputs": self.num_outputs, "input_shape": list(self.input_shape(image_shape))}
+
+
+def open_run(run_dir) -> Net:
+    """A finished run (config.json, result.json and model.weights.h5 present), or AnalysisError."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AnalysisError(f"run directory not found: {run_dir} (give a folder such as "
+                            "runs/fashion_mnist/random_0/seed0/baseA)")
+    missing = [name for name in ("config.json", "result.json", "model.weights.h5")
+               if not (run_dir / name).is_file()]
+    if missing:
+        raise AnalysisError(f"{run_dir} is not a finished run: it lacks {', '.join(missing)}. "
+                            "Train it to the end (python -m keras_transfer.main ... or "
+                            "./launch.sh), which writes model.weights.h5 and then result.json.")
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+        result = json.loads((run_dir / "result.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise AnalysisError(f"cannot read the run record in {run_dir}: {e}") from e
+    return Net(run_dir, config, result)
+
+
+def load_model(net: Net, image_shape) -> keras.Model:
+    """The trained net, rebuilt with its own architecture and fc8 width, for these images."""
+    input_shape = net.input_shape(image_shape)
+    try:
+        weights = transfer.read_base_weights(net.weights, net.model_name, input_shape,
+                                             net.num_outputs)
+    except (transfer.TransferError, ValueError) as e:
+        raise AnalysisError(
+            f"{net.name} ({net.run_dir}) does not fit images of shape {tuple(image_shape)} "
+            f"(input {input_shape}): {e}\nGive data of the kind the net was trained on (same "
+            "image size and channels), e.g. a half prepared by data_prep for its dataset.") from e
+    model = models.build(net.model_name, net.num_outputs, input_shape)
+    for name, values in weights.items():
+        model.get_layer(name).set_weights(values)
+    return model
+
+
+def read_result(run_dir: Path):
+    """The run's result.json, or None while it has not finished (or the file is unreadable)."""
+    path = run_dir / "result.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def launch_dir(net: Net) -> Path:
+    """The directory the run was launched from, where its relative --data_dir is found."""
+    recorded = Path(net.config.get("run_dir", ""))
+    if recorded.is_absolute() or not recorded.parts:
+        return Path.cwd()
+    actual = net.run_dir.resolve()
+    parts = len(recorded.parts)
+    if actual.parts[-parts:] == recorded.parts:
+        return Path(*actual.parts[:-parts])
+    return Path.cwd()
+
+
+def training_half_dir(net: Net, half: str, data_dir=None) -> Path:
+    """Half `half` of the data the net's grid was prepared from (its config's data_dir, dataset
+    and split), found relative to the launch directory or the current one."""
+    from data_prep.splits import split_dirname
+
+    split_dir = net.config.get("split_dir") or split_dirname(
+        net.config["split"], net.config.get("examples_per_class") or None)
+    relative = Path(net.config["dataset"]) / split_dir / half
+    if data_dir is not None:
+        roots = [Path(data_dir)]
+    else:
+        recorded = Path(net.config.get("data_dir", "data"))
+        roots = [recorded] if recorded.is_absolute() else [launch_dir(net) / recorded, recorded]
+    for root in roots:
+        if (root / relative / "manifest.json").is_file():
+            return root / relative
+    raise AnalysisError(
+        f"cannot find the prepared data of {net.name}: no {relative}/manifest.json under "
+        f"{' or '.join(str(r) for r in roots)}. Pass --data_dir with the folder given to "
+        "`python -m data_prep --out` (or prepare it).")
+
+
+def analysis_dir(run_dir: Path) -> Path:
+    """WORKDIR/analysis/<dataset>/<split_dir>/seed<k> for a run in the grid's layout, beside the
+    report; run folders elsewhere get an analysis/ folder next to them."""
+    run_dir = Path(run_dir).resolve()
+    if _SEED_DIR_RE.match(run_dir.parent.name):
+        seed_dir = run_dir.parent
+        return seed_dir.parents[2] / "analysis" / seed_dir.relative_to(seed_dir.parents[2])
+    return run_dir.parent / "analysis"
+
+
+def find_seed_dirs(path) -> list[Path]:
+    """Seed folders with a finished base pair: `path` itself, or every one under it."""
+    path = Path(path)
+    if not path.is_dir():
+        raise AnalysisError(f"{path} is not a directory; give the grid's WORKDIR (e.g. runs) or "
+                            "one of its WORKDIR/<dataset>/<split_dir>/seed<k> folders")
+    candidates = [path] if _SEED_DIR_RE.match(path.name) else sorted(
+        p for p in path.rglob("seed*") if p.is_dir() and _SEED_DIR_RE.match(p.name)
+        and "analysis" not in p.relative_to(path).parts and "logs" not in p.relative_to(path).parts)
+    found = [p for p in candidates
+             if all((p / f"base{h}" / "result.json").is_file() for h in naming.HALVES)]
+    if not found:
+        raise AnalysisError(f"no finished base pair under {path}: predict needs baseA and baseB "
+                            "with result.json in a WORKDIR/<dataset>/<split_dir>/seed<k> folder. "
+                            "Train them first (./launch.sh, or python -m keras_transfer.main "
+                            "--source=none --target=A, then --target=B).")
+    return found
+
+
+def workdir_of(seed_dir: Path) -> Path:
+    """The grid's WORKDIR of one of its WORKDIR/<dataset>/<split_dir>/seed<k> folders."""
+    return Path(seed_dir).resolve().parents[2]
