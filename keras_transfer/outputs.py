@@ -1,5 +1,5 @@
-"""Small helpers for the analysis' figures and JSON files: pyplot without a display, a figure as
-PNG bytes, floats JSON can hold, numbers for tables."""
+"""Small helpers for the report's and the analysis' figures and JSON files: pyplot without a
+display, a figure as PNG bytes, floats JSON can hold, numbers for tables."""
 from __future__ import annotations
 
 import io

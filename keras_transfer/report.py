@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from keras_transfer import naming
+from keras_transfer.outputs import pyplot
 
 METRICS = {"top1_best10_mean": "best-10 mean", "top1_final": "final"}
 # Figure 2 of the paper: condition -> (label, colour).
@@ -360,13 +361,6 @@ def _std(value) -> str:
 # Figures
 # --------------------------------------------------------------------------------------------
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def missing_conditions(df: pd.DataFrame, series: str, conditions) -> list[str]:
     have = set(df[df["series"] == series]["condition"])
     return [c for c in conditions if c not in have]
@@ -374,7 +368,7 @@ def missing_conditions(df: pd.DataFrame, series: str, conditions) -> list[str]:
 
 def figure2(df: pd.DataFrame, path: Path, metric: str, reference: dict | None) -> list[str]:
     """Top: every run as a point, offset by condition; bottom: the means per n, baseB dashed."""
-    plt = _pyplot()
+    plt = pyplot()
     main = df[(df["series"] == "main") & df["condition"].isin(list(FIGURE2_STYLE))]
     notes = [f"figure2: no {FIGURE2_STYLE[c][0]} ({c}) runs, left out"
              for c in missing_conditions(df, "main", FIGURE2_STYLE)]
@@ -442,7 +436,7 @@ def figure3_series(df: pd.DataFrame, metric: str) -> dict:
 
 
 def figure3(df: pd.DataFrame, path: Path, metric: str) -> list[str]:
-    plt = _pyplot()
+    plt = pyplot()
     lines = figure3_series(df, metric)
     colours = {"random-split transfer (AnB)": "#d62728", "dissimilar-split transfer (AnB)": "#7b3294",
                "random features (RnB)": "#555555"}
@@ -464,7 +458,7 @@ def figure3(df: pd.DataFrame, path: Path, metric: str) -> list[str]:
 
 
 def reduced_figure(df: pd.DataFrame, path: Path, metric: str) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     reduced = df[(df["series"] == "reduced") & (df["condition"] == "base")]
     full = df[(df["series"] == "main") & (df["condition"] == "base")]
     fig, ax = plt.subplots(figsize=(7, 4.5))
