@@ -2,7 +2,7 @@
 
 Prints training images/s of CaffeNet at 227 px and of the small model at 28 px (float32 and
 mixed bfloat16), the split-group convolution against Keras `Conv2D(groups=2)`, CaffeNet's
-achieved GFLOP/s as a fraction of a float32 matmul measured in the same run, and the input
+achieved GFLOP/s as a fraction of a float32 matmul timed after each of its steps, and the input
 pipeline's images/s alone (with --data_dir). A command, not a test: the figures depend on the
 machine and on whatever else runs on it.
 
@@ -44,17 +44,19 @@ _ONLY = flags.DEFINE_list("only", list(BENCHMARKS), f"Benchmarks to run, from {B
 
 
 def matmul_gflops(size, repeats=10):
-    """float32 GFLOP/s of a size x size matmul: the machine's practical dense peak."""
+    """float32 GFLOP/s of a size x size matmul, the machine's practical dense peak: the median
+    of `repeats` individually timed products, the statistic the training figures use too."""
     import tensorflow as tf
     a = tf.random.normal((size, size))
     b = tf.random.normal((size, size))
     for _ in range(2):
         tf.linalg.matmul(a, b).numpy()
-    start = time.perf_counter()
+    seconds = []
     for _ in range(repeats):
-        c = tf.linalg.matmul(a, b)
-    c.numpy()
-    return 2.0 * size ** 3 * repeats / (time.perf_counter() - start) / 1e9
+        start = time.perf_counter()
+        tf.linalg.matmul(a, b).numpy()
+        seconds.append(time.perf_counter() - start)
+    return 2.0 * size ** 3 / float(np.median(seconds)) / 1e9
 
 
 def cpu_summary():
@@ -78,9 +80,9 @@ def cpu_summary():
     return f"{fields.get('model name', 'unknown CPU')}, {bf16}"
 
 
-def training_images_per_sec(model, batch_size, steps, warmup_steps, jit_compile):
-    """Images/s of `model.fit` with the project's solver on one repeated synthetic batch,
-    from the median of `steps` individually timed steps."""
+def training_step_seconds(model, batch_size, steps, warmup_steps, jit_compile, after_step=None):
+    """Seconds of each of `steps` training steps of `model.fit` with the project's solver on
+    one repeated synthetic batch. `after_step()`, if given, runs after each step is timed."""
     import keras
     import tensorflow as tf
 
@@ -97,16 +99,23 @@ def training_images_per_sec(model, batch_size, steps, warmup_steps, jit_compile)
               shuffle=False)
     # Each step returns once its tf.function has run, so batch begin/end bracket one step.
     starts, seconds = [], []
+
+    def step_end(batch, logs):
+        seconds.append(time.perf_counter() - starts[-1])
+        if after_step is not None:
+            after_step()
+
     timer = keras.callbacks.LambdaCallback(
         on_train_batch_begin=lambda batch, logs: starts.append(time.perf_counter()),
-        on_train_batch_end=lambda batch, logs: seconds.append(time.perf_counter() - starts[-1]))
+        on_train_batch_end=step_end)
     model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
               callbacks=[timer])
-    return batch_size / float(np.median(seconds))
+    return seconds
 
 
-def model_images_per_sec(name, num_classes, input_shape, batch_size, steps, precision):
-    """Training images/s and forward multiply-adds per image of a models.build net."""
+def model_step_seconds(name, num_classes, input_shape, batch_size, steps, precision,
+                       after_step=None):
+    """(seconds of each training step, forward multiply-adds per image) of a models.build net."""
     import keras
 
     from keras_transfer import models
@@ -114,8 +123,9 @@ def model_images_per_sec(name, num_classes, input_shape, batch_size, steps, prec
         "mixed_bfloat16" if precision == "bfloat16" else "float32")
     try:
         model = models.build(name, num_classes, input_shape, seed=0)
-        rate = training_images_per_sec(model, batch_size, steps, _WARMUP.value, _XLA.value)
-        return rate, models.multiply_adds(model)
+        seconds = training_step_seconds(model, batch_size, steps, _WARMUP.value, _XLA.value,
+                                        after_step)
+        return seconds, models.multiply_adds(model)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 
@@ -136,9 +146,8 @@ def group_conv_step_times(batch_size, steps):
     times = {}
     for label, conv in (("SplitGroupConv2D", SplitGroupConv2D(**common)),
                         ("Conv2D(groups=2)", keras.layers.Conv2D(**common))):
-        rate = training_images_per_sec(conv2_net(conv), batch_size, steps, _WARMUP.value,
-                                       _XLA.value)
-        times[label] = batch_size / rate
+        times[label] = float(np.median(training_step_seconds(
+            conv2_net(conv), batch_size, steps, _WARMUP.value, _XLA.value)))
     return times
 
 
@@ -196,7 +205,7 @@ def main(argv):
         print(f"CPU: {cpu}")
 
     matmul = None
-    fp32_fraction = {}  # CaffeNet float32 GFLOP/s / matmul GFLOP/s, by batch size
+    fp32_fraction = {}  # by batch size: median over steps of CaffeNet fp32 GFLOP/s / matmul
     small_fp32_rate = None
     if "matmul" in run or "caffenet" in run:
         matmul = matmul_gflops(_MATMUL_SIZE.value)
@@ -205,24 +214,29 @@ def main(argv):
     if "caffenet" in run:
         for batch_size in caffenet_batches:
             for precision in ("float32", "bfloat16"):
-                rate, macs = model_images_per_sec("caffenet", 1000, (227, 227, 3), batch_size,
-                                                  steps, precision)
-                # The matmul is timed again next to each CaffeNet figure and the best kept:
-                # other processes on the machine only ever make a measurement slower.
-                matmul = max(matmul, matmul_gflops(_MATMUL_SIZE.value))
-                gflops = rate * 3 * 2 * macs / 1e9  # training = 3x forward, 2 FLOPs per MAC
+                # A matmul is timed right after every CaffeNet step and each step compared with
+                # its own: on a shared machine the load of the moment moves both alike.
+                matmuls = []
+                seconds, macs = model_step_seconds(
+                    "caffenet", 1000, (227, 227, 3), batch_size, steps, precision,
+                    after_step=lambda: matmuls.append(matmul_gflops(_MATMUL_SIZE.value, 3)))
+                flops = batch_size * 3 * 2 * macs  # training = 3x forward, 2 FLOPs per MAC
+                fraction = float(np.median([flops / s / 1e9 / m
+                                            for s, m in zip(seconds, matmuls)]))
+                step = float(np.median(seconds))
                 if precision == "float32":
-                    fp32_fraction[batch_size] = gflops / matmul
-                print(f"caffenet 227px {precision:8s} batch {batch_size:3d}: {rate:.1f} images/s, "
-                      f"{gflops:.1f} GFLOP/s = {gflops / matmul:.0%} of matmul "
-                      f"{matmul:.1f} GFLOP/s ({macs / 1e9:.3f} G multiply-adds/image forward)",
-                      flush=True)
+                    fp32_fraction[batch_size] = fraction
+                print(f"caffenet 227px {precision:8s} batch {batch_size:3d}: "
+                      f"{batch_size / step:.1f} images/s, {flops / step / 1e9:.1f} GFLOP/s = "
+                      f"{fraction:.0%} of matmul {float(np.median(matmuls)):.1f} GFLOP/s "
+                      f"({macs / 1e9:.3f} G multiply-adds/image forward)", flush=True)
 
     if "small" in run:
         size = _SMALL_SIZE.value
         for precision in ("float32", "bfloat16"):
-            rate, macs = model_images_per_sec("small", 5, (size, size, 1), _SMALL_BATCH.value,
-                                              10 * steps, precision)
+            seconds, macs = model_step_seconds("small", 5, (size, size, 1), _SMALL_BATCH.value,
+                                               10 * steps, precision)
+            rate = _SMALL_BATCH.value / float(np.median(seconds))
             if precision == "float32":
                 small_fp32_rate = rate
             print(f"small {size}px {precision:8s} batch {_SMALL_BATCH.value}: "
