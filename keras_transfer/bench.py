@@ -204,12 +204,11 @@ def main(argv):
     if cpu:
         print(f"CPU: {cpu}")
 
-    matmul = None
     fp32_fraction = {}  # by batch size: median over steps of CaffeNet fp32 GFLOP/s / matmul
     small_fp32_rate = None
-    if "matmul" in run or "caffenet" in run:
-        matmul = matmul_gflops(_MATMUL_SIZE.value)
-        print(f"matmul float32 {_MATMUL_SIZE.value}^2: {matmul:.1f} GFLOP/s")
+    if "matmul" in run:
+        print(f"matmul float32 {_MATMUL_SIZE.value}^2: {matmul_gflops(_MATMUL_SIZE.value):.1f} "
+              f"GFLOP/s")
 
     if "caffenet" in run:
         for batch_size in caffenet_batches:
