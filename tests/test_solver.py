@@ -53,6 +53,12 @@ def test_weight_decay_is_added_to_kernel_gradients_only(strategy_fn, jit_compile
     np.testing.assert_allclose(db, [-0.2], rtol=1e-6)
 
 
+def test_weight_decay_without_momentum_takes_keras_plain_sgd_path():
+    dk, db = _dense_step(tf.distribute.get_strategy(), lr=0.1, momentum=0.0, l2_decay=0.5)
+    np.testing.assert_allclose(dk, [-0.15, -0.25], rtol=1e-6)
+    np.testing.assert_allclose(db, [-0.2], rtol=1e-6)
+
+
 def test_equals_keras_sgd_with_an_l2_regularizer_on_a_real_model():
     """Caffe's decay in the solver == an L2(wd / 2) kernel regularizer + Keras' momentum SGD."""
     wd, lr = 5e-3, 0.05
