@@ -2,8 +2,9 @@
 
 `enumerate_nets` lists the nets of the requested experiments with the base nets each one needs;
 `run_local` trains them here, N at a time, resumably (a net whose result.json exists is skipped);
-`submit_slurm` submits them as two sbatch job arrays (nets without dependencies, then the rest
-with `--dependency=afterok`); `--dry_run` prints the commands and the compute they need.
+`submit_slurm` submits them as sbatch job arrays (the nets without dependencies, then one array
+per base net for the nets that copy from it, with `--dependency=afterok` on that base's task);
+`--dry_run` prints the commands and the compute they need.
 
 Command line: `python -m keras_transfer.grid [options] [-- flags for main]` (launch.sh wraps it).
 It uses argparse rather than absl: the grid's own `--flagfile` names main's preset and must not
@@ -515,19 +516,33 @@ class SlurmResources:
 
 
 def sbatch_commands(plan: Plan, resources: SlurmResources, submit_dir: Path, stamp: str):
-    """Per job array to submit: (tag, nets, tasks file, its text, sbatch arguments).
+    """Per job array to submit: (tag, nets, tasks file, its text, sbatch arguments, after).
 
-    Array "bases" holds the nets without dependencies (base nets, random-features control);
-    array "dependants" the nets that copy from a base, with `--dependency=afterok:{dependency}`
-    to be filled in with the first array's job id (only when there is a first array).
+    Array "bases" holds the nets without dependencies (base nets, random-features control).
+    The nets that copy from a base follow in one array per set of unfinished bases they wait
+    for, with `--dependency=afterok:{dependency}`; `after` lists those bases' task indices in
+    the first array, and submit_slurm fills in `<bases job id>_<task>` for each. So a failed
+    base holds back only its own dependants, and dependants of bases already finished start
+    at once.
     """
     todo = [net for net in plan.nets if not plan.is_done(net)]
     first = [net for net in todo if not net.needs]
-    second = [net for net in todo if net.needs]
+    task_of = {net.key: task for task, net in enumerate(first)}
+    waiting_on = {}  # tuple of base task indices -> the nets that wait for exactly those
+    for net in todo:
+        if net.needs:
+            after = tuple(sorted(task_of[key] for key in net.needs if key in task_of))
+            waiting_on.setdefault(after, []).append(net)
+    groups = [("bases", first, ())]
+    for after, nets in sorted(waiting_on.items()):
+        # Named after the bases waited for, e.g. "after-random_0-seed0-baseA".
+        waited = "+".join("-".join((first[task].split_dir, f"seed{first[task].seed}",
+                                    first[task].name)) for task in after)
+        groups.append((f"after-{waited}" if after else "dependants", nets, after))
     script = submit_dir / "task.sh"
     log_dir = Path(plan.workdir).resolve() / "logs" / "slurm"
     arrays = []
-    for tag, nets in (("bases", first), ("dependants", second)):
+    for tag, nets, after in groups:
         if not nets:
             continue
         tasks = submit_dir / f"{stamp}-{tag}.tasks"
@@ -536,11 +551,11 @@ def sbatch_commands(plan: Plan, resources: SlurmResources, submit_dir: Path, sta
         args = ["sbatch", "--parsable", f"--array={array}", f"--job-name=kt-{plan.dataset}-{tag}",
                 "--requeue", f"--chdir={os.getcwd()}", f"--output={log_dir}/%x-%A_%a.log"]
         args += resources.sbatch_flags()
-        if tag == "dependants" and first:
+        if after:
             # kill-on-invalid-dep: if a base fails, its dependants are cancelled, not left pending.
             args += ["--dependency=afterok:{dependency}", "--kill-on-invalid-dep=yes"]
         args += [str(script), str(tasks)]
-        arrays.append((tag, nets, tasks, text, args))
+        arrays.append((tag, nets, tasks, text, args, after))
     return script, log_dir, arrays
 
 
@@ -557,15 +572,20 @@ def submit_slurm(plan: Plan, resources: SlurmResources, out=sys.stdout) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     script.parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(script, SLURM_TASK_SCRIPT.encode(), mode=0o755)
-    job_id = None
-    for tag, nets, tasks, lines, args in arrays:
+    bases_job = None
+    for tag, nets, tasks, lines, args, after in arrays:
         write_bytes_atomic(tasks, lines.encode(), mode=0o644)
-        args = [a.replace("{dependency}", job_id or "") for a in args]
+        dependency = ":".join(f"{bases_job}_{task}" for task in after)
+        args = [a.replace("{dependency}", dependency) for a in args]
         result = subprocess.run(args, capture_output=True, text=True)
         if result.returncode != 0:
             raise GridError(f"sbatch failed (exit {result.returncode}): {result.stderr.strip()}")
         job_id = result.stdout.strip().split(";")[0]
-        print(f"[grid] submitted {len(nets)} {tag} as array job {job_id} (tasks: {tasks})", file=out)
+        if tag == "bases":
+            bases_job = job_id
+        waits = f", after base tasks {dependency}" if after else ""
+        print(f"[grid] submitted {len(nets)} {tag} as array job {job_id}{waits} (tasks: {tasks})",
+              file=out)
     print(f"[grid] logs: {log_dir}; watch with `squeue -u $USER`", file=out)
     return 0
 

@@ -4,6 +4,7 @@ import collections
 import io
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -161,42 +162,69 @@ echo "$((1000 + n))"
 """
 
 
-def test_slurm_submits_two_arrays_with_afterok_and_the_per_task_commands(tmp_path):
+def _fake_sbatch_env(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "sbatch").write_text(FAKE_SBATCH)
     (bin_dir / "sbatch").chmod(0o755)
     log = tmp_path / "sbatch.log"
-    workdir = tmp_path / "runs"
-    done = naming.run_dir(workdir, "fashion_mnist", "random_1", 0, "A2B")  # finished: not submitted
-    done.mkdir(parents=True)
-    (done / "result.json").write_text("{}")
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_SBATCH_LOG=str(log),
                PYTHON=sys.executable, KT_SLURM_PARTITION="gpu")
+    return env, log
+
+
+def _finish(workdir, split_dir, name):
+    done = naming.run_dir(workdir, "fashion_mnist", split_dir, 0, name)
+    done.mkdir(parents=True)
+    (done / "result.json").write_text("{}")
+
+
+def test_slurm_dependants_wait_for_their_own_base_task(tmp_path):
+    env, log = _fake_sbatch_env(tmp_path)
+    workdir = tmp_path / "runs"
+    _finish(workdir, "random_1", "A2B")  # finished: not submitted
     result = subprocess.run(
         [str(REPO / "launch.sh"), "--backend=slurm", "--splits=0,1", f"--workdir={workdir}",
          "--gpus=1", "--time=2-00:00:00", "--", "--steps=7"],
         env=env, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(calls) == 2
-    bases, dependants = calls
-    assert "1001" in result.stdout and "1002" in result.stdout
-    # 2 splits x (2 bases + 7 random) and 2 x 56 - 1 finished transfer nets.
-    assert "--array=0-17" in bases and "--array=0-110" in dependants
-    assert "--dependency=afterok:1001" in dependants
+    # One array of nets without dependencies, then one per base net (2 splits x 2 halves).
+    assert len(calls) == 5
+    bases, dependants = calls[0], calls[1:]
+    assert all(f"array job {1001 + i}" in result.stdout for i in range(5))
+    # 2 splits x (2 bases + 7 random), and 2 x 56 - 1 finished transfer nets.
+    assert "--array=0-17" in bases
     assert not any(a.startswith("--dependency") for a in bases)
+    base_tasks = Path(bases[-1]).read_text().splitlines()
+    assert len(base_tasks) == 18
+    assert all("--source=none" in t or "--source=random" in t for t in base_tasks)
+    waited = set()
+    for call in dependants:
+        assert "--kill-on-invalid-dep=yes" in call
+        (dependency,) = [a for a in call if a.startswith("--dependency=")]
+        match = re.fullmatch(r"--dependency=afterok:1001_(\d+)", dependency)
+        assert match, dependency
+        base = shlex.split(base_tasks[int(match.group(1))])
+        waited.add(int(match.group(1)))
+        assert "--source=none" in base
+        split = next(a for a in base if a.startswith("--split="))
+        source = next(a for a in base if a.startswith("--target=")).replace("target", "source")
+        # Every net of this array copies from exactly that base.
+        for task in Path(call[-1]).read_text().splitlines():
+            flags = set(shlex.split(task))
+            assert split in flags and source in flags and "--steps=7" in flags
+    assert len(waited) == 4
+    tasks = [Path(call[-1]).read_text().splitlines() for call in dependants]
+    assert sorted(len(t) for t in tasks) == [27, 28, 28, 28]
     for call in calls:
         assert "--requeue" in call and "--partition=gpu" in call and "--gres=gpu:1" in call
         assert "--time=2-00:00:00" in call
-    tasks = [Path(call[-1]).read_text().splitlines() for call in calls]
-    assert len(tasks[0]) == 18 and len(tasks[1]) == 111
-    assert all("--source=none" in t or "--source=random" in t for t in tasks[0])
-    assert all("--source=A" in t or "--source=B" in t for t in tasks[1])
+    all_dependants = [t for group in tasks for t in group]
     finished = {"--split=random:1", "--source=A", "--target=B", "--n=2"}
-    assert not any(finished <= set(shlex.split(t)) and "--finetune" not in t for t in tasks[1])
-    assert sum(finished <= set(shlex.split(t)) for t in tasks[1]) == 1  # only A2B+ is left
-    assert all("--steps=7" in t for t in tasks[0] + tasks[1])
+    assert not any(finished <= set(shlex.split(t)) and "--finetune" not in t
+                   for t in all_dependants)
+    assert sum(finished <= set(shlex.split(t)) for t in all_dependants) == 1  # only A2B+ is left
     # The task script runs line SLURM_ARRAY_TASK_ID of the tasks file.
     script = Path(bases[-2])
     probe = tmp_path / "probe.tasks"
@@ -204,6 +232,21 @@ def test_slurm_submits_two_arrays_with_afterok_and_the_per_task_commands(tmp_pat
     run = subprocess.run([str(script), str(probe)], env=dict(env, SLURM_ARRAY_TASK_ID="1"),
                          capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.splitlines()[-1] == "second two words"
+
+
+def test_slurm_dependants_of_finished_bases_start_at_once(tmp_path):
+    env, log = _fake_sbatch_env(tmp_path)
+    workdir = tmp_path / "runs"
+    _finish(workdir, "random_0", "baseA")
+    result = subprocess.run(
+        [str(REPO / "launch.sh"), "--backend=slurm", "--splits=0", f"--workdir={workdir}"],
+        env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert len(calls) == 3  # bases (baseB + 7 random), baseA's dependants, baseB's dependants
+    without = [c for c in calls[1:] if not any(a.startswith("--dependency") for a in c)]
+    assert len(without) == 1
+    assert all("--source=A" in t for t in Path(without[0][-1]).read_text().splitlines())
 
 
 def test_slurm_without_sbatch_says_so(tmp_path):
