@@ -46,15 +46,11 @@ def test_momentum_accumulates_for_biases_too():
 @pytest.mark.parametrize("strategy_fn", [tf.distribute.get_strategy,
                                          lambda: tf.distribute.MirroredStrategy(["/cpu:0"])])
 @pytest.mark.parametrize("jit_compile", [False, True])
-def test_weight_decay_is_added_to_kernel_gradients_only(strategy_fn, jit_compile):
-    dk, db = _dense_step(strategy_fn(), lr=0.1, l2_decay=0.5, jit_compile=jit_compile)
+@pytest.mark.parametrize("momentum", [0.9, 0.0])  # the fused kernel, and Keras' plain SGD path
+def test_weight_decay_is_added_to_kernel_gradients_only(strategy_fn, jit_compile, momentum):
+    dk, db = _dense_step(strategy_fn(), lr=0.1, momentum=momentum, l2_decay=0.5,
+                         jit_compile=jit_compile)
     # Kernel: -lr * (x + wd * w) with w = 1; bias: -2 lr * 1, not decayed.
-    np.testing.assert_allclose(dk, [-0.15, -0.25], rtol=1e-6)
-    np.testing.assert_allclose(db, [-0.2], rtol=1e-6)
-
-
-def test_weight_decay_without_momentum_takes_keras_plain_sgd_path():
-    dk, db = _dense_step(tf.distribute.get_strategy(), lr=0.1, momentum=0.0, l2_decay=0.5)
     np.testing.assert_allclose(dk, [-0.15, -0.25], rtol=1e-6)
     np.testing.assert_allclose(db, [-0.2], rtol=1e-6)
 
