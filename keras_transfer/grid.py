@@ -536,8 +536,7 @@ def sbatch_commands(plan: Plan, resources: SlurmResources, submit_dir: Path, sta
     groups = [("bases", first, ())]
     for after, nets in sorted(waiting_on.items()):
         # Named after the bases waited for, e.g. "after-random_0-seed0-baseA".
-        waited = "+".join("-".join((first[task].split_dir, f"seed{first[task].seed}",
-                                    first[task].name)) for task in after)
+        waited = "+".join(first[task].label.replace("/", "-") for task in after)
         groups.append((f"after-{waited}" if after else "dependants", nets, after))
     script = submit_dir / "task.sh"
     log_dir = Path(plan.workdir).resolve() / "logs" / "slurm"
