@@ -24,8 +24,8 @@ from data_prep.manifest import verify as verify_shards
 from data_prep.manifest import write_json_atomic
 from keras_transfer import callbacks, data, models, naming, solver, transfer
 from keras_transfer.backup import Backup, BackupCallback, SigtermFlag
-from keras_transfer.locking import RunLock
 from keras_transfer.config import Config
+from keras_transfer.locking import RunLock
 
 log = logging.getLogger(__name__)
 
