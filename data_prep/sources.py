@@ -6,6 +6,7 @@ images of chosen indices (arrays, encoded bytes or file paths; decoded in worker
 Splits are "train" and "validation"; a source's validation is its test set when it has no
 validation set (Fashion-MNIST's 10,000 test images).
 """
+import abc
 import dataclasses
 import os
 from pathlib import Path
@@ -35,7 +36,7 @@ class SyntheticSpec:
     seed: int = 0
 
 
-class Source:
+class Source(abc.ABC):
     """Base class. Subclasses set the attributes and implement labels() and payloads()."""
     dataset: str                 # directory name under OUT
     class_names: tuple           # label order of the source
@@ -45,13 +46,13 @@ class Source:
     streaming: bool = False      # payloads() needs ascending indices (sequential reads)
     options: dict = {}           # extra settings that change the output, for the manifest
 
+    @abc.abstractmethod
     def labels(self, split):
         """Original labels (int64 array) of a split, in source order."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def payloads(self, split, indices):
         """Yields (payload, name) for each index, in the order given."""
-        raise NotImplementedError
 
 
 class ArraySource(Source):
