@@ -12,7 +12,6 @@ from __future__ import annotations
 import signal
 import threading
 
-import keras
 import tensorflow as tf
 
 EXIT_PREEMPTED = 128 + signal.SIGTERM
@@ -30,21 +29,20 @@ class Preempted(Exception):
 class Backup:
     """The checkpoint of one run's model and optimizer in `directory` (the last two are kept)."""
 
-    def __init__(self, directory, model):
+    def __init__(self, directory, model, optimizer):
         self.model = model
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        self.optimizer = optimizer
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=2)
 
     def step(self) -> int:
-        return int(self.model.optimizer.iterations.numpy())
+        return int(self.optimizer.iterations.numpy())
 
     def restore(self) -> int:
         """Loads the latest backup, if any, and returns the step it was taken at (0 if none)."""
         latest = self.manager.latest_checkpoint
         if latest is None:
             return 0
-        # The optimizer's slots (momentum) exist only once built; restore needs them to exist.
-        self.model.optimizer.build(self.model.trainable_variables)
         self.checkpoint.restore(latest).assert_existing_objects_matched()
         return self.step()
 
@@ -75,20 +73,3 @@ class SigtermFlag:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
         return False
-
-
-class BackupCallback(keras.callbacks.Callback):
-    """Saves a backup after every evaluation, and at once (then stops) on SIGTERM."""
-
-    def __init__(self, backup: Backup, sigterm: SigtermFlag):
-        super().__init__()
-        self.backup = backup
-        self.sigterm = sigterm
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.backup.save()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.sigterm.received:
-            self.backup.save()
-            raise Preempted(self.backup.step())

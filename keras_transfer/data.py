@@ -80,13 +80,15 @@ def _mean_image(half_dir, manifest: dict) -> np.ndarray:
 def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed: int = 0,
                   input_context: tf.distribute.InputContext | None = None,
                   crop: int | None = None, model_name: str = "small",
-                  manifest: dict | None = None, cache_bytes: int = 1 << 30) -> tf.data.Dataset:
+                  manifest: dict | None = None, cache_bytes: int = 1 << 30,
+                  limit: int | None = None) -> tf.data.Dataset:
     """Batches of (mean-subtracted, scaled float32 images [crop, crop, C], int32 labels).
 
     `batch_size` is the global batch; with an `input_context` (from
     `strategy.distribute_datasets_from_function`) each pipeline yields its replica's share.
     Training data repeats forever; evaluation data is one deterministic pass. A split whose
-    decoded images fit in `cache_bytes` is decoded once and cached in memory.
+    decoded images fit in `cache_bytes` is decoded once and cached in memory. `limit` keeps only
+    the first `limit` examples (of all pipelines together) of an evaluation pass.
     """
     half_dir = Path(half_dir)
     manifest = manifest or load_half(half_dir)
@@ -119,6 +121,8 @@ def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=1)
     if shard_records:
         ds = ds.shard(pipelines, input_context.input_pipeline_id)
+    if limit is not None and not training:
+        ds = ds.take(max(1, limit // pipelines))
 
     def decode(serialized):
         example = records.parse_example(serialized)

@@ -1,14 +1,19 @@
-"""Trains one net of the transfer grid.
+"""Trains one net of the transfer grid, or a pack of nets of one target half.
 
     python -m keras_transfer.main --source=A --n=5 --finetune          # A5B+ on Fashion-MNIST
     python -m keras_transfer.main --flagfile=flags/imagenet.flags --source=none --target=A
+    python -m keras_transfer.main --nets=B3B,B3B+,A3B,A3B+,R3B          # five nets, one process
 
-Parses the flags, builds the config and the distribution strategy, and calls `train.run`.
+Parses the flags, builds the configs and the distribution strategy, and calls `train.run` (one
+net) or `train.run_pack` (several).
 """
 from __future__ import annotations
 
 import os
 import sys
+import time
+
+STARTED = time.perf_counter()  # before TensorFlow's import, which the timing counts as start-up
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -47,23 +52,45 @@ def main(argv):
 
     from keras_transfer import backup, data, train, transfer
 
-    config = config_lib.from_flags(FLAGS)
+    bad_input = (train.RunError, config_lib.ConfigError, data.DataError, transfer.TransferError)
+    try:
+        configs = config_lib.pack_from_flags(FLAGS)
+    except config_lib.ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    config = configs[0]
     if config.threads:
         tf.config.threading.set_intra_op_parallelism_threads(config.threads)
         tf.config.threading.set_inter_op_parallelism_threads(config.threads)
+    label = config.run if len(configs) == 1 else "pack " + ",".join(c.run for c in configs)
     try:
         strategy = make_strategy(config.strategy)
-        train.run(config, strategy)
-    except (train.RunError, config_lib.ConfigError, data.DataError, transfer.TransferError) as e:
+        outcomes = train.run_pack(configs, strategy, time.perf_counter() - STARTED)
+    except bad_input as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except backup.Preempted as e:
-        print(f"{config.run}: {e}", file=sys.stderr)
+        print(f"{label}: {e}", file=sys.stderr)
         sys.exit(backup.EXIT_PREEMPTED)
     except OSError as e:  # e.g. the disk filled up; result.json is written last, so none exists
-        print(f"error: {config.run} stopped: {e}. Free space or fix the path, then run the same "
-              "command again to resume from the last backup.", file=sys.stderr)
+        print(f"error: {label} stopped: {e}. {_OSERROR_FIX}", file=sys.stderr)
         sys.exit(1)
+    failed = [(c, o) for c, o in zip(configs, outcomes) if isinstance(o, BaseException)]
+    for c, error in failed:
+        prefix = "" if len(configs) == 1 else f"{c.run}: "
+        if isinstance(error, bad_input):
+            print(f"error: {prefix}{error}", file=sys.stderr)
+        else:
+            print(f"error: {c.run} stopped: {error}. {_OSERROR_FIX}", file=sys.stderr)
+    if failed:
+        if len(configs) > 1:
+            print(f"{len(failed)} of {len(configs)} nets failed: "
+                  f"{', '.join(c.run for c, _ in failed)}", file=sys.stderr)
+        sys.exit(2 if all(isinstance(e, bad_input) for _, e in failed) else 1)
+
+
+_OSERROR_FIX = ("Free space or fix the path, then run the same command again to resume from the "
+                "last backup.")
 
 
 def run():

@@ -1,17 +1,22 @@
-"""Trains one net of the grid: `run(config, strategy) -> result dict`.
+"""Trains one net of the grid, `run(config, strategy) -> result dict`, or a pack of nets of one
+target half together, `run_pack(configs, strategy)` (one input stream and one compiled step for
+all, see steps.py; each net keeps its own run directory, lock, backups and result.json).
 
 Order matters and is the point of this module: check every input before writing anything;
-build the model, copy and freeze layers (before compile, which is when Keras 3 fixes the set of
-trainable variables), compile inside the strategy scope; train with a backup after every
+build each model, copy and freeze layers (before the train step is traced, which is when the set
+of trainable variables is fixed), inside the strategy scope; train with a backup after every
 evaluation; write the weights and then result.json, which marks the run done.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import math
 import os
 import shutil
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -22,8 +27,9 @@ import tensorflow as tf
 
 from data_prep.manifest import verify as verify_shards
 from data_prep.manifest import write_json_atomic
-from keras_transfer import callbacks, data, models, naming, solver, transfer
-from keras_transfer.backup import Backup, BackupCallback, SigtermFlag
+from keras_transfer import data, models, naming, progress, solver, transfer
+from keras_transfer import steps as steps_lib
+from keras_transfer.backup import Backup, Preempted, SigtermFlag
 from keras_transfer.config import Config
 from keras_transfer.locking import RunLock
 
@@ -148,6 +154,16 @@ def check_inputs(config: Config) -> tuple[dict, dict | None]:
 
 # ---------------------------------------------------------------- training
 
+# ---------------------------------------------------------------- training
+
+# A call of the compiled train loop runs as many steps as take about this long, so Python is
+# entered rarely for small nets while SIGTERM is still honoured within about a second.
+SECONDS_PER_CALL = 1.0
+# Evaluation batches hold about this many input values (or one training batch, if larger):
+# a few large batches cost far less per image than many small ones.
+EVAL_BATCH_VALUES = 1 << 20
+
+
 def _is_chief(strategy) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
@@ -185,20 +201,11 @@ def init_seed(config: Config) -> int:
     return zlib.crc32(f"{config.seed}/{config.run}".encode()) & 0x7FFFFFFF
 
 
-def eval_segments(start: int, total: int, every: int) -> list[tuple[int, int]]:
-    """(steps per interval, intervals) for the fit calls that train from `start` to `total` with
-    an evaluation every `every` steps and at the end, e.g. (130, 450, 100) ->
-    [(70, 1), (100, 2), (50, 1)]: a resumed run first finishes its interrupted interval."""
-    segments, step = [], start
-    while step < total:
-        boundary = min((step // every + 1) * every, total)
-        length = boundary - step
-        if segments and segments[-1][0] == length and step % every == 0:
-            segments[-1] = (length, segments[-1][1] + 1)
-        else:
-            segments.append((length, 1))
-        step = boundary
-    return segments
+def eval_points(start: int, total: int, every: int) -> list[int]:
+    """The steps after `start` at which a run evaluates: every `every` steps and at the end,
+    e.g. (130, 450, 100) -> [200, 300, 400, 450]: a resumed run first finishes its interval."""
+    points = list(range((start // every + 1) * every, total, every))
+    return points + [total] if start < total else []
 
 
 def best_mean(values, k: int = 10) -> float:
@@ -207,11 +214,115 @@ def best_mean(values, k: int = 10) -> float:
     return float(np.mean(best)) if best else float("nan")
 
 
-def run(config: Config, strategy: tf.distribute.Strategy) -> dict:
-    """Trains the net `config` describes and returns (and writes) its result.json contents."""
-    started = time.time()
-    target_manifest, base_weights = check_inputs(config)
+def eval_batch_size(config: Config, input_shape, replicas: int) -> int:
+    """Evaluation batch: about EVAL_BATCH_VALUES inputs, at least the training batch, a multiple
+    of the replicas. With --eval_steps the training batch is kept, so it counts those batches."""
+    if config.eval_steps:
+        return config.batch_size
+    per_image = int(np.prod(input_shape))
+    size = max(config.batch_size, EVAL_BATCH_VALUES // per_image)
+    return max(replicas, size - size % replicas)
+
+
+def pack_key(config: Config) -> Config:
+    """What the nets of one pack share: everything but which layers come from where."""
+    return dataclasses.replace(config, source="none", n=0, finetune=False)
+
+
+class Timing:
+    """Seconds spent per phase of a process's training, for result.json and the benchmark."""
+
+    PHASES = ("startup", "setup", "trace", "train", "evaluate", "backup", "summaries", "finish")
+
+    def __init__(self, startup: float = 0.0):
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        self.seconds["startup"] = startup
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - started
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 3) for k, v in self.seconds.items()}
+
+
+@dataclasses.dataclass
+class _Net:
+    """One net while its pack trains: config, files, model, optimizer and progress."""
+    config: Config
+    target_manifest: dict
+    base_weights: dict | None
+    out_dir: Path
+    lock: RunLock
+    label: str = ""  # the run's name on its console lines, when it shares them with packmates
+    model: object = None
+    optimizer: object = None
+    plan: list = None
+    backup: Backup = None
+    history: progress.EvalHistory = None
+    summaries: progress.Summaries = None
+    start_step: int = 0
+    start_digests: dict = None
+    result: dict | None = None
+    error: Exception | None = None
+
+
+def run(config: Config, strategy: tf.distribute.Strategy, startup_seconds: float = 0.0) -> dict:
+    """Trains the net `config` describes and returns (and writes) its result.json contents.
+    Raises RunError (or OSError, backup.Preempted) if it cannot."""
+    outcome = run_pack([config], strategy, startup_seconds)[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def run_pack(configs: list[Config], strategy: tf.distribute.Strategy,
+             startup_seconds: float = 0.0) -> list:
+    """Trains several nets of one target half together (see steps.py): per config, in order,
+    its result dict, or the exception that stopped it (RunError, OSError). A net that fails
+    leaves the others training. Raises RunError if the configs cannot form a pack, and
+    backup.Preempted on SIGTERM, after every unfinished net saved a backup."""
+    timing = Timing(startup_seconds)
+    started = time.time() - startup_seconds
+    keys = {pack_key(c) for c in configs}
+    if len(keys) > 1:
+        raise RunError("nets trained together must differ only in --source, --n and --finetune "
+                       "(same target half, data, seed and solver)")
+    names = [c.run for c in configs]
+    if len(set(names)) < len(names):
+        raise RunError(f"a net is listed twice: {', '.join(names)}")
+    outcomes: dict[str, object] = {}
+    nets: list[_Net] = []
     chief = _is_chief(strategy)
+    try:
+        with timing.phase("setup"):
+            for config in configs:
+                try:
+                    net = _claim(config, strategy, chief)
+                except (RunError, OSError) as e:
+                    outcomes[config.run] = e
+                    continue
+                if isinstance(net, dict):  # already done
+                    outcomes[config.run] = net
+                else:
+                    nets.append(net)
+        if nets:
+            _train(nets, strategy, chief, timing, started)
+        for net in nets:
+            outcomes[net.config.run] = net.error or net.result
+    finally:
+        for net in nets:
+            net.lock.release()
+    return [outcomes[c.run] for c in configs]
+
+
+def _claim(config: Config, strategy, chief: bool):
+    """Checks one net's inputs and takes its lock: its _Net, or its result if already done."""
+    target_manifest, base_weights = check_inputs(config)
     run_dir = config.run_dir
     if (run_dir / "result.json").exists():
         log.info("%s is already done (%s exists)", config.run, run_dir / "result.json")
@@ -228,20 +339,36 @@ def run(config: Config, strategy: tf.distribute.Strategy) -> dict:
     if not locked:
         raise RunError(f"another process is training {config.run} in {out_dir} right now "
                        f"(see {out_dir / '.lock'}); wait for it, or stop it first.")
-    try:
-        if (run_dir / "result.json").exists():  # finished while we waited for the lock
-            return json.loads((run_dir / "result.json").read_text())
-        write_json_atomic(out_dir / "config.json", config.to_json())
-        return _train(config, strategy, target_manifest, base_weights, chief, out_dir,
-                      started)
-    finally:
+    if (run_dir / "result.json").exists():  # finished while we waited for the lock
         lock.release()
+        return json.loads((run_dir / "result.json").read_text())
+    try:
+        write_json_atomic(out_dir / "config.json", config.to_json())
+    except OSError:
+        lock.release()
+        raise
+    return _Net(config, target_manifest, base_weights, out_dir, lock)
 
 
-def _train(config: Config, strategy, target_manifest: dict, base_weights: dict | None,
-           chief: bool, out_dir: Path, started: float) -> dict:
-    """Trains with a lock held on the run directory; see `run`."""
-    run_dir = config.run_dir
+def _fail(net: _Net, error: Exception) -> None:
+    """Takes a net out of its pack: it trains on in the compiled step, but writes nothing more."""
+    net.error = error
+    if net.label:  # alone, the caller reports it
+        print(f"error: {net.config.run} stopped: {error}", file=sys.stderr, flush=True)
+
+
+def _per_net(nets, action) -> None:
+    """Runs `action(net)` for each live net; an OSError fails that net alone."""
+    for net in nets:
+        if net.error is None:
+            try:
+                action(net)
+            except OSError as e:
+                _fail(net, e)
+
+
+def _train(nets: list[_Net], strategy, chief: bool, timing: Timing, started: float) -> None:
+    config = nets[0].config  # what the pack shares (pack_key)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -249,84 +376,167 @@ def _train(config: Config, strategy, target_manifest: dict, base_weights: dict |
     if config.xla and not jit_compile:
         log.warning("--deterministic disables XLA: training without jit_compile")
     _set_precision(config.mixed_precision)
-
+    target_manifest = nets[0].target_manifest
     input_shape = input_shape_of(config, target_manifest)
-    crop = input_shape[0]
     num_classes = config.fc8_outputs or target_manifest["num_classes"]
+    total_steps = _total_steps(config, target_manifest["counts"]["train"])
+    packed = len(nets) > 1
 
+    with timing.phase("setup"):
+        for net in nets:
+            net.label = net.config.run if packed else ""
+            try:
+                _build(net, strategy, input_shape, num_classes)
+            except OSError as e:
+                _fail(net, e)
+        nets = [net for net in nets if net.error is None]
+        if not nets:
+            return
+        print(f"{'pack of ' + str(len(nets)) + ': ' if packed else ''}"
+              f"{', '.join(f'{n.config.run} ({n.config.condition})' for n in nets)} on "
+              f"{config.dataset}/{config.split_dir}/{config.target}: {num_classes}-way fc8, "
+              f"input {input_shape}, {models.multiply_adds(nets[0].model) / 1e6:.1f} M "
+              f"multiply-adds/image, strategy {type(strategy).__name__} "
+              f"x{strategy.num_replicas_in_sync}, jit_compile={jit_compile}, "
+              f"precision {config.mixed_precision}", flush=True)
+        for net in nets:
+            if packed:
+                print(f"{net.config.run}:", flush=True)
+            print(transfer.format_layer_table(net.plan), flush=True)
+            if net.start_step:
+                print(f"resuming {net.config.run} from its backup at step {net.start_step}",
+                      flush=True)
+
+    # Nets resumed from backups of different steps train one after the other, each group from
+    # its own step (the learning rate schedule and the data order follow the step).
+    by_start = {}
+    for net in nets:
+        by_start.setdefault(net.start_step, []).append(net)
+    with SigtermFlag() as sigterm:
+        for start_step, group in sorted(by_start.items()):
+            _train_group(group, strategy, config, start_step, total_steps, input_shape,
+                         num_classes, jit_compile, sigterm, timing)
+
+    with timing.phase("finish"):
+        _per_net(nets, lambda net: _finish(net, strategy, chief, jit_compile, num_classes,
+                                           timing, started, [n.config.run for n in nets]))
+
+
+def _build(net: _Net, strategy, input_shape, num_classes: int) -> None:
+    config = net.config
     with strategy.scope():
-        model = models.build(config.model, num_classes, input_shape, dropout=config.dropout,
-                             seed=init_seed(config))
-        plan = transfer.apply_transfer(
-            model, n=config.n, source=config.source, base_weights=base_weights,
+        net.model = models.build(config.model, num_classes, input_shape, dropout=config.dropout,
+                                 seed=init_seed(config))
+        net.plan = transfer.apply_transfer(
+            net.model, n=config.n, source=config.source, base_weights=net.base_weights,
             finetune=config.finetune,
             origin_label=f"base{config.source}" if config.source in naming.HALVES else None)
-        model.compile(
-            optimizer=solver.make_optimizer(config.lr, config.lr_step, config.momentum,
-                                            config.weight_decay),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
-                     keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5")],
-            jit_compile=jit_compile)
-    print(f"{config.run} ({config.condition}) on {config.dataset}/{config.split_dir}/"
-          f"{config.target}: {num_classes}-way fc8, input {input_shape}, "
-          f"{models.multiply_adds(model) / 1e6:.1f} M multiply-adds/image, "
-          f"strategy {type(strategy).__name__} x{strategy.num_replicas_in_sync}, "
-          f"jit_compile={jit_compile}, precision {config.mixed_precision}", flush=True)
-    print(transfer.format_layer_table(plan), flush=True)
-
-    total_steps = _total_steps(config, target_manifest["counts"]["train"])
-    backup = Backup(out_dir / "backup", model)
-    with strategy.scope():
-        start_step = backup.restore()
-    digests_path = out_dir / "backup" / "layers_start.json"
-    history_path = out_dir / "history.json"
-    if start_step:
-        print(f"resuming {config.run} from its backup at step {start_step}", flush=True)
-        start_digests = json.loads(digests_path.read_text())
+        net.optimizer = solver.make_optimizer(config.lr, config.lr_step, config.momentum,
+                                              config.weight_decay)
+        if config.mixed_precision == "float16":
+            net.optimizer = keras.optimizers.LossScaleOptimizer(net.optimizer)
+        # Momentum slots exist once built; restoring a backup needs them to exist.
+        net.optimizer.build(net.model.trainable_variables)
+        net.backup = Backup(net.out_dir / "backup", net.model, net.optimizer)
+        net.start_step = net.backup.restore()
+    digests_path = net.out_dir / "backup" / "layers_start.json"
+    history_path = net.out_dir / "history.json"
+    if net.start_step:
+        net.start_digests = json.loads(digests_path.read_text())
     else:
-        start_digests = _digests(model)
+        net.start_digests = _digests(net.model)
         digests_path.parent.mkdir(exist_ok=True)
-        write_json_atomic(digests_path, start_digests)
+        write_json_atomic(digests_path, net.start_digests)
         history_path.unlink(missing_ok=True)  # left by a run killed before its first backup
-    history = callbacks.EvalHistory(history_path, images_per_step=config.batch_size,
-                                    up_to_step=start_step)
+    net.history = progress.EvalHistory(history_path, images_per_step=config.batch_size,
+                                       up_to_step=net.start_step, label=net.label)
+    net.summaries = progress.Summaries(net.out_dir / "tb", net.model,
+                                       histogram_every=config.histogram_every)
 
+
+def _train_group(nets, strategy, config: Config, start_step: int, total_steps: int, input_shape,
+                 num_classes: int, jit_compile: bool, sigterm: SigtermFlag, timing: Timing):
     half_dir = config.half_dir(config.target)
+    crop = input_shape[0]
     # A resumed run draws a fresh data order rather than replaying the batches it has seen.
     data_seed = config.seed + start_step
+    val_batch = eval_batch_size(config, input_shape, strategy.num_replicas_in_sync)
+    val_limit = config.eval_steps * config.batch_size if config.eval_steps else None
+    manifest = nets[0].target_manifest
     train_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.build_dataset(half_dir, "train", batch_size=config.batch_size,
                                        training=True, seed=data_seed, input_context=ctx,
-                                       crop=crop, model_name=config.model,
-                                       manifest=target_manifest))
+                                       crop=crop, model_name=config.model, manifest=manifest))
     val_ds = strategy.distribute_datasets_from_function(
-        lambda ctx: data.build_dataset(half_dir, "validation", batch_size=config.batch_size,
+        lambda ctx: data.build_dataset(half_dir, "validation", batch_size=val_batch,
                                        training=False, input_context=ctx, crop=crop,
-                                       model_name=config.model, manifest=target_manifest))
-    with SigtermFlag() as sigterm:
-        fit_callbacks = [
-            history,
-            callbacks.Summaries(out_dir / "tb", history, histogram_every=config.histogram_every),
-            BackupCallback(backup, sigterm),
-        ]
-        try:
-            for steps, intervals in eval_segments(start_step, total_steps, config.eval_every):
-                model.fit(train_ds, epochs=intervals, steps_per_epoch=steps,
-                          validation_data=val_ds, validation_steps=config.eval_steps or None,
-                          callbacks=fit_callbacks, shuffle=False, verbose=0)
-        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
-            # tf.data's error does not say which file failed; the full check against the
-            # manifest's hashes does (slow, but something has already gone wrong).
-            problems = verify_shards(half_dir, full_hash=True)
-            if not problems:
-                raise
-            raise RunError(f"the data could not be read while training ({type(e).__name__}): "
-                           + "; ".join(problems) + f". Check it with `python -m data_prep verify "
-                           f"{half_dir}` and prepare it again with --overwrite.") from e
+                                       model_name=config.model, manifest=manifest,
+                                       limit=val_limit))
+    pack = steps_lib.PackSteps(strategy, [n.model for n in nets], [n.optimizer for n in nets],
+                               global_batch=config.batch_size, top_k=min(5, num_classes),
+                               jit_compile=jit_compile)
+    iterator = iter(train_ds)
+    with timing.phase("trace"):
+        pack.trace(iterator, val_ds)
+    step, steps_per_call = start_step, 1
+    try:
+        for point in eval_points(start_step, total_steps, config.eval_every):
+            interval_start, seconds = step, 0.0
+            sums = [dict.fromkeys(steps_lib.TRAIN_SUMS, 0.0) for _ in nets]
+            while step < point:
+                n = min(steps_per_call, point - step)
+                with timing.phase("train"):
+                    call_started = time.perf_counter()
+                    call_sums = pack.train(iterator, n)
+                    call_seconds = time.perf_counter() - call_started
+                seconds += call_seconds
+                step += n
+                for total, add in zip(sums, call_sums):
+                    for key in total:
+                        total[key] += add[key]
+                steps_per_call = max(1, int(SECONDS_PER_CALL * n / max(call_seconds, 1e-6)))
+                if sigterm.received and step < point:  # at `point`, evaluate first
+                    _preempt(nets, step, timing)
+            with timing.phase("evaluate"):
+                evaluations = pack.evaluate(val_ds)
+            lr = solver.current_learning_rate(nets[0].optimizer)
 
-    end_digests = _digests(model)
-    entries = history.entries
+            def record(net, evaluation, train_sums):
+                entry = net.history.add(step=step, evaluation=evaluation, train_sums=train_sums,
+                                        steps_done=step - interval_start, seconds=seconds,
+                                        learning_rate=lr)
+                with timing.phase("summaries"):
+                    net.summaries.add(entry)
+            for net, evaluation, train_sums in zip(nets, evaluations, sums):
+                _per_net([net], lambda net: record(net, evaluation, train_sums))
+            with timing.phase("backup"):
+                _per_net(nets, lambda net: net.backup.save())
+            if sigterm.received and step < total_steps:
+                raise Preempted(step)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+        # tf.data's error does not say which file failed; the full check against the
+        # manifest's hashes does (slow, but something has already gone wrong).
+        problems = verify_shards(half_dir, full_hash=True)
+        if not problems:
+            raise
+        raise RunError(f"the data could not be read while training ({type(e).__name__}): "
+                       + "; ".join(problems) + f". Check it with `python -m data_prep verify "
+                       f"{half_dir}` and prepare it again with --overwrite.") from e
+
+
+def _preempt(nets, step: int, timing: Timing):
+    """SIGTERM: every net saves a backup at this step, then the process stops."""
+    with timing.phase("backup"):
+        _per_net(nets, lambda net: net.backup.save())
+    raise Preempted(step)
+
+
+def _finish(net: _Net, strategy, chief: bool, jit_compile: bool, num_classes: int,
+            timing: Timing, started: float, pack: list[str]) -> None:
+    config, run_dir = net.config, net.config.run_dir
+    net.summaries.close(net.backup.step())
+    end_digests = _digests(net.model)
+    entries = net.history.entries
     final = entries[-1]
     result = {
         "run": config.run, "condition": config.condition, "dataset": config.dataset,
@@ -339,23 +549,27 @@ def _train(config: Config, strategy, target_manifest: dict, base_weights: dict |
         "top5_best10_mean": best_mean([e["top5"] for e in entries]),
         "history": [{k: e[k] for k in ("step", "top1", "top5", "loss")} for e in entries],
         "steps": final["step"],
-        "images_per_sec": final["step"] * config.batch_size / max(history.train_seconds, 1e-9),
+        "images_per_sec": final["step"] * config.batch_size / max(net.history.train_seconds, 1e-9),
         "wall_time_sec": time.time() - started,
         "jit_compile": jit_compile,
         "replicas": strategy.num_replicas_in_sync,
-        "data": {"dataset": target_manifest["dataset"], "split": target_manifest["split"]["spec"],
-                 "classes": [c["original_index"] for c in target_manifest["classes"]],
-                 "image_shape": list(target_manifest["image_shape"])},
+        "pack": pack,
+        "timing": timing.as_dict(),
+        "data": {"dataset": net.target_manifest["dataset"],
+                 "split": net.target_manifest["split"]["spec"],
+                 "classes": [c["original_index"] for c in net.target_manifest["classes"]],
+                 "image_shape": list(net.target_manifest["image_shape"])},
         "layers": [{"name": row.name, "origin": row.origin, "trainable": row.trainable,
-                    "sha256_start": start_digests[row.name], "sha256_end": end_digests[row.name]}
-                   for row in plan],
+                    "sha256_start": net.start_digests[row.name],
+                    "sha256_end": end_digests[row.name]}
+                   for row in net.plan],
     }
     if chief:
-        _save_weights_atomically(model, run_dir / "model.weights.h5")
+        _save_weights_atomically(net.model, run_dir / "model.weights.h5")
         write_json_atomic(run_dir / "result.json", result)
-        shutil.rmtree(out_dir / "backup", ignore_errors=True)
+        shutil.rmtree(net.out_dir / "backup", ignore_errors=True)
+    net.result = result
     print(f"{config.run} done: top-1 {result['top1_final']:.4f} final, "
           f"{result['top1_best10_mean']:.4f} best-10 mean; {result['steps']} steps, "
           f"{result['images_per_sec']:.0f} images/s, {result['wall_time_sec']:.0f} s -> "
           f"{run_dir / 'result.json'}", flush=True)
-    return result

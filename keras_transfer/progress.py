@@ -1,0 +1,98 @@
+"""What a training run reports as it goes: its evaluation history and its TensorBoard summaries.
+
+The history is rewritten to `history.json` after every evaluation, so a run resumed from its
+backup still reports the evaluations made before it was killed. The summaries are scalars at
+every evaluation and, being costly for many small nets, weight histograms and conv1 filters only
+every `histogram_every` evaluations and at the end.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from data_prep.manifest import write_json_atomic
+from keras_transfer import filters
+
+
+class EvalHistory:
+    """Every evaluation of one run (step, top-1, top-5, loss) and its training throughput."""
+
+    def __init__(self, path, images_per_step: int, up_to_step: int = 0, label: str = ""):
+        """Keeps the entries of `path` up to `up_to_step`, the step the run resumes from.
+        `label` prefixes the console lines (the run's name, when several nets share a log)."""
+        self.path = Path(path)
+        self.images_per_step = images_per_step
+        self.prefix = f"{label}: " if label else ""
+        self.entries: list[dict] = []
+        if self.path.exists():
+            self.entries = [e for e in json.loads(self.path.read_text())["history"]
+                            if e["step"] <= up_to_step]
+
+    @property
+    def train_seconds(self) -> float:
+        """Seconds spent training (not evaluating), over every evaluation interval so far."""
+        return sum(e["train_seconds"] for e in self.entries)
+
+    def add(self, *, step: int, evaluation: dict, train_sums: dict, steps_done: int,
+            seconds: float, learning_rate: float) -> dict:
+        """Records the evaluation at `step` after `steps_done` steps trained in `seconds`;
+        `train_sums` are the summed training loss and correct top-1 over those steps."""
+        images = max(steps_done * self.images_per_step, 1)
+        entry = {
+            "step": step,
+            "top1": evaluation["top1"],
+            "top5": evaluation["top5"],
+            "loss": evaluation["loss"],
+            "train_top1": train_sums["top1"] / images,
+            "train_loss": train_sums["loss"] / images,
+            "learning_rate": learning_rate,
+            "images_per_sec": steps_done * self.images_per_step / max(seconds, 1e-9),
+            "train_seconds": seconds,
+        }
+        self.entries.append(entry)
+        write_json_atomic(self.path, {"history": self.entries})
+        print(f"{self.prefix}step {step}: val top-1 {entry['top1']:.4f} top-5 {entry['top5']:.4f} "
+              f"loss {entry['loss']:.4f} | train loss {entry['train_loss']:.4f} "
+              f"lr {entry['learning_rate']:.2g} | {entry['images_per_sec']:.0f} images/s",
+              flush=True)
+        return entry
+
+
+class Summaries:
+    """TensorBoard: train/eval loss, top-1, top-5, learning rate, images/s at every evaluation;
+    weight histograms and the conv1 filters every `histogram_every` evaluations and at the end."""
+
+    def __init__(self, log_dir, model, histogram_every: int = 5):
+        self.model = model
+        self.histogram_every = max(1, histogram_every)
+        self.writer = tf.summary.create_file_writer(str(log_dir))
+        self._evaluations = 0
+
+    def add(self, entry: dict) -> None:
+        with self.writer.as_default(step=entry["step"]):
+            for name in ("loss", "top1", "top5"):
+                tf.summary.scalar(f"eval/{name}", entry[name])
+            tf.summary.scalar("train/loss", entry["train_loss"])
+            tf.summary.scalar("train/top1", entry["train_top1"])
+            tf.summary.scalar("train/learning_rate", entry["learning_rate"])
+            tf.summary.scalar("train/images_per_sec", entry["images_per_sec"])
+            if self._evaluations % self.histogram_every == 0:
+                self.write_weights()
+        self.writer.flush()
+        self._evaluations += 1
+
+    def close(self, step: int) -> None:
+        with self.writer.as_default(step=step):
+            self.write_weights()
+        self.writer.close()
+
+    def write_weights(self) -> None:
+        for layer in self.model.layers:
+            for weight in layer.weights:
+                tf.summary.histogram(f"weights/{weight.path}", np.asarray(weight.numpy(), np.float32))
+        conv1 = self.model.get_layer("conv1")
+        grid = filters.filter_grid(conv1.get_weights()[0])
+        tf.summary.image("conv1_filters", grid[None], max_outputs=1)
