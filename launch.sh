@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Launches the Yosinski et al. 2014 grid of nets (locally or on SLURM), or the one-command demo.
-# The logic lives in keras_transfer/grid.py; this wrapper picks the Python and runs the demo steps.
+# The logic lives in keras_transfer/grid/; this wrapper picks the Python and runs the demo steps.
 set -euo pipefail
 # The grid runs in the caller's directory (relative --workdir and --flagfile are the caller's);
 # the demo runs in the repository, where bootstrap.sh, flags/, data/ and runs/ are.

@@ -6,24 +6,33 @@ achieved GFLOP/s as a fraction of a float32 matmul timed after each of its steps
 pipeline's images/s alone (with --data_dir). A command, not a test: the figures depend on the
 machine and on whatever else runs on it.
 
-Training is timed on synthetic in-memory batches through `model.fit` with the project's solver
-(solver.CaffeSGD: momentum, weight decay, bias lr x2), after a warm-up fit that traces the train
-function, so the figures are the model's cost without the input pipeline. Each step is timed
+Training is timed on synthetic in-memory batches through the project's compiled train step
+(steps.PackSteps, as `keras_transfer.main` trains) with its solver (solver.CaffeSGD: momentum,
+weight decay, bias lr x2), after warm-up steps that trace it, so the figures are the model's
+cost without the input pipeline. Each step is timed
 on its own and the median step reported: on a shared machine a neighbour's burst slows a few
 steps, not the figure. CaffeNet is timed at the paper's batch of 256 (flags/imagenet.flags)
 and at 32, where fc6-fc8 and the update of their 58 M weights are memory-bound.
 """
+import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from absl import app, flags
 
-BENCHMARKS = ("matmul", "caffenet", "small", "groups", "pipeline")
+BENCHMARKS = ("matmul", "caffenet", "small", "groups", "pipeline", "grid")
+DEFAULT_BENCHMARKS = BENCHMARKS[:-1]  # the grid trains 37 nets several times: ask for it
 # The project's speed goals: CaffeNet's float32 training GFLOP/s as a fraction of a float32
 # matmul's on the same machine, and the input pipeline (cached epochs) over the small model's
 # training rate, so that data never starves a net.
 CAFFENET_GOAL = 0.70
 PIPELINE_GOAL = 10
+# The grid of small nets (the demo's) at this many times the nets per hour of a plain serial
+# PyTorch loop training the same nets on the same cores.
+GRID_GOAL = 2.5
+_REPO = Path(__file__).resolve().parents[1]
 
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed training steps per CaffeNet measurement; the "
                               "small model and the group comparison time 10x as many.",
@@ -40,7 +49,28 @@ _THREADS = flags.DEFINE_integer("threads", 0, "Intra-op threads (0 = TensorFlow'
 _MATMUL_SIZE = flags.DEFINE_integer("matmul_size", 2048, "Side of the float32 matmul reference.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "A prepared half (the directory holding "
                                 "manifest.json) for the input-pipeline benchmark.")
-_ONLY = flags.DEFINE_list("only", list(BENCHMARKS), f"Benchmarks to run, from {BENCHMARKS}.")
+_ONLY = flags.DEFINE_list("only", list(DEFAULT_BENCHMARKS),
+                          f"Benchmarks to run, from {BENCHMARKS} (grid only when asked for).")
+_GRID_WAYS = flags.DEFINE_list("grid_ways", ["packed", "one-per-process", "peer"],
+                               "How to train the grid: packed (the launcher's default), "
+                               "one-per-process (--pack=1), peer (the PyTorch loop).")
+_GRID_FLAGFILE = flags.DEFINE_string("grid_flagfile", str(_REPO / "flags" / "fashion_mnist.flags"),
+                                     "main's preset for the grid's nets.")
+_GRID_DATA_DIR = flags.DEFINE_string("grid_data_dir", "data",
+                                     "data_prep's output holding <dataset>/random_0/{A,B}.")
+_GRID_DATASET = flags.DEFINE_string("grid_dataset", "fashion_mnist", "Dataset of the grid.")
+_GRID_STEPS = flags.DEFINE_integer("grid_steps", 0, "Steps per net; 0: the preset's.")
+_GRID_LAYERS = flags.DEFINE_list("grid_layers", [str(n) for n in range(1, 8)],
+                                 "Values of n in the grid (default 1..7, the demo's 37 nets).")
+_GRID_JOBS = flags.DEFINE_integer("grid_jobs", 0, "Processes at once (and the peer's threads); "
+                                  "0: the number of cores.")
+_GRID_KEEP = flags.DEFINE_string("grid_workdir", None, "Keep the grids' runs here (default: a "
+                                 "temporary directory, left in place).")
+_PEER_SCRIPT = flags.DEFINE_string("peer_script", None, "The plain-PyTorch grid to compare with "
+                                   "(prints a JSON line per net), e.g. torch_fmnist_grid.py.")
+_PEER_PYTHON = flags.DEFINE_string("peer_python", sys.executable, "A Python with torch.")
+_FASHION_DIR = flags.DEFINE_string("fashion_dir", "/usr/share/datasets/fashion-mnist",
+                                   "Fashion-MNIST IDX files, for the peer.")
 
 
 def matmul_gflops(size, repeats=10):
@@ -81,35 +111,33 @@ def cpu_summary():
 
 
 def training_step_seconds(model, batch_size, steps, warmup_steps, jit_compile, after_step=None):
-    """Seconds of each of `steps` training steps of `model.fit` with the project's solver on
-    one repeated synthetic batch. `after_step()`, if given, runs after each step is timed."""
-    import keras
+    """Seconds of each of `steps` training steps of `model` on one repeated synthetic batch,
+    through the project's own compiled step (steps.PackSteps, what `keras_transfer.main` runs)
+    with its solver. `after_step()`, if given, runs after each step is timed."""
     import tensorflow as tf
 
-    from keras_transfer import solver
+    from keras_transfer import solver, steps as steps_lib
     input_shape = tuple(model.input.shape[1:])
     num_classes = model.output.shape[-1]
     rng = np.random.default_rng(0)
     images = rng.normal(scale=50.0, size=(batch_size, *input_shape)).astype("float32")
-    labels = rng.integers(0, num_classes, batch_size)
+    labels = rng.integers(0, num_classes, batch_size).astype("int32")
+    strategy = tf.distribute.get_strategy()
     batches = tf.data.Dataset.from_tensors((images, labels)).repeat()
-    model.compile(solver.make_optimizer(0.001, lr_step=0, momentum=0.9, weight_decay=5e-4),
-                  keras.losses.SparseCategoricalCrossentropy(), jit_compile=jit_compile)
-    model.fit(batches, steps_per_epoch=max(1, warmup_steps), epochs=1, verbose=0,
-              shuffle=False)
-    # Each step returns once its tf.function has run, so batch begin/end bracket one step.
-    starts, seconds = [], []
-
-    def step_end(batch, logs):
-        seconds.append(time.perf_counter() - starts[-1])
+    optimizer = solver.make_optimizer(0.001, lr_step=0, momentum=0.9, weight_decay=5e-4)
+    optimizer.build(model.trainable_variables)
+    pack = steps_lib.PackSteps(strategy, [model], [optimizer], global_batch=batch_size,
+                               top_k=1, jit_compile=jit_compile)
+    iterator = iter(batches)
+    for _ in range(max(1, warmup_steps)):
+        pack.train(iterator, 1)
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        pack.train(iterator, 1)  # returns the step's sums, so the step has run
+        seconds.append(time.perf_counter() - start)
         if after_step is not None:
             after_step()
-
-    timer = keras.callbacks.LambdaCallback(
-        on_train_batch_begin=lambda batch, logs: starts.append(time.perf_counter()),
-        on_train_batch_end=step_end)
-    model.fit(batches, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False,
-              callbacks=[timer])
     return seconds
 
 
@@ -257,10 +285,40 @@ def main(argv):
                   f"{rates[1]:.0f} images/s, batch {_SMALL_BATCH.value}")
             pipeline_rate = rates[1]
 
-    print_goals(fp32_fraction, small_fp32_rate, pipeline_rate)
+    grid = None
+    if "grid" in run:
+        from keras_transfer import bench_grid
+        grid_config_file = _GRID_FLAGFILE.value
+        if not os.path.isfile(grid_config_file):
+            raise app.UsageError(f"--grid_flagfile: {grid_config_file} does not exist")
+        unknown_ways = sorted(set(_GRID_WAYS.value) - set(bench_grid.WAYS))
+        if unknown_ways:
+            raise app.UsageError(f"--grid_ways: unknown {unknown_ways}; choose from "
+                                 f"{bench_grid.WAYS}")
+        half = Path(_GRID_DATA_DIR.value) / _GRID_DATASET.value / "random_0" / "B"
+        if not (half / "manifest.json").is_file():
+            raise app.UsageError(f"--grid_data_dir: {half} holds no prepared data; run "
+                                 f"python -m data_prep --source={_GRID_DATASET.value} "
+                                 f"--split=random:0 --out={_GRID_DATA_DIR.value}")
+        cores = len(os.sched_getaffinity(0))
+        try:
+            layers = sorted({int(n) for n in _GRID_LAYERS.value})
+        except ValueError:
+            layers = []
+        if not layers or not set(layers) <= set(range(1, 8)):
+            raise app.UsageError(f"--grid_layers: values of n in 1..7, not "
+                                 f"{','.join(_GRID_LAYERS.value)!r}")
+        grid = bench_grid.run(_GRID_WAYS.value, flagfile=grid_config_file,
+                              data_dir=_GRID_DATA_DIR.value, dataset=_GRID_DATASET.value,
+                              steps=_GRID_STEPS.value, jobs=_GRID_JOBS.value or cores,
+                              peer_script=_PEER_SCRIPT.value, peer_python=_PEER_PYTHON.value,
+                              fashion_dir=_FASHION_DIR.value, keep=_GRID_KEEP.value,
+                              layers=layers)
+
+    print_goals(fp32_fraction, small_fp32_rate, pipeline_rate, grid)
 
 
-def print_goals(fp32_fraction, small_fp32_rate, pipeline_rate):
+def print_goals(fp32_fraction, small_fp32_rate, pipeline_rate, grid=None):
     """The benchmark's two goals, for whichever figures this run measured."""
     if fp32_fraction:
         batch = max(fp32_fraction)  # the largest batch: the paper's 256 by default
@@ -272,6 +330,11 @@ def print_goals(fp32_fraction, small_fp32_rate, pipeline_rate):
         verdict = "met" if ratio >= PIPELINE_GOAL else "NOT met"
         print(f"goal: input pipeline >= {PIPELINE_GOAL}x the small model's float32 training "
               f"rate: {verdict} ({ratio:.0f}x)")
+    if grid and "packed" in grid and "peer" in grid:
+        ratio = grid["packed"]["nets_per_hour"] / grid["peer"]["nets_per_hour"]
+        verdict = "met" if ratio >= GRID_GOAL else "NOT met"
+        print(f"goal: the demo's grid >= {GRID_GOAL}x the nets per hour of the plain PyTorch "
+              f"loop: {verdict} ({ratio:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -88,8 +88,17 @@ def commands_in(text):
     return [shlex.split(line) for line in text.splitlines() if not line.startswith("#")]
 
 
+def nets_in(cmd):
+    """The run names a command trains: its --nets list, or the one net its flags describe."""
+    flags = dict(arg[2:].split("=", 1) for arg in cmd if arg.startswith("--") and "=" in arg)
+    if "nets" in flags:
+        return flags["nets"].split(",")
+    return [naming.run_name(flags["source"], flags["target"], int(flags["n"]),
+                            "--finetune" in cmd)]
+
+
 def test_dry_run_prints_every_command_with_the_grid_flags(tmp_path):
-    text = dry_run(tmp_path, "--jobs=2", "--", "--steps=10", "--batch_size=4")
+    text = dry_run(tmp_path, "--jobs=2", "--pack=1", "--", "--steps=10", "--batch_size=4")
     commands = commands_in(text)
     assert len(commands) == 65
     for cmd in commands:
@@ -103,11 +112,33 @@ def test_dry_run_prints_every_command_with_the_grid_flags(tmp_path):
     assert "hours at 1000 images/s" in text
 
 
+def test_small_nets_are_packed_by_target_half_and_bases_train_alone(tmp_path):
+    text = dry_run(tmp_path, "--jobs=2", "--", "--steps=10")
+    commands = commands_in(text)
+    packs = [nets_in(cmd) for cmd in commands]
+    names = [name for pack in packs for name in pack]
+    assert sorted(names) == sorted(set(names)) and len(names) == 65  # every net exactly once
+    assert ["baseA"] in packs and ["baseB"] in packs
+    for pack in packs:
+        assert len({name[-1] if not name.endswith("+") else name[-2] for name in pack}) == 1
+    # Per target half, the nets that copy or are random shared over the 2 processes: 35 of
+    # target B (RnB first, as they need no base, then 18 - 7 and 10 more), 28 of target A.
+    assert sorted(len(p) for p in packs if len(p) > 1) == [7, 10, 14, 14, 18]
+    assert "9 nets in 3 processes" in text and "56 nets in 4 processes" in text
+    with_pack_3 = [nets_in(cmd) for cmd in commands_in(dry_run(tmp_path, "--pack=3"))]
+    assert max(len(p) for p in with_pack_3) == 3 and len(sum(with_pack_3, [])) == 65
+    # CaffeNet nets keep a device busy alone: no packing unless asked.
+    flagfile = tmp_path / "paper.flags"
+    flagfile.write_text("--model=caffenet\n--dataset=imagenet2012\n")
+    assert all(len(nets_in(cmd)) == 1 for cmd in commands_in(
+        dry_run(tmp_path, f"--flagfile={flagfile}", "--jobs=2")))
+
+
 def test_dry_run_leaves_out_finished_nets_and_writes_nothing(tmp_path):
     base = naming.run_dir(tmp_path / "runs", "fashion_mnist", "random_0", 0, "baseB")
     base.mkdir(parents=True)
     (base / "result.json").write_text("{}")
-    text = dry_run(tmp_path, "--targets=B", "--experiments=transfer")
+    text = dry_run(tmp_path, "--targets=B", "--experiments=transfer", "--pack=1")
     commands = commands_in(text)
     assert len(commands) == 29
     assert not any("--source=none" in c and "--target=B" in c for c in commands)

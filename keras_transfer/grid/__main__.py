@@ -1,0 +1,149 @@
+"""Command line of the grid: `python -m keras_transfer.grid [options] [-- flags for main]`.
+
+launch.sh wraps it. It uses argparse rather than absl: the grid's own `--flagfile` names main's
+preset and must not be expanded into the grid's flags, and everything after `--` is passed
+through to main verbatim.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from keras_transfer import naming
+from keras_transfer.grid.cost import dry_run
+from keras_transfer.grid.errors import GridError
+from keras_transfer.grid.local import run_local
+from keras_transfer.grid.nets import DEFAULT_EXPERIMENTS, EXPERIMENTS, enumerate_nets
+from keras_transfer.grid.plan import make_plan, resolve_preset, settings_drift
+from keras_transfer.grid.slurm import SlurmResources, submit_slurm
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _split_list(text: str) -> list[str]:
+    """`0,1` -> random:0, random:1; anything else (natman, classes:FILE) is a split spec as is."""
+    return [f"random:{x}" if x.strip().isdigit() else x.strip() for x in text.split(",") if x.strip()]
+
+
+def _name_list(text: str) -> list[str]:
+    return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="launch.sh",
+        description="Train the Yosinski et al. 2014 grid of nets, locally or on SLURM. "
+                    "Re-running the same command resumes: nets with a result.json are skipped.",
+        epilog="Flags after `--` go to every `python -m keras_transfer.main` command "
+               "(e.g. -- --steps=200 --model=small).")
+    p.add_argument("--backend", choices=("local", "slurm"), default="local")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="local: runs at a time (default: the number of cores); slurm: array "
+                        "throttle, tasks running at once per array (default: no limit)")
+    p.add_argument("--pack", type=int, default=None,
+                   help="most nets trained together by one process (one input stream, one "
+                        "compiled step; `python -m keras_transfer.main --nets=...`). Default: "
+                        "local, for the small model, each pack key's nets spread over the "
+                        "--jobs processes; otherwise 1 (one net per process or SLURM task)")
+    p.add_argument("--experiments", type=_name_list, default=list(DEFAULT_EXPERIMENTS),
+                   help=f"comma-separated, from {','.join(EXPERIMENTS)} (default: transfer,random)")
+    p.add_argument("--splits", type=_split_list, default=["random:0"],
+                   help="class splits: integers S mean random:S; default 0")
+    p.add_argument("--seeds", type=_int_list, default=[0], help="run seeds, e.g. 0,1 (default 0)")
+    p.add_argument("--targets", type=_name_list, default=list(naming.HALVES),
+                   help="halves the transferred nets are trained on: A,B (default) or B for only "
+                        "BnB, BnB+, AnB, AnB+")
+    p.add_argument("--layers", type=_int_list, default=list(range(1, naming.MAX_N + 1)),
+                   help="values of n (layers copied), default 1,...,7")
+    p.add_argument("--reduced_examples", type=_int_list, default=[],
+                   help="examples per class of the reduced-volume base nets, e.g. 10,100,1000")
+    p.add_argument("--flagfile", default=None, help="main's preset, e.g. flags/fashion_mnist.flags")
+    p.add_argument("--workdir", default=None, help="root of the run directories (default: the preset's)")
+    p.add_argument("--dry_run", action="store_true",
+                   help="print every command and the compute the grid needs; run nothing")
+    p.add_argument("--images_per_sec", type=float, default=1000.0,
+                   help="training throughput the --dry_run hours are stated at (default 1000)")
+    slurm = p.add_argument_group("slurm resources (flag, else environment variable)")
+    slurm.add_argument("--partition", default=env("KT_SLURM_PARTITION", ""), help="$KT_SLURM_PARTITION")
+    slurm.add_argument("--account", default=env("KT_SLURM_ACCOUNT", ""), help="$KT_SLURM_ACCOUNT")
+    slurm.add_argument("--gpus", type=int, default=int(env("KT_SLURM_GPUS", "0")),
+                       help="GPUs per net, $KT_SLURM_GPUS")
+    slurm.add_argument("--time", default=env("KT_SLURM_TIME", ""),
+                       help="time limit per net, e.g. 2-00:00:00, $KT_SLURM_TIME")
+    slurm.add_argument("--cpus", type=int, default=int(env("KT_SLURM_CPUS", "0")),
+                       help="CPUs per net, $KT_SLURM_CPUS")
+    return p
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def main(argv=None, out=sys.stdout) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, extra = argv[:i], argv[i + 1:]
+    args = parser().parse_args(argv)
+    bad_targets = [t for t in args.targets if t not in naming.HALVES]
+    bad_layers = [n for n in args.layers if not 1 <= n <= naming.MAX_N]
+    if bad_targets or not args.targets:
+        raise GridError(f"--targets must be a list of A and B, not {','.join(args.targets) or 'empty'}")
+    if bad_layers or not args.layers:
+        raise GridError(f"--layers must be values of n in 1..{naming.MAX_N}, not {bad_layers or 'empty'}")
+    if not args.splits or not args.seeds:
+        raise GridError("--splits and --seeds need at least one value each")
+    if args.jobs is not None and args.jobs < 1:
+        raise GridError(f"--jobs must be at least 1, not {args.jobs}")
+    if any(n <= 0 for n in args.reduced_examples):
+        raise GridError("--reduced_examples must be positive numbers of examples per class")
+    if args.images_per_sec <= 0:
+        raise GridError("--images_per_sec must be positive")
+    preset = resolve_preset(args.flagfile, extra)
+    nets = enumerate_nets(dataset=preset.dataset, splits=args.splits, seeds=args.seeds,
+                          experiments=args.experiments, targets=args.targets, n_values=args.layers,
+                          reduced_examples=args.reduced_examples)
+    jobs = args.jobs or (available_cores() if args.backend == "local" else 0)
+    threads = max(1, available_cores() // jobs) if args.backend == "local" and jobs > 1 else 0
+    if args.pack is not None and args.pack < 1:
+        raise GridError(f"--pack must be at least 1 net per process, not {args.pack}")
+    pack = args.pack or (0 if args.backend == "local" else 1)
+    plan = make_plan(nets, preset, workdir=args.workdir, flagfile=args.flagfile,
+                     extra_flags=extra, threads=threads, pack=pack, processes=jobs or 1)
+    for message in settings_drift(plan, preset):
+        print(f"[grid] warning: {message}", file=out)
+    if args.dry_run:
+        dry_run(plan, preset, args.images_per_sec, out=out)
+        return 0
+    if args.backend == "slurm":
+        resources = SlurmResources(partition=args.partition, gpus=args.gpus, time=args.time,
+                                   cpus=args.cpus, account=args.account, max_parallel=args.jobs or 0)
+        return submit_slurm(plan, resources, out=out)
+    missing = plan.missing_data()
+    if missing:
+        raise GridError("the grid needs data that is not prepared in "
+                        f"{plan.data_dir}/{plan.dataset}; run first:\n  " + "\n  ".join(missing))
+    return run_local(plan, jobs, out=out)
+
+
+def run() -> None:
+    try:
+        sys.exit(main())
+    except GridError as e:
+        print(f"launch.sh: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

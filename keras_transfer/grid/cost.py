@@ -1,0 +1,81 @@
+"""What a grid costs before it runs: `--dry_run` prints every command and the compute.
+
+Paper-scale grids are hundreds of GPU-days, so the estimate (images trained x FLOP per image
+of the preset's own model) comes before a single net is started, and it writes nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from keras_transfer.grid.nets import Net, stages
+from keras_transfer.grid.plan import Plan
+
+CAFFENET_MULTIPLY_ADDS = 0.724e9  # design.md section 1, forward pass of one 227x227 image.
+TRAIN_FLOPS_PER_MULTIPLY_ADD = 3 * 2  # forward + backward (about 2x forward); 2 FLOP per MAC.
+
+
+def images_per_net(preset, plan: Plan, net: Net) -> float | None:
+    """Training images one net sees: steps x batch, or epochs x the target half's training count."""
+    if preset.steps > 0:
+        return float(preset.steps * preset.batch_size)
+    manifest = Path(plan.data_dir) / plan.dataset / net.split_dir / net.target / "manifest.json"
+    if not manifest.is_file():
+        return None
+    return preset.epochs * json.loads(manifest.read_text())["counts"]["train"]
+
+
+def multiply_adds(preset, plan: Plan) -> tuple[float, str]:
+    """Forward multiply-adds per image of the preset's model, and where the number comes from."""
+    shape, classes, note = None, preset.fc8_outputs or None, ""
+    for net in plan.nets:
+        manifest = Path(plan.data_dir) / plan.dataset / net.split_dir / net.target / "manifest.json"
+        if manifest.is_file():
+            m = json.loads(manifest.read_text())
+            shape, classes = m["image_shape"], classes or m["num_classes"]
+            break
+    if shape is None:  # not prepared yet: the paper's 256 px photos, or the 28 px default dataset
+        shape = [256, 256, 3] if preset.model == "caffenet" else [28, 28, 1]
+        note = ", image size assumed (no manifest yet)"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        from keras_transfer import data, models
+        crop = preset.crop or data.default_crop(preset.model, min(shape[0], shape[1]))
+        model = models.build(preset.model, classes or 500, (crop, crop, shape[2]))
+        return float(models.multiply_adds(model)), f"{preset.model} at {crop}x{crop}x{shape[2]}{note}"
+    except ImportError as e:
+        if preset.model == "caffenet":
+            return CAFFENET_MULTIPLY_ADDS, "caffenet, design.md's 0.724 G"
+        return 0.0, f"unknown: {e}"
+
+
+def dry_run(plan: Plan, preset, images_per_sec: float, out=sys.stdout) -> None:
+    todo = [net for net in plan.nets if not plan.is_done(net)]
+    print(f"# {len(plan.nets)} nets in {plan.workdir}/{plan.dataset}: {len(plan.nets) - len(todo)} "
+          f"done, {len(todo)} to run", file=out)
+    for stage, nets in stages(todo):
+        packs = plan.packs(nets)
+        in_packs = f" in {len(packs)} processes" if len(packs) < len(nets) else ""
+        print(f"# {stage}: {len(nets)} nets{in_packs}", file=out)
+        for pack in packs:
+            print(shlex.join(plan.command(pack)), file=out)
+    missing = plan.missing_data()
+    if missing:
+        print("# data not prepared yet; run first:", file=out)
+        for cmd in missing:
+            print(f"#   {cmd}", file=out)
+    counts = [images_per_net(preset, plan, net) for net in todo]
+    images = sum(c for c in counts if c is not None)
+    macs, macs_source = multiply_adds(preset, plan)
+    gflop = TRAIN_FLOPS_PER_MULTIPLY_ADD * macs / 1e9
+    unknown = sum(c is None for c in counts)
+    print(f"# compute: {images:,.0f} images trained ({len(todo) - unknown} nets"
+          + (f"; {unknown} nets use --epochs without a manifest to count, left out" if unknown else "")
+          + ")", file=out)
+    print(f"#   x {gflop:.4g} GFLOP per trained image (3 x 2 x {macs / 1e9:.4g} G forward "
+          f"multiply-adds, {macs_source}) = {images * gflop / 1e6:.4g} PFLOP", file=out)
+    print(f"#   = {images / images_per_sec / 3600:.4g} hours at {images_per_sec:g} images/s "
+          "(set --images_per_sec to your measured rate; frozen nets train somewhat faster)", file=out)

@@ -1,0 +1,184 @@
+"""The local backend: trains the plan's nets on this machine, N processes at a time, resumably.
+
+Each process trains a pack of nets (`python -m keras_transfer.main --nets=...`, see
+keras_transfer/steps.py), or one net. Packs are formed when a process slot frees up, from the
+nets whose base nets are done, so packs never wait on each other. Several launchers may share
+one workdir (a per-net lock decides who trains a net), a net whose base failed fails at once
+instead of waiting forever, and SIGTERM stops the runs so they save a backup and the next launch
+resumes them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from keras_transfer.grid.plan import Plan
+from keras_transfer.locking import RunLock
+
+
+@dataclasses.dataclass
+class _Running:
+    nets: list
+    proc: subprocess.Popen
+    locks: list
+    log: object
+    log_path: object
+    started: float
+
+
+class _Stop(Exception):
+    """SIGTERM (or SIGINT) reached the launcher: stop the runs, let them save, exit."""
+
+    def __init__(self, signum):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) -> int:
+    """Trains the nets that are not done, `jobs` processes at a time, base nets before their
+    dependants.
+
+    Returns 0 if every net ends with a result.json, 1 otherwise. A net whose base failed here is
+    failed at once, naming the base. A net locked by another launcher is left to it and waited for.
+    """
+    total = len(plan.nets)
+    done = {net.key for net in plan.nets if plan.is_done(net)}
+    pending = [net for net in plan.nets if net.key not in done]
+    failed: dict = {}  # key -> reason
+    running: list[_Running] = []
+    skipped = len(done)
+
+    def say(message):
+        busy = sum(len(r.nets) for r in running)
+        print(f"[grid] {len(done)} done, {busy} running, {len(pending)} left, {len(failed)} failed "
+              f"| {message}", file=out, flush=True)
+
+    say(f"{total} nets, {skipped} already done, {jobs} processes at a time")
+
+    def on_signal(signum, frame):
+        raise _Stop(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while pending or running:
+            for r in list(running):
+                code = r.proc.poll()
+                if code is None:
+                    continue
+                for lock in r.locks:
+                    lock.release()
+                r.log.close()
+                running.remove(r)
+                secs = time.monotonic() - r.started
+                for net in r.nets:
+                    if plan.is_done(net):
+                        done.add(net.key)
+                        say(f"finished {net.label} in {secs:.0f}s")
+                    else:
+                        why = f"exit code {code}" if code else "exited 0 without result.json"
+                        failed[net.key] = f"{why}; see {r.log_path}"
+                        say(f"FAILED {net.label} ({failed[net.key]})")
+            for net in list(pending):
+                if plan.is_done(net):                     # finished by another launcher
+                    pending.remove(net)
+                    done.add(net.key)
+                    say(f"{net.label} was finished by another launcher")
+                    continue
+                bad = [k for k in net.needs if k in failed]
+                if bad:
+                    pending.remove(net)
+                    base = bad[0][2]
+                    failed[net.key] = f"not run: its base net {base} failed ({failed[bad[0]]})"
+                    say(f"FAILED {net.label}: {failed[net.key]}")
+            while len(running) < jobs:
+                claimed = _claim_pack(plan, [n for n in pending
+                                             if all(plan.is_done(k) for k in n.needs)])
+                if not claimed:
+                    break
+                pack, locks = claimed
+                for net in pack:
+                    pending.remove(net)
+                r = _start(plan, pack, locks)
+                running.append(r)
+                what = pack[0].label if len(pack) == 1 else (
+                    f"a pack of {len(pack)}: {', '.join(net.name for net in pack)}")
+                say(f"started {what} -> {r.log_path}")
+            if pending or running:
+                time.sleep(poll_seconds)
+    except _Stop as stop:
+        say(f"{stop}: stopping {sum(len(r.nets) for r in running)} running nets "
+            "(they save a backup and resume next time)")
+        _stop_all(running)
+        return 128 + stop.signum
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    ran = len(done) - skipped
+    say(f"grid finished: {ran} trained, {skipped} were already done, {len(failed)} failed")
+    for key, why in failed.items():
+        print(f"[grid]   failed {key[0]}/seed{key[1]}/{key[2]}: {why}", file=out)
+    return 1 if failed else 0
+
+
+def _claim_pack(plan: Plan, ready):
+    """The first pack of ready nets this launcher could lock, with the locks; None if none.
+
+    Nets another launcher holds are left to it; a net finished meanwhile is left out."""
+    for pack in plan.packs(ready):
+        claimed, locks = [], []
+        for net in pack:
+            lock = RunLock(plan.lock_path(net))
+            if not lock.acquire():                    # another launcher is training it
+                continue
+            if plan.is_done(net):                     # it finished between our checks
+                lock.release()
+                continue
+            claimed.append(net)
+            locks.append(lock)
+        if claimed:
+            return claimed, locks
+    return None
+
+
+def _start(plan: Plan, pack: list, locks: list) -> _Running:
+    cmd = plan.command(pack)
+    log_path = plan.log_path(pack[0]) if len(pack) == 1 else plan.pack_log_path(pack)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    header = (f"# {datetime.datetime.now().isoformat(timespec='seconds')} {socket.gethostname()} "
+              f"launcher pid {os.getpid()}: {shlex.join(cmd)}\n")
+    if len(pack) > 1:  # each net's own log says where its output is
+        for net in pack:
+            with open(plan.log_path(net), "a") as own:
+                own.write(header + f"# trained in a pack of {len(pack)}; its output: {log_path}\n")
+    log = open(log_path, "a")
+    log.write(header)
+    log.flush()
+    # The run inherits the locks' file descriptors, so the locks outlive a killed launcher
+    # exactly as long as the run itself does.
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            pass_fds=tuple(lock.fd for lock in locks))
+    return _Running(pack, proc, locks, log, log_path, time.monotonic())
+
+
+def _stop_all(runs, grace_seconds: float = 60.0) -> None:
+    runs = list(runs)
+    for r in runs:
+        if r.proc.poll() is None:
+            r.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    for r in runs:
+        try:
+            r.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            r.proc.kill()
+            r.proc.wait()
+        for lock in r.locks:
+            lock.release()
+        r.log.close()

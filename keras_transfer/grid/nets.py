@@ -1,0 +1,160 @@
+"""Which nets the paper's experiments need, and in which order they can be trained.
+
+Kept free of flags, processes and files: the list of nets is the one thing every backend, the
+dry run and the tests agree on, and each net names the base nets it copies from so that a
+backend can order them without knowing the experiments.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from keras_transfer import naming
+from keras_transfer.grid.errors import GridError
+
+EXPERIMENTS = ("transfer", "random", "dissimilar", "reduced")
+DEFAULT_EXPERIMENTS = ("transfer", "random")
+
+
+@dataclasses.dataclass(frozen=True)
+class Net:
+    """One net of the grid: the flags that define it, and where it lives."""
+    experiment: str
+    split: str
+    split_dir: str
+    seed: int
+    source: str
+    target: str
+    n: int
+    finetune: bool
+    examples_per_class: int = 0
+
+    @property
+    def name(self) -> str:
+        return naming.run_name(self.source, self.target, self.n, self.finetune)
+
+    @property
+    def condition(self) -> str:
+        return naming.condition(self.source, self.target, self.n, self.finetune)
+
+    @property
+    def key(self) -> tuple:
+        return (self.split_dir, self.seed, self.name)
+
+    @property
+    def label(self) -> str:
+        return f"{self.split_dir}/seed{self.seed}/{self.name}"
+
+    @property
+    def pack_key(self) -> tuple:
+        """Nets with equal keys can train as one pack: same data stream, same seed."""
+        return (self.split, self.split_dir, self.seed, self.target, self.examples_per_class)
+
+    @property
+    def needs(self) -> tuple:
+        """Keys of the base nets this net copies layers from (none for bases and random features)."""
+        if self.source in naming.HALVES and self.n > 0:
+            return ((self.split_dir, self.seed, f"base{self.source}"),)
+        return ()
+
+    def main_flags(self) -> list[str]:
+        flags = [f"--split={self.split}", f"--seed={self.seed}", f"--source={self.source}",
+                 f"--target={self.target}", f"--n={self.n}"]
+        if self.finetune:
+            flags.append("--finetune")
+        if self.examples_per_class:
+            flags.append(f"--examples_per_class={self.examples_per_class}")
+        return flags
+
+
+def split_dirname(split: str, examples_per_class: int = 0) -> str:
+    from data_prep.splits import split_dirname as data_prep_split_dirname
+    return data_prep_split_dirname(split, examples_per_class or None)
+
+
+def dissimilar_split(dataset: str) -> str:
+    """ImageNet's dissimilar split is the paper's natural/man-made one; small datasets name theirs."""
+    return "natman" if dataset.startswith("imagenet") else "dissimilar"
+
+
+def transfer_set(experiment, split, seed, targets, n_values, epc=0) -> list[Net]:
+    """baseA, baseB, then per n the selffer and transfer nets (frozen and fine-tuned) per target."""
+    sd = split_dirname(split, epc)
+    nets = [Net(experiment, split, sd, seed, "none", h, 0, False, epc) for h in naming.HALVES]
+    for n in n_values:
+        for target in targets:
+            other = naming.other_half(target)
+            for source in (target, other):          # BnB, BnB+, AnB, AnB+ (target B)
+                for finetune in (False, True):
+                    nets.append(Net(experiment, split, sd, seed, source, target, n, finetune, epc))
+    return nets
+
+
+def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMENTS,
+                   targets=naming.HALVES, n_values=range(1, naming.MAX_N + 1),
+                   reduced_examples=()) -> list[Net]:
+    """Every net of the requested experiments, bases first, each net listed once.
+
+    transfer: per split and seed, baseA, baseB and for each n BnB, BnB+, AnB, AnB+ (and, for
+    target A, AnA, AnA+, BnA, BnA+): 2 + 28 + 28 nets. random: the random-features control R nB
+    (target B only, as in the paper): 7 nets. dissimilar: the transfer set on the dataset's
+    dissimilar split, per seed. reduced: baseA and baseB per examples-per-class value.
+    """
+    unknown = sorted(set(experiments) - set(EXPERIMENTS))
+    if unknown:
+        raise GridError(f"unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(EXPERIMENTS)}")
+    if "reduced" in experiments and not reduced_examples:
+        raise GridError("--experiments=reduced needs --reduced_examples=N1,N2,... "
+                        "(training examples per class of each reduced base net)")
+    nets: list[Net] = []
+    for split in splits:
+        for seed in seeds:
+            if "transfer" in experiments:
+                nets += transfer_set("transfer", split, seed, targets, n_values)
+            if "random" in experiments:
+                sd = split_dirname(split)
+                nets += [Net("random", split, sd, seed, "random", "B", n, False) for n in n_values]
+            if "reduced" in experiments:
+                for epc in reduced_examples:
+                    sd = split_dirname(split, epc)
+                    nets += [Net("reduced", split, sd, seed, "none", h, 0, False, epc)
+                             for h in naming.HALVES]
+    if "dissimilar" in experiments:
+        for seed in seeds:
+            nets += transfer_set("dissimilar", dissimilar_split(dataset), seed, targets, n_values)
+    unique = {}
+    for net in nets:                                # a run dir asked for twice is one net
+        unique.setdefault(net.key, net)
+    # Stable sort: base nets, then the random-features control, then nets that copy from a base.
+    return sorted(unique.values(), key=lambda net: (bool(net.needs), net.n > 0))
+
+
+def stages(nets):
+    """Nets without dependencies (bases, random features), then the nets that copy from a base."""
+    first = [net for net in nets if not net.needs]
+    second = [net for net in nets if net.needs]
+    return [(name, group) for name, group in
+            (("stage 1, no dependencies", first), ("stage 2, after their base nets", second)) if group]
+
+
+def base_keys(nets) -> set:
+    """Keys of the nets some net copies from."""
+    return {key for net in nets for key in net.needs}
+
+
+def packs(nets, size_of, bases) -> list[list[Net]]:
+    """The nets in packs: nets of one pack key, in order, at most `size_of(net)` per pack.
+
+    Nets in `bases` (keys of nets others copy from) are packed alone, so their dependants are
+    not held up by packmates; for the rest, a pack shares one input stream and compiled step.
+    """
+    result, open_packs = [], {}
+    for net in nets:
+        if net.key in bases or size_of(net) <= 1:
+            result.append([net])
+            continue
+        pack = open_packs.get(net.pack_key)
+        if pack is None or len(pack) >= size_of(net):
+            pack = open_packs[net.pack_key] = []
+            result.append(pack)
+        pack.append(net)
+    return result

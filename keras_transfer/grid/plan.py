@@ -1,0 +1,171 @@
+"""The plan: the nets plus main's resolved preset, turned into commands and file paths.
+
+The preset is resolved with main's own flag definitions (`config.resolve`), so the grid looks
+for run directories exactly where main will write them and refuses flags main would refuse
+before anything starts; the grid's own flags are kept out of the pass-through ones.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from keras_transfer import naming
+from keras_transfer.grid.errors import GridError
+from keras_transfer.grid import nets as nets_lib
+from keras_transfer.grid.nets import Net
+
+# Flags of main the grid sets on every command; giving them after `--` would contradict the grid.
+GRID_OWNED_FLAGS = ("source", "target", "n", "finetune", "nets", "split", "seed", "workdir",
+                    "examples_per_class", "flagfile")
+MODULE = "keras_transfer.main"
+
+
+def resolve_preset(flagfile: str | None, extra_flags: list[str]):
+    """main's Config for the flagfile and pass-through flags, parsed with main's own flag definitions."""
+    from keras_transfer import config
+    for arg in extra_flags:
+        name = arg.lstrip("-").split("=", 1)[0]
+        name = name[2:] if name.startswith("no") and name[2:] in GRID_OWNED_FLAGS else name
+        if not arg.startswith("-"):
+            raise GridError(f"unexpected argument {arg!r} after `--`: only flags of "
+                            f"keras_transfer.main go there (e.g. --steps=100)")
+        if name in GRID_OWNED_FLAGS:
+            raise GridError(f"--{name} is set by the grid for every net; use the grid's own option "
+                            "(--splits, --seeds, --workdir, --flagfile, --experiments) instead of "
+                            "passing it after `--`")
+    if flagfile is not None and not Path(flagfile).is_file():
+        raise GridError(f"flagfile {flagfile} does not exist; give a file of main's flags, "
+                        "e.g. --flagfile=flags/fashion_mnist.flags")
+    try:
+        return config.resolve(flagfile, extra_flags)
+    except config.ConfigError as e:
+        raise GridError(f"main's flags do not parse: {e}") from e
+
+
+@dataclasses.dataclass
+class Plan:
+    """The nets, and everything needed to turn one into a command and find its files."""
+    nets: list
+    workdir: str
+    dataset: str
+    data_dir: str
+    flagfile: str | None
+    extra_flags: list
+    python: str = sys.executable
+    threads: int = 0  # > 0: add --threads=N to every command (several local runs share the cores)
+    # Most nets per process, per pack key (see nets.packs); nets of a missing key are not packed.
+    pack_sizes: dict = dataclasses.field(default_factory=dict)
+
+    def pack_size(self, net: Net) -> int:
+        return self.pack_sizes.get(net.pack_key, 1)
+
+    def packs(self, nets) -> list[list[Net]]:
+        """`nets` (some of the plan's) in packs, the plan's base nets alone."""
+        return nets_lib.packs(nets, self.pack_size, nets_lib.base_keys(self.nets))
+
+    def command(self, pack) -> list[str]:
+        """The command that trains one net, or a pack (a list of nets of one pack key)."""
+        pack = [pack] if isinstance(pack, Net) else list(pack)
+        cmd = [self.python, "-m", MODULE]
+        if self.flagfile:
+            cmd.append(f"--flagfile={self.flagfile}")
+        cmd += self.extra_flags
+        cmd.append(f"--workdir={self.workdir}")
+        if len(pack) == 1:
+            cmd += pack[0].main_flags()
+        else:
+            first = pack[0]
+            cmd += [f"--split={first.split}", f"--seed={first.seed}",
+                    f"--nets={','.join(net.name for net in pack)}"]
+            if first.examples_per_class:
+                cmd.append(f"--examples_per_class={first.examples_per_class}")
+        if self.threads and not any(a.lstrip("-").startswith("threads") for a in self.extra_flags):
+            cmd.append(f"--threads={self.threads}")
+        return cmd
+
+    def run_dir(self, net_or_key) -> Path:
+        split_dir, seed, name = net_or_key.key if isinstance(net_or_key, Net) else net_or_key
+        return naming.run_dir(self.workdir, self.dataset, split_dir, seed, name)
+
+    def is_done(self, net_or_key) -> bool:
+        return (self.run_dir(net_or_key) / "result.json").is_file()
+
+    def log_path(self, net: Net) -> Path:
+        return Path(self.workdir) / "logs" / self.dataset / net.split_dir / f"seed{net.seed}" / f"{net.name}.log"
+
+    def lock_path(self, net: Net) -> Path:
+        return self.log_path(net).with_suffix(".lock")
+
+    def pack_log_path(self, pack) -> Path:
+        """The log of a pack's process (each net's own log points to it)."""
+        first = pack[0]
+        return self.log_path(first).with_name(f"pack-{first.name}+{len(pack) - 1}.log")
+
+    def missing_data(self) -> list[str]:
+        """The data_prep commands still needed: one per (split, examples per class) without manifests."""
+        needed = {}
+        for net in self.nets:
+            halves = {net.target} | ({net.source} if net.source in naming.HALVES else set())
+            for half in halves:
+                manifest = Path(self.data_dir) / self.dataset / net.split_dir / half / "manifest.json"
+                if not manifest.is_file():
+                    cmd = (f"python -m data_prep --source={self.dataset} --split={net.split} "
+                           f"--out={self.data_dir}")
+                    if net.examples_per_class:
+                        cmd += f" --examples_per_class={net.examples_per_class}"
+                    needed[cmd] = None
+        return list(needed)
+
+
+# Flags of main that change what a finished net is; a finished net trained with other values is
+# still skipped (result.json means done), but the launcher says so.
+TRAINING_FLAGS = ("model", "fc8_outputs", "crop", "batch_size", "steps", "epochs", "lr", "lr_step",
+                  "momentum", "weight_decay", "dropout", "dataset")
+
+
+def settings_drift(plan: Plan, preset) -> list[str]:
+    """Finished nets whose config.json disagrees with the preset on a training flag."""
+    messages = []
+    for net in plan.nets:
+        config_path = plan.run_dir(net) / "config.json"
+        if not plan.is_done(net) or not config_path.is_file():
+            continue
+        try:
+            config = json.loads(config_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        diffs = [f"{k}={config[k]} (now {getattr(preset, k)})" for k in TRAINING_FLAGS
+                 if k in config and config[k] != getattr(preset, k)]
+        if diffs:
+            messages.append(f"{net.label} is done but was trained with {', '.join(diffs)}; "
+                            f"it is kept: delete {plan.run_dir(net)} to retrain it")
+    return messages
+
+
+def make_plan(nets, preset, *, workdir=None, flagfile=None, extra_flags=(), threads=0,
+              pack=1, processes=1) -> Plan:
+    """`pack`: most nets per process; 0 chooses: for a model small enough that one net leaves
+    a core's time to per-step overhead (`PACKED_MODELS`), the nets of each pack key shared
+    evenly over `processes`; otherwise one net per process."""
+    nets = list(nets)
+    bases = nets_lib.base_keys(nets)
+    groups = {}
+    for net in nets:
+        if net.key not in bases:  # base nets train alone (nets.packs)
+            groups.setdefault(net.pack_key, []).append(net)
+    if pack == 0:
+        packed = preset.model in PACKED_MODELS
+        sizes = {key: -(-len(group) // processes) if packed else 1 for key, group in groups.items()}
+    else:
+        sizes = dict.fromkeys(groups, pack)
+    return Plan(nets=nets, workdir=workdir or preset.workdir, dataset=preset.dataset,
+                data_dir=preset.data_dir, flagfile=flagfile, extra_flags=list(extra_flags),
+                threads=threads, pack_sizes=sizes)
+
+
+# Models whose nets the grid packs by default. The small model's step is a few milliseconds of
+# small ops, so a process gains by stepping many nets together (`python -m keras_transfer.bench
+# --only=grid` measures it); CaffeNet keeps a device busy on its own.
+PACKED_MODELS = ("small",)
