@@ -108,8 +108,8 @@ def run(ways, *, flagfile: str, data_dir: str, dataset: str, steps: int, jobs: i
         layers=ALL_LAYERS) -> dict:
     """Trains the grid each way in `ways`, prints the figures; returns them by way."""
     from keras_transfer import config as config_lib
-    preset = config_lib.resolve(flagfile, [f"--data_dir={data_dir}", f"--dataset={dataset}",
-                                           f"--steps={steps}"])
+    preset = config_lib.resolve(flagfile, [f"--data_dir={data_dir}", f"--dataset={dataset}"]
+                                + ([f"--steps={steps}"] if steps else []))
     images_per_net = preset.steps * preset.batch_size
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="kt-bench-grid-"))
     count = 2 + 5 * len(layers)

@@ -159,9 +159,6 @@ def check_inputs(config: Config) -> tuple[dict, dict | None]:
 # A call of the compiled train loop runs as many steps as take about this long, so Python is
 # entered rarely for small nets while SIGTERM is still honoured within about a second.
 SECONDS_PER_CALL = 1.0
-# Evaluation batches hold about this many input values (or one training batch, if larger):
-# a few large batches cost far less per image than many small ones.
-EVAL_BATCH_VALUES = 1 << 20
 
 
 def _is_chief(strategy) -> bool:
@@ -212,16 +209,6 @@ def best_mean(values, k: int = 10) -> float:
     """The paper's metric: the mean of the k best validation values (optimistic, as reported)."""
     best = sorted((v for v in values if not math.isnan(v)), reverse=True)[:k]
     return float(np.mean(best)) if best else float("nan")
-
-
-def eval_batch_size(config: Config, input_shape, replicas: int) -> int:
-    """Evaluation batch: about EVAL_BATCH_VALUES inputs, at least the training batch, a multiple
-    of the replicas. With --eval_steps the training batch is kept, so it counts those batches."""
-    if config.eval_steps:
-        return config.batch_size
-    per_image = int(np.prod(input_shape))
-    size = max(config.batch_size, EVAL_BATCH_VALUES // per_image)
-    return max(replicas, size - size % replicas)
 
 
 def pack_key(config: Config) -> Config:
@@ -460,7 +447,6 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
     crop = input_shape[0]
     # A resumed run draws a fresh data order rather than replaying the batches it has seen.
     data_seed = config.seed + start_step
-    val_batch = eval_batch_size(config, input_shape, strategy.num_replicas_in_sync)
     val_limit = config.eval_steps * config.batch_size if config.eval_steps else None
     manifest = nets[0].target_manifest
     train_ds = strategy.distribute_datasets_from_function(
@@ -468,7 +454,7 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
                                        training=True, seed=data_seed, input_context=ctx,
                                        crop=crop, model_name=config.model, manifest=manifest))
     val_ds = strategy.distribute_datasets_from_function(
-        lambda ctx: data.build_dataset(half_dir, "validation", batch_size=val_batch,
+        lambda ctx: data.build_dataset(half_dir, "validation", batch_size=config.batch_size,
                                        training=False, input_context=ctx, crop=crop,
                                        model_name=config.model, manifest=manifest,
                                        limit=val_limit))
@@ -479,6 +465,7 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
     with timing.phase("trace"):
         pack.trace(iterator, val_ds)
     step, steps_per_call = start_step, 1
+    multi_worker = getattr(strategy, "cluster_resolver", None) is not None
     try:
         for point in eval_points(start_step, total_steps, config.eval_every):
             interval_start, seconds = step, 0.0
@@ -494,7 +481,8 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
                 for total, add in zip(sums, call_sums):
                     for key in total:
                         total[key] += add[key]
-                steps_per_call = max(1, int(SECONDS_PER_CALL * n / max(call_seconds, 1e-6)))
+                if not multi_worker:  # workers must agree on every call's length
+                    steps_per_call = max(1, int(SECONDS_PER_CALL * n / max(call_seconds, 1e-6)))
                 if sigterm.received and step < point:  # at `point`, evaluate first
                     _preempt(nets, step, timing)
             with timing.phase("evaluate"):

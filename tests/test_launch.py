@@ -133,3 +133,61 @@ def test_failed_base_fails_its_dependants_at_once(tmp_path, data_dir):
                          rf"failed \(exit code \d+; see .*{base}\.log\)", out), out
         assert not log_of(tmp_path, name).exists()  # never started
     assert "grid finished: 0 trained, 0 were already done, 6 failed" in out
+
+
+def _pack_workers():
+    """pid -> the --nets list of every running `keras_transfer.main --nets=...` process."""
+    workers = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        args = [a.decode(errors="replace") for a in argv]
+        if "keras_transfer.main" in args:
+            nets = [a.split("=", 1)[1] for a in args if a.startswith("--nets=")]
+            if nets:
+                workers[int(proc.name)] = nets[0].split(",")
+    return workers
+
+
+def test_a_killed_pack_resumes_only_its_unfinished_nets(tmp_path, data_dir):
+    (tmp_path / "data").symlink_to(data_dir)
+    dirs = run_dirs(tmp_path)
+    long = GRID + ["--steps=200", "--eval_every=10", "--eval_steps=1", "--histogram_every=1000"]
+    first = launch(tmp_path, *long)
+    # Kill -9 one pack's process once its nets have a backup (they evaluate every 10 steps).
+    victims = {}
+
+    def pack_has_a_backup():
+        for pid, nets in _pack_workers().items():
+            if all((dirs[n] / "backup" / "checkpoint").exists() for n in nets):
+                victims.update(pid=pid, nets=nets)
+                return True
+        return False
+
+    wait_for(pack_has_a_backup, first)
+    os.kill(victims["pid"], signal.SIGKILL)
+    out = first.communicate(timeout=240)[0]
+    assert first.returncode == 1, out
+    for name in victims["nets"]:
+        assert f"FAILED random_0/seed0/{name} (exit code -9" in out
+        assert not (dirs[name] / "result.json").exists()
+    finished = {n: (d / "result.json").stat().st_mtime_ns for n, d in dirs.items()
+                if (d / "result.json").exists()}
+    assert set(finished) == set(NETS) - set(victims["nets"])  # the other pack finished
+
+    again = launch(tmp_path, *long)
+    out = again.communicate(timeout=240)[0]
+    assert again.returncode == 0, out
+    assert f"{len(NETS)} nets, {len(finished)} already done" in out
+    pack_log = next(log_of(tmp_path, "x").parent.glob(f"pack-{victims['nets'][0]}+*.log"))
+    for name in NETS:
+        result = json.loads((dirs[name] / "result.json").read_text())
+        if name in finished:
+            assert (dirs[name] / "result.json").stat().st_mtime_ns == finished[name]
+        else:
+            assert re.search(rf"resuming {re.escape(name)} from its backup at step [1-9]",
+                             pack_log.read_text())
+            assert [h["step"] for h in result["history"]] == list(range(10, 201, 10))
+        assert result["steps"] == 200

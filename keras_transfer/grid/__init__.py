@@ -1,8 +1,9 @@
 """The paper's experiment as a grid of `python -m keras_transfer.main` runs, and how to launch it.
 
 nets: which nets the experiments need, each with the base nets it copies from.
-plan: the nets plus main's resolved preset, as commands and run directories.
-local, slurm: the backends (here, N at a time; or sbatch job arrays), both resumable.
+plan: the nets plus main's resolved preset, as packs (nets one process trains together),
+commands and run directories.
+local, slurm: the backends (here, N processes at a time; or sbatch job arrays), both resumable.
 cost: `--dry_run`, the commands and the compute they need. errors: GridError.
 __main__: the command line, `python -m keras_transfer.grid` (launch.sh wraps it).
 """
@@ -10,8 +11,9 @@ from keras_transfer.grid.cost import (CAFFENET_MULTIPLY_ADDS, TRAIN_FLOPS_PER_MU
                                       dry_run, images_per_net, multiply_adds)
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.local import run_local
-from keras_transfer.grid.nets import (DEFAULT_EXPERIMENTS, EXPERIMENTS, Net, dissimilar_split,
-                                      enumerate_nets, split_dirname, stages, transfer_set)
+from keras_transfer.grid.nets import (DEFAULT_EXPERIMENTS, EXPERIMENTS, Net, base_keys,
+                                      dissimilar_split, enumerate_nets, packs, split_dirname,
+                                      stages, transfer_set)
 from keras_transfer.grid.plan import (GRID_OWNED_FLAGS, MODULE, TRAINING_FLAGS, Plan, make_plan,
                                       resolve_preset, settings_drift)
 from keras_transfer.grid.slurm import (SLURM_TASK_SCRIPT, SlurmResources, sbatch_commands,
@@ -23,9 +25,9 @@ _COMMAND_LINE = ("main", "run", "parser", "available_cores")
 
 __all__ = ["CAFFENET_MULTIPLY_ADDS", "DEFAULT_EXPERIMENTS", "EXPERIMENTS", "GRID_OWNED_FLAGS",
            "GridError", "MODULE", "Net", "Plan", "SLURM_TASK_SCRIPT", "SlurmResources",
-           "TRAINING_FLAGS", "TRAIN_FLOPS_PER_MULTIPLY_ADD", "dissimilar_split", "dry_run",
+           "TRAINING_FLAGS", "TRAIN_FLOPS_PER_MULTIPLY_ADD", "base_keys", "dissimilar_split", "dry_run",
            "enumerate_nets", "images_per_net", "make_plan", "multiply_adds", "resolve_preset",
-           "run_local", "sbatch_commands", "settings_drift", "split_dirname", "stages",
+           "packs", "run_local", "sbatch_commands", "settings_drift", "split_dirname", "stages",
            "submit_slurm", "transfer_set", *_COMMAND_LINE]
 
 
