@@ -194,13 +194,7 @@ def pack_from_flags(flag_values) -> list[Config]:
             configs.append(dataclasses.replace(config, **naming.parse_run_name(name)))
         except ValueError as e:
             raise ConfigError(f"--nets: {e}") from e
-    targets = sorted({c.target for c in configs})
-    if len(targets) > 1:
-        raise ConfigError(f"--nets={','.join(names)}: the nets of a pack share their input "
-                          f"stream, so they must have the same target half, not {' and '.join(targets)}")
-    if len(set(names)) < len(names):
-        raise ConfigError(f"--nets={','.join(names)}: a net is listed twice")
-    return configs
+    return configs  # train.run_pack checks that they can train together
 
 
 def resolve(flagfile: str | None, extra_flags: list[str]) -> Config:

@@ -275,11 +275,13 @@ def run_pack(configs: list[Config], strategy: tf.distribute.Strategy,
     backup.Preempted on SIGTERM, after every unfinished net saved a backup."""
     timing = Timing(startup_seconds)
     started = time.time() - startup_seconds
-    keys = {pack_key(c) for c in configs}
-    if len(keys) > 1:
-        raise RunError("nets trained together must differ only in --source, --n and --finetune "
-                       "(same target half, data, seed and solver)")
     names = [c.run for c in configs]
+    if len({pack_key(c) for c in configs}) > 1:
+        targets = " and ".join(sorted({c.target for c in configs}))
+        raise RunError(f"{', '.join(names)} cannot train together: the nets of a pack share "
+                       f"their input stream, so they must differ only in --source, --n and "
+                       f"--finetune (same target half, data, seed and solver; targets here: "
+                       f"{targets})")
     if len(set(names)) < len(names):
         raise RunError(f"a net is listed twice: {', '.join(names)}")
     outcomes: dict[str, object] = {}
