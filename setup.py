@@ -21,6 +21,7 @@ setup(
         "pandas==3.1.1",
         "pillow==13.0.0",
         "matplotlib==3.11.2",
+        "scipy==1.17.1",
     ],
     extras_require={"test": ["pytest==9.2.0"]},
     entry_points={

@@ -54,7 +54,8 @@ class EvalHistory:
         }
         self.entries.append(entry)
         write_json_atomic(self.path, {"history": self.entries})
-        print(f"{self.prefix}step {step}: val top-1 {entry['top1']:.4f} top-5 {entry['top5']:.4f} "
+        top5 = f"top-5 {entry['top5']:.4f} " if entry["top5"] is not None else ""
+        print(f"{self.prefix}step {step}: val top-1 {entry['top1']:.4f} {top5}"
               f"loss {entry['loss']:.4f} | train loss {entry['train_loss']:.4f} "
               f"lr {entry['learning_rate']:.2g} | {entry['images_per_sec']:.0f} images/s",
               flush=True)
@@ -74,7 +75,8 @@ class Summaries:
     def add(self, entry: dict) -> None:
         with self.writer.as_default(step=entry["step"]):
             for name in ("loss", "top1", "top5"):
-                tf.summary.scalar(f"eval/{name}", entry[name])
+                if entry[name] is not None:  # no top-5 on halves of 5 classes or fewer
+                    tf.summary.scalar(f"eval/{name}", entry[name])
             tf.summary.scalar("train/loss", entry["train_loss"])
             tf.summary.scalar("train/top1", entry["train_top1"])
             tf.summary.scalar("train/learning_rate", entry["learning_rate"])

@@ -32,7 +32,7 @@ class PackSteps:
     divided by it, so the all-reduced gradient is the global batch's mean, as in `model.fit`.
     """
 
-    def __init__(self, strategy, models, optimizers, *, global_batch: int, top_k: int,
+    def __init__(self, strategy, models, optimizers, *, global_batch: int, top_k: int | None,
                  jit_compile: bool):
         self.strategy = strategy
         self.models = list(models)
@@ -67,8 +67,9 @@ class PackSteps:
         for model in self.models:
             probs = model(images, training=False)
             per_example = keras.losses.sparse_categorical_crossentropy(labels, probs)
+            top_k = _correct(labels, probs, self.top_k) if self.top_k else tf.zeros([])
             sums.append(tf.stack([tf.reduce_sum(per_example), _correct(labels, probs, 1),
-                                  _correct(labels, probs, self.top_k), count]))
+                                  top_k, count]))
         return tf.stack(sums)
 
     # ------------------------------------------------------------------ across replicas
@@ -102,13 +103,15 @@ class PackSteps:
         return [dict(zip(TRAIN_SUMS, map(float, row))) for row in totals]
 
     def evaluate(self, val_dataset) -> list[dict]:
-        """One pass over `val_dataset`; per net mean loss, top-1 and top-k, and the count."""
+        """One pass over `val_dataset`; per net mean loss, top-1 and top-k (None without a
+        top_k), and the count."""
         totals = self._evaluate_function(val_dataset)().numpy()
         results = []
         for loss, top1, top5, count in totals:
             count = max(float(count), 1.0)
             results.append({"loss": float(loss) / count, "top1": float(top1) / count,
-                            "top5": float(top5) / count, "count": int(count)})
+                            "top5": float(top5) / count if self.top_k else None,
+                            "count": int(count)})
         return results
 
     def _evaluate_function(self, val_dataset):

@@ -22,12 +22,11 @@ import zlib
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from data_prep.manifest import verify as verify_shards
 from data_prep.manifest import write_json_atomic
-from keras_transfer import data, models, naming, progress, solver, transfer
+from keras_transfer import data, metrics, models, naming, progress, solver, transfer
 from keras_transfer import steps as steps_lib
 from keras_transfer.backup import Backup, Preempted, SigtermFlag
 from keras_transfer.config import Config
@@ -193,9 +192,20 @@ def _save_weights_atomically(model, path: Path) -> None:
 
 
 def init_seed(config: Config) -> int:
-    """Each net of a seed draws its own initialisation (the paper's nets were independent), so a
-    random-features control or a re-initialised upper layer is never a base net's start."""
-    return zlib.crc32(f"{config.seed}/{config.run}".encode()) & 0x7FFFFFFF
+    """Each net draws its own initialisation (the paper's nets were independent), so a
+    random-features control or a re-initialised upper layer is never a base net's start, and
+    nets of different splits or seeds are independent repeats."""
+    return _seed_of(f"{config.split_dir}/{config.seed}/{config.run}")
+
+
+def data_seed(config: Config, start_step: int) -> int:
+    """The data order and augmentation of a split and seed (shared by the nets of a pack); a
+    resumed run draws a fresh order from its step rather than replaying the batches it saw."""
+    return _seed_of(f"{config.split_dir}/{config.seed}") + start_step
+
+
+def _seed_of(text: str) -> int:
+    return zlib.crc32(text.encode()) & 0x3FFFFFFF
 
 
 def eval_points(start: int, total: int, every: int) -> list[int]:
@@ -205,10 +215,10 @@ def eval_points(start: int, total: int, every: int) -> list[int]:
     return points + [total] if start < total else []
 
 
-def best_mean(values, k: int = 10) -> float:
-    """The paper's metric: the mean of the k best validation values (optimistic, as reported)."""
-    best = sorted((v for v in values if not math.isnan(v)), reverse=True)[:k]
-    return float(np.mean(best)) if best else float("nan")
+def top_k(manifest: dict) -> int | None:
+    """5 for top-5 accuracy, or None where it means nothing: a half of 5 classes or fewer
+    always has its label among the 5 highest outputs."""
+    return 5 if manifest["num_classes"] > 5 else None
 
 
 def pack_key(config: Config) -> Config:
@@ -447,13 +457,11 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
                  num_classes: int, jit_compile: bool, sigterm: SigtermFlag, timing: Timing):
     half_dir = config.half_dir(config.target)
     crop = input_shape[0]
-    # A resumed run draws a fresh data order rather than replaying the batches it has seen.
-    data_seed = config.seed + start_step
     val_limit = config.eval_steps * config.batch_size if config.eval_steps else None
     manifest = nets[0].target_manifest
     train_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.build_dataset(half_dir, "train", batch_size=config.batch_size,
-                                       training=True, seed=data_seed, input_context=ctx,
+                                       training=True, seed=data_seed(config, start_step), input_context=ctx,
                                        crop=crop, model_name=config.model, manifest=manifest))
     val_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.build_dataset(half_dir, "validation", batch_size=config.batch_size,
@@ -461,7 +469,7 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
                                        model_name=config.model, manifest=manifest,
                                        limit=val_limit))
     pack = steps_lib.PackSteps(strategy, [n.model for n in nets], [n.optimizer for n in nets],
-                               global_batch=config.batch_size, top_k=min(5, num_classes),
+                               global_batch=config.batch_size, top_k=top_k(manifest),
                                jit_compile=jit_compile)
     iterator = iter(train_ds)
     with timing.phase("trace"):
@@ -534,9 +542,8 @@ def _finish(net: _Net, strategy, chief: bool, jit_compile: bool, num_classes: in
         "examples_per_class": config.examples_per_class or None,
         "source": config.source, "target": config.target, "n": config.n,
         "finetune": config.finetune, "model": config.model, "num_outputs": num_classes,
-        "top1_final": final["top1"], "top5_final": final["top5"], "loss_final": final["loss"],
-        "top1_best10_mean": best_mean([e["top1"] for e in entries]),
-        "top5_best10_mean": best_mean([e["top5"] for e in entries]),
+        **metrics.top1_metrics(entries),
+        "top5_final": final["top5"], "loss_final": final["loss"],
         "history": [{k: e[k] for k in ("step", "top1", "top5", "loss")} for e in entries],
         "steps": final["step"],
         "images_per_sec": final["step"] * config.batch_size / max(net.history.train_seconds, 1e-9),
@@ -560,6 +567,7 @@ def _finish(net: _Net, strategy, chief: bool, jit_compile: bool, num_classes: in
         shutil.rmtree(net.out_dir / "backup", ignore_errors=True)
     net.result = result
     print(f"{config.run} done: top-1 {result['top1_final']:.4f} final, "
-          f"{result['top1_best10_mean']:.4f} best-10 mean; {result['steps']} steps, "
+          f"{result['top1_best_fraction']:.4f} best {metrics.best_count(result['evaluations'])} "
+          f"of {result['evaluations']} evaluations; {result['steps']} steps, "
           f"{result['images_per_sec']:.0f} images/s, {result['wall_time_sec']:.0f} s -> "
           f"{run_dir / 'result.json'}", flush=True)

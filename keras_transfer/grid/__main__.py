@@ -60,6 +60,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", type=_name_list, default=list(naming.HALVES),
                    help="halves the transferred nets are trained on: A,B (default) or B for only "
                         "BnB, BnB+, AnB, AnB+")
+    p.add_argument("--selffer_targets", type=_name_list, default=None,
+                   help="halves that get the selffer nets (BnB, BnB+): default every --targets "
+                        "half; B as in the paper, whose selffer nets were trained on one half "
+                        "per split while the transfer nets ran in both directions")
+    p.add_argument("--random_splits", type=_split_list, default=None,
+                   help="splits that get the random-features control RnB (default: every "
+                        "--splits split), e.g. 0")
     p.add_argument("--layers", type=_int_list, default=list(range(1, naming.MAX_N + 1)),
                    help="values of n (layers copied), default 1,...,7")
     p.add_argument("--reduced_examples", type=_int_list, default=[],
@@ -100,6 +107,12 @@ def main(argv=None, out=sys.stdout) -> int:
     bad_layers = [n for n in args.layers if not 1 <= n <= naming.MAX_N]
     if bad_targets or not args.targets:
         raise GridError(f"--targets must be a list of A and B, not {','.join(args.targets) or 'empty'}")
+    if args.selffer_targets is not None and not set(args.selffer_targets) <= set(args.targets):
+        raise GridError(f"--selffer_targets must be among --targets ({','.join(args.targets)}), "
+                        f"not {','.join(args.selffer_targets) or 'empty'}")
+    if args.random_splits is not None and not set(args.random_splits) <= set(args.splits):
+        raise GridError(f"--random_splits must be among --splits ({','.join(args.splits)}), "
+                        f"not {','.join(args.random_splits) or 'empty'}")
     if bad_layers or not args.layers:
         raise GridError(f"--layers must be values of n in 1..{naming.MAX_N}, not {bad_layers or 'empty'}")
     if not args.splits or not args.seeds:
@@ -113,7 +126,8 @@ def main(argv=None, out=sys.stdout) -> int:
     preset = resolve_preset(args.flagfile, extra)
     nets = enumerate_nets(dataset=preset.dataset, splits=args.splits, seeds=args.seeds,
                           experiments=args.experiments, targets=args.targets, n_values=args.layers,
-                          reduced_examples=args.reduced_examples)
+                          reduced_examples=args.reduced_examples,
+                          selffer_targets=args.selffer_targets, random_splits=args.random_splits)
     jobs = args.jobs or (available_cores() if args.backend == "local" else 0)
     threads = max(1, available_cores() // jobs) if args.backend == "local" and jobs > 1 else 0
     if args.pack is not None and args.pack < 1:

@@ -76,14 +76,17 @@ def dissimilar_split(dataset: str) -> str:
     return "natman" if dataset.startswith("imagenet") else "dissimilar"
 
 
-def transfer_set(experiment, split, seed, targets, n_values, epc=0) -> list[Net]:
-    """baseA, baseB, then per n the selffer and transfer nets (frozen and fine-tuned) per target."""
+def transfer_set(experiment, split, seed, targets, n_values, epc=0,
+                 selffer_targets=naming.HALVES) -> list[Net]:
+    """baseA, baseB, then per n the selffer (for `selffer_targets`) and transfer nets, frozen
+    and fine-tuned, per target."""
     sd = split_dirname(split, epc)
     nets = [Net(experiment, split, sd, seed, "none", h, 0, False, epc) for h in naming.HALVES]
     for n in n_values:
         for target in targets:
             other = naming.other_half(target)
-            for source in (target, other):          # BnB, BnB+, AnB, AnB+ (target B)
+            sources = (target, other) if target in selffer_targets else (other,)
+            for source in sources:                  # BnB, BnB+, AnB, AnB+ (target B)
                 for finetune in (False, True):
                     nets.append(Net(experiment, split, sd, seed, source, target, n, finetune, epc))
     return nets
@@ -91,14 +94,18 @@ def transfer_set(experiment, split, seed, targets, n_values, epc=0) -> list[Net]
 
 def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMENTS,
                    targets=naming.HALVES, n_values=range(1, naming.MAX_N + 1),
-                   reduced_examples=()) -> list[Net]:
+                   reduced_examples=(), selffer_targets=None, random_splits=None) -> list[Net]:
     """Every net of the requested experiments, bases first, each net listed once.
 
     transfer: per split and seed, baseA, baseB and for each n BnB, BnB+, AnB, AnB+ (and, for
-    target A, AnA, AnA+, BnA, BnA+): 2 + 28 + 28 nets. random: the random-features control R nB
-    (target B only, as in the paper): 7 nets. dissimilar: the transfer set on the dataset's
+    target A, AnA, AnA+, BnA, BnA+): 2 + 28 + 28 nets; `selffer_targets` (default: every
+    target) limits the selffer nets to some halves, e.g. B only as in the paper (2 + 28 + 14).
+    random: the random-features control R nB (target B only, as in the paper): 7 nets per split
+    of `random_splits` (default: every split). dissimilar: the transfer set on the dataset's
     dissimilar split, per seed. reduced: baseA and baseB per examples-per-class value.
     """
+    selffer_targets = tuple(targets if selffer_targets is None else selffer_targets)
+    random_splits = list(splits if random_splits is None else random_splits)
     unknown = sorted(set(experiments) - set(EXPERIMENTS))
     if unknown:
         raise GridError(f"unknown experiment(s) {', '.join(unknown)}; choose from {', '.join(EXPERIMENTS)}")
@@ -109,8 +116,9 @@ def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMEN
     for split in splits:
         for seed in seeds:
             if "transfer" in experiments:
-                nets += transfer_set("transfer", split, seed, targets, n_values)
-            if "random" in experiments:
+                nets += transfer_set("transfer", split, seed, targets, n_values,
+                                     selffer_targets=selffer_targets)
+            if "random" in experiments and split in random_splits:
                 sd = split_dirname(split)
                 nets += [Net("random", split, sd, seed, "random", "B", n, False) for n in n_values]
             if "reduced" in experiments:
@@ -120,7 +128,8 @@ def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMEN
                              for h in naming.HALVES]
     if "dissimilar" in experiments:
         for seed in seeds:
-            nets += transfer_set("dissimilar", dissimilar_split(dataset), seed, targets, n_values)
+            nets += transfer_set("dissimilar", dissimilar_split(dataset), seed, targets, n_values,
+                                 selffer_targets=selffer_targets)
     unique = {}
     for net in nets:                                # a run dir asked for twice is one net
         unique.setdefault(net.key, net)
