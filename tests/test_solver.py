@@ -43,6 +43,42 @@ def test_momentum_accumulates_for_biases_too():
     np.testing.assert_allclose(db, [-0.58], rtol=1e-5)
 
 
+@pytest.mark.parametrize("momentum", [0.9, 0.0])  # the fused kernel, and Keras' plain SGD path
+def test_conv_and_dense_biases_step_at_twice_the_learning_rate(momentum):
+    """One step of the small model (weight decay 0, so the first step is -lr * grad, momentum
+    or not): kernels move by -lr * grad, biases by -2 lr * grad, in conv layers (plain and
+    grouped) as in dense ones."""
+    lr = 0.1
+    model = models.small(5, (16, 16, 1), dropout=0.0, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 16, 16, 1)).astype("float32")
+    y = rng.integers(0, 5, 8)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(keras.losses.sparse_categorical_crossentropy(
+            y, model(x, training=True)))
+    variables = model.trainable_variables
+    grads = [np.asarray(g) for g in tape.gradient(loss, variables)]
+    before = [v.numpy() for v in variables]
+    optimizer = solver.CaffeSGD(lr, momentum=momentum, l2_decay=0.0)
+    optimizer.apply_gradients(zip([tf.constant(g) for g in grads], variables))
+    checked = set()
+    for variable, grad, old in zip(variables, grads, before):
+        layer, kind = variable.path.split("/")
+        multiplier = {"kernel": 1.0, "bias": 2.0}[kind]
+        delta = variable.numpy().astype(np.float64) - old
+        want = -multiplier * lr * grad.astype(np.float64)
+        # Up to rounding of w and w + update (a few ulps of each) and of lr * grad.
+        slack = 2 * (np.spacing(np.abs(old)) + np.spacing(np.abs(variable.numpy())))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            seen = np.nanmedian(delta / (-lr * grad))
+        close = bool(np.all(np.abs(delta - want) <= slack + 1e-6 * np.abs(want)))
+        assert close, f"{variable.path} moved by {seen:.3g} x (-lr * grad), not {multiplier:g} x"
+        # The check can tell 1x from 2x: the update is well above rounding for most entries.
+        if kind == "bias" and np.mean(np.abs(want) / 2 > 10 * slack) > 0.5:
+            checked.add(layer)
+    assert set(models.LAYER_NAMES) <= checked, checked
+
+
 @pytest.mark.parametrize("strategy_fn", [tf.distribute.get_strategy,
                                          lambda: tf.distribute.MirroredStrategy(["/cpu:0"])])
 @pytest.mark.parametrize("jit_compile", [False, True])

@@ -2,6 +2,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -45,9 +46,27 @@ def test_base_net_writes_its_run_directory(synthetic_data, bases):
     assert 0.0 <= result["top1_final"] <= 1.0
     assert result["top1_best10_mean"] == pytest.approx(
         sum(h["top1"] for h in result["history"]) / 2)
+    # Best 10/450 of 2 evaluations is the best one; halves of 5 classes have no top-5.
+    assert result["evaluations"] == 2
+    assert result["top1_best_fraction"] == max(h["top1"] for h in result["history"])
+    assert result["top5_final"] is None and all(h["top5"] is None for h in result["history"])
     config = json.loads((run_dir / "config.json").read_text())
     assert config["run"] == "baseB" and config["condition"] == "base"
     assert all(row["origin"] == "new" and row["trainable"] for row in result["layers"])
+
+
+def test_nets_of_other_splits_and_seeds_are_independent_draws(tmp_path):
+    """Initialisation and data order depend on the split and the seed, so more splits are
+    independent repeats; the nets of one split and seed (a pack) share one data order."""
+    configs = [_config(tmp_path, tmp_path, split=split, seed=seed, source=source, n=n)
+               for split in ("random:0", "random:1") for seed in (0, 1)
+               for source, n in (("none", 0), ("A", 3))]
+    assert len({train.init_seed(c) for c in configs}) == len(configs)
+    streams = {(c.split, c.seed): train.data_seed(c, 0) for c in configs}
+    assert len(set(streams.values())) == 4
+    a3b = _config(tmp_path, tmp_path, split="random:1", seed=1, source="A", n=3)
+    assert train.data_seed(a3b, 0) == streams[("random:1", 1)]
+    assert train.data_seed(a3b, 200) == train.data_seed(a3b, 0) + 200  # a resumed run moves on
 
 
 @pytest.mark.parametrize("finetune", [False, True])
@@ -158,3 +177,138 @@ def test_base_trained_on_other_classes_is_refused(synthetic_data, bases, tmp_pat
     copy = _edited_base(synthetic_data, bases, tmp_path, "result.json",
                         lambda r: {**r, "data": {**r["data"], "classes": [9, 8, 7, 6, 5]}})
     _refused(_config(synthetic_data, copy, source="A", n=2), r"classes \[9, 8, 7, 6, 5\]")
+
+
+def _tb_scalars(tb_dir, tag):
+    """{step: value} of the scalar `tag` in a run's TensorBoard event files."""
+    values = {}
+    for path in sorted(tb_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == tag:
+                    values[event.step] = float(tf.make_ndarray(value.tensor))
+    return values
+
+
+def test_learning_rate_drops_tenfold_at_lr_step(synthetic_data, tmp_path):
+    """A real run with --lr_step=3 of 4 steps: the lr it records (history.json and
+    TensorBoard, at each evaluation: the lr of the optimizer's current step) is --lr for
+    steps 1 and 2 and --lr / 10 from step 3 on."""
+    config = _config(synthetic_data, tmp_path, target="A", steps=4, eval_every=1, lr=0.05,
+                     lr_step=3, histogram_every=100)
+    _train(config)
+    want = {1: 0.05, 2: 0.05, 3: 0.005, 4: 0.005}
+    history = json.loads((config.run_dir / "history.json").read_text())["history"]
+    got = {entry["step"]: entry["learning_rate"] for entry in history}
+    assert got == pytest.approx(want, rel=1e-6)
+    assert _tb_scalars(config.run_dir / "tb", "train/learning_rate") == pytest.approx(
+        want, rel=1e-6)
+
+
+class _Stop(Exception):
+    """Stands for a kill right after a backup."""
+
+
+@pytest.fixture
+def resumable(monkeypatch):
+    """Runs under op determinism whose backups are recorded (and can stop the run), and whose
+    resumed runs replay the data order of an uninterrupted run.
+
+    A real resume draws a fresh data order (train.data_seed adds the start step), so it cannot
+    equal an uninterrupted run; here the resumed run skips the batches the first run consumed
+    instead, so any difference comes from what the backup restored."""
+    from tensorflow.python.framework import config as tf_config
+
+    from keras_transfer import data
+    from keras_transfer.backup import Backup
+
+    state = {"stop_at": None, "made": [], "saved": {}, "start": 0}
+
+    class RecordingBackup(Backup):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            state["made"].append(self)
+
+        def save(self):
+            super().save()
+            state["saved"][self.step()] = _state(self.model, self.optimizer)
+            if self.step() == state["stop_at"]:
+                raise _Stop
+
+    original_seed, original_build = train.data_seed, data.build_dataset
+
+    def seed_of_uninterrupted_run(config, start_step):
+        state["start"] = start_step
+        return original_seed(config, 0)
+
+    def replayed(*args, **kwargs):
+        ds = original_build(*args, **kwargs)
+        return ds.skip(state["start"]) if kwargs["training"] else ds
+
+    monkeypatch.setattr(train, "Backup", RecordingBackup)
+    monkeypatch.setattr(train, "data_seed", seed_of_uninterrupted_run)
+    monkeypatch.setattr(data, "build_dataset", replayed)
+    yield state
+    tf_config.disable_op_determinism()  # --deterministic sets it for the whole process
+
+
+def _state(model, optimizer):
+    """Copies of the model's weights and of the optimizer's variables (step counter, momentum
+    slots). Not the dropout layers' RNG states, which backups do not keep."""
+    return {"model": [v.numpy().copy() for v in model.variables
+                      if "seed_generator" not in v.path],
+            "optimizer": [v.numpy().copy() for v in optimizer.variables]}
+
+
+def _assert_same_state(got, want):
+    for part in ("model", "optimizer"):
+        assert len(got[part]) == len(want[part])
+        for index, (a, b) in enumerate(zip(got[part], want[part])):
+            np.testing.assert_array_equal(a, b, err_msg=f"{part} variable {index}")
+
+
+def test_resumed_run_restores_momentum_and_learning_rate(synthetic_data, tmp_path, resumable):
+    """Stopped after its backup at step 2 and resumed, a --deterministic run ends with the
+    weights, momentum, step counter and learning rate of the same run trained without a stop
+    (lr/10 at step 2, so a step counter restarted at 0 would also give the wrong lr).
+    Without dropout: backups do not keep the dropout masks' RNG state, so a resumed run would
+    draw other masks."""
+    from keras_transfer import data, solver
+    from keras_transfer.backup import Backup
+
+    kw = dict(target="A", steps=4, eval_every=2, lr=0.05, lr_step=2, momentum=0.9,
+              dropout=0.0, deterministic=True, histogram_every=100)
+    whole = _config(synthetic_data, tmp_path / "whole", **kw)
+    whole_result = _train(whole)
+    whole_end = _state(resumable["made"][-1].model, resumable["made"][-1].optimizer)
+
+    split = _config(synthetic_data, tmp_path / "split", **kw)
+    resumable.update(stop_at=2, saved={})
+    with pytest.raises(_Stop):
+        _train(split)
+    at_backup = resumable["saved"][2]
+    momentum = at_backup["optimizer"][1:]
+    assert at_backup["optimizer"][0] == 2 and any(np.any(m != 0) for m in momentum)
+
+    # The backup itself, restored into a fresh model and optimizer as train.py builds them.
+    manifest = data.load_half(split.half_dir("A"))
+    model = models.build("small", manifest["num_classes"], train.input_shape_of(split, manifest),
+                         seed=12345)
+    optimizer = solver.make_optimizer(split.lr, split.lr_step, split.momentum,
+                                      split.weight_decay)
+    optimizer.build(model.trainable_variables)
+    assert Backup(split.run_dir / "backup", model, optimizer).restore() == 2
+    _assert_same_state(_state(model, optimizer), at_backup)
+    assert solver.current_learning_rate(optimizer) == pytest.approx(0.005, rel=1e-6)
+
+    resumable.update(stop_at=None)
+    split_result = _train(split)
+    assert split_result["history"] == whole_result["history"]
+    assert ([row["sha256_end"] for row in split_result["layers"]]
+            == [row["sha256_end"] for row in whole_result["layers"]])
+    _assert_same_state(_state(resumable["made"][-1].model, resumable["made"][-1].optimizer),
+                       whole_end)
+    assert whole_end["optimizer"][0] == 4
+    history = json.loads((split.run_dir / "history.json").read_text())["history"]
+    assert [entry["learning_rate"] for entry in history] == pytest.approx([0.005, 0.0005],
+                                                                          rel=1e-6)

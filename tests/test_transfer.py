@@ -220,6 +220,30 @@ def test_frozen_layers_keep_dropout(base_weights):
     np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
 
 
+def test_frozen_fc7_keeps_its_dropout_at_n7(base_weights):
+    """At n=7 only fc8 is new: drop7, between the frozen fc7 and fc8, must still drop in
+    training (drop6 alone would make the outputs vary, so drop7 is looked at directly)."""
+    model = _target()
+    plan = transfer.apply_transfer(model, n=7, source="A", base_weights=base_weights["A"],
+                                   finetune=False)
+    assert [row.trainable for row in plan] == [False] * 7 + [True]
+    # fc7's output and what fc8 receives (drop7's output), from one pass through the model.
+    taps = keras.Model(model.input, [model.get_layer("fc7").output, model.get_layer("fc8").input])
+    x, _ = _images(32, seed=1)
+    fc7, to_fc8 = (np.asarray(t) for t in taps(x, training=True))
+    active = fc7 > 0
+    assert active.sum() > 100  # enough live units to see the drop rate
+    kept = to_fc8 != 0
+    # Inverted dropout at rate 0.5: each unit is zeroed or doubled, about half of each.
+    np.testing.assert_allclose(to_fc8[kept], 2.0 * fc7[kept], rtol=1e-6)
+    assert 0.35 < 1.0 - kept[active].mean() < 0.65
+    fc7, to_fc8 = (np.asarray(t) for t in taps(x, training=False))
+    np.testing.assert_array_equal(to_fc8, fc7)
+    # And the whole model: random in training, repeatable in inference.
+    assert not np.allclose(model(x, training=True), model(x, training=True))
+    np.testing.assert_array_equal(model(x, training=False), model(x, training=False))
+
+
 def test_format_layer_table_lists_every_layer(base_weights):
     plan = transfer.apply_transfer(_target(), n=2, source="B", base_weights=base_weights["B"],
                                    finetune=False)
