@@ -38,7 +38,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_transfer import filters, outputs, predict, similarity, trained_nets  # noqa: E402
+from keras_transfer import filters, metrics, outputs, predict, similarity, trained_nets  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
@@ -69,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("path", help="the grid's WORKDIR, or one WORKDIR/<dataset>/<split_dir>/seed<k>")
     r.add_argument("--data_dir", default=None,
                    help="root of the prepared data (default: each run's --data_dir)")
-    r.add_argument("--metric", choices=predict.METRICS, default="top1_best10_mean",
+    r.add_argument("--metric", choices=predict.METRICS, default=metrics.HEADLINE,
                    help="top-1 used for the measured drop (as in the report)")
     r.add_argument("--batch_size", type=int, default=similarity.DEFAULT_BATCH_SIZE)
     r.add_argument("--max_examples", type=int, default=None)
@@ -116,8 +116,8 @@ def main(argv=None) -> int:
                                  pooled["relative_drop"]):
             print(f"| {n} | {name} | {outputs.fmt(c)} | {outputs.fmt(d)} |")
         if result["spearman"]:
-            print(f"[analyze] Spearman rho {outputs.fmt(result['spearman']['rho'])}, exact p "
-                  f"{result['spearman']['p_value_exact']}")
+            print(f"[analyze] Spearman rho {outputs.fmt(result['spearman']['rho'])}, "
+                  f"{result['spearman']['p_value_method']} p {result['spearman']['p_value']}")
         else:
             print(f"[analyze] note: {result['note']}")
         for path in files.values():

@@ -9,22 +9,20 @@ Outputs predict.json and predict.png (beside the report by default). Each pair's
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 
 from data_prep.manifest import sha256_file, write_bytes_atomic, write_json_atomic
-from keras_transfer import data, naming
+from keras_transfer import data, metrics, naming, stats
 from keras_transfer.outputs import finite, fmt, png_bytes, pyplot
 from keras_transfer.similarity import (DEFAULT_BATCH_SIZE, DEFAULT_LAYERS, similarity,
                                        write_similarity)
 from keras_transfer.trained_nets import (AnalysisError, Net, analysis_dir, find_seed_dirs,
                                          open_run, read_result, training_half_dir)
 
-METRICS = ("top1_best10_mean", "top1_final")
+METRICS = tuple(metrics.TOP1)
 
 
 def relative_drops(seed_dir: Path, metric: str) -> dict:
@@ -42,25 +40,7 @@ def relative_drops(seed_dir: Path, metric: str) -> dict:
     return drops
 
 
-def spearman(x, y) -> dict:
-    """Spearman's rank correlation (ties get mean ranks) and, for up to 8 points, its exact
-    two-sided permutation p-value (no scipy here)."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if len(x) != len(y):
-        raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
-    rank_x, rank_y = _ranks(x), _ranks(y)
-    rho = _pearson(rank_x, rank_y)
-    p_value = None
-    if len(x) <= 8 and not math.isnan(rho):
-        permuted = np.array(list(itertools.permutations(rank_y)))
-        centred_x = rank_x - rank_x.mean()
-        centred = permuted - permuted.mean(axis=1, keepdims=True)
-        rhos = centred @ centred_x / (np.linalg.norm(centred, axis=1) * np.linalg.norm(centred_x))
-        p_value = float(np.mean(np.abs(rhos) >= abs(rho) - 1e-12))
-    return {"rho": finite(rho), "p_value_exact": p_value, "points": int(len(x))}
-
-
-def predict(path, *, data_dir=None, metric="top1_best10_mean", batch_size=DEFAULT_BATCH_SIZE,
+def predict(path, *, data_dir=None, metric=metrics.HEADLINE, batch_size=DEFAULT_BATCH_SIZE,
             max_examples=None, recompute=False, similarity_root=None, log=print) -> dict:
     """CKA(baseA, baseB) per layer on each target half that has transfer nets (B if none),
     against the pooled relative drop of AnB per n; the contents of predict.json.
@@ -106,7 +86,7 @@ def predict(path, *, data_dir=None, metric="top1_best10_mean", batch_size=DEFAUL
               if d is not None and pooled["cka"][i] is not None]
     correlation = None
     if len(usable) >= 3:
-        correlation = spearman([pooled["cka"][i] for i in usable],
+        correlation = stats.spearman([pooled["cka"][i] for i in usable],
                                [pooled["relative_drop"][i] for i in usable])
     return {
         "metric": metric,
@@ -147,9 +127,10 @@ def predict_png(result: dict) -> bytes:
     drop_ax.axhline(0.0, color="#d62728", lw=0.5, alpha=0.5)
     correlation = result["spearman"]
     if correlation:
-        p = correlation["p_value_exact"]
+        p = correlation["p_value"]
+        method = "exact " if correlation["p_value_method"] == "exact permutation" else ""
         title = (f"Spearman rho = {fmt(correlation['rho'])} over {correlation['points']} layers"
-                 + (f" (exact p = {p:.3f})" if p is not None else ""))
+                 + (f" ({method}p = {p:.3f})" if p is not None else ""))
     else:
         title = "no finished transfer nets to compare with"
     ax.set_title(title, fontsize=10)
@@ -203,19 +184,3 @@ def _cached_similarity(out: Path, key: str):
     except (OSError, json.JSONDecodeError):
         return None
     return result if result.get("inputs_key") == key else None
-
-
-def _ranks(values):
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(1, len(values) + 1)
-    for value in np.unique(values):  # ties share their mean rank
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def _pearson(x, y) -> float:
-    x, y = x - x.mean(), y - y.mean()
-    norm = np.linalg.norm(x) * np.linalg.norm(y)
-    return float(x @ y / norm) if norm > 0 else float("nan")

@@ -1,12 +1,14 @@
-"""The paper's table and figures from a grid's run directories.
+"""The paper's findings, table and figures from a grid's run directories.
 
 `python -m keras_transfer.report WORKDIR [--reference=yosinski2014] [--out=DIR]` reads only the
 result.json and config.json files under WORKDIR and writes, into WORKDIR/report by default:
-results.csv (one row per run), summary.md (per condition and n: mean, std, count, 95% CI of
-top-1; the paper's decomposition per n), figure2.png, figure3.png and reduced.png when their runs
-exist, and hparams/ (each run's hparams for TensorBoard's HParams dashboard). Conditions that have
-no runs are left out with a note. Every file is rendered first and then moved into place, so a
-failed report leaves the previous one untouched.
+results.csv (one row per run); summary.md: the paper's four findings, each with its effect, 95%
+CI and a verdict (keras_transfer.findings), the paper's Table 1, whether the base nets
+converged, per condition and n the mean top-1 with its CI, and the decomposition per n;
+figure2.png, figure3.png and reduced.png when their runs exist; and hparams/ (each run's
+hparams for TensorBoard's HParams dashboard). Intervals are over splits (keras_transfer.stats).
+Conditions that have no runs are left out with a note. Every file is rendered first and then
+moved into place, so a failed report leaves the previous one untouched.
 
 Command line via argparse, not absl: main's absl flags (config.py) are the package's one absl
 namespace, and tools that run beside it in one process (tests, the grid) must not collide with it.
@@ -15,118 +17,46 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from keras_transfer import naming
+from keras_transfer import findings, metrics, naming, stats
+from keras_transfer.findings import REFERENCES, YOSINSKI2014_TOP1  # noqa: F401 (the report's API)
 from keras_transfer.outputs import pyplot
 
-METRICS = {"top1_best10_mean": "best-10 mean", "top1_final": "final"}
-# Figure 2 of the paper: condition -> (label, colour).
+METRICS = metrics.TOP1
+# Figure 2 of the paper: condition -> (label, colour, marker); white circles for the base nets,
+# dark and light blue for the selffer nets, dark red and pink for the transfer nets, fine-tuned
+# nets as crosses.
 FIGURE2_STYLE = {
-    "base": ("baseB", "white"),
-    "selffer": ("BnB", "#1f4fd1"),
-    "selffer+": ("BnB+", "#8fc1ff"),
-    "transfer": ("AnB", "#d62728"),
-    "transfer+": ("AnB+", "#ff9eb8"),
+    "base": ("baseB", "white", "o"),
+    "selffer": ("BnB", "#1f3fbf", "o"),
+    "selffer+": ("BnB+", "#7fb2ff", "P"),
+    "transfer": ("AnB", "#b2182b", "D"),
+    "transfer+": ("AnB+", "#ff8fb0", "P"),
 }
-# Yosinski et al. 2014, ImageNet top-1 (mean over runs) per n = 1..7, and the base level
-# (design.md section 1). Overlaid on figure 2 with --reference=yosinski2014.
-YOSINSKI2014_TOP1 = {
-    "base": 0.625,
-    "selffer": (0.627, 0.624, 0.621, 0.605, 0.594, 0.619, 0.623),
-    "transfer": (0.628, 0.624, 0.619, 0.600, 0.578, 0.581, 0.543),
-    "transfer+": (0.637, 0.636, 0.643, 0.640, 0.645, 0.646, 0.647),
-    "selffer+": (0.618, 0.622, 0.631, 0.629, 0.630, 0.628, 0.627),
-}
-REFERENCES = {"yosinski2014": YOSINSKI2014_TOP1}
 DISSIMILAR_SPLITS = ("dissimilar", "natman")
-# The decomposition of the paper's section 4.1, as (name, minuend, subtrahend) conditions.
+# The decomposition of the paper's section 4.1, per n, on accuracy relative to each net's base.
 DECOMPOSITION = (
     ("lost co-adaptation", "base", "selffer"),
     ("specificity", "selffer", "transfer"),
     ("fine-tuning gain", "transfer+", "base"),
 )
-PAIR_KEY = ["split_dir", "seed", "target"]
 RESULT_COLUMNS = ["run", "condition", "dataset", "split", "split_dir", "seed", "examples_per_class",
-                  "source", "target", "n", "finetune", "model", "top1_final", "top5_final",
-                  "top1_best10_mean", "top5_best10_mean", "loss_final", "steps",
+                  "source", "target", "n", "finetune", "model", "top1_final", "top1_best_fraction",
+                  "top1_best10_mean", "evaluations", "top5_final", "loss_final", "steps",
                   "images_per_sec", "wall_time_sec"]
+# A net has converged when its last CONVERGED_EVALUATIONS evaluations are within this top-1 span.
+CONVERGED_EVALUATIONS, CONVERGED_SPAN = 3, 0.005
 
 
 class ReportError(Exception):
     """The report cannot be made from this WORKDIR; the message says why and what to do."""
-
-
-# --------------------------------------------------------------------------------------------
-# Statistics (no scipy here: Student's t from the regularised incomplete beta function)
-# --------------------------------------------------------------------------------------------
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta I_x(a, b), by its continued fraction (modified Lentz)."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    if x > (a + 1.0) / (a + b + 2.0):            # the fraction converges fast on this side only
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b)
-                 + a * math.log(x) + b * math.log1p(-x))
-    tiny = 1e-300
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 500):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return math.exp(log_front) * result / a
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with df degrees of freedom."""
-    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
-    return 1.0 - tail if t > 0 else tail
-
-
-def t_quantile(p: float, df: float) -> float:
-    """The t with P(T <= t) = p, by bisection on t_cdf (monotone, so this always converges)."""
-    if not 0.0 < p < 1.0 or df <= 0:
-        raise ValueError(f"need 0 < p < 1 and df > 0, got p={p}, df={df}")
-    if p < 0.5:
-        return -t_quantile(1.0 - p, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < p:
-        hi *= 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-        if hi - lo < 1e-12:
-            break
-    return 0.5 * (lo + hi)
-
-
-def mean_ci(values) -> dict:
-    """Mean, sample std, count and the half-width of the 95% Student-t interval (NaN for one value)."""
-    x = np.asarray([v for v in values if v is not None and not pd.isna(v)], dtype=float)
-    count = len(x)
-    mean = float(x.mean()) if count else math.nan
-    std = float(x.std(ddof=1)) if count > 1 else math.nan
-    ci95 = t_quantile(0.975, count - 1) * std / math.sqrt(count) if count > 1 else math.nan
-    return {"mean": mean, "std": std, "count": count, "ci95": ci95}
 
 
 # --------------------------------------------------------------------------------------------
@@ -142,8 +72,17 @@ def series_of(split: str, examples_per_class) -> str:
     return "main"
 
 
+def converged(history) -> bool | None:
+    """Whether the last evaluations are within CONVERGED_SPAN of each other (None: too few)."""
+    values = [e["top1"] for e in history or []][-CONVERGED_EVALUATIONS:]
+    if len(values) < CONVERGED_EVALUATIONS:
+        return None
+    return max(values) - min(values) <= CONVERGED_SPAN + 1e-12
+
+
 def load_runs(workdir, dataset: str | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """One row per result.json under workdir (with its config.json's flags), and notes on skipped files."""
+    """One row per result.json under workdir (with its config.json's flags), and notes on skipped
+    files. The top-1 metrics are recomputed from each run's history (metrics.top1_metrics)."""
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise ReportError(f"{workdir} is not a directory; give the --workdir of the grid (e.g. runs)")
@@ -155,6 +94,11 @@ def load_runs(workdir, dataset: str | None = None) -> tuple[pd.DataFrame, list[s
             notes.append(f"skipped unreadable {path}: {e}")
             continue
         row = {k: result.get(k) for k in RESULT_COLUMNS}
+        history = result.get("history") or []
+        if history:
+            row.update(metrics.top1_metrics(history))
+        row["converged"] = converged(history)
+        row["last_top1"] = ", ".join(f"{e['top1']:.4f}" for e in history[-CONVERGED_EVALUATIONS:])
         config_path = path.parent / "config.json"
         if config_path.is_file():
             try:
@@ -184,13 +128,15 @@ def load_runs(workdir, dataset: str | None = None) -> tuple[pd.DataFrame, list[s
     df["series"] = [series_of(s, e) for s, e in zip(df["split"], df["examples_per_class"])]
     df["n"] = df["n"].astype(int)
     df["seed"] = df["seed"].astype(int)
+    for metric in METRICS:
+        df[metric] = pd.to_numeric(df[metric], errors="coerce")
     return df.sort_values(["series", "split_dir", "seed", "condition", "n", "run"]).reset_index(drop=True), notes
 
 
 def drop_unpaired_bases(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
-    """Leaves out base nets whose half is no transfer net's target (baseA in a target-B grid
-    such as the demo): they solve another task, so pooling them into "base" would compare the
-    B nets with a mix of A and B. Base-only series (reduced volume) are kept whole."""
+    """Leaves out base nets whose half is no transfer net's target (baseA in a target-B grid):
+    they solve another task, so pooling them into "base" would compare the B nets with a mix
+    of A and B. Base-only series (reduced volume) are kept whole."""
     keys = df[["series", "split", "seed", "target"]].apply(tuple, axis=1)
     is_base = df["condition"] == "base"
     targets = set(keys[~is_base])
@@ -207,57 +153,57 @@ def drop_unpaired_bases(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Per series, condition and n: mean, std, count and 95% CI half-width of each top-1 metric."""
-    rows = []
-    for (series, cond, n), group in df.groupby(["series", "condition", "n"], sort=True):
-        row = {"series": series, "condition": cond, "n": n}
-        if series == "reduced":
-            row["examples_per_class"] = int(group["examples_per_class"].iloc[0])
+    """Per series, condition and n: mean, std, count (of independent clusters: splits, or the
+    seeds of a single split), runs and 95% CI half-width of each top-1 metric."""
+    def add(row, group):
         for metric in METRICS:
-            for stat, value in mean_ci(group[metric]).items():
+            for stat, value in stats.clustered(group, metric).items():
                 row[f"{metric}_{stat}"] = value
-        rows.append(row)
-    if "reduced" in set(df["series"]):  # the reduced series is one row per examples-per-class value
-        rows = [r for r in rows if r["series"] != "reduced"]
-        for epc, group in df[df["series"] == "reduced"].groupby("examples_per_class"):
-            row = {"series": "reduced", "condition": "base", "n": 0, "examples_per_class": int(epc)}
-            for metric in METRICS:
-                for stat, value in mean_ci(group[metric]).items():
-                    row[f"{metric}_{stat}"] = value
-            rows.append(row)
+        return row
+    rows = []
+    for (series, cond, n), group in df[df["series"] != "reduced"].groupby(
+            ["series", "condition", "n"], sort=True):
+        rows.append(add({"series": series, "condition": cond, "n": n}, group))
+    # The reduced series is one row per examples-per-class value.
+    for epc, group in df[df["series"] == "reduced"].groupby("examples_per_class"):
+        rows.append(add({"series": "reduced", "condition": "base", "n": 0,
+                         "examples_per_class": int(epc)}, group))
     table = pd.DataFrame(rows)
     order = {cond: i for i, cond in enumerate(naming.CONDITIONS)}
     table["_order"] = table["condition"].map(order)
     return table.sort_values(["series", "_order", "n"]).drop(columns="_order").reset_index(drop=True)
 
 
-def paired_differences(df: pd.DataFrame, first: str, second: str, n: int, metric: str,
-                       first_n: int | None = None, second_n: int | None = None) -> pd.Series:
-    """first - second for each (split, seed, target) that has both; base nets are n = 0."""
-    def pick(cond, at_n):
-        rows = df[(df["condition"] == cond) & (df["n"] == (0 if cond == "base" else at_n))]
-        return rows.groupby(PAIR_KEY)[metric].mean()
-    a = pick(first, n if first_n is None else first_n)
-    b = pick(second, n if second_n is None else second_n)
-    return (a - b).dropna()
+def relative_by_n(df: pd.DataFrame, plus: str, minus: str, metric: str, series: str = "main") -> pd.DataFrame:
+    """Per n, `plus` minus `minus` on top-1 relative to each net's base, with clustered CIs."""
+    part = df[df["series"] == series].assign(series="main")
+    rel = findings.relative(part, metric)
+    rows = []
+    for n in range(1, naming.MAX_N + 1):
+        if rel.empty:
+            break
+        measured = findings.Difference("", "", plus, minus, (n,)).measure(rel, metric)
+        if measured["count"]:
+            rows.append({"n": n, **measured})
+    return pd.DataFrame(rows, columns=["n", "mean", "std", "count", "ci95", "low", "high", "runs"])
 
 
 def decomposition(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """The paper's effects per n with 95% CIs, from differences paired by split, seed and target."""
-    main = df[df["series"] == "main"]
-    rows = []
-    for n in range(1, 8):
-        for name, first, second in DECOMPOSITION:
-            diffs = paired_differences(main, first, second, n, metric)
-            if len(diffs):
-                rows.append({"n": n, "effect": name, **mean_ci(diffs)})
-    return pd.DataFrame(rows, columns=["n", "effect", "mean", "std", "count", "ci95"])
+    """The paper's effects per n with 95% CIs over splits, on top-1 relative to each net's base."""
+    tables = [relative_by_n(df, first, second, metric).assign(effect=name)
+              for name, first, second in DECOMPOSITION]
+    table = pd.concat([t for t in tables if not t.empty] or [pd.DataFrame(columns=["n", "effect"])])
+    return table.sort_values("n", kind="stable").reset_index(drop=True)
 
 
 def decomposition_notes(df: pd.DataFrame) -> list[str]:
     have = set(decomposition(df, "top1_final")["effect"])
     return [f"decomposition: no {name} ({first} and {second} runs of the same split, seed and "
             "target are needed)" for name, first, second in DECOMPOSITION if name not in have]
+
+
+def _signed(value) -> str:
+    return "–" if pd.isna(value) else f"{value:+.4f}"
 
 
 def _cell(mean, ci, count) -> str:
@@ -267,21 +213,96 @@ def _cell(mean, ci, count) -> str:
     return f"{mean:.4f}{ci_text} ({int(count)})"
 
 
-def glance_table(summary: pd.DataFrame) -> list[str]:
+def _interval(row) -> str:
+    if pd.isna(row["mean"]):
+        return "–"
+    if pd.isna(row["ci95"]):
+        return f"{row['mean']:+.4f} (no CI)"
+    return f"{row['mean']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]"
+
+
+def _units(count: int, clusters: list[str]) -> str:
+    return f"{count} split{'s' if count != 1 else ''}" if clusters == ["split_dir"] else \
+        f"{count} seed{'s' if count != 1 else ''} of one split"
+
+
+def findings_section(df: pd.DataFrame, metric: str) -> list[str]:
+    """The paper's four findings, each with its effect, 95% CI, count and verdict."""
+    rel = findings.relative(df, metric)
+    if rel.empty:
+        return []
+    clusters = stats.cluster_columns(rel)
+    lines = ["## Findings", "",
+             f"Each effect on top-1 ({METRICS[metric]}) relative to each net's own base net, "
+             f"averaged within each split, with its 95% CI over {_units(rel[stats.cluster_columns(rel)].drop_duplicates().shape[0], clusters)} "
+             "(Student t; nets of one split share their base nets, so the split is the "
+             "independent unit). Verdict: *holds* when the whole interval has the paper's sign, "
+             "*reversed* when it has the other, *not detected* when it includes 0.", ""]
+    if clusters != ["split_dir"]:
+        lines += ["One split only: the intervals are over its seeds and leave out how much the "
+                  "choice of split matters.", ""]
+    lines += ["| finding | effect | paper | measured [95% CI] | splits/seeds (runs) | verdict |",
+              "|---|---|---|---|---|---|"]
+    for row in findings.measure_findings(df, metric):
+        lines.append(f"| {row['finding']}. {row['claim']} | {row['effect']} | {row['paper']:+.4f} | "
+                     f"{_interval(row)} | {row['count']} ({row['runs']}) | **{row['verdict']}** |")
+    return lines + [""]
+
+
+def table1_section(df: pd.DataFrame, metric: str) -> list[str]:
+    """The paper's Table 1: AnB+ against baseB and against BnB+, pooled over ranges of n."""
+    rows = findings.measure_table1(df, metric)
+    if not any(r["count"] for r in rows):
+        return []
+    lines = ["## Table 1 of the paper: what transfer plus fine-tuning gains", "",
+             "Top-1 relative to each net's base, pooled over directions and the n of each range, "
+             "95% CI over splits. AnB+ − baseB is what a practitioner gains over training on the "
+             "target alone, extra training included; AnB+ − BnB+ is the gain of the transferred "
+             "features themselves, BnB+ having had the same training.", "",
+             "| difference | what it measures | paper | measured [95% CI] | splits/seeds (runs) |",
+             "|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['difference']} | {row['measures']} | {row['paper']:+.4f} | "
+                     f"{_interval(row)} | {row['count']} ({row['runs']}) |")
+    return lines + [""]
+
+
+def convergence_section(df: pd.DataFrame) -> list[str]:
+    """Whether the base nets ended on a plateau, as the paper's converged nets did."""
+    bases = df[df["condition"] == "base"]
+    if bases.empty or bases["converged"].isna().all():
+        return []
+    known = bases.dropna(subset=["converged"])
+    done = int(known["converged"].astype(bool).sum())
+    others = df[(df["condition"] != "base")].dropna(subset=["converged"])
+    lines = ["## Convergence", "",
+             f"Base nets whose last {CONVERGED_EVALUATIONS} evaluations are within "
+             f"{CONVERGED_SPAN * 100:.1f} points of top-1: {done} of {len(known)}; other nets: "
+             f"{int(others['converged'].astype(bool).sum())} of {len(others)}.", ""]
+    late = known[~known["converged"].astype(bool)]
+    if len(late):
+        lines += ["Not converged (their numbers measure a net still learning; a longer schedule, "
+                  "`--steps`, would change them):", ""]
+        lines += [f"- {r['run_dir']}: last top-1 {r['last_top1']}" for _, r in late.iterrows()]
+        lines.append("")
+    return lines
+
+
+def glance_table(summary: pd.DataFrame, metric: str) -> list[str]:
     """The random-split means as one n x condition table (the numbers behind figure 2)."""
     part = summary[summary["series"] == "main"]
     if part.empty:
         return []
-    metric = "top1_final_mean"
-    base = part.loc[part["condition"] == "base", metric]
+    column = f"{metric}_mean"
+    base = part.loc[part["condition"] == "base", column]
     conditions = [c for c in naming.CONDITIONS[1:] if c in set(part["condition"])]
-    lines = ["## At a glance: mean final top-1 per n (random splits)", "",
+    lines = [f"## At a glance: mean top-1 ({METRICS[metric]}) per n (random splits)", "",
              f"base: {base.iloc[0]:.4f}" if len(base) else "base: no base runs yet", "",
              "| n | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
     for n in sorted(set(part["n"]) - {0}):
         cells = []
         for cond in conditions:
-            value = part.loc[(part["condition"] == cond) & (part["n"] == n), metric]
+            value = part.loc[(part["condition"] == cond) & (part["n"] == n), column]
             cells.append(f"{value.iloc[0]:.4f}" if len(value) else "–")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return lines + [""]
@@ -293,51 +314,58 @@ def prediction_section(path: Path) -> str:
     try:
         prediction = json.loads(path.read_text())
         spearman = prediction["spearman"]
-    except (OSError, ValueError, KeyError):
+        p_text = f"{spearman['p_value_method']} p {spearman['p_value']:.3g}"
+    except (OSError, ValueError, KeyError, TypeError):
         return "\n".join(lines + ["Not computed yet: run `python -m keras_transfer.analyze predict "
                                   "WORKDIR`, then this report again.", ""])
-    lines += [f"CKA(baseA, baseB) per layer against the measured relative drop of AnB: Spearman "
-              f"rho {spearman['rho']:.3f} (exact p {spearman['p_value_exact']:.3g}, {spearman['points']} layers).", "",
+    lines += [f"CKA(baseA, baseB) per layer against the measured relative drop of AnB "
+              f"({prediction.get('metric', 'top1')}): Spearman rho {spearman['rho']:.3f} "
+              f"({p_text}, {spearman['points']} layers).", "",
               f"![CKA vs transfer drop]({path.name.replace('.json', '.png')})", ""]
     return "\n".join(lines)
 
 
-def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: list[str]) -> str:
+def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: list[str],
+                     metric: str) -> str:
     lines = [f"# Transfer results: {workdir}", ""]
     datasets = ", ".join(sorted(df["dataset"].dropna().unique()))
     models = ", ".join(sorted(df["model"].dropna().astype(str).unique()))
     splits = ", ".join(sorted(df["split"].dropna().astype(str).unique()))
     seeds = ", ".join(str(s) for s in sorted(df["seed"].unique()))
     lines += [f"{len(df)} runs; dataset {datasets}; model {models}; splits {splits}; seeds {seeds}.",
-              "Top-1 on the validation set of the target half: *final* at the last step, *best-10* the "
-              "mean of the 10 best evaluations (the paper's number). Cells: mean ± 95% CI half-width "
-              "(Student t, count − 1 degrees of freedom) and (count); std is the sample std.", ""]
-    lines += glance_table(summary)
+              f"Top-1 on the validation set of the target half; the headline is *{METRICS[metric]}* "
+              f"(`{metric}`). *final*: at the last step; *best 10/450*: the mean of the best "
+              f"{metrics.PAPER_BEST}/{metrics.PAPER_EVALUATIONS} of a net's evaluations (the "
+              "paper's rule in its proportion). Departures from the paper's protocol: "
+              "docs/fidelity.md.", ""]
+    lines += findings_section(df, metric)
+    lines += table1_section(df, metric)
+    lines += convergence_section(df)
+    lines += glance_table(summary, metric)
     titles = {"main": "Random splits", "dissimilar": "Dissimilar split", "reduced": "Reduced volume (base nets)"}
     for series in ("main", "dissimilar", "reduced"):
         part = summary[summary["series"] == series]
         if part.empty:
             continue
-        lines += [f"## {titles[series]}: top-1 per condition and n", ""]
+        lines += [f"## {titles[series]}: top-1 per condition and n", "",
+                  "Cells: mean ± 95% CI half-width over splits (or the seeds of one split) and "
+                  "(their count); runs: nets behind it.", ""]
         first = "examples/class" if series == "reduced" else "n"
-        lines += [f"| condition | {first} | count | final | final std | best-10 | best-10 std |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| condition | {first} | runs | final | final std | best 10/450 |",
+                  "|---|---|---|---|---|---|"]
         for _, r in part.iterrows():
             key = int(r["examples_per_class"]) if series == "reduced" else int(r["n"])
             lines.append(
-                f"| {r['condition']} | {key} | {int(r['top1_final_count'])} | "
+                f"| {r['condition']} | {key} | {int(r['top1_final_runs'])} | "
                 f"{_cell(r['top1_final_mean'], r['top1_final_ci95'], r['top1_final_count'])} | "
                 f"{_std(r['top1_final_std'])} | "
-                f"{_cell(r['top1_best10_mean_mean'], r['top1_best10_mean_ci95'], r['top1_best10_mean_count'])} | "
-                f"{_std(r['top1_best10_mean_std'])} |")
+                f"{_cell(r['top1_best_fraction_mean'], r['top1_best_fraction_ci95'], r['top1_best_fraction_count'])} |")
         lines.append("")
-    for metric, label in METRICS.items():
-        table = decomposition(df, metric)
-        if table.empty:
-            continue
-        lines += [f"## Decomposition per n (top-1 {label})", "",
-                  "Differences paired by split, seed and target half: lost co-adaptation = "
-                  "base − selffer (BnB), specificity = selffer − transfer (BnB − AnB), "
+    table = decomposition(df, metric)
+    if not table.empty:
+        lines += [f"## Decomposition per n (top-1 {METRICS[metric]})", "",
+                  "On top-1 relative to each net's base, 95% CI over splits: lost co-adaptation = "
+                  "base − selffer (baseB − BnB), specificity = selffer − transfer (BnB − AnB), "
                   "fine-tuning gain = transfer+ − base (AnB+ − baseB).", "",
                   "| n | " + " | ".join(name for name, _, _ in DECOMPOSITION) + " |",
                   "|---|" + "---|" * len(DECOMPOSITION)]
@@ -345,7 +373,7 @@ def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: li
             cells = []
             for name, _, _ in DECOMPOSITION:
                 row = group[group["effect"] == name]
-                cells.append(_cell(*row[["mean", "ci95", "count"]].iloc[0]) if len(row) else "–")
+                cells.append(_interval(row.iloc[0]) if len(row) else "–")
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
         lines.append("")
     if notes:
@@ -367,50 +395,59 @@ def missing_conditions(df: pd.DataFrame, series: str, conditions) -> list[str]:
 
 
 def figure2(df: pd.DataFrame, path: Path, metric: str, reference: dict | None) -> list[str]:
-    """Top: every run as a point, offset by condition; bottom: the means per n, baseB dashed."""
+    """The paper's figure 2. Top: every run a marker, offset by condition. Bottom: the means per
+    n as lines with 95% CI bands over splits, baseB dashed; with a reference, the bottom panel
+    is top-1 relative to each net's base, ours and the paper's on the same axis."""
     plt = pyplot()
     main = df[(df["series"] == "main") & df["condition"].isin(list(FIGURE2_STYLE))]
     notes = [f"figure2: no {FIGURE2_STYLE[c][0]} ({c}) runs, left out"
              for c in missing_conditions(df, "main", FIGURE2_STYLE)]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 9), sharex=True)
     offsets = {"base": 0.0, "selffer": -0.24, "selffer+": -0.08, "transfer": 0.08, "transfer+": 0.24}
-    for cond, (label, colour) in FIGURE2_STYLE.items():
+    relative = reference is not None
+    for cond, (label, colour, marker) in FIGURE2_STYLE.items():
         rows = main[main["condition"] == cond]
         if rows.empty:
             continue
-        top.scatter(rows["n"] + offsets[cond], rows[metric], s=36, c=colour, edgecolors="black",
-                    linewidths=0.7, label=label, zorder=3)
-        means = rows.groupby("n")[metric].mean()
+        top.scatter(rows["n"] + offsets[cond], rows[metric], s=36, c=colour, marker=marker,
+                    edgecolors="black", linewidths=0.7, label=label, zorder=3)
         if cond == "base":
-            bottom.axhline(means.mean(), color="black", linestyle="--", linewidth=1.2, label=label)
+            level = 0.0 if relative else stats.clustered(rows, metric)["mean"]
+            bottom.axhline(level, color="black", linestyle="--", linewidth=1.2, label=label)
+            continue
+        if relative:
+            table = relative_by_n(main, cond, "base", metric)
         else:
-            bottom.plot(means.index, means.values, marker="o", color=colour, markeredgecolor="black",
-                        linewidth=2, label=label)
-    if reference is not None:
-        twin = bottom.twinx()
-        twin.axhline(reference["base"], color="grey", linestyle=":", linewidth=1)
+            table = pd.DataFrame([{"n": n, **stats.clustered(group, metric)}
+                                  for n, group in rows.groupby("n")])
+        if table.empty:
+            continue
+        bottom.plot(table["n"], table["mean"], marker=marker, color=colour, markeredgecolor="black",
+                    linewidth=2, label=label)
+        bottom.fill_between(table["n"], table["low"], table["high"], color=colour, alpha=0.25,
+                            linewidth=0)
+    if relative:
         for cond, values in reference.items():
             if cond == "base":
                 continue
-            twin.plot(range(1, 8), values, linestyle=":", marker="x", color=FIGURE2_STYLE[cond][1],
-                      linewidth=1.2, label=f"paper {FIGURE2_STYLE[cond][0]}")
-        twin.set_ylabel("Yosinski et al. 2014, ImageNet top-1 (dotted)")
-    handles = [h for ax in fig.axes[1:] for h in ax.get_legend_handles_labels()[0]]
-    labels = [lab for ax in fig.axes[1:] for lab in ax.get_legend_handles_labels()[1]]
+            bottom.plot(range(1, 8), [v - reference["base"] for v in values], linestyle=":",
+                        marker="x", color=FIGURE2_STYLE[cond][1], linewidth=1.2,
+                        label=f"paper {FIGURE2_STYLE[cond][0]}")
     label = METRICS[metric]
     top.set_ylabel(f"top-1 ({label})")
-    bottom.set_ylabel(f"mean top-1 ({label})")
+    bottom.set_ylabel(f"top-1 ({label}) minus its base net's" if relative
+                      else f"mean top-1 ({label}), 95% CI band")
     bottom.set_xlabel("layer n at which the network is chopped and retrained")
     bottom.set_xticks(range(0, 8))
     top.legend(loc="lower left", fontsize=8, ncol=5)
-    if reference is None:
-        handles, labels = bottom.get_legend_handles_labels()
-    bottom.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8,
-                  ncol=5, frameon=False)
+    bottom.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncol=5,
+                  frameon=False)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
     dataset = ", ".join(sorted(main["dataset"].dropna().unique()))
-    top.set_title(f"Transfer by layer ({dataset}; {len(main)} runs)")
+    splits = main["split_dir"].nunique()
+    top.set_title(f"Transfer by layer ({dataset}; {len(main)} runs, {splits} "
+                  f"split{'s' if splits != 1 else ''})")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -424,14 +461,9 @@ def figure3_series(df: pd.DataFrame, metric: str) -> dict:
              ("dissimilar-split transfer (AnB)", "dissimilar", "transfer"),
              ("random features (RnB)", "main", "random"))
     for label, series, cond in specs:
-        part = df[df["series"] == series]
-        rows = []
-        for n in range(1, 8):
-            diffs = paired_differences(part, cond, "base", n, metric)
-            if len(diffs):
-                rows.append({"n": n, **mean_ci(diffs)})
-        if rows:
-            lines[label] = pd.DataFrame(rows)
+        table = relative_by_n(df, cond, "base", metric, series=series)
+        if not table.empty:
+            lines[label] = table
     return lines
 
 
@@ -448,7 +480,7 @@ def figure3(df: pd.DataFrame, path: Path, metric: str) -> list[str]:
     ax.set_xlabel("layer n")
     ax.set_ylabel(f"top-1 minus base top-1 ({METRICS[metric]})")
     ax.set_xticks(range(1, 8))
-    ax.set_title("Transfer relative to the base net (error bars: 95% CI)")
+    ax.set_title("Transfer relative to the base net (error bars: 95% CI over splits)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -520,11 +552,15 @@ def write_hparams(df: pd.DataFrame, logdir: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 def make_report(workdir, out=None, *, reference: str | None = None, dataset: str | None = None,
-                metric: str = "top1_best10_mean", hparams: bool = True) -> dict:
+                metric: str = metrics.HEADLINE, hparams: bool = True) -> dict:
     """Writes the report's files into `out` (default WORKDIR/report) and returns {name: path}."""
     workdir = Path(workdir)
     out = Path(out) if out is not None else workdir / "report"
     df, notes = load_runs(workdir, dataset)
+    try:
+        metrics.check_metric(metric, df["evaluations"].fillna(0))
+    except metrics.MetricError as e:
+        raise ReportError(str(e)) from None
     if df[metric].isna().all():
         notes.append(f"no run has {metric}; figures use top1_final")
         metric = "top1_final"
@@ -547,7 +583,7 @@ def make_report(workdir, out=None, *, reference: str | None = None, dataset: str
         else:
             figure_notes.append("reduced.png: no reduced-volume runs (--experiments=reduced)")
         all_notes = notes + decomposition_notes(df) + figure_notes
-        (staging / "summary.md").write_text(summary_markdown(workdir, df, summary, all_notes)
+        (staging / "summary.md").write_text(summary_markdown(workdir, df, summary, all_notes, metric)
                                             + prediction_section(out / "predict.json"))
         if hparams:
             write_hparams(df, staging / "hparams")
@@ -576,8 +612,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", choices=sorted(REFERENCES), default=None,
                    help="overlay a published result on figure 2")
     p.add_argument("--dataset", default=None, help="which dataset, when WORKDIR holds several")
-    p.add_argument("--metric", choices=list(METRICS), default="top1_best10_mean",
-                   help="top-1 used in the figures (the tables show both)")
+    p.add_argument("--metric", choices=list(METRICS), default=metrics.HEADLINE,
+                   help="top-1 used by the findings, figures and decomposition: top1_final (the "
+                        "default), top1_best_fraction (the mean of the best 10/450 of a net's "
+                        "evaluations, the paper's rule in its proportion) or top1_best10_mean "
+                        "(refused for runs with fewer than "
+                        f"{metrics.MIN_EVALUATIONS_FOR_BEST10} evaluations)")
     p.add_argument("--no_hparams", dest="hparams", action="store_false",
                    help="skip writing TensorBoard HParams summaries (no TensorFlow import)")
     return p

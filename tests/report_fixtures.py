@@ -5,20 +5,22 @@ from keras_transfer import naming
 
 
 def write_run(workdir, *, source, target, n, finetune=False, split="random:0", seed=0,
-              top1_final, top1_best10_mean=None, dataset="fashion_mnist", examples_per_class=None,
+              top1_final, curve=(), dataset="fashion_mnist", examples_per_class=None,
               steps=100):
+    """`curve`: top-1 of the evaluations before the last (which is top1_final)."""
     split_dir = split.replace(":", "_") + (f"_epc{examples_per_class}" if examples_per_class else "")
     name = naming.run_name(source, target, n, finetune)
     run_dir = naming.run_dir(workdir, dataset, split_dir, seed, name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    best10 = top1_final if top1_best10_mean is None else top1_best10_mean
+    top1s = [*curve, top1_final]
+    history = [{"step": steps * (i + 1) // len(top1s), "top1": v, "top5": None, "loss": 0.3}
+               for i, v in enumerate(top1s)]
     result = {
         "run": name, "condition": naming.condition(source, target, n, finetune),
         "dataset": dataset, "split": split, "split_dir": split_dir, "seed": seed,
         "examples_per_class": examples_per_class, "source": source, "target": target, "n": n,
-        "finetune": finetune, "model": "small", "top1_final": top1_final, "top5_final": 1.0,
-        "top1_best10_mean": best10, "top5_best10_mean": 1.0, "loss_final": 0.3,
-        "history": [{"step": steps, "top1": top1_final, "top5": 1.0, "loss": 0.3}],
+        "finetune": finetune, "model": "small", "top1_final": top1_final, "top5_final": None,
+        "top1_best10_mean": max(top1s), "loss_final": 0.3, "history": history,
         "steps": steps, "images_per_sec": 1000.0, "wall_time_sec": 1.5,
         "layers": [{"name": "conv1", "origin": "new", "trainable": True}],
     }

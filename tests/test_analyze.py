@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from keras_transfer import (analyze, cka, data, filters, models, predict, similarity, train,
+from keras_transfer import (analyze, cka, data, filters, models, predict, similarity, stats, train,
                             trained_nets)
 from keras_transfer.config import Config
 
@@ -173,15 +173,17 @@ def test_data_of_another_shape_is_refused(grid, monkeypatch, capsys, tmp_path):
 def test_spearman_rank_correlation():
     rng = np.random.default_rng(0)
     x = rng.normal(size=7)
-    assert predict.spearman(x, np.exp(x))["rho"] == pytest.approx(1.0)
+    assert stats.spearman(x, np.exp(x))["rho"] == pytest.approx(1.0)
     # Perfectly reversed: only 2 of the 7! orderings are as extreme.
-    reversed_ = predict.spearman(x, -x)
+    reversed_ = stats.spearman(x, -x)
     assert reversed_["rho"] == pytest.approx(-1.0)
-    assert reversed_["p_value_exact"] == pytest.approx(2 / 5040)
+    assert reversed_["p_value"] == pytest.approx(2 / 5040)
+    assert reversed_["p_value_method"] == "exact permutation"
     y = np.round(rng.normal(size=7), 0)  # with ties
-    # pandas' own Spearman (DataFrame.corr needs no scipy, unlike Series.corr).
     expected = pd.DataFrame({"x": x, "y": y}).corr(method="spearman").loc["x", "y"]
-    assert predict.spearman(x, y)["rho"] == pytest.approx(expected)
+    assert stats.spearman(x, y)["rho"] == pytest.approx(expected)
+    many = stats.spearman(np.arange(12.0), np.arange(12.0) ** 2)
+    assert many["rho"] == pytest.approx(1.0) and many["p_value_method"] == "asymptotic t"
 
 
 def test_predict_overlays_cka_and_the_measured_drop(grid, monkeypatch, capsys):
@@ -192,20 +194,20 @@ def test_predict_overlays_cka_and_the_measured_drop(grid, monkeypatch, capsys):
     result = json.loads((report / "predict.json").read_text())
     assert matplotlib.image.imread(report / "predict.png").ndim == 3
     # The measured drops, recomputed from the result files.
-    base = json.loads((seed_dir / "baseB" / "result.json").read_text())["top1_best10_mean"]
+    base = json.loads((seed_dir / "baseB" / "result.json").read_text())["top1_final"]
     pooled = result["pooled"]
     for n in range(1, 8):
         if n in TRANSFER_NS:
             transfer = json.loads((seed_dir / f"A{n}B" / "result.json").read_text())
             assert pooled["relative_drop"][n - 1] == pytest.approx(
-                (base - transfer["top1_best10_mean"]) / base)
+                (base - transfer["top1_final"]) / base)
         else:
             assert pooled["relative_drop"][n - 1] is None
     on_b = json.loads(
         (workdir / "analysis" / "synthetic" / "random_0" / "seed0" / "similarity"
          / "baseA_vs_baseB_on_B" / "similarity.json").read_text())
     assert pooled["cka"] == [on_b["cka"][name] for name in similarity.DEFAULT_LAYERS]
-    expected = predict.spearman(pooled["cka"][:3], pooled["relative_drop"][:3])
+    expected = stats.spearman(pooled["cka"][:3], pooled["relative_drop"][:3])
     assert result["spearman"] == expected and expected["points"] == 3
 
     # A second run reuses the CKA of unchanged nets and data.

@@ -37,6 +37,28 @@ def test_counts_per_split_and_seed():
     assert len(two) == 4 * 65
 
 
+def test_the_papers_protocol_selffer_on_b_random_on_one_split():
+    nets = nets_of(splits=["random:0", "random:1"], selffer_targets=["B"], random_splits=["random:0"])
+    by_condition = collections.Counter(net.condition for net in nets)
+    # Per split: 2 bases, BnB and BnB+ on B only, AnB, AnB+, BnA, BnA+; RnB on split 0 only.
+    assert by_condition == {"base": 4, "selffer": 14, "selffer+": 14, "transfer": 28,
+                            "transfer+": 28, "random": 7}
+    assert {net.target for net in nets if net.condition.startswith("selffer")} == {"B"}
+    assert {net.split for net in nets if net.condition == "random"} == {"random:0"}
+
+
+@pytest.mark.parametrize("option,message", [
+    ("--selffer_targets=A", "--selffer_targets must be among --targets"),
+    ("--random_splits=3", "--random_splits must be among --splits"),
+])
+def test_protocol_options_outside_the_grid_are_refused(tmp_path, option, message):
+    result = subprocess.run([sys.executable, "-m", "keras_transfer.grid", "--targets=B",
+                             "--splits=0,1", option, "--dry_run",
+                             f"--workdir={tmp_path}", "--flagfile=flags/smoke.flags"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0 and message in result.stderr
+
+
 def test_names_of_the_target_b_family():
     names = {net.name for net in nets_of(targets=["B"], experiments=["transfer"])}
     expected = {"baseA", "baseB"} | {f"{s}{n}B{f}" for s in "AB" for n in range(1, 8) for f in ("", "+")}

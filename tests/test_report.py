@@ -7,7 +7,7 @@ import sys
 import pandas as pd
 import pytest
 
-from keras_transfer import report
+from keras_transfer import report, stats
 from report_fixtures import write_run
 
 SPLITS = ("random:0", "random:1", "random:2")
@@ -18,7 +18,7 @@ def write_grid(workdir):
     """Target-B nets on three splits with effects chosen so each statistic is easy to do by hand."""
     for s, (split, base) in enumerate(zip(SPLITS, BASE)):
         write_run(workdir, source="none", target="B", n=0, split=split, top1_final=base,
-                  top1_best10_mean=base + 0.01)
+                  curve=[base - 0.2] * 43 + [base + 0.01])  # 45 evaluations: the best is 1
         for n in range(1, 8):
             selffer = base - 0.002 * n - 0.001 * s  # lost co-adaptation 0.002 n + 0.001 s
             transfer = selffer - 0.01 * n           # specificity 0.01 n
@@ -31,28 +31,26 @@ def write_grid(workdir):
                       top1_final=0.5 - 0.05 * n)
 
 
-@pytest.mark.parametrize("p,df,expected", [
-    # Textbook two-sided 95% (and one 90%) critical values of Student's t.
-    (0.975, 1, 12.7062), (0.975, 2, 4.3027), (0.975, 4, 2.7764), (0.975, 9, 2.2622),
-    (0.975, 29, 2.0452), (0.975, 1000, 1.9623), (0.95, 5, 2.0150), (0.025, 3, -3.1824),
+@pytest.mark.parametrize("count,expected", [
+    # Textbook two-sided 95% critical values of Student's t with count - 1 degrees of freedom.
+    (2, 12.7062), (3, 4.3027), (5, 2.7764), (10, 2.2622), (30, 2.0452),
 ])
-def test_t_quantile_matches_tables(p, df, expected):
-    assert report.t_quantile(p, df) == pytest.approx(expected, abs=1e-4)
+def test_t_interval_uses_students_t(count, expected):
+    values = [0.0, 1.0] * (count // 2) + [0.5] * (count % 2)
+    interval = stats.t_interval(values)
+    std = pd.Series(values).std()
+    assert interval["ci95"] == pytest.approx(expected * std / math.sqrt(count), rel=1e-4)
+    assert interval["low"] == pytest.approx(interval["mean"] - interval["ci95"])
 
 
-def test_t_cdf_of_one_degree_of_freedom_is_the_cauchy_distribution():
-    for t in (-3.0, -0.5, 0.0, 0.7, 10.0):
-        assert report.t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-12)
-
-
-def test_mean_ci_by_hand():
-    stats = report.mean_ci([0.90, 0.92, 0.94])
+def test_t_interval_by_hand():
+    interval = stats.t_interval([0.90, 0.92, 0.94])
     # mean 0.92; std sqrt((0.02^2 + 0 + 0.02^2) / 2) = 0.02; CI 4.302653 * 0.02 / sqrt(3).
-    assert stats["mean"] == pytest.approx(0.92)
-    assert stats["std"] == pytest.approx(0.02)
-    assert stats["count"] == 3
-    assert stats["ci95"] == pytest.approx(0.0496828, abs=1e-6)
-    single = report.mean_ci([0.5, None])
+    assert interval["mean"] == pytest.approx(0.92)
+    assert interval["std"] == pytest.approx(0.02)
+    assert interval["count"] == 3
+    assert interval["ci95"] == pytest.approx(0.0496828, abs=1e-6)
+    single = stats.t_interval([0.5, None])
     assert single["count"] == 1 and single["mean"] == 0.5 and math.isnan(single["ci95"])
 
 
@@ -73,7 +71,7 @@ def test_report_writes_csv_summary_decomposition_and_figures(tmp_path):
     base = summary[(summary["condition"] == "base")].iloc[0]
     assert base["top1_final_mean"] == pytest.approx(0.92)
     assert base["top1_final_ci95"] == pytest.approx(0.0496828, abs=1e-6)
-    assert base["top1_best10_mean_mean"] == pytest.approx(0.93)
+    assert base["top1_best_fraction_mean"] == pytest.approx(0.93)  # best 1 of 45 evaluations
     a5b = summary[(summary["condition"] == "transfer") & (summary["n"] == 5)].iloc[0]
     # per split: base - 0.01 - 0.001 s - 0.05 -> 0.84, 0.859, 0.878; std 0.019.
     assert a5b["top1_final_mean"] == pytest.approx(0.859)
@@ -89,7 +87,7 @@ def test_report_writes_csv_summary_decomposition_and_figures(tmp_path):
 
     text = (out / "summary.md").read_text()
     assert "0.9200 ± 0.0497 (3)" in text
-    assert "0.0070 ± 0.0025 (3)" in text
+    assert "| 3 | +0.0070 [+0.0045, +0.0095] | +0.0300 [+0.0300, +0.0300] | +0.0050 [" in text
     assert "reduced.png: no reduced-volume runs" in text
     for png in ("figure2.png", "figure3.png"):
         data = (out / png).read_bytes()
@@ -112,6 +110,8 @@ def test_reference_overlay_changes_figure2(tmp_path):
     overlay = report.make_report(tmp_path, tmp_path / "overlay", reference="yosinski2014", hparams=False)
     assert plain["files"]["figure2.png"].read_bytes() != overlay["files"]["figure2.png"].read_bytes()
     assert all(len(v) == 7 for k, v in report.YOSINSKI2014_TOP1.items() if k != "base")
+    assert report.make_report(tmp_path, tmp_path / "again", reference="yosinski2014", hparams=False)[
+        "files"]["figure2.png"].read_bytes() == overlay["files"]["figure2.png"].read_bytes()
 
 
 def test_missing_conditions_are_left_out_with_a_note(tmp_path):
@@ -138,7 +138,7 @@ def test_reduced_series(tmp_path):
     summary = report.summarize(report.load_runs(tmp_path)[0])
     reduced = summary[summary["series"] == "reduced"].set_index("examples_per_class")
     assert reduced.loc[100, "top1_final_mean"] == pytest.approx(0.71)
-    assert reduced.loc[10, "top1_final_count"] == 2
+    assert reduced.loc[10, "top1_final_runs"] == 2 and reduced.loc[10, "top1_final_count"] == 1
 
 
 def test_rerun_replaces_the_report(tmp_path):
@@ -188,8 +188,9 @@ def test_summary_includes_the_cka_prediction_once_computed(tmp_path):
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "analyze predict" in summary and "Spearman" not in summary
     (tmp_path / "report" / "predict.json").write_text(
-        '{"spearman": {"rho": -0.75, "p_value_exact": 0.05, "points": 7}}')
+        '{"spearman": {"rho": -0.75, "p_value": 0.05, "p_value_method": "exact permutation", '
+        '"points": 7}}')
     report.make_report(tmp_path, hparams=False)
     summary = (tmp_path / "report" / "summary.md").read_text()
-    assert "Spearman rho -0.750 (exact p 0.05, 7 layers)" in summary
+    assert "Spearman rho -0.750 (exact permutation p 0.05, 7 layers)" in summary
     assert "(predict.png)" in summary

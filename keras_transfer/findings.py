@@ -1,0 +1,166 @@
+"""The paper's comparisons and findings, measured on a grid's runs with 95% CIs and a verdict.
+
+Every comparison is made on accuracy relative to each net's own base net (the base of its
+target half, split and seed), so the two directions AnB and BnA pool as the paper pooled them
+although their halves differ in difficulty. A value is averaged within each split first, and
+its interval is over splits (keras_transfer.stats), because nets of one split share their base
+nets. The paper's own values come from its figure 2 means (`YOSINSKI2014_TOP1`).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+
+from keras_transfer import stats
+
+# Yosinski et al. 2014, ImageNet top-1 (mean over runs) per n = 1..7, and the base level.
+YOSINSKI2014_TOP1 = {
+    "base": 0.625,
+    "selffer": (0.627, 0.624, 0.621, 0.605, 0.594, 0.619, 0.623),
+    "transfer": (0.628, 0.624, 0.619, 0.600, 0.578, 0.581, 0.543),
+    "transfer+": (0.637, 0.636, 0.643, 0.640, 0.645, 0.646, 0.647),
+    "selffer+": (0.618, 0.622, 0.631, 0.629, 0.630, 0.628, 0.627),
+}
+REFERENCES = {"yosinski2014": YOSINSKI2014_TOP1}
+ALL_N = tuple(range(1, 8))
+# The paper's middle layers, where frozen selffer nets dipped (its BnB at n = 3, 4, 5: 0.621,
+# 0.605, 0.594 against 0.625 for baseB; it recovered at n = 6, 7).
+MIDDLE_N = (3, 4, 5)
+
+
+@dataclasses.dataclass(frozen=True)
+class Difference:
+    """mean relative top-1 of `plus` minus that of `minus` over n in `layers` (base = 0)."""
+    name: str
+    measures: str
+    plus: str
+    minus: str  # a condition, or "base"
+    layers: tuple = ALL_N
+
+    def per_split(self, rel: pd.DataFrame, metric: str) -> pd.DataFrame:
+        """One row per cluster with `value`: the difference of the pooled means there."""
+        clusters = stats.cluster_columns(rel)
+        rows = rel[rel["n"].isin(self.layers)]
+
+        def pooled(condition):  # None for the base: relative to itself it is 0
+            if condition == "base":
+                return None
+            return rows[rows["condition"] == condition].groupby(clusters)[metric].mean()
+        plus, minus = pooled(self.plus), pooled(self.minus)
+        value = -minus if plus is None else plus if minus is None else plus - minus
+        return value.dropna().rename("value").reset_index()
+
+    def measure(self, rel: pd.DataFrame, metric: str) -> dict:
+        per_split = self.per_split(rel, metric)
+        runs = rel[rel["n"].isin(self.layers) & rel["condition"].isin({self.plus, self.minus})]
+        return {**stats.clustered_values(dict(enumerate(per_split["value"]))), "runs": len(runs)}
+
+    def paper(self, reference=YOSINSKI2014_TOP1) -> float:
+        def mean_rel(condition):
+            if condition == "base":
+                return 0.0
+            values = [reference[condition][n - 1] for n in self.layers]
+            return sum(values) / len(values) - reference["base"]
+        return mean_rel(self.plus) - mean_rel(self.minus)
+
+
+def _ranges(layers) -> str:
+    return f"n = {layers[0]}-{layers[-1]}" if len(layers) > 1 else f"n = {layers[0]}"
+
+
+# Table 1 of the paper: the boost of AnB+ over its two controls, pooled over ranges of n.
+TABLE1 = tuple(
+    diff for layers in ((1, 2, 3, 4, 5, 6, 7), (3, 4, 5, 6, 7), (5, 6, 7))
+    for diff in (
+        Difference(f"AnB+ − baseB, {_ranges(layers)}",
+                   "transfer plus fine-tuning against training on the target half alone "
+                   "(includes the effect of training longer)", "transfer+", "base", layers),
+        Difference(f"AnB+ − BnB+, {_ranges(layers)}",
+                   "transferred features beyond the extra training: BnB+ was trained as long, "
+                   "from its own base net", "transfer+", "selffer+", layers),
+    ))
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    number: int
+    claim: str
+    effect: str  # what the measured value is
+    measure: object  # (rel, metric) -> dict of stats.t_interval + runs
+    paper: float
+
+
+def _specificity_slope(rel: pd.DataFrame, metric: str) -> dict:
+    """Per split, the least-squares slope over n = 1..7 of specificity (BnB − AnB, each
+    relative to its base), then the interval over splits."""
+    clusters = stats.cluster_columns(rel)
+    slopes = {}
+    for key, group in rel.groupby(clusters):
+        means = group.groupby(["condition", "n"])[metric].mean()
+        xs, ys = [], []
+        for n in ALL_N:
+            if ("selffer", n) in means.index and ("transfer", n) in means.index:
+                xs.append(n)
+                ys.append(means[("selffer", n)] - means[("transfer", n)])
+        if len(xs) >= 2:
+            slopes[key] = stats.slope(xs, ys)
+    runs = rel[rel["condition"].isin({"selffer", "transfer"})]
+    return {**stats.clustered_values(slopes), "runs": len(runs)}
+
+
+def _paper_specificity_slope() -> float:
+    ref = YOSINSKI2014_TOP1
+    return stats.slope(ALL_N, [s - t for s, t in zip(ref["selffer"], ref["transfer"])])
+
+
+_CO_ADAPTATION = Difference("baseB − BnB, n = 3-5", "", "base", "selffer", MIDDLE_N)
+_RECOVERY = Difference("BnB+ − BnB, n = 3-5", "", "selffer+", "selffer", MIDDLE_N)
+_BEYOND_TRAINING = TABLE1[1]
+
+FINDINGS = (
+    Finding(1, "Frozen selffer nets (BnB) dip in the middle layers: features there are "
+               "co-adapted and cannot be relearned by the layers above (fragile co-adaptation).",
+            "baseB − BnB, mean over n = 3-5",
+            _CO_ADAPTATION.measure, _CO_ADAPTATION.paper()),
+    Finding(2, "Fine-tuning recovers the dip: BnB+ is above BnB in the middle layers.",
+            "BnB+ − BnB, mean over n = 3-5",
+            _RECOVERY.measure, _RECOVERY.paper()),
+    Finding(3, "Specificity grows with n: the gap between selffer and transfer nets "
+               "(BnB − AnB) widens toward the top layers.",
+            "slope of BnB − AnB over n = 1-7, per layer",
+            _specificity_slope, _paper_specificity_slope()),
+    Finding(4, "Transfer plus fine-tuning (AnB+) beats training on the target alone, beyond "
+               "the extra training: AnB+ is above the fine-tuned selffer BnB+.",
+            "AnB+ − BnB+, mean over n = 1-7",
+            _BEYOND_TRAINING.measure, _BEYOND_TRAINING.paper()),
+)
+
+
+def relative(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The random-split nets with `metric` minus their base's (same split, seed, target half);
+    base nets stay as rows of 0. Nets without a finished base are left out."""
+    main = df[df["series"] == "main"]
+    key = ["split_dir", "seed", "target"]
+    bases = main[main["condition"] == "base"].groupby(key)[metric].mean().rename("_base")
+    rel = main.join(bases, on=key)
+    rel = rel.dropna(subset=["_base"]).copy()
+    rel[metric] = rel[metric] - rel["_base"]
+    return rel.drop(columns="_base")
+
+
+def measure_findings(df: pd.DataFrame, metric: str) -> list[dict]:
+    rel = relative(df, metric)
+    rows = []
+    for finding in FINDINGS:
+        measured = finding.measure(rel, metric) if not rel.empty else stats.clustered_values({})
+        rows.append({"finding": finding.number, "claim": finding.claim, "effect": finding.effect,
+                     "paper": finding.paper, **measured, "verdict": stats.verdict(measured)})
+    return rows
+
+
+def measure_table1(df: pd.DataFrame, metric: str) -> list[dict]:
+    rel = relative(df, metric)
+    return [{"difference": d.name, "measures": d.measures, "paper": d.paper(),
+             **(d.measure(rel, metric) if not rel.empty else stats.clustered_values({})),
+             } for d in TABLE1]

@@ -1,0 +1,99 @@
+"""Means and 95% confidence intervals that respect what the nets of a grid share.
+
+Nets of one split share its class halves and its base nets (AnB and BnA copy from the same
+baseA and baseB), so they are not independent draws. The independent unit is the split: a
+value is first averaged within each split (over seeds, directions and the n pooled), and the
+interval is Student's t over those split means, with splits - 1 degrees of freedom. A grid of
+one split has no such repeats; its seeds are then the clusters, which leaves the split's own
+variation out of the interval (the summary says so).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+CONFIDENCE = 0.95
+
+
+def t_interval(values) -> dict:
+    """Mean, sample std, count and the 95% Student-t interval (half-width `ci95`, bounds
+    `low`/`high`) of independent values; the interval is NaN for fewer than two."""
+    x = np.asarray([v for v in values if v is not None and not pd.isna(v)], dtype=float)
+    count = len(x)
+    mean = float(x.mean()) if count else math.nan
+    std = float(x.std(ddof=1)) if count > 1 else math.nan
+    half = math.nan
+    if count > 1:
+        half = float(scipy_stats.t.ppf(0.5 + CONFIDENCE / 2, count - 1) * std / math.sqrt(count))
+    return {"mean": mean, "std": std, "count": count, "ci95": half,
+            "low": mean - half, "high": mean + half}
+
+
+def cluster_columns(df: pd.DataFrame) -> list[str]:
+    """The columns whose values make independent clusters: the split, or within a single split
+    the seed (then the interval leaves out how much the split itself matters)."""
+    if df["split_dir"].nunique() > 1:
+        return ["split_dir"]
+    return ["split_dir", "seed"]
+
+
+def clustered(df: pd.DataFrame, value: str, clusters: list[str] | None = None) -> dict:
+    """t_interval over the per-cluster means of `value`; `count` is the number of clusters
+    and `runs` the number of rows behind them."""
+    rows = df.dropna(subset=[value])
+    if rows.empty:
+        return {**t_interval([]), "runs": 0}
+    clusters = clusters or cluster_columns(rows)
+    per_cluster = rows.groupby(clusters)[value].mean()
+    return {**t_interval(per_cluster.values), "runs": len(rows)}
+
+
+def clustered_values(values_by_cluster: dict) -> dict:
+    """t_interval of one value per cluster (e.g. a per-split slope), as `clustered` reports it."""
+    finite = [v for v in values_by_cluster.values() if v is not None and not pd.isna(v)]
+    return {**t_interval(finite), "runs": len(finite)}
+
+
+def verdict(interval: dict, expected_sign: int = 1) -> str:
+    """holds / reversed / not detected from a 95% interval and the sign the paper found;
+    `not tested` without two independent clusters."""
+    if interval["count"] < 2 or pd.isna(interval["ci95"]):
+        return "not tested (needs 2+ splits or seeds)"
+    low, high = expected_sign * interval["low"], expected_sign * interval["high"]
+    low, high = min(low, high), max(low, high)
+    if low > 0:
+        return "holds"
+    if high < 0:
+        return "reversed"
+    return "not detected"
+
+
+def slope(xs, ys) -> float:
+    """Least-squares slope of ys on xs (NaN for fewer than two distinct xs)."""
+    xs, ys = np.asarray(xs, float), np.asarray(ys, float)
+    keep = ~np.isnan(ys)
+    if len(set(xs[keep])) < 2:
+        return math.nan
+    return float(scipy_stats.linregress(xs[keep], ys[keep]).slope)
+
+
+def spearman(x, y) -> dict:
+    """Spearman's rank correlation (scipy) with its two-sided p-value: exact, over every
+    permutation, for up to 9 points; scipy's asymptotic one above that."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if len(x) != len(y):
+        raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
+    rho = float(scipy_stats.spearmanr(x, y).statistic)
+    if math.isnan(rho):
+        return {"rho": None, "p_value": None, "p_value_method": None, "points": int(len(x))}
+    if len(x) <= 9:
+        result = scipy_stats.permutation_test(
+            (x, y), lambda a, b: scipy_stats.spearmanr(a, b).statistic,
+            permutation_type="pairings", n_resamples=math.inf, alternative="two-sided")
+        p_value, method = float(result.pvalue), "exact permutation"
+    else:
+        p_value, method = float(scipy_stats.spearmanr(x, y).pvalue), "asymptotic t"
+    return {"rho": rho, "p_value": p_value, "p_value_method": method, "points": int(len(x))}
