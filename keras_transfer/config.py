@@ -71,7 +71,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     # Solver (the paper's, for base and transfer nets alike).
     flags.DEFINE_integer("batch_size", 128, "Global batch size (split across replicas).",
                          flag_values=flag_values)
-    flags.DEFINE_integer("steps", 400, "Training steps; 0 means use --epochs.",
+    flags.DEFINE_integer("steps", 480, "Training steps; 0 means use --epochs.",
                          flag_values=flag_values)
     flags.DEFINE_float("epochs", 0.0, "Training epochs over the target half, used when --steps=0.",
                        flag_values=flag_values)
@@ -84,7 +84,7 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
                        "each kernel's gradient by the solver; biases are not decayed.",
                        flag_values=flag_values)
     flags.DEFINE_float("dropout", 0.5, "Dropout rate after fc6 and fc7.", flag_values=flag_values)
-    flags.DEFINE_integer("eval_every", 40, "Evaluate on the validation set every this many steps.",
+    flags.DEFINE_integer("eval_every", 80, "Evaluate on the validation set every this many steps.",
                          flag_values=flag_values)
     flags.DEFINE_integer("eval_steps", 0, "Validation batches per evaluation; 0: the whole set.",
                          flag_values=flag_values)
@@ -124,14 +124,14 @@ class Config:
     crop: int = 0
     verify_data: bool = False
     batch_size: int = 128
-    steps: int = 400
+    steps: int = 480
     epochs: float = 0.0
     lr: float = 0.05
     lr_step: int = 160
     momentum: float = 0.9
     weight_decay: float = 5e-4
     dropout: float = 0.5
-    eval_every: int = 40
+    eval_every: int = 80
     eval_steps: int = 0
     workdir: str = "runs"
     seed: int = 0
