@@ -9,6 +9,7 @@ nets. The paper's own values come from its figure 2 means (`YOSINSKI2014_TOP1`).
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import pandas as pd
 
@@ -69,17 +70,21 @@ def _ranges(layers) -> str:
     return f"n = {layers[0]}-{layers[-1]}" if len(layers) > 1 else f"n = {layers[0]}"
 
 
+def _over_base(layers) -> Difference:
+    return Difference(f"AnB+ − baseB, {_ranges(layers)}",
+                      "transfer plus fine-tuning against training on the target half alone "
+                      "(includes the effect of training longer)", "transfer+", "base", layers)
+
+
+def _over_selffer(layers) -> Difference:
+    return Difference(f"AnB+ − BnB+, {_ranges(layers)}",
+                      "transferred features beyond the extra training: BnB+ was trained as "
+                      "long, from its own base net", "transfer+", "selffer+", layers)
+
+
 # Table 1 of the paper: the boost of AnB+ over its two controls, pooled over ranges of n.
-TABLE1 = tuple(
-    diff for layers in ((1, 2, 3, 4, 5, 6, 7), (3, 4, 5, 6, 7), (5, 6, 7))
-    for diff in (
-        Difference(f"AnB+ − baseB, {_ranges(layers)}",
-                   "transfer plus fine-tuning against training on the target half alone "
-                   "(includes the effect of training longer)", "transfer+", "base", layers),
-        Difference(f"AnB+ − BnB+, {_ranges(layers)}",
-                   "transferred features beyond the extra training: BnB+ was trained as long, "
-                   "from its own base net", "transfer+", "selffer+", layers),
-    ))
+TABLE1 = tuple(diff for layers in (ALL_N, (3, 4, 5, 6, 7), (5, 6, 7))
+               for diff in (_over_base(layers), _over_selffer(layers)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,7 +92,7 @@ class Finding:
     number: int
     claim: str
     effect: str  # what the measured value is
-    measure: object  # (rel, metric) -> dict of stats.t_interval + runs
+    measure: Callable[[pd.DataFrame, str], dict]  # (relative runs, metric) -> interval + runs
     paper: float
 
 
@@ -116,7 +121,7 @@ def _paper_specificity_slope() -> float:
 
 _CO_ADAPTATION = Difference("baseB − BnB, n = 3-5", "", "base", "selffer", MIDDLE_N)
 _RECOVERY = Difference("BnB+ − BnB, n = 3-5", "", "selffer+", "selffer", MIDDLE_N)
-_BEYOND_TRAINING = TABLE1[1]
+_BEYOND_TRAINING = _over_selffer(ALL_N)
 
 FINDINGS = (
     Finding(1, "Frozen selffer nets (BnB) dip in the middle layers: features there are "

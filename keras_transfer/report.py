@@ -202,10 +202,6 @@ def decomposition_notes(df: pd.DataFrame) -> list[str]:
             "target are needed)" for name, first, second in DECOMPOSITION if name not in have]
 
 
-def _signed(value) -> str:
-    return "–" if pd.isna(value) else f"{value:+.4f}"
-
-
 def _cell(mean, ci, count) -> str:
     if pd.isna(mean):
         return "–"
@@ -232,9 +228,10 @@ def findings_section(df: pd.DataFrame, metric: str) -> list[str]:
     if rel.empty:
         return []
     clusters = stats.cluster_columns(rel)
+    units = _units(len(rel[clusters].drop_duplicates()), clusters)
     lines = ["## Findings", "",
              f"Each effect on top-1 ({METRICS[metric]}) relative to each net's own base net, "
-             f"averaged within each split, with its 95% CI over {_units(rel[stats.cluster_columns(rel)].drop_duplicates().shape[0], clusters)} "
+             f"averaged within each split, with its 95% CI over {units} "
              "(Student t; nets of one split share their base nets, so the split is the "
              "independent unit). Verdict: *holds* when the whole interval has the paper's sign, "
              "*reversed* when it has the other, *not detected* when it includes 0.", ""]
