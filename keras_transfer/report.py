@@ -285,22 +285,23 @@ def convergence_section(df: pd.DataFrame) -> list[str]:
     return lines
 
 
-def glance_table(summary: pd.DataFrame, metric: str) -> list[str]:
-    """The random-split means as one n x condition table (the numbers behind figure 2)."""
-    part = summary[summary["series"] == "main"]
-    if part.empty:
+def glance_table(df: pd.DataFrame, metric: str) -> list[str]:
+    """The random-split means per n and condition as one table, relative to each net's own
+    base net (the two directions pool fairly only so): the numbers behind figure 2."""
+    rel = findings.relative(df, metric)
+    if rel.empty:
         return []
-    column = f"{metric}_mean"
-    base = part.loc[part["condition"] == "base", column]
-    conditions = [c for c in naming.CONDITIONS[1:] if c in set(part["condition"])]
-    lines = [f"## At a glance: mean top-1 ({METRICS[metric]}) per n (random splits)", "",
-             f"base: {base.iloc[0]:.4f}" if len(base) else "base: no base runs yet", "",
+    bases = stats.clustered(df[(df["series"] == "main") & (df["condition"] == "base")], metric)
+    conditions = [c for c in naming.CONDITIONS[1:] if c in set(rel["condition"])]
+    lines = [f"## At a glance: mean top-1 ({METRICS[metric]}) per n, relative to each net's base",
+             "", f"Base nets: mean top-1 {bases['mean']:.4f} ({bases['runs']} nets). Each cell: "
+             "the mean over splits of (net − its base).", "",
              "| n | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
-    for n in sorted(set(part["n"]) - {0}):
+    for n in sorted(set(rel["n"]) - {0}):
         cells = []
         for cond in conditions:
-            value = part.loc[(part["condition"] == cond) & (part["n"] == n), column]
-            cells.append(f"{value.iloc[0]:.4f}" if len(value) else "–")
+            value = stats.clustered(rel[(rel["condition"] == cond) & (rel["n"] == n)], metric)
+            cells.append(f"{value['mean']:+.4f}" if value["count"] else "–")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -338,7 +339,7 @@ def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: li
     lines += findings_section(df, metric)
     lines += table1_section(df, metric)
     lines += convergence_section(df)
-    lines += glance_table(summary, metric)
+    lines += glance_table(df, metric)
     titles = {"main": "Random splits", "dissimilar": "Dissimilar split", "reduced": "Reduced volume (base nets)"}
     for series in ("main", "dissimilar", "reduced"):
         part = summary[summary["series"] == series]
@@ -393,15 +394,14 @@ def missing_conditions(df: pd.DataFrame, series: str, conditions) -> list[str]:
 
 def figure2(df: pd.DataFrame, path: Path, metric: str, reference: dict | None) -> list[str]:
     """The paper's figure 2. Top: every run a marker, offset by condition. Bottom: the means per
-    n as lines with 95% CI bands over splits, baseB dashed; with a reference, the bottom panel
-    is top-1 relative to each net's base, ours and the paper's on the same axis."""
+    n of top-1 relative to each net's own base (so AnB and BnA pool fairly), with 95% CI bands
+    over splits; with a reference, the paper's means relative to its base on the same axis."""
     plt = pyplot()
     main = df[(df["series"] == "main") & df["condition"].isin(list(FIGURE2_STYLE))]
     notes = [f"figure2: no {FIGURE2_STYLE[c][0]} ({c}) runs, left out"
              for c in missing_conditions(df, "main", FIGURE2_STYLE)]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 9), sharex=True)
     offsets = {"base": 0.0, "selffer": -0.24, "selffer+": -0.08, "transfer": 0.08, "transfer+": 0.24}
-    relative = reference is not None
     for cond, (label, colour, marker) in FIGURE2_STYLE.items():
         rows = main[main["condition"] == cond]
         if rows.empty:
@@ -409,21 +409,16 @@ def figure2(df: pd.DataFrame, path: Path, metric: str, reference: dict | None) -
         top.scatter(rows["n"] + offsets[cond], rows[metric], s=36, c=colour, marker=marker,
                     edgecolors="black", linewidths=0.7, label=label, zorder=3)
         if cond == "base":
-            level = 0.0 if relative else stats.clustered(rows, metric)["mean"]
-            bottom.axhline(level, color="black", linestyle="--", linewidth=1.2, label=label)
+            bottom.axhline(0.0, color="black", linestyle="--", linewidth=1.2, label=label)
             continue
-        if relative:
-            table = relative_by_n(main, cond, "base", metric)
-        else:
-            table = pd.DataFrame([{"n": n, **stats.clustered(group, metric)}
-                                  for n, group in rows.groupby("n")])
+        table = relative_by_n(main, cond, "base", metric)
         if table.empty:
             continue
         bottom.plot(table["n"], table["mean"], marker=marker, color=colour, markeredgecolor="black",
                     linewidth=2, label=label)
         bottom.fill_between(table["n"], table["low"], table["high"], color=colour, alpha=0.25,
                             linewidth=0)
-    if relative:
+    if reference is not None:
         for cond, values in reference.items():
             if cond == "base":
                 continue
@@ -432,8 +427,7 @@ def figure2(df: pd.DataFrame, path: Path, metric: str, reference: dict | None) -
                         label=f"paper {FIGURE2_STYLE[cond][0]}")
     label = METRICS[metric]
     top.set_ylabel(f"top-1 ({label})")
-    bottom.set_ylabel(f"top-1 ({label}) minus its base net's" if relative
-                      else f"mean top-1 ({label}), 95% CI band")
+    bottom.set_ylabel(f"top-1 ({label}) minus its base net's,\nmean and 95% CI band")
     bottom.set_xlabel("layer n at which the network is chopped and retrained")
     bottom.set_xticks(range(0, 8))
     top.legend(loc="lower left", fontsize=8, ncol=5)

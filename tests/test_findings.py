@@ -94,6 +94,8 @@ def test_table1_names_both_controls_and_pools_ranges_of_n(tmp_path):
     summary = report.summary_markdown(tmp_path, df, report.summarize(df), [], "top1_final")
     assert summary.index("## Findings") < summary.index("## Table 1") < summary.index("## At a glance")
     assert "extra training" in summary
+    # The glance table is relative to each net's base: both directions pool to the same values.
+    assert "| 4 | -0.0200 | -0.0200 | -0.0200 | -0.0100 |" in summary
 
 
 def test_best_fraction_keeps_the_papers_proportion():
