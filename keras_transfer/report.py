@@ -34,7 +34,7 @@ METRICS = metrics.TOP1
 # dark and light blue for the selffer nets, dark red and pink for the transfer nets, fine-tuned
 # nets as crosses.
 FIGURE2_STYLE = {
-    "base": ("baseB", "white", "o"),
+    "base": ("base", "white", "o"),
     "selffer": ("BnB", "#1f3fbf", "o"),
     "selffer+": ("BnB+", "#7fb2ff", "P"),
     "transfer": ("AnB", "#b2182b", "D"),
