@@ -38,7 +38,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_transfer import filters, metrics, outputs, predict, similarity, trained_nets  # noqa: E402
+from keras_transfer import (filters, metrics, outputs, predict, similarity,  # noqa: E402
+                            trained_nets)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -459,9 +459,10 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
     crop = input_shape[0]
     val_limit = config.eval_steps * config.batch_size if config.eval_steps else None
     manifest = nets[0].target_manifest
+    stream_seed = data_seed(config, start_step)
     train_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.build_dataset(half_dir, "train", batch_size=config.batch_size,
-                                       training=True, seed=data_seed(config, start_step), input_context=ctx,
+                                       training=True, seed=stream_seed, input_context=ctx,
                                        crop=crop, model_name=config.model, manifest=manifest))
     val_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.build_dataset(half_dir, "validation", batch_size=config.batch_size,
