@@ -39,8 +39,8 @@ class Difference:
     minus: str  # a condition, or "base"
     layers: tuple = ALL_N
 
-    def per_split(self, rel: pd.DataFrame, metric: str) -> pd.DataFrame:
-        """One row per cluster with `value`: the difference of the pooled means there."""
+    def per_split(self, rel: pd.DataFrame, metric: str) -> pd.Series:
+        """Per cluster (split), the difference of the pooled means there."""
         clusters = stats.cluster_columns(rel)
         rows = rel[rel["n"].isin(self.layers)]
 
@@ -50,12 +50,11 @@ class Difference:
             return rows[rows["condition"] == condition].groupby(clusters)[metric].mean()
         plus, minus = pooled(self.plus), pooled(self.minus)
         value = -minus if plus is None else plus if minus is None else plus - minus
-        return value.dropna().rename("value").reset_index()
+        return value.dropna()
 
     def measure(self, rel: pd.DataFrame, metric: str) -> dict:
-        per_split = self.per_split(rel, metric)
         runs = rel[rel["n"].isin(self.layers) & rel["condition"].isin({self.plus, self.minus})]
-        return {**stats.clustered_values(dict(enumerate(per_split["value"]))), "runs": len(runs)}
+        return {**stats.t_interval(self.per_split(rel, metric)), "runs": len(runs)}
 
     def paper(self, reference=YOSINSKI2014_TOP1) -> float:
         def mean_rel(condition):
@@ -111,7 +110,7 @@ def _specificity_slope(rel: pd.DataFrame, metric: str) -> dict:
         if len(xs) >= 2:
             slopes[key] = stats.slope(xs, ys)
     runs = rel[rel["condition"].isin({"selffer", "transfer"})]
-    return {**stats.clustered_values(slopes), "runs": len(runs)}
+    return {**stats.t_interval(slopes.values()), "runs": len(runs)}
 
 
 def _paper_specificity_slope() -> float:
@@ -158,7 +157,7 @@ def measure_findings(df: pd.DataFrame, metric: str) -> list[dict]:
     rel = relative(df, metric)
     rows = []
     for finding in FINDINGS:
-        measured = finding.measure(rel, metric) if not rel.empty else stats.clustered_values({})
+        measured = finding.measure(rel, metric)
         rows.append({"finding": finding.number, "claim": finding.claim, "effect": finding.effect,
                      "paper": finding.paper, **measured, "verdict": stats.verdict(measured)})
     return rows
@@ -167,5 +166,4 @@ def measure_findings(df: pd.DataFrame, metric: str) -> list[dict]:
 def measure_table1(df: pd.DataFrame, metric: str) -> list[dict]:
     rel = relative(df, metric)
     return [{"difference": d.name, "measures": d.measures, "paper": d.paper(),
-             **(d.measure(rel, metric) if not rel.empty else stats.clustered_values({})),
-             } for d in TABLE1]
+             **d.measure(rel, metric)} for d in TABLE1]

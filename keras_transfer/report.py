@@ -180,8 +180,6 @@ def relative_by_n(df: pd.DataFrame, plus: str, minus: str, metric: str, series: 
     rel = findings.relative(part, metric)
     rows = []
     for n in range(1, naming.MAX_N + 1):
-        if rel.empty:
-            break
         measured = findings.Difference("", "", plus, minus, (n,)).measure(rel, metric)
         if measured["count"]:
             rows.append({"n": n, **measured})

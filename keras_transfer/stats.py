@@ -40,33 +40,24 @@ def cluster_columns(df: pd.DataFrame) -> list[str]:
     return ["split_dir", "seed"]
 
 
-def clustered(df: pd.DataFrame, value: str, clusters: list[str] | None = None) -> dict:
+def clustered(df: pd.DataFrame, value: str) -> dict:
     """t_interval over the per-cluster means of `value`; `count` is the number of clusters
     and `runs` the number of rows behind them."""
     rows = df.dropna(subset=[value])
     if rows.empty:
         return {**t_interval([]), "runs": 0}
-    clusters = clusters or cluster_columns(rows)
-    per_cluster = rows.groupby(clusters)[value].mean()
+    per_cluster = rows.groupby(cluster_columns(rows))[value].mean()
     return {**t_interval(per_cluster.values), "runs": len(rows)}
 
 
-def clustered_values(values_by_cluster: dict) -> dict:
-    """t_interval of one value per cluster (e.g. a per-split slope), as `clustered` reports it."""
-    finite = [v for v in values_by_cluster.values() if v is not None and not pd.isna(v)]
-    return {**t_interval(finite), "runs": len(finite)}
-
-
-def verdict(interval: dict, expected_sign: int = 1) -> str:
-    """holds / reversed / not detected from a 95% interval and the sign the paper found;
-    `not tested` without two independent clusters."""
+def verdict(interval: dict) -> str:
+    """holds / reversed / not detected from a 95% interval of an effect the paper found
+    positive (every finding is stated so); `not tested` without two independent clusters."""
     if interval["count"] < 2 or pd.isna(interval["ci95"]):
         return "not tested (needs 2+ splits or seeds)"
-    low, high = expected_sign * interval["low"], expected_sign * interval["high"]
-    low, high = min(low, high), max(low, high)
-    if low > 0:
+    if interval["low"] > 0:
         return "holds"
-    if high < 0:
+    if interval["high"] < 0:
         return "reversed"
     return "not detected"
 
