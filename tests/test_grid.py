@@ -6,8 +6,10 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -205,6 +207,29 @@ def test_local_backend_refuses_missing_data_before_running_anything(tmp_path):
                                              "--split=random:0 --out=nodata"):
         grid.main([f"--workdir={tmp_path}/runs", "--", "--data_dir=nodata"], out=io.StringIO())
     assert not (tmp_path / "runs").exists()
+
+
+
+class _SignalledWhileStarting(grid.Plan):
+    """A plan whose runs sleep, and whose launcher gets a real SIGTERM while it starts each run."""
+
+    def command(self, pack):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return [sys.executable, "-c", "import time; time.sleep(120)"]
+
+
+def test_sigterm_while_a_run_starts_stops_that_run_too(tmp_path):
+    # Raised mid-start, the stop would forget the run being started and leave it training alone.
+    nets = [net for net in nets_of() if net.name == "baseA"]
+    plan = _SignalledWhileStarting(nets=nets, workdir=str(tmp_path), dataset="fashion_mnist",
+                                   data_dir="data", flagfile=None, extra_flags=[])
+    out = io.StringIO()
+    started = time.monotonic()
+    assert grid.run_local(plan, jobs=1, out=out) == 128 + signal.SIGTERM
+    assert time.monotonic() - started < 60  # the sleeping run was stopped, not waited for
+    log = out.getvalue()
+    assert "started random_0/seed0/baseA" in log, log
+    assert "SIGTERM: stopping 1 running nets" in log, log
 
 
 FAKE_SBATCH = """#!/usr/bin/env bash

@@ -62,8 +62,15 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
 
     say(f"{total} nets, {skipped} already done, {jobs} processes at a time")
 
+    # A signal that lands while a run is being started is held until the run is on `running`:
+    # raised inside Popen it would leave a child training that nobody stops.
+    starting, held = False, []
+
     def on_signal(signum, frame):
-        raise _Stop(signum)
+        if starting:
+            held.append(signum)
+        else:
+            raise _Stop(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
@@ -98,18 +105,23 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
                     failed[net.key] = f"not run: its base net {base} failed ({failed[bad[0]]})"
                     say(f"FAILED {net.label}: {failed[net.key]}")
             while len(running) < jobs:
+                starting = True
                 claimed = _claim_pack(plan, [n for n in pending
                                              if all(plan.is_done(k) for k in n.needs)])
+                if claimed:
+                    pack, locks = claimed
+                    for net in pack:
+                        pending.remove(net)
+                    running.append(_start(plan, pack, locks))
+                starting = False
+                if claimed:
+                    what = pack[0].label if len(pack) == 1 else (
+                        f"a pack of {len(pack)}: {', '.join(net.name for net in pack)}")
+                    say(f"started {what} -> {running[-1].log_path}")
+                if held:
+                    raise _Stop(held[0])
                 if not claimed:
                     break
-                pack, locks = claimed
-                for net in pack:
-                    pending.remove(net)
-                r = _start(plan, pack, locks)
-                running.append(r)
-                what = pack[0].label if len(pack) == 1 else (
-                    f"a pack of {len(pack)}: {', '.join(net.name for net in pack)}")
-                say(f"started {what} -> {r.log_path}")
             if pending or running:
                 time.sleep(poll_seconds)
     except _Stop as stop:
