@@ -1,4 +1,4 @@
-"""manifest.json of a prepared half: atomic writing, loading and verification.
+"""manifest.json of a prepared half: loading and verification.
 
 The manifest is written last; its presence means the half is complete. Nothing here imports
 TensorFlow, so other packages can check data cheaply.
@@ -8,39 +8,11 @@ import json
 import os
 import re
 import struct
-import uuid
 from pathlib import Path
 
 from data_prep.errors import DataPrepError
 
 MANIFEST = "manifest.json"
-
-
-def write_bytes_atomic(path, payload: bytes, mode: int | None = None):
-    """Writes bytes via a temp file in the same directory and os.replace: old file or new, never
-    half a file. `mode` sets the permissions (default: the umask's)."""
-    path = Path(path)
-    # open(..., "x") rather than mkstemp: the file gets the umask's permissions, not 0600.
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        if mode is not None:
-            os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path, obj):
-    """Writes JSON atomically (see write_bytes_atomic). Key order is kept (no sorting), 2-space
-    indent, trailing newline."""
-    text = json.dumps(obj, indent=2, ensure_ascii=False) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def sha256_file(path):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import data_prep
-from data_prep import imaging, manifest, sources, splits
+from data_prep import atomic, imaging, manifest, sources, splits
 from data_prep.errors import DataPrepError
 
 HALVES = ("A", "B")
@@ -334,7 +334,7 @@ def _finish_half(directory, header, result, target):
         for s, w in writers.items()}
     body["shards"] = {s: w.shards for s, w in writers.items()}
     body["source_options"] = body.pop("source_options")  # moved last: beyond docs/formats.md
-    manifest.write_json_atomic(directory / manifest.MANIFEST, body)
+    atomic.write_json_atomic(directory / manifest.MANIFEST, body)
 
 
 def _publish(tmp, half_dirs, parent):

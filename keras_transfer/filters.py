@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.manifest import write_bytes_atomic
+from data_prep.atomic import write_bytes_atomic
 from keras_transfer.outputs import pyplot
 
 FILTER_TILE_PIXELS = 48  # conv1 tiles are upscaled to about this size so a person can see them

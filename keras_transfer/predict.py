@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep.manifest import sha256_file, write_bytes_atomic, write_json_atomic
+from data_prep.atomic import write_bytes_atomic, write_json_atomic
+from data_prep.manifest import sha256_file
 from keras_transfer import data, metrics, naming, stats
 from keras_transfer.outputs import finite, fmt, png_bytes, pyplot
 from keras_transfer.similarity import (DEFAULT_BATCH_SIZE, DEFAULT_LAYERS, similarity,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from data_prep.manifest import write_json_atomic
+from data_prep.atomic import write_json_atomic
 from keras_transfer import filters
 
 

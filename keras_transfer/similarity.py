@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from data_prep.manifest import write_json_atomic
+from data_prep.atomic import write_json_atomic
 from keras_transfer import cka, data, models, naming
 from keras_transfer.outputs import finite, fmt, png_bytes, pyplot
 from keras_transfer.trained_nets import AnalysisError, analysis_dir, load_model, open_run

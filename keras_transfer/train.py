@@ -25,7 +25,7 @@ import keras
 import tensorflow as tf
 
 from data_prep.manifest import verify as verify_shards
-from data_prep.manifest import write_json_atomic
+from data_prep.atomic import write_json_atomic
 from keras_transfer import data, metrics, models, naming, progress, solver, transfer
 from keras_transfer import steps as steps_lib
 from keras_transfer.backup import Backup, Preempted, SigtermFlag

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from data_prep import manifest, records, sources, splits
+from data_prep import atomic, manifest, records, sources, splits
 from data_prep.errors import DataPrepError
 from data_prep.prepare import prepare
 from data_prep.sources import SyntheticSpec
@@ -207,8 +207,8 @@ def test_load_manifest_names_the_file_and_the_command(tmp_path):
 
 def test_write_json_atomic_replaces_and_leaves_no_temp_files(tmp_path):
     path = tmp_path / "result.json"
-    manifest.write_json_atomic(path, {"b": 1, "a": [1, 2]})
-    manifest.write_json_atomic(path, {"b": 2, "a": "é"})
+    atomic.write_json_atomic(path, {"b": 1, "a": [1, 2]})
+    atomic.write_json_atomic(path, {"b": 2, "a": "é"})
     assert json.loads(path.read_text(encoding="utf-8")) == {"b": 2, "a": "é"}
     assert path.read_text(encoding="utf-8").startswith('{\n  "b"')
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]

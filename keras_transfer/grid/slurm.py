@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from data_prep.manifest import write_bytes_atomic
+from data_prep.atomic import write_bytes_atomic
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.plan import Plan
 
