@@ -11,8 +11,8 @@ import struct
 from pathlib import Path
 
 from data_prep.errors import DataPrepError
+from data_prep.layout import MANIFEST
 
-MANIFEST = "manifest.json"
 
 
 def sha256_file(path):

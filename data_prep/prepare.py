@@ -13,12 +13,11 @@ import os
 import shutil
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 import data_prep
-from data_prep import atomic, imaging, manifest, sources, splits
+from data_prep import atomic, imaging, layout, manifest, sources, splits
 from data_prep.errors import DataPrepError
 
 HALVES = ("A", "B")
@@ -48,7 +47,7 @@ def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
     num_source_classes = len(src.class_names)
     halves = splits.resolve(spec, num_source_classes, src.class_names, src.dataset)
     target = _target(src, image_size, encoding)
-    parent = Path(out) / src.dataset / splits.split_dirname(spec, examples_per_class)
+    parent = layout.split_root(out, src.dataset, splits.split_dirname(spec, examples_per_class))
     half_dirs = {h: parent / h for h in HALVES}
     header = {h: _header(src, source, spec, h, halves, examples_per_class, target)
               for h in HALVES}

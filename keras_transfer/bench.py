@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
+from data_prep import layout
+
 BENCHMARKS = ("matmul", "caffenet", "small", "groups", "pipeline", "grid")
 DEFAULT_BENCHMARKS = BENCHMARKS[:-1]  # the grid trains 37 nets several times: ask for it
 # The project's speed goals: CaffeNet's float32 training GFLOP/s as a fraction of a float32
@@ -296,7 +298,7 @@ def main(argv):
             raise app.UsageError(f"--grid_ways: unknown {unknown_ways}; choose from "
                                  f"{bench_grid.WAYS}")
         half = Path(_GRID_DATA_DIR.value) / _GRID_DATASET.value / "random_0" / "B"
-        if not (half / "manifest.json").is_file():
+        if not (half / layout.MANIFEST).is_file():
             raise app.UsageError(f"--grid_data_dir: {half} holds no prepared data; run "
                                  f"python -m data_prep --source={_GRID_DATASET.value} "
                                  f"--split=random:0 --out={_GRID_DATA_DIR.value}")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from absl import flags
 
+from data_prep import layout
 from keras_transfer import naming
 
 class ConfigError(Exception):
@@ -157,7 +158,7 @@ class Config:
         return split_dirname(self.split, self.examples_per_class or None)
 
     def half_dir(self, half: str) -> Path:
-        return Path(self.data_dir) / self.dataset / self.split_dir / half
+        return layout.half_dir(self.data_dir, self.dataset, self.split_dir, half)
 
     @property
     def run_dir(self) -> Path:

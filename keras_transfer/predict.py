@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from data_prep import layout
 from data_prep.atomic import write_bytes_atomic, write_json_atomic
 from data_prep.manifest import sha256_file
 from keras_transfer import data, metrics, naming, stats
@@ -168,7 +169,7 @@ def _pool(pairs) -> dict:
 
 def _inputs_key(net_a: Net, net_b: Net, half_dir, batch_size, max_examples) -> str:
     """What a similarity.json depends on: both weight files, the data, the batching."""
-    manifest = json.loads((Path(half_dir) / "manifest.json").read_text())
+    manifest = json.loads((Path(half_dir) / layout.MANIFEST).read_text())
     shards = [s.get("sha256") for s in manifest["shards"]["validation"]]
     parts = [sha256_file(net_a.weights), sha256_file(net_b.weights), json.dumps(shards),
              str(batch_size), str(max_examples), ",".join(DEFAULT_LAYERS)]

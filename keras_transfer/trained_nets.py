@@ -15,6 +15,7 @@ from pathlib import Path
 
 import keras
 
+from data_prep import layout
 from keras_transfer import data, models, naming, transfer
 
 _SEED_DIR_RE = re.compile(r"^seed\d+$")
@@ -130,14 +131,14 @@ def training_half_dir(net: Net, half: str, data_dir=None) -> Path:
 
     split_dir = net.config.get("split_dir") or split_dirname(
         net.config["split"], net.config.get("examples_per_class") or None)
-    relative = Path(net.config["dataset"]) / split_dir / half
+    relative = layout.half_dir("", net.config["dataset"], split_dir, half)
     if data_dir is not None:
         roots = [Path(data_dir)]
     else:
         recorded = Path(net.config.get("data_dir", "data"))
         roots = [recorded] if recorded.is_absolute() else [launch_dir(net) / recorded, recorded]
     for root in roots:
-        if (root / relative / "manifest.json").is_file():
+        if (root / relative / layout.MANIFEST).is_file():
             return root / relative
     raise AnalysisError(
         f"cannot find the prepared data of {net.name}: no {relative}/manifest.json under "

@@ -9,8 +9,8 @@ import json
 import os
 import shlex
 import sys
-from pathlib import Path
 
+from data_prep import layout
 from keras_transfer.grid.nets import Net, stages
 from keras_transfer.grid.plan import Plan
 
@@ -22,7 +22,7 @@ def images_per_net(preset, plan: Plan, net: Net) -> float | None:
     """Training images one net sees: steps x batch, or epochs x the target half's training count."""
     if preset.steps > 0:
         return float(preset.steps * preset.batch_size)
-    manifest = Path(plan.data_dir) / plan.dataset / net.split_dir / net.target / "manifest.json"
+    manifest = layout.manifest_path(plan.data_dir, plan.dataset, net.split_dir, net.target)
     if not manifest.is_file():
         return None
     return preset.epochs * json.loads(manifest.read_text())["counts"]["train"]
@@ -32,7 +32,7 @@ def multiply_adds(preset, plan: Plan) -> tuple[float, str]:
     """Forward multiply-adds per image of the preset's model, and where the number comes from."""
     shape, classes, note = None, preset.fc8_outputs or None, ""
     for net in plan.nets:
-        manifest = Path(plan.data_dir) / plan.dataset / net.split_dir / net.target / "manifest.json"
+        manifest = layout.manifest_path(plan.data_dir, plan.dataset, net.split_dir, net.target)
         if manifest.is_file():
             m = json.loads(manifest.read_text())
             shape, classes = m["image_shape"], classes or m["num_classes"]

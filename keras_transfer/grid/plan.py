@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from data_prep import layout
 from keras_transfer import naming
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid import nets as nets_lib
@@ -109,7 +110,7 @@ class Plan:
         for net in self.nets:
             halves = {net.target} | ({net.source} if net.source in naming.HALVES else set())
             for half in halves:
-                manifest = Path(self.data_dir) / self.dataset / net.split_dir / half / "manifest.json"
+                manifest = layout.manifest_path(self.data_dir, self.dataset, net.split_dir, half)
                 if not manifest.is_file():
                     cmd = (f"python -m data_prep --source={self.dataset} --split={net.split} "
                            f"--out={self.data_dir}")
