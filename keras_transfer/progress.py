@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.atomic import write_json_atomic
-from keras_transfer import filters
+from keras_transfer import filter_images
 
 
 class EvalHistory:
@@ -96,5 +96,5 @@ class Summaries:
             for weight in layer.weights:
                 tf.summary.histogram(f"weights/{weight.path}", np.asarray(weight.numpy(), np.float32))
         conv1 = self.model.get_layer("conv1")
-        grid = filters.filter_grid(conv1.get_weights()[0])
+        grid = filter_images.filter_grid(conv1.get_weights()[0])
         tf.summary.image("conv1_filters", grid[None], max_outputs=1)

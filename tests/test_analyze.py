@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from keras_transfer import (analyze, cka, data, filters, models, predict, similarity, stats, train,
-                            trained_nets)
+from keras_transfer import (analyze, cka, data, filter_images, models, predict, similarity, stats,
+                            train, trained_nets)
 from keras_transfer.config import Config
 
 SMOKE = dict(model="small", batch_size=8, steps=2, eval_every=2, eval_steps=1, lr=0.05,
@@ -217,7 +217,7 @@ def test_predict_overlays_cka_and_the_measured_drop(grid, monkeypatch, capsys):
 
 def test_filter_grid_has_one_tile_per_filter():
     kernel = np.random.default_rng(0).normal(size=(3, 3, 1, 10)).astype(np.float32)
-    image = filters.filter_image(kernel, tile_pixels=3)  # factor 1: the grid itself
+    image = filter_images.filter_image(kernel, tile_pixels=3)  # factor 1: the grid itself
     tiles = _tiles(image[..., 0] / 255.0, kernel.shape)
     filled = [t for t in tiles if not np.all(t == 1.0)]
     assert len(tiles) == 12 and len(filled) == 10  # a 3 x 4 grid, two slots left blank
@@ -234,7 +234,7 @@ def test_filters_cli_writes_one_png_per_net(grid, monkeypatch, capsys, tmp_path)
     net = trained_nets.open_run(seed_dir / "baseB")
     model = trained_nets.load_model(net, (28, 28, 1))
     kernel = model.get_layer("conv1").get_weights()[0]
-    grid_image = filters.filter_grid(kernel)
+    grid_image = filter_images.filter_grid(kernel)
     png = matplotlib.image.imread(tmp_path / "baseB.png")[..., 0]
     factor = png.shape[0] // grid_image.shape[0]
     assert factor > 1 and png.shape[0] == grid_image.shape[0] * factor
@@ -246,7 +246,7 @@ def test_filters_cli_writes_one_png_per_net(grid, monkeypatch, capsys, tmp_path)
 
 
 def _tiles(image, kernel_shape, pad=1):
-    """Every slot of a filter grid, row by row (the layout of filters.filter_grid)."""
+    """Every slot of a filter grid, row by row (the layout of filter_images.filter_grid)."""
     kh, kw, _, count = kernel_shape
     cols = int(np.ceil(np.sqrt(count)))
     rows = int(np.ceil(count / cols))
