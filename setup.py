@@ -29,7 +29,7 @@ setup(
             "data-prep=data_prep.__main__:run",
             "keras-transfer=keras_transfer.main:run",
             "keras-transfer-report=keras_transfer.report:run",
-            "keras-transfer-analyze=keras_transfer.analyze:run",
+            "keras-transfer-analyze=keras_transfer.analyze.__main__:run",
         ],
     },
 )

@@ -4,7 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
-from keras_transfer import cka
+from keras_transfer.analyze import cka
 
 
 def _rng(seed=0):

@@ -19,10 +19,10 @@ from data_prep.atomic import write_bytes_atomic, write_json_atomic
 from data_prep.manifest import sha256_file
 from keras_transfer import data, metrics, naming, stats
 from keras_transfer.outputs import finite, fmt, png_bytes, pyplot
-from keras_transfer.similarity import (DEFAULT_BATCH_SIZE, DEFAULT_LAYERS, similarity,
-                                       write_similarity)
-from keras_transfer.trained_nets import (AnalysisError, Net, analysis_dir, find_seed_dirs,
-                                         open_run, read_result, training_half_dir)
+from keras_transfer.analyze.similarity import (DEFAULT_BATCH_SIZE, DEFAULT_LAYERS, similarity,
+                                               write_similarity)
+from keras_transfer.analyze.trained_nets import (AnalysisError, Net, analysis_dir, find_seed_dirs,
+                                                 open_run, read_result, training_half_dir)
 
 METRICS = tuple(metrics.TOP1)
 

@@ -23,9 +23,10 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.atomic import write_json_atomic
-from keras_transfer import cka, data, models, naming
+from keras_transfer import data, models, naming
+from keras_transfer.analyze import cka
 from keras_transfer.outputs import finite, fmt, png_bytes, pyplot
-from keras_transfer.trained_nets import AnalysisError, analysis_dir, load_model, open_run
+from keras_transfer.analyze.trained_nets import AnalysisError, analysis_dir, load_model, open_run
 
 DEFAULT_LAYERS = models.LAYER_NAMES[:naming.MAX_N]  # conv1..fc7, the layers transfer copies
 DEFAULT_BATCH_SIZE = 256

@@ -1,33 +1,6 @@
-"""Looks at trained nets without training more of them: layer similarity, its use as a cheap
-predictor of the transfer curve, and the conv1 filters.
+"""The command line of `python -m keras_transfer.analyze` (see the package's docstring).
 
-    python -m keras_transfer.analyze similarity --a RUN_A --b RUN_B --data HALF_DIR
-    python -m keras_transfer.analyze predict WORKDIR[/<dataset>/<split_dir>/seed<k>]
-    python -m keras_transfer.analyze filters RUN [RUN ...]
-
-`similarity` streams the validation images of HALF_DIR through both nets in minibatches and
-accumulates linear CKA (unbiased HSIC_1, Nguyen et al. 2021; see `cka`) of every layer of A
-against every layer of B; memory is one batch's activations and Gram matrices. Both nets read
-the images with their own crop and input scale but the same examples in the same order; every
-batch is checked, and a difference in order or count is refused. Writes similarity.json,
-similarity.png (the layer x layer heatmap) and TensorBoard events into
-WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/similarity/<A>_vs_<B>/ (or --out).
-
-`predict` computes CKA(baseA, baseB) per layer for every finished base pair and compares it
-with the measured relative drop of the frozen transfer nets, (base - AnB) / base per n (BnA
-against baseA likewise), pooled over directions and seeds, by Spearman rank correlation.
-Writes predict.json and predict.png into WORKDIR/report/ beside the report (or --out).
-
-`filters` writes each net's conv1 filters as one image grid (`filter_images.filter_grid`), a PNG per
-net and a TensorBoard image, into WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/filters/.
-
-Every output file or folder is written in full elsewhere and renamed into place; bad input
-(missing run, weights that do not fit, data of another shape) is reported before anything is
-written. Command line via argparse, as in `report`: main's absl flags are the package's one
-absl namespace.
-
-Code: `trained_nets` (finished runs, their data, where analysis outputs go), `similarity`,
-`predict` and `filters`; this module is the command line only.
+argparse, not absl, as in `report`: main's absl flags are the package's one absl namespace.
 """
 from __future__ import annotations
 
@@ -38,8 +11,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_transfer import (filters, metrics, outputs, predict, similarity,  # noqa: E402
-                            trained_nets)
+from keras_transfer import metrics, outputs  # noqa: E402
+from keras_transfer.analyze import filters, predict, similarity, trained_nets  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:

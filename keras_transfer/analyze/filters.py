@@ -22,8 +22,8 @@ def write_filters(run_dirs, out=None, data_dir=None) -> list[Path]:
     import tensorflow as tf
 
     from keras_transfer import data
-    from keras_transfer.trained_nets import (AnalysisError, analysis_dir, load_model, open_run,
-                                             training_half_dir)
+    from keras_transfer.analyze.trained_nets import (AnalysisError, analysis_dir, load_model,
+                                                     open_run, training_half_dir)
 
     nets = [open_run(r) for r in run_dirs]  # every input checked before anything is written
     images = []
