@@ -28,7 +28,7 @@ setup(
         "console_scripts": [
             "data-prep=data_prep.__main__:run",
             "keras-transfer=keras_transfer.main:run",
-            "keras-transfer-report=keras_transfer.report:run",
+            "keras-transfer-report=keras_transfer.report.__main__:run",
             "keras-transfer-analyze=keras_transfer.analyze.__main__:run",
         ],
     },

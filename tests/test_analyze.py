@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
-from keras_transfer import analyze, data, filter_images, models, stats, train
+from keras_transfer import analyze, data, filter_images, models, train
 from keras_transfer.analyze import cka, predict, similarity, trained_nets
+from keras_transfer.report import stats
 from keras_transfer.config import Config
 
 SMOKE = dict(model="small", batch_size=8, steps=2, eval_every=2, eval_steps=1, lr=0.05,

@@ -5,7 +5,8 @@ import sys
 
 import pytest
 
-from keras_transfer import findings, metrics, report
+from keras_transfer import metrics, report
+from keras_transfer.report import findings
 from report_fixtures import write_run
 
 SPLIT_NOISE = (-1.5, -0.5, 0.5, 1.5)  # per split, times a noise scale: mean 0, std 1.29

@@ -7,7 +7,8 @@ import sys
 import pandas as pd
 import pytest
 
-from keras_transfer import report, stats
+from keras_transfer import report
+from keras_transfer.report import stats
 from report_fixtures import write_run
 
 SPLITS = ("random:0", "random:1", "random:2")

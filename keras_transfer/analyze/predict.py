@@ -17,7 +17,8 @@ import numpy as np
 from data_prep import layout
 from data_prep.atomic import write_bytes_atomic, write_json_atomic
 from data_prep.manifest import sha256_file
-from keras_transfer import data, metrics, naming, stats
+from keras_transfer import data, metrics, naming
+from keras_transfer.report import stats
 from keras_transfer.outputs import finite, fmt, png_bytes, pyplot
 from keras_transfer.analyze.similarity import (DEFAULT_BATCH_SIZE, DEFAULT_LAYERS, similarity,
                                                write_similarity)

@@ -3,7 +3,7 @@
 Every comparison is made on accuracy relative to each net's own base net (the base of its
 target half, split and seed), so the two directions AnB and BnA pool as the paper pooled them
 although their halves differ in difficulty. A value is averaged within each split first, and
-its interval is over splits (keras_transfer.stats), because nets of one split share their base
+its interval is over splits (report.stats), because nets of one split share their base
 nets. The paper's own values come from its figure 2 means (`YOSINSKI2014_TOP1`).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Callable
 
 import pandas as pd
 
-from keras_transfer import stats
+from keras_transfer.report import stats
 
 # Yosinski et al. 2014, ImageNet top-1 (mean over runs) per n = 1..7, and the base level.
 YOSINSKI2014_TOP1 = {

@@ -1,0 +1,35 @@
+"""The paper's findings, table and figures from a grid's run directories.
+
+`python -m keras_transfer.report WORKDIR [--reference=yosinski2014] [--out=DIR]` reads only the
+result.json and config.json files under WORKDIR and writes, into WORKDIR/report by default:
+results.csv (one row per run); summary.md: the paper's four findings, each with its effect, 95%
+CI and a verdict, the paper's Table 1, whether the base nets converged, per condition and n the
+mean top-1 with its CI, and the decomposition per n; figure2.png, figure3.png and reduced.png
+when their runs exist; and hparams/ (each run's hparams for TensorBoard's HParams dashboard).
+Conditions that have no runs are left out with a note.
+
+Modules, in the order the data flows: `runs` (result.json files to a table), `stats` (intervals
+over splits, Spearman), `findings` (the paper's claims and Table 1, measured), `tables` (per
+condition and n, the decomposition), `summary` (summary.md), `figures`, `hparams`, `make` (the
+whole report, written atomically); `__main__` is the command line.
+"""
+from keras_transfer.report.figures import figure2, figure3_series
+from keras_transfer.report.findings import REFERENCES, YOSINSKI2014_TOP1
+from keras_transfer.report.make import make_report
+from keras_transfer.report.runs import ReportError, load_runs
+from keras_transfer.report.summary import summary_markdown
+from keras_transfer.report.tables import decomposition, summarize
+
+_COMMAND_LINE = ("main", "parser", "run")
+
+__all__ = ["REFERENCES", "ReportError", "YOSINSKI2014_TOP1", "decomposition", "figure2",
+           "figure3_series", "load_runs", "make_report", "summarize", "summary_markdown",
+           *_COMMAND_LINE]
+
+
+def __getattr__(name):
+    # The command line is imported on first use, as in keras_transfer.grid.
+    if name in _COMMAND_LINE:
+        from keras_transfer.report import __main__ as command_line
+        return getattr(command_line, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

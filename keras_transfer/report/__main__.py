@@ -1,0 +1,57 @@
+"""The command line of `python -m keras_transfer.report` (see the package's docstring).
+
+argparse, not absl: main's absl flags (config.py) are the package's one absl namespace, and
+tools that run beside it in one process (tests, the grid) must not collide with it.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from keras_transfer import metrics
+from keras_transfer.metrics import TOP1
+from keras_transfer.report.findings import REFERENCES
+from keras_transfer.report.make import make_report
+from keras_transfer.report.runs import ReportError
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m keras_transfer.report",
+                                description="Table and figures of the transfer grid in WORKDIR.")
+    p.add_argument("workdir", help="root of the run directories (the grid's --workdir)")
+    p.add_argument("--out", default=None, help="where to write the report (default WORKDIR/report)")
+    p.add_argument("--reference", choices=sorted(REFERENCES), default=None,
+                   help="overlay a published result on figure 2")
+    p.add_argument("--dataset", default=None, help="which dataset, when WORKDIR holds several")
+    p.add_argument("--metric", choices=list(TOP1), default=metrics.HEADLINE,
+                   help="top-1 used by the findings, figures and decomposition: top1_final (the "
+                        "default), top1_best_fraction (the mean of the best 10/450 of a net's "
+                        "evaluations, the paper's rule in its proportion) or top1_best10_mean "
+                        "(refused for runs with fewer than "
+                        f"{metrics.MIN_EVALUATIONS_FOR_BEST10} evaluations)")
+    p.add_argument("--no_hparams", dest="hparams", action="store_false",
+                   help="skip writing TensorBoard HParams summaries (no TensorFlow import)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    report = make_report(args.workdir, args.out, reference=args.reference, dataset=args.dataset,
+                         metric=args.metric, hparams=args.hparams)
+    print(f"[report] {report['runs']} runs")
+    for note in report["notes"]:
+        print(f"[report] note: {note}")
+    for name, path in report["files"].items():
+        print(f"[report] wrote {path}")
+    return 0
+
+
+def run() -> None:
+    try:
+        sys.exit(main())
+    except ReportError as e:
+        print(f"report: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,141 @@
+"""The paper's figure 2 (transfer by layer), figure 3 (random, dissimilar and random-features
+transfer) and the reduced-volume figure, as PNGs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from keras_transfer.metrics import TOP1
+from keras_transfer.outputs import pyplot
+from keras_transfer.report.tables import relative_by_n
+
+# Figure 2 of the paper: condition -> (label, colour, marker); white circles for the base nets,
+# dark and light blue for the selffer nets, dark red and pink for the transfer nets, fine-tuned
+# nets as crosses.
+FIGURE2_STYLE = {
+    "base": ("base", "white", "o"),
+    "selffer": ("BnB", "#1f3fbf", "o"),
+    "selffer+": ("BnB+", "#7fb2ff", "P"),
+    "transfer": ("AnB", "#b2182b", "D"),
+    "transfer+": ("AnB+", "#ff8fb0", "P"),
+}
+
+
+def missing_conditions(df: pd.DataFrame, series: str, conditions) -> list[str]:
+    have = set(df[df["series"] == series]["condition"])
+    return [c for c in conditions if c not in have]
+
+
+def figure2(df: pd.DataFrame, path: Path, metric: str, reference: dict | None) -> list[str]:
+    """The paper's figure 2. Top: every run a marker, offset by condition. Bottom: the means per
+    n of top-1 relative to each net's own base (so AnB and BnA pool fairly), with 95% CI bands
+    over splits; with a reference, the paper's means relative to its base on the same axis."""
+    plt = pyplot()
+    main = df[(df["series"] == "main") & df["condition"].isin(list(FIGURE2_STYLE))]
+    notes = [f"figure2: no {FIGURE2_STYLE[c][0]} ({c}) runs, left out"
+             for c in missing_conditions(df, "main", FIGURE2_STYLE)]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 9), sharex=True)
+    offsets = {"base": 0.0, "selffer": -0.24, "selffer+": -0.08, "transfer": 0.08, "transfer+": 0.24}
+    for cond, (label, colour, marker) in FIGURE2_STYLE.items():
+        rows = main[main["condition"] == cond]
+        if rows.empty:
+            continue
+        top.scatter(rows["n"] + offsets[cond], rows[metric], s=36, c=colour, marker=marker,
+                    edgecolors="black", linewidths=0.7, label=label, zorder=3)
+        if cond == "base":
+            bottom.axhline(0.0, color="black", linestyle="--", linewidth=1.2, label=label)
+            continue
+        table = relative_by_n(main, cond, "base", metric)
+        if table.empty:
+            continue
+        bottom.plot(table["n"], table["mean"], marker=marker, color=colour, markeredgecolor="black",
+                    linewidth=2, label=label)
+        bottom.fill_between(table["n"], table["low"], table["high"], color=colour, alpha=0.25,
+                            linewidth=0)
+    if reference is not None:
+        for cond, values in reference.items():
+            if cond == "base":
+                continue
+            bottom.plot(range(1, 8), [v - reference["base"] for v in values], linestyle=":",
+                        marker="x", color=FIGURE2_STYLE[cond][1], linewidth=1.2,
+                        label=f"paper {FIGURE2_STYLE[cond][0]}")
+    label = TOP1[metric]
+    top.set_ylabel(f"top-1 ({label})")
+    bottom.set_ylabel(f"top-1 ({label}) minus its base net's,\nmean and 95% CI band")
+    bottom.set_xlabel("layer n at which the network is chopped and retrained")
+    bottom.set_xticks(range(0, 8))
+    top.legend(loc="lower left", fontsize=8, ncol=5)
+    bottom.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncol=5,
+                  frameon=False)
+    for ax in (top, bottom):
+        ax.grid(alpha=0.3)
+    dataset = ", ".join(sorted(main["dataset"].dropna().unique()))
+    splits = main["split_dir"].nunique()
+    top.set_title(f"Transfer by layer ({dataset}; {len(main)} runs, {splits} "
+                  f"split{'s' if splits != 1 else ''})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return notes
+
+
+def figure3_series(df: pd.DataFrame, metric: str) -> dict:
+    """label -> table of per-n relative top-1 (run minus its base), for the lines of figure 3."""
+    lines = {}
+    specs = (("random-split transfer (AnB)", "main", "transfer"),
+             ("dissimilar-split transfer (AnB)", "dissimilar", "transfer"),
+             ("random features (RnB)", "main", "random"))
+    for label, series, cond in specs:
+        table = relative_by_n(df, cond, "base", metric, series=series)
+        if not table.empty:
+            lines[label] = table
+    return lines
+
+
+def figure3(df: pd.DataFrame, path: Path, metric: str) -> list[str]:
+    plt = pyplot()
+    lines = figure3_series(df, metric)
+    colours = {"random-split transfer (AnB)": "#d62728", "dissimilar-split transfer (AnB)": "#7b3294",
+               "random features (RnB)": "#555555"}
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, table in lines.items():
+        ax.errorbar(table["n"], table["mean"], yerr=table["ci95"].fillna(0), marker="o", capsize=3,
+                    color=colours[label], label=label, linewidth=2)
+    ax.axhline(0.0, color="black", linestyle="--", linewidth=1)
+    ax.set_xlabel("layer n")
+    ax.set_ylabel(f"top-1 minus base top-1 ({TOP1[metric]})")
+    ax.set_xticks(range(1, 8))
+    ax.set_title("Transfer relative to the base net (error bars: 95% CI over splits)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [f"figure3: no {label} runs, left out" for label in colours if label not in lines]
+
+
+def reduced_figure(df: pd.DataFrame, path: Path, metric: str) -> None:
+    plt = pyplot()
+    reduced = df[(df["series"] == "reduced") & (df["condition"] == "base")]
+    full = df[(df["series"] == "main") & (df["condition"] == "base")]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for half, marker in (("A", "o"), ("B", "s")):
+        rows = reduced[reduced["target"] == half]
+        ax.scatter(rows["examples_per_class"], rows[metric], marker=marker, facecolors="white",
+                   edgecolors="black", label=f"base{half} runs", zorder=3)
+    means = reduced.groupby("examples_per_class")[metric].mean()
+    ax.plot(means.index, means.values, color="#1f4fd1", linewidth=2, label="mean")
+    if not full.empty:
+        ax.axhline(full[metric].mean(), color="black", linestyle="--", linewidth=1,
+                   label="all training examples")
+    ax.set_xscale("log")
+    ax.set_xlabel("training examples per class")
+    ax.set_ylabel(f"top-1 ({TOP1[metric]})")
+    ax.set_title("Base nets trained on reduced data")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,112 @@
+"""Finished runs as one table: a row per result.json (with its config.json's flags), the
+experiment series it belongs to, and whether it converged.
+
+The report reads only these files, so runs from any launcher or machine can be reported on;
+the top-1 metrics are recomputed from each run's history with the code that wrote them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from keras_transfer import metrics
+from keras_transfer.metrics import TOP1
+
+DISSIMILAR_SPLITS = ("dissimilar", "natman")
+RESULT_COLUMNS = ["run", "condition", "dataset", "split", "split_dir", "seed", "examples_per_class",
+                  "source", "target", "n", "finetune", "model", "top1_final", "top1_best_fraction",
+                  "top1_best10_mean", "evaluations", "top5_final", "loss_final", "steps",
+                  "images_per_sec", "wall_time_sec"]
+# A net has converged when its last CONVERGED_EVALUATIONS evaluations are within this top-1 span.
+CONVERGED_EVALUATIONS, CONVERGED_SPAN = 3, 0.005
+
+
+class ReportError(Exception):
+    """The report cannot be made from this WORKDIR; the message says why and what to do."""
+
+
+def series_of(split: str, examples_per_class) -> str:
+    """Which experiment a run belongs to: the main random-split series, dissimilar, or reduced."""
+    if examples_per_class and not pd.isna(examples_per_class):
+        return "reduced"
+    if str(split) in DISSIMILAR_SPLITS:
+        return "dissimilar"
+    return "main"
+
+
+def converged(history) -> bool | None:
+    """Whether the last evaluations are within CONVERGED_SPAN of each other (None: too few)."""
+    values = [e["top1"] for e in history or []][-CONVERGED_EVALUATIONS:]
+    if len(values) < CONVERGED_EVALUATIONS:
+        return None
+    return max(values) - min(values) <= CONVERGED_SPAN + 1e-12
+
+
+def load_runs(workdir, dataset: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """One row per result.json under workdir (with its config.json's flags), and notes on skipped
+    files. The top-1 metrics are recomputed from each run's history (metrics.top1_metrics)."""
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise ReportError(f"{workdir} is not a directory; give the --workdir of the grid (e.g. runs)")
+    rows, notes = [], []
+    for path in sorted(workdir.rglob("result.json")):
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            notes.append(f"skipped unreadable {path}: {e}")
+            continue
+        row = {k: result.get(k) for k in RESULT_COLUMNS}
+        history = result.get("history") or []
+        if history:
+            row.update(metrics.top1_metrics(history))
+        row["converged"] = converged(history)
+        row["last_top1"] = ", ".join(f"{e['top1']:.4f}" for e in history[-CONVERGED_EVALUATIONS:])
+        config_path = path.parent / "config.json"
+        if config_path.is_file():
+            try:
+                config = json.loads(config_path.read_text())
+            except (OSError, json.JSONDecodeError) as e:
+                notes.append(f"ignored unreadable {config_path}: {e}")
+                config = {}
+            for k, v in config.items():
+                if k not in row and not isinstance(v, (dict, list)):
+                    row[f"flag_{k}"] = v
+        row["run_dir"] = str(path.parent.relative_to(workdir))
+        rows.append(row)
+    if not rows:
+        raise ReportError(f"no result.json under {workdir}: no run has finished there yet "
+                          "(train some with ./launch.sh, or point at the grid's workdir)")
+    df = pd.DataFrame(rows)
+    datasets = sorted(df["dataset"].dropna().unique())
+    if dataset is not None:
+        if dataset not in datasets:
+            raise ReportError(f"no runs of dataset {dataset!r} under {workdir}; it holds "
+                              f"{', '.join(datasets)}")
+        df = df[df["dataset"] == dataset]
+    elif len(datasets) > 1:
+        raise ReportError(f"{workdir} holds runs of several datasets ({', '.join(datasets)}); "
+                          "choose one with --dataset=NAME")
+    df = df.copy()
+    df["series"] = [series_of(s, e) for s, e in zip(df["split"], df["examples_per_class"])]
+    df["n"] = df["n"].astype(int)
+    df["seed"] = df["seed"].astype(int)
+    for metric in TOP1:
+        df[metric] = pd.to_numeric(df[metric], errors="coerce")
+    return df.sort_values(["series", "split_dir", "seed", "condition", "n", "run"]).reset_index(drop=True), notes
+
+
+def drop_unpaired_bases(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:
+    """Leaves out base nets whose half is no transfer net's target (baseA in a target-B grid):
+    they solve another task, so pooling them into "base" would compare the B nets with a mix
+    of A and B. Base-only series (reduced volume) are kept whole."""
+    keys = df[["series", "split", "seed", "target"]].apply(tuple, axis=1)
+    is_base = df["condition"] == "base"
+    targets = set(keys[~is_base])
+    unpaired = is_base & df["series"].isin({k[0] for k in targets}) & ~keys.isin(targets)
+    if unpaired.any():
+        names = sorted(set(df.loc[unpaired, "run"]))
+        notes.append(f"left out of tables and figures (no net targets their half): "
+                     f"{', '.join(names)}; still listed in results.csv")
+    return df[~unpaired].reset_index(drop=True)

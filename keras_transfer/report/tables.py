@@ -1,0 +1,66 @@
+"""The report's numbers as tables: per condition and n, and the paper's decomposition per n.
+
+Every interval is over splits (stats.clustered): nets of one split share their base nets.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from keras_transfer import naming
+from keras_transfer.metrics import TOP1
+from keras_transfer.report import findings, stats
+
+# The decomposition of the paper's section 4.1, per n, on accuracy relative to each net's base.
+DECOMPOSITION = (
+    ("lost co-adaptation", "base", "selffer"),
+    ("specificity", "selffer", "transfer"),
+    ("fine-tuning gain", "transfer+", "base"),
+)
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Per series, condition and n: mean, std, count (of independent clusters: splits, or the
+    seeds of a single split), runs and 95% CI half-width of each top-1 metric."""
+    def add(row, group):
+        for metric in TOP1:
+            for stat, value in stats.clustered(group, metric).items():
+                row[f"{metric}_{stat}"] = value
+        return row
+    rows = []
+    for (series, cond, n), group in df[df["series"] != "reduced"].groupby(
+            ["series", "condition", "n"], sort=True):
+        rows.append(add({"series": series, "condition": cond, "n": n}, group))
+    # The reduced series is one row per examples-per-class value.
+    for epc, group in df[df["series"] == "reduced"].groupby("examples_per_class"):
+        rows.append(add({"series": "reduced", "condition": "base", "n": 0,
+                         "examples_per_class": int(epc)}, group))
+    table = pd.DataFrame(rows)
+    order = {cond: i for i, cond in enumerate(naming.CONDITIONS)}
+    table["_order"] = table["condition"].map(order)
+    return table.sort_values(["series", "_order", "n"]).drop(columns="_order").reset_index(drop=True)
+
+
+def relative_by_n(df: pd.DataFrame, plus: str, minus: str, metric: str, series: str = "main") -> pd.DataFrame:
+    """Per n, `plus` minus `minus` on top-1 relative to each net's base, with clustered CIs."""
+    part = df[df["series"] == series].assign(series="main")
+    rel = findings.relative(part, metric)
+    rows = []
+    for n in range(1, naming.MAX_N + 1):
+        measured = findings.Difference("", "", plus, minus, (n,)).measure(rel, metric)
+        if measured["count"]:
+            rows.append({"n": n, **measured})
+    return pd.DataFrame(rows, columns=["n", "mean", "std", "count", "ci95", "low", "high", "runs"])
+
+
+def decomposition(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The paper's effects per n with 95% CIs over splits, on top-1 relative to each net's base."""
+    tables = [relative_by_n(df, first, second, metric).assign(effect=name)
+              for name, first, second in DECOMPOSITION]
+    table = pd.concat([t for t in tables if not t.empty] or [pd.DataFrame(columns=["n", "effect"])])
+    return table.sort_values("n", kind="stable").reset_index(drop=True)
+
+
+def decomposition_notes(df: pd.DataFrame) -> list[str]:
+    have = set(decomposition(df, "top1_final")["effect"])
+    return [f"decomposition: no {name} ({first} and {second} runs of the same split, seed and "
+            "target are needed)" for name, first, second in DECOMPOSITION if name not in have]
