@@ -14,7 +14,6 @@ from data_prep.errors import DataPrepError
 from data_prep.layout import MANIFEST
 
 
-
 def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -17,6 +17,7 @@ from data_prep.atomic import write_bytes_atomic
 from keras_transfer.filter_images import filter_image
 from keras_transfer.outputs import pyplot
 
+
 def write_filters(run_dirs, out=None, data_dir=None) -> list[Path]:
     """conv1 of each run as `<out>/<run>.png` and a TensorBoard image in `<out>/tb`."""
     import tensorflow as tf

@@ -14,6 +14,7 @@ from keras_transfer.report.findings import REFERENCES
 from keras_transfer.report.make import make_report
 from keras_transfer.report.runs import ReportError
 
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m keras_transfer.report",
                                 description="Table and figures of the transfer grid in WORKDIR.")

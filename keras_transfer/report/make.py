@@ -16,6 +16,7 @@ from keras_transfer.report.runs import ReportError, drop_unpaired_bases, load_ru
 from keras_transfer.report.summary import prediction_section, summary_markdown
 from keras_transfer.report.tables import decomposition_notes, summarize
 
+
 def make_report(workdir, out=None, *, reference: str | None = None, dataset: str | None = None,
                 metric: str = metrics.HEADLINE, hparams: bool = True) -> dict:
     """Writes the report's files into `out` (default WORKDIR/report) and returns {name: path}."""

@@ -14,6 +14,7 @@ from keras_transfer.report import findings, stats
 from keras_transfer.report.runs import CONVERGED_EVALUATIONS, CONVERGED_SPAN
 from keras_transfer.report.tables import DECOMPOSITION, decomposition
 
+
 def _cell(mean, ci, count) -> str:
     if pd.isna(mean):
         return "–"
