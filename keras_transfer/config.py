@@ -32,7 +32,7 @@ def _flag(default, help: str, *, choices=None):
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(naming.NetIdentity):
     """The settings of one run. Each field is a flag of main with the same name, type and
     default (`define_flags` makes the flags from these fields), so a default is written once."""
     # What to train.
@@ -94,13 +94,7 @@ class Config:
                                  "evaluations.")
 
     # Derived names (see naming.py and docs/formats.md).
-    @property
-    def run(self) -> str:
-        return naming.run_name(self.source, self.target, self.n, self.finetune)
-
-    @property
-    def condition(self) -> str:
-        return naming.condition(self.source, self.target, self.n, self.finetune)
+    run = naming.NetIdentity.name  # the net's name, as config.json and result.json call it
 
     @property
     def split_dir(self) -> str:

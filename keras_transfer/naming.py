@@ -52,6 +52,24 @@ def parse_run_name(name: str) -> dict:
             "finetune": m.group("ft") == "+"}
 
 
+class NetIdentity:
+    """Which net an object describes, from its four defining fields: its name (`A3B+`) and its
+    condition (`transfer+`). Main's Config and the grid's nets both inherit it, so the two
+    derive a net's identity in one place."""
+    source: str
+    target: str
+    n: int
+    finetune: bool
+
+    @property
+    def name(self) -> str:
+        return run_name(self.source, self.target, self.n, self.finetune)
+
+    @property
+    def condition(self) -> str:
+        return condition(self.source, self.target, self.n, self.finetune)
+
+
 def seed_dir(workdir, dataset: str, split_dir: str, seed: int) -> Path:
     """Folder holding every net of one (dataset, split, seed)."""
     return Path(workdir) / dataset / split_dir / f"seed{seed}"

@@ -16,7 +16,7 @@ DEFAULT_EXPERIMENTS = ("transfer", "random")
 
 
 @dataclasses.dataclass(frozen=True)
-class Net:
+class Net(naming.NetIdentity):
     """One net of the grid: the flags that define it, and where it lives."""
     experiment: str
     split: str
@@ -27,14 +27,6 @@ class Net:
     n: int
     finetune: bool
     examples_per_class: int = 0
-
-    @property
-    def name(self) -> str:
-        return naming.run_name(self.source, self.target, self.n, self.finetune)
-
-    @property
-    def condition(self) -> str:
-        return naming.condition(self.source, self.target, self.n, self.finetune)
 
     @property
     def key(self) -> tuple:
