@@ -248,7 +248,7 @@ class Timing:
 
 
 @dataclasses.dataclass
-class _Net:
+class _NetInTraining:
     """One net while its pack trains: config, files, model, optimizer and progress."""
     config: Config
     target_manifest: dict
@@ -295,7 +295,7 @@ def run_pack(configs: list[Config], strategy: tf.distribute.Strategy,
     if len(set(names)) < len(names):
         raise RunError(f"a net is listed twice: {', '.join(names)}")
     outcomes: dict[str, object] = {}
-    nets: list[_Net] = []
+    nets: list[_NetInTraining] = []
     chief = _is_chief(strategy)
     try:
         with timing.phase("setup"):
@@ -320,7 +320,8 @@ def run_pack(configs: list[Config], strategy: tf.distribute.Strategy,
 
 
 def _claim(config: Config, strategy, chief: bool):
-    """Checks one net's inputs and takes its lock: its _Net, or its result if already done."""
+    """Checks one net's inputs and takes its lock: its _NetInTraining, or its result if it is
+    already done."""
     target_manifest, base_weights = check_inputs(config)
     run_dir = config.run_dir
     if (run_dir / "result.json").exists():
@@ -346,10 +347,10 @@ def _claim(config: Config, strategy, chief: bool):
     except OSError:
         lock.release()
         raise
-    return _Net(config, target_manifest, base_weights, out_dir, lock)
+    return _NetInTraining(config, target_manifest, base_weights, out_dir, lock)
 
 
-def _fail(net: _Net, error: Exception) -> None:
+def _fail(net: _NetInTraining, error: Exception) -> None:
     """Takes a net out of its pack: it trains on in the compiled step, but writes nothing more."""
     net.error = error
     if net.label:  # alone, the caller reports it
@@ -366,7 +367,7 @@ def _per_net(nets, action) -> None:
                 _fail(net, e)
 
 
-def _train(nets: list[_Net], strategy, chief: bool, timing: Timing, started: float) -> None:
+def _train(nets: list[_NetInTraining], strategy, chief: bool, timing: Timing, started: float) -> None:
     config = nets[0].config  # what the pack shares (pack_key)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -421,7 +422,7 @@ def _train(nets: list[_Net], strategy, chief: bool, timing: Timing, started: flo
                                            timing, started, [n.config.run for n in nets]))
 
 
-def _build(net: _Net, strategy, input_shape, num_classes: int) -> None:
+def _build(net: _NetInTraining, strategy, input_shape, num_classes: int) -> None:
     config = net.config
     with strategy.scope():
         net.model = models.build(config.model, num_classes, input_shape, dropout=config.dropout,
@@ -530,7 +531,7 @@ def _preempt(nets, step: int, timing: Timing):
     raise Preempted(step)
 
 
-def _finish(net: _Net, strategy, chief: bool, jit_compile: bool, num_classes: int,
+def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, num_classes: int,
             timing: Timing, started: float, pack: list[str]) -> None:
     config, run_dir = net.config, net.config.run_dir
     net.summaries.close(net.backup.step())

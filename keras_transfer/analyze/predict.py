@@ -22,8 +22,9 @@ from keras_transfer.report import stats
 from keras_transfer.outputs import finite, fmt, png_bytes, pyplot
 from keras_transfer.analyze.similarity import (DEFAULT_BATCH_SIZE, DEFAULT_LAYERS, similarity,
                                                write_similarity)
-from keras_transfer.analyze.trained_nets import (AnalysisError, Net, analysis_dir, find_seed_dirs,
-                                                 open_run, read_result, training_half_dir)
+from keras_transfer.analyze.trained_nets import (AnalysisError, TrainedNet, analysis_dir,
+                                                 find_seed_dirs, open_run, read_result,
+                                                 training_half_dir)
 
 METRICS = tuple(metrics.TOP1)
 
@@ -168,7 +169,7 @@ def _pool(pairs) -> dict:
             "transfer_nets": counts}
 
 
-def _inputs_key(net_a: Net, net_b: Net, half_dir, batch_size, max_examples) -> str:
+def _inputs_key(net_a: TrainedNet, net_b: TrainedNet, half_dir, batch_size, max_examples) -> str:
     """What a similarity.json depends on: both weight files, the data, the batching."""
     manifest = json.loads((Path(half_dir) / layout.MANIFEST).read_text())
     shards = [s.get("sha256") for s in manifest["shards"]["validation"]]

@@ -26,7 +26,7 @@ class AnalysisError(Exception):
 
 
 @dataclasses.dataclass(frozen=True)
-class Net:
+class TrainedNet:
     """A finished run directory and what is needed to rebuild its model."""
     run_dir: Path
     config: dict
@@ -64,7 +64,7 @@ class Net:
                 "num_outputs": self.num_outputs, "input_shape": list(self.input_shape(image_shape))}
 
 
-def open_run(run_dir) -> Net:
+def open_run(run_dir) -> TrainedNet:
     """A finished run (config.json, result.json and model.weights.h5 present), or AnalysisError."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -81,10 +81,10 @@ def open_run(run_dir) -> Net:
         result = json.loads((run_dir / "result.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise AnalysisError(f"cannot read the run record in {run_dir}: {e}") from e
-    return Net(run_dir, config, result)
+    return TrainedNet(run_dir, config, result)
 
 
-def load_model(net: Net, image_shape) -> keras.Model:
+def load_model(net: TrainedNet, image_shape) -> keras.Model:
     """The trained net, rebuilt with its own architecture and fc8 width, for these images."""
     input_shape = net.input_shape(image_shape)
     try:
@@ -112,7 +112,7 @@ def read_result(run_dir: Path):
         return None
 
 
-def launch_dir(net: Net) -> Path:
+def launch_dir(net: TrainedNet) -> Path:
     """The directory the run was launched from, where its relative --data_dir is found."""
     recorded = Path(net.config.get("run_dir", ""))
     if recorded.is_absolute() or not recorded.parts:
@@ -124,7 +124,7 @@ def launch_dir(net: Net) -> Path:
     return Path.cwd()
 
 
-def training_half_dir(net: Net, half: str, data_dir=None) -> Path:
+def training_half_dir(net: TrainedNet, half: str, data_dir=None) -> Path:
     """Half `half` of the data the net's grid was prepared from (its config's data_dir, dataset
     and split), found relative to the launch directory or the current one."""
     from data_prep.splits import split_dirname

@@ -11,7 +11,7 @@ from keras_transfer.grid.cost import (CAFFENET_MULTIPLY_ADDS, TRAIN_FLOPS_PER_MU
                                       dry_run, images_per_net, multiply_adds)
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.local import run_local
-from keras_transfer.grid.nets import (DEFAULT_EXPERIMENTS, EXPERIMENTS, Net, base_keys,
+from keras_transfer.grid.nets import (DEFAULT_EXPERIMENTS, EXPERIMENTS, PlannedNet, base_keys,
                                       dissimilar_split, enumerate_nets, packs, split_dirname,
                                       stages, transfer_set)
 from keras_transfer.grid.plan import (GRID_OWNED_FLAGS, MODULE, TRAINING_FLAGS, Plan, make_plan,
@@ -24,11 +24,11 @@ from keras_transfer.grid.slurm import (SLURM_TASK_SCRIPT, SlurmResources, sbatch
 _COMMAND_LINE = ("main", "run", "parser", "available_cores")
 
 __all__ = ["CAFFENET_MULTIPLY_ADDS", "DEFAULT_EXPERIMENTS", "EXPERIMENTS", "GRID_OWNED_FLAGS",
-           "GridError", "MODULE", "Net", "Plan", "SLURM_TASK_SCRIPT", "SlurmResources",
-           "TRAINING_FLAGS", "TRAIN_FLOPS_PER_MULTIPLY_ADD", "base_keys", "dissimilar_split", "dry_run",
-           "enumerate_nets", "images_per_net", "make_plan", "multiply_adds", "resolve_preset",
-           "packs", "run_local", "sbatch_commands", "settings_drift", "split_dirname", "stages",
-           "submit_slurm", "transfer_set", *_COMMAND_LINE]
+           "GridError", "MODULE", "Plan", "PlannedNet", "SLURM_TASK_SCRIPT", "SlurmResources",
+           "TRAINING_FLAGS", "TRAIN_FLOPS_PER_MULTIPLY_ADD", "base_keys", "dissimilar_split",
+           "dry_run", "enumerate_nets", "images_per_net", "make_plan", "multiply_adds",
+           "resolve_preset", "packs", "run_local", "sbatch_commands", "settings_drift",
+           "split_dirname", "stages", "submit_slurm", "transfer_set", *_COMMAND_LINE]
 
 
 def __getattr__(name):

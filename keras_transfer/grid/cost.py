@@ -11,14 +11,14 @@ import shlex
 import sys
 
 from data_prep import layout
-from keras_transfer.grid.nets import Net, stages
+from keras_transfer.grid.nets import PlannedNet, stages
 from keras_transfer.grid.plan import Plan
 
 CAFFENET_MULTIPLY_ADDS = 0.724e9  # design.md section 1, forward pass of one 227x227 image.
 TRAIN_FLOPS_PER_MULTIPLY_ADD = 3 * 2  # forward + backward (about 2x forward); 2 FLOP per MAC.
 
 
-def images_per_net(preset, plan: Plan, net: Net) -> float | None:
+def images_per_net(preset, plan: Plan, net: PlannedNet) -> float | None:
     """Training images one net sees: steps x batch, or epochs x the target half's training count."""
     if preset.steps > 0:
         return float(preset.steps * preset.batch_size)

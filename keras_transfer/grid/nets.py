@@ -16,7 +16,7 @@ DEFAULT_EXPERIMENTS = ("transfer", "random")
 
 
 @dataclasses.dataclass(frozen=True)
-class Net(naming.NetIdentity):
+class PlannedNet(naming.NetIdentity):
     """One net of the grid: the flags that define it, and where it lives."""
     experiment: str
     split: str
@@ -69,24 +69,27 @@ def dissimilar_split(dataset: str) -> str:
 
 
 def transfer_set(experiment, split, seed, targets, n_values, epc=0,
-                 selffer_targets=naming.HALVES) -> list[Net]:
+                 selffer_targets=naming.HALVES) -> list[PlannedNet]:
     """baseA, baseB, then per n the selffer (for `selffer_targets`) and transfer nets, frozen
     and fine-tuned, per target."""
     sd = split_dirname(split, epc)
-    nets = [Net(experiment, split, sd, seed, "none", h, 0, False, epc) for h in naming.HALVES]
+    nets = [PlannedNet(experiment, split, sd, seed, "none", h, 0, False, epc)
+            for h in naming.HALVES]
     for n in n_values:
         for target in targets:
             other = naming.other_half(target)
             sources = (target, other) if target in selffer_targets else (other,)
             for source in sources:                  # BnB, BnB+, AnB, AnB+ (target B)
                 for finetune in (False, True):
-                    nets.append(Net(experiment, split, sd, seed, source, target, n, finetune, epc))
+                    nets.append(PlannedNet(experiment, split, sd, seed, source, target, n,
+                                           finetune, epc))
     return nets
 
 
 def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMENTS,
                    targets=naming.HALVES, n_values=range(1, naming.MAX_N + 1),
-                   reduced_examples=(), selffer_targets=None, random_splits=None) -> list[Net]:
+                   reduced_examples=(), selffer_targets=None,
+                   random_splits=None) -> list[PlannedNet]:
     """Every net of the requested experiments, bases first, each net listed once.
 
     transfer: per split and seed, baseA, baseB and for each n BnB, BnB+, AnB, AnB+ (and, for
@@ -104,7 +107,7 @@ def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMEN
     if "reduced" in experiments and not reduced_examples:
         raise GridError("--experiments=reduced needs --reduced_examples=N1,N2,... "
                         "(training examples per class of each reduced base net)")
-    nets: list[Net] = []
+    nets: list[PlannedNet] = []
     for split in splits:
         for seed in seeds:
             if "transfer" in experiments:
@@ -112,11 +115,12 @@ def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMEN
                                      selffer_targets=selffer_targets)
             if "random" in experiments and split in random_splits:
                 sd = split_dirname(split)
-                nets += [Net("random", split, sd, seed, "random", "B", n, False) for n in n_values]
+                nets += [PlannedNet("random", split, sd, seed, "random", "B", n, False)
+                         for n in n_values]
             if "reduced" in experiments:
                 for epc in reduced_examples:
                     sd = split_dirname(split, epc)
-                    nets += [Net("reduced", split, sd, seed, "none", h, 0, False, epc)
+                    nets += [PlannedNet("reduced", split, sd, seed, "none", h, 0, False, epc)
                              for h in naming.HALVES]
     if "dissimilar" in experiments:
         for seed in seeds:
@@ -142,7 +146,7 @@ def base_keys(nets) -> set:
     return {key for net in nets for key in net.needs}
 
 
-def packs(nets, size_of, bases) -> list[list[Net]]:
+def packs(nets, size_of, bases) -> list[list[PlannedNet]]:
     """The nets in packs: nets of one pack key, in order, at most `size_of(net)` per pack.
 
     Nets in `bases` (keys of nets others copy from) are packed alone, so their dependants are

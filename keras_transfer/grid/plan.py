@@ -15,7 +15,7 @@ from data_prep import layout
 from keras_transfer import naming
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid import nets as nets_lib
-from keras_transfer.grid.nets import Net
+from keras_transfer.grid.nets import PlannedNet
 
 # Flags of main the grid sets on every command; giving them after `--` would contradict the grid.
 GRID_OWNED_FLAGS = ("source", "target", "n", "finetune", "nets", "split", "seed", "workdir",
@@ -59,16 +59,16 @@ class Plan:
     # Most nets per process, per pack key (see nets.packs); nets of a missing key are not packed.
     pack_sizes: dict = dataclasses.field(default_factory=dict)
 
-    def pack_size(self, net: Net) -> int:
+    def pack_size(self, net: PlannedNet) -> int:
         return self.pack_sizes.get(net.pack_key, 1)
 
-    def packs(self, nets) -> list[list[Net]]:
+    def packs(self, nets) -> list[list[PlannedNet]]:
         """`nets` (some of the plan's) in packs, the plan's base nets alone."""
         return nets_lib.packs(nets, self.pack_size, nets_lib.base_keys(self.nets))
 
     def command(self, pack) -> list[str]:
         """The command that trains one net, or a pack (a list of nets of one pack key)."""
-        pack = [pack] if isinstance(pack, Net) else list(pack)
+        pack = [pack] if isinstance(pack, PlannedNet) else list(pack)
         cmd = [self.python, "-m", MODULE]
         if self.flagfile:
             cmd.append(f"--flagfile={self.flagfile}")
@@ -87,16 +87,16 @@ class Plan:
         return cmd
 
     def run_dir(self, net_or_key) -> Path:
-        split_dir, seed, name = net_or_key.key if isinstance(net_or_key, Net) else net_or_key
+        split_dir, seed, name = net_or_key.key if isinstance(net_or_key, PlannedNet) else net_or_key
         return naming.run_dir(self.workdir, self.dataset, split_dir, seed, name)
 
     def is_done(self, net_or_key) -> bool:
         return (self.run_dir(net_or_key) / "result.json").is_file()
 
-    def log_path(self, net: Net) -> Path:
+    def log_path(self, net: PlannedNet) -> Path:
         return Path(self.workdir) / "logs" / self.dataset / net.split_dir / f"seed{net.seed}" / f"{net.name}.log"
 
-    def lock_path(self, net: Net) -> Path:
+    def lock_path(self, net: PlannedNet) -> Path:
         return self.log_path(net).with_suffix(".lock")
 
     def pack_log_path(self, pack) -> Path:
