@@ -2,6 +2,7 @@
 
 Bad input ends with a one-line error and exit status 1, never a traceback.
 """
+import dataclasses
 import os
 import sys
 
@@ -22,12 +23,8 @@ def _synthetic_spec():
         if changed:
             raise DataPrepError(f"{', '.join(changed)} apply only to --source=synthetic")
         return None
-    return SyntheticSpec(num_classes=FLAGS.synthetic_num_classes,
-                         image_size=FLAGS.synthetic_image_size,
-                         channels=FLAGS.synthetic_channels,
-                         train_per_class=FLAGS.synthetic_train_per_class,
-                         validation_per_class=FLAGS.synthetic_validation_per_class,
-                         seed=FLAGS.synthetic_seed)
+    return SyntheticSpec(**{field.name: FLAGS[f"synthetic_{field.name}"].value
+                            for field in dataclasses.fields(SyntheticSpec)})
 
 
 def verify_command(paths):

@@ -3,10 +3,19 @@
 Only `data_prep.__main__` and the `data_prep.splits` command read FLAGS; the library takes
 explicit arguments. Importing this module in a process that also defines keras_transfer's
 flags would clash on shared names (--source, --split), so tests run the CLIs in subprocesses.
+The defaults of the library's arguments are read from `prepare` and `SyntheticSpec`, so each is
+written once.
 """
+import dataclasses
+import inspect
+
 from absl import flags
 
+from data_prep.prepare import prepare
+from data_prep.sources import SyntheticSpec
+
 FLAGS = flags.FLAGS
+_PREPARE = {name: p.default for name, p in inspect.signature(prepare).parameters.items()}
 
 flags.DEFINE_string(
     "source", "fashion_mnist",
@@ -16,32 +25,32 @@ flags.DEFINE_string(
     "split", "random:0", "random:S (the paper's rule), natman, dissimilar or classes:FILE.")
 flags.DEFINE_string("out", "data", "Output root: OUT/<dataset>/<split_dir>/{A,B}/.")
 flags.DEFINE_integer(
-    "examples_per_class", None,
+    "examples_per_class", _PREPARE["examples_per_class"],
     "Keep only the first N training images of every class (reduced-volume experiment).")
 flags.DEFINE_string(
-    "source_dir", None,
+    "source_dir", _PREPARE["source_dir"],
     "Directory of the Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist).")
-flags.DEFINE_string("tfds_data_dir", None, "TFDS data_dir holding the prepared tfds: dataset.")
-flags.DEFINE_bool("overwrite", False, "Replace output prepared with different settings.")
+flags.DEFINE_string("tfds_data_dir", _PREPARE["tfds_data_dir"], "TFDS data_dir holding the prepared tfds: dataset.")
+flags.DEFINE_bool("overwrite", _PREPARE["overwrite"], "Replace output prepared with different settings.")
 flags.DEFINE_integer(
-    "image_size", None,
+    "image_size", _PREPARE["image_size"],
     "Resize images to SIZE x SIZE (default: the source's own size; 256 for ImageNet and for "
     "sources whose images differ in size, as in the paper).")
 flags.DEFINE_enum(
-    "encoding", "auto", ["auto", "png", "jpeg"],
+    "encoding", _PREPARE["encoding"], ["auto", "png", "jpeg"],
     "Image encoding in the records; auto = PNG for small images, JPEG for photos.")
 flags.DEFINE_integer(
-    "num_workers", None, "Encoding processes (default: one per core; 1 for tiny datasets).")
-flags.DEFINE_bool("progress", True, "Show a progress bar and the summary line.")
+    "num_workers", _PREPARE["num_workers"], "Encoding processes (default: one per core; 1 for tiny datasets).")
+flags.DEFINE_bool("progress", _PREPARE["progress"], "Show a progress bar and the summary line.")
 
-flags.DEFINE_integer("synthetic_num_classes", 10, "synthetic source: number of classes.")
-flags.DEFINE_integer("synthetic_image_size", 28, "synthetic source: image height and width.")
-flags.DEFINE_integer("synthetic_channels", 1, "synthetic source: 1 or 3 channels.")
-flags.DEFINE_integer("synthetic_train_per_class", 50,
-                     "synthetic source: training images per class.")
-flags.DEFINE_integer("synthetic_validation_per_class", 10,
-                     "synthetic source: validation images per class.")
-flags.DEFINE_integer("synthetic_seed", 0, "synthetic source: generator seed.")
+# --synthetic_<field> for each field of SyntheticSpec.
+_SYNTHETIC_HELP = {"num_classes": "number of classes.", "image_size": "image height and width.",
+                   "channels": "1 or 3 channels.", "train_per_class": "training images per class.",
+                   "validation_per_class": "validation images per class.",
+                   "seed": "generator seed."}
+for _field in dataclasses.fields(SyntheticSpec):
+    flags.DEFINE_integer(f"synthetic_{_field.name}", _field.default,
+                         f"synthetic source: {_SYNTHETIC_HELP[_field.name]}")
 
 # Used by `python -m data_prep.splits` only.
 flags.DEFINE_integer("num_classes", None, "data_prep.splits: number of classes K.")
