@@ -30,8 +30,10 @@ flags.DEFINE_integer(
 flags.DEFINE_string(
     "source_dir", _PREPARE["source_dir"],
     "Directory of the Fashion-MNIST IDX files (default /usr/share/datasets/fashion-mnist).")
-flags.DEFINE_string("tfds_data_dir", _PREPARE["tfds_data_dir"], "TFDS data_dir holding the prepared tfds: dataset.")
-flags.DEFINE_bool("overwrite", _PREPARE["overwrite"], "Replace output prepared with different settings.")
+flags.DEFINE_string("tfds_data_dir", _PREPARE["tfds_data_dir"],
+                    "TFDS data_dir holding the prepared tfds: dataset.")
+flags.DEFINE_bool("overwrite", _PREPARE["overwrite"],
+                  "Replace output prepared with different settings.")
 flags.DEFINE_integer(
     "image_size", _PREPARE["image_size"],
     "Resize images to SIZE x SIZE (default: the source's own size; 256 for ImageNet and for "
@@ -40,7 +42,8 @@ flags.DEFINE_enum(
     "encoding", _PREPARE["encoding"], ["auto", "png", "jpeg"],
     "Image encoding in the records; auto = PNG for small images, JPEG for photos.")
 flags.DEFINE_integer(
-    "num_workers", _PREPARE["num_workers"], "Encoding processes (default: one per core; 1 for tiny datasets).")
+    "num_workers", _PREPARE["num_workers"],
+    "Encoding processes (default: one per core; 1 for tiny datasets).")
 flags.DEFINE_bool("progress", _PREPARE["progress"], "Show a progress bar and the summary line.")
 
 # --synthetic_<field> for each field of SyntheticSpec.

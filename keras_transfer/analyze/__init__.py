@@ -18,8 +18,9 @@ with the measured relative drop of the frozen transfer nets, (base - AnB) / base
 against baseA likewise), pooled over directions and seeds, by Spearman rank correlation.
 Writes predict.json and predict.png into WORKDIR/report/ beside the report (or --out).
 
-`filters` writes each net's conv1 filters as one image grid (`filter_images.filter_grid`), a PNG per
-net and a TensorBoard image, into WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/filters/.
+`filters` writes each net's conv1 filters as one image grid (`filter_images.filter_grid`), a
+PNG per net and a TensorBoard image, into
+WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/filters/.
 
 Every output file or folder is written in full elsewhere and renamed into place; bad input
 (missing run, weights that do not fit, data of another shape) is reported before anything is

@@ -37,7 +37,8 @@ def figure2(df: pd.DataFrame, path: Path, metric: str, reference: dict | None) -
     notes = [f"figure2: no {FIGURE2_STYLE[c][0]} ({c}) runs, left out"
              for c in missing_conditions(df, "main", FIGURE2_STYLE)]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 9), sharex=True)
-    offsets = {"base": 0.0, "selffer": -0.24, "selffer+": -0.08, "transfer": 0.08, "transfer+": 0.24}
+    offsets = {"base": 0.0, "selffer": -0.24, "selffer+": -0.08, "transfer": 0.08,
+               "transfer+": 0.24}
     for cond, (label, colour, marker) in FIGURE2_STYLE.items():
         rows = main[main["condition"] == cond]
         if rows.empty:
@@ -97,7 +98,8 @@ def figure3_series(df: pd.DataFrame, metric: str) -> dict:
 def figure3(df: pd.DataFrame, path: Path, metric: str) -> list[str]:
     plt = pyplot()
     lines = figure3_series(df, metric)
-    colours = {"random-split transfer (AnB)": "#d62728", "dissimilar-split transfer (AnB)": "#7b3294",
+    colours = {"random-split transfer (AnB)": "#d62728",
+               "dissimilar-split transfer (AnB)": "#7b3294",
                "random features (RnB)": "#555555"}
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for label, table in lines.items():

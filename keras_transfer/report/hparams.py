@@ -29,7 +29,8 @@ def write_hparams(df: pd.DataFrame, logdir: Path) -> None:
         hp.hparams_config(hparams=hparams, metrics=metrics)
     for _, row in df.iterrows():
         values = {"source": str(row["source"]), "target": str(row["target"]), "n": int(row["n"]),
-                  "finetune": bool(row["finetune"]), "split": str(row["split"]), "seed": int(row["seed"])}
+                  "finetune": bool(row["finetune"]), "split": str(row["split"]),
+                  "seed": int(row["seed"])}
         with tf.summary.create_file_writer(str(logdir / row["run_dir"])).as_default():
             hp.hparams(values, trial_id=row["run_dir"])
             for metric in TOP1:

@@ -43,19 +43,22 @@ def make_report(workdir, out=None, *, reference: str | None = None, dataset: str
         if set(df["condition"]) & {"random"} or "dissimilar" in set(df["series"]):
             figure_notes += figure3(df, staging / "figure3.png", metric)
         else:
-            figure_notes.append("figure3: needs random-features (RnB) or dissimilar-split runs; none yet")
+            figure_notes.append("figure3: needs random-features (RnB) or dissimilar-split runs; "
+                                "none yet")
         if "reduced" in set(df["series"]):
             reduced_figure(df, staging / "reduced.png", metric)
         else:
             figure_notes.append("reduced.png: no reduced-volume runs (--experiments=reduced)")
         all_notes = notes + decomposition_notes(df) + figure_notes
-        (staging / "summary.md").write_text(summary_markdown(workdir, df, summary, all_notes, metric)
-                                            + prediction_section(out / "predict.json"))
+        (staging / "summary.md").write_text(
+            summary_markdown(workdir, df, summary, all_notes, metric)
+            + prediction_section(out / "predict.json"))
         if hparams:
             write_hparams(df, staging / "hparams")
         for item in sorted(staging.iterdir()):
             target = out / item.name
-            if item.is_dir():  # swap whole directories: the old one goes only once the new is in place
+            # Directories are swapped whole: the old one goes only once the new is in place.
+            if item.is_dir():
                 old = out / f".old-{item.name}"
                 shutil.rmtree(old, ignore_errors=True)
                 if target.exists():

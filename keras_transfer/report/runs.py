@@ -49,7 +49,8 @@ def load_runs(workdir, dataset: str | None = None) -> tuple[pd.DataFrame, list[s
     files. The top-1 metrics are recomputed from each run's history (metrics.top1_metrics)."""
     workdir = Path(workdir)
     if not workdir.is_dir():
-        raise ReportError(f"{workdir} is not a directory; give the --workdir of the grid (e.g. runs)")
+        raise ReportError(f"{workdir} is not a directory; give the --workdir of the grid "
+                          "(e.g. runs)")
     rows, notes = [], []
     for path in sorted(workdir.rglob("result.json")):
         try:
@@ -94,7 +95,8 @@ def load_runs(workdir, dataset: str | None = None) -> tuple[pd.DataFrame, list[s
     df["seed"] = df["seed"].astype(int)
     for metric in TOP1:
         df[metric] = pd.to_numeric(df[metric], errors="coerce")
-    return df.sort_values(["series", "split_dir", "seed", "condition", "n", "run"]).reset_index(drop=True), notes
+    order = ["series", "split_dir", "seed", "condition", "n", "run"]
+    return df.sort_values(order).reset_index(drop=True), notes
 
 
 def drop_unpaired_bases(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:

@@ -54,7 +54,8 @@ def findings_section(df: pd.DataFrame, metric: str) -> list[str]:
     lines += ["| finding | effect | paper | measured [95% CI] | splits/seeds (runs) | verdict |",
               "|---|---|---|---|---|---|"]
     for row in findings.measure_findings(df, metric):
-        lines.append(f"| {row['finding']}. {row['claim']} | {row['effect']} | {row['paper']:+.4f} | "
+        lines.append(f"| {row['finding']}. {row['claim']} | {row['effect']} | "
+                     f"{row['paper']:+.4f} | "
                      f"{_interval(row)} | {row['count']} ({row['runs']}) | **{row['verdict']}** |")
     return lines + [""]
 
@@ -143,7 +144,8 @@ def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: li
     models = ", ".join(sorted(df["model"].dropna().astype(str).unique()))
     splits = ", ".join(sorted(df["split"].dropna().astype(str).unique()))
     seeds = ", ".join(str(s) for s in sorted(df["seed"].unique()))
-    lines += [f"{len(df)} runs; dataset {datasets}; model {models}; splits {splits}; seeds {seeds}.",
+    lines += [f"{len(df)} runs; dataset {datasets}; model {models}; splits {splits}; "
+              f"seeds {seeds}.",
               f"Top-1 on the validation set of the target half; the headline is *{TOP1[metric]}* "
               f"(`{metric}`). *final*: at the last step; *best 10/450*: the mean of the best "
               f"{metrics.PAPER_BEST}/{metrics.PAPER_EVALUATIONS} of a net's evaluations (the "
@@ -153,7 +155,8 @@ def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: li
     lines += table1_section(df, metric)
     lines += convergence_section(df)
     lines += glance_table(df, metric)
-    titles = {"main": "Random splits", "dissimilar": "Dissimilar split", "reduced": "Reduced volume (base nets)"}
+    titles = {"main": "Random splits", "dissimilar": "Dissimilar split",
+              "reduced": "Reduced volume (base nets)"}
     for series in ("main", "dissimilar", "reduced"):
         part = summary[summary["series"] == series]
         if part.empty:
@@ -166,11 +169,10 @@ def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: li
                   "|---|---|---|---|---|---|"]
         for _, r in part.iterrows():
             key = int(r["examples_per_class"]) if series == "reduced" else int(r["n"])
-            lines.append(
-                f"| {r['condition']} | {key} | {int(r['top1_final_runs'])} | "
-                f"{_cell(r['top1_final_mean'], r['top1_final_ci95'], r['top1_final_count'])} | "
-                f"{_std(r['top1_final_std'])} | "
-                f"{_cell(r['top1_best_fraction_mean'], r['top1_best_fraction_ci95'], r['top1_best_fraction_count'])} |")
+            final, best = (_cell(r[f"{m}_mean"], r[f"{m}_ci95"], r[f"{m}_count"])
+                           for m in ("top1_final", "top1_best_fraction"))
+            lines.append(f"| {r['condition']} | {key} | {int(r['top1_final_runs'])} | {final} | "
+                         f"{_std(r['top1_final_std'])} | {best} |")
         lines.append("")
     table = decomposition(df, metric)
     if not table.empty:

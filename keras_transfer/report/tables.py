@@ -37,10 +37,12 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     order = {cond: i for i, cond in enumerate(naming.CONDITIONS)}
     table["_order"] = table["condition"].map(order)
-    return table.sort_values(["series", "_order", "n"]).drop(columns="_order").reset_index(drop=True)
+    table = table.sort_values(["series", "_order", "n"]).drop(columns="_order")
+    return table.reset_index(drop=True)
 
 
-def relative_by_n(df: pd.DataFrame, plus: str, minus: str, metric: str, series: str = "main") -> pd.DataFrame:
+def relative_by_n(df: pd.DataFrame, plus: str, minus: str, metric: str,
+                  series: str = "main") -> pd.DataFrame:
     """Per n, `plus` minus `minus` on top-1 relative to each net's base, with clustered CIs."""
     part = df[df["series"] == series].assign(series="main")
     rel = findings.relative(part, metric)
