@@ -10,23 +10,19 @@ beside its place and then renamed into it.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from data_prep.atomic import write_json_atomic
+from data_prep.atomic import staged_directory, write_json_atomic
 from keras_transfer import data, models, naming
 from keras_transfer.analyze import cka
-from keras_transfer.outputs import finite, fmt, png_bytes, pyplot
 from keras_transfer.analyze.trained_nets import AnalysisError, analysis_dir, load_model, open_run
+from keras_transfer.outputs import finite, fmt, png_bytes, pyplot
 
 DEFAULT_LAYERS = models.LAYER_NAMES[:naming.MAX_N]  # conv1..fc7, the layers transfer copies
 DEFAULT_BATCH_SIZE = 256
@@ -241,25 +237,6 @@ def markdown_table(result: dict) -> str:
         unbiased, biased = result["cka"][name], result["cka_biased"][name]
         lines.append(f"| {name} | {fmt(unbiased)} | {fmt(biased)} |")
     return "\n".join(lines)
-
-
-@contextlib.contextmanager
-def staged_directory(target):
-    """Yields an empty folder beside `target`; on success it replaces `target` whole, on an
-    error it is removed and `target` is left as it was."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".staging-{target.name}-"))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    old = target.parent / f".old-{target.name}-{os.getpid()}"
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from data_prep import atomic
 from keras_transfer import metrics
 from keras_transfer.report.figures import figure2, figure3, reduced_figure
 from keras_transfer.report.findings import REFERENCES
@@ -57,14 +58,8 @@ def make_report(workdir, out=None, *, reference: str | None = None, dataset: str
             write_hparams(df, staging / "hparams")
         for item in sorted(staging.iterdir()):
             target = out / item.name
-            # Directories are swapped whole: the old one goes only once the new is in place.
             if item.is_dir():
-                old = out / f".old-{item.name}"
-                shutil.rmtree(old, ignore_errors=True)
-                if target.exists():
-                    os.replace(target, old)
-                os.replace(item, target)
-                shutil.rmtree(old, ignore_errors=True)
+                atomic.replace_dir(item, target)
             else:
                 os.replace(item, target)
             written[item.name] = target

@@ -1,0 +1,35 @@
+"""Folder writes in data_prep.atomic: a folder is replaced whole, or not at all."""
+import pytest
+
+from data_prep import atomic
+
+
+def test_staged_directory_replaces_the_folder_whole_and_leaves_nothing_beside_it(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "stale.json").write_text("old")
+    with atomic.staged_directory(target) as staging:
+        assert not (target / "new.json").exists()  # nothing shows before the swap
+        (staging / "new.json").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_staged_directory_keeps_the_old_folder_when_writing_fails(tmp_path):
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "kept.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic.staged_directory(target) as staging:
+            (staging / "half.json").write_text("{")
+            raise RuntimeError("disk full")
+    assert [p.name for p in target.iterdir()] == ["kept.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_replace_dir_creates_a_missing_target(tmp_path):
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "a").write_text("a")
+    atomic.replace_dir(new, tmp_path / "target")
+    assert (tmp_path / "target" / "a").read_text() == "a" and not new.exists()
