@@ -98,8 +98,7 @@ class Config(naming.NetIdentity):
 
     @property
     def split_dir(self) -> str:
-        from data_prep.splits import split_dirname
-        return split_dirname(self.split, self.examples_per_class or None)
+        return naming.split_dir(self.split, self.examples_per_class)
 
     def half_dir(self, half: str) -> Path:
         return layout.half_dir(self.data_dir, self.dataset, self.split_dir, half)

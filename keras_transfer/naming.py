@@ -70,6 +70,13 @@ class NetIdentity:
         return condition(self.source, self.target, self.n, self.finetune)
 
 
+def split_dir(split: str, examples_per_class: int = 0) -> str:
+    """The folder name of a split's data and runs (`random_3`, `random_0_epc10`); main's
+    --examples_per_class=0 means every example."""
+    from data_prep.splits import split_dirname  # numpy: imported only when a name is needed
+    return split_dirname(split, examples_per_class or None)
+
+
 def seed_dir(workdir, dataset: str, split_dir: str, seed: int) -> Path:
     """Folder holding every net of one (dataset, split, seed)."""
     return Path(workdir) / dataset / split_dir / f"seed{seed}"

@@ -127,10 +127,8 @@ def launch_dir(net: TrainedNet) -> Path:
 def training_half_dir(net: TrainedNet, half: str, data_dir=None) -> Path:
     """Half `half` of the data the net's grid was prepared from (its config's data_dir, dataset
     and split), found relative to the launch directory or the current one."""
-    from data_prep.splits import split_dirname
-
-    split_dir = net.config.get("split_dir") or split_dirname(
-        net.config["split"], net.config.get("examples_per_class") or None)
+    split_dir = net.config.get("split_dir") or naming.split_dir(
+        net.config["split"], net.config.get("examples_per_class"))
     relative = layout.half_dir("", net.config["dataset"], split_dir, half)
     if data_dir is not None:
         roots = [Path(data_dir)]

@@ -12,7 +12,7 @@ from keras_transfer.grid.cost import (CAFFENET_MULTIPLY_ADDS, TRAIN_FLOPS_PER_MU
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.local import run_local
 from keras_transfer.grid.nets import (DEFAULT_EXPERIMENTS, EXPERIMENTS, PlannedNet, base_keys,
-                                      dissimilar_split, enumerate_nets, packs, split_dirname,
+                                      dissimilar_split, enumerate_nets, packs,
                                       stages, transfer_set)
 from keras_transfer.grid.plan import (GRID_OWNED_FLAGS, MODULE, TRAINING_FLAGS, Plan, make_plan,
                                       resolve_preset, settings_drift)
@@ -28,7 +28,7 @@ __all__ = ["CAFFENET_MULTIPLY_ADDS", "DEFAULT_EXPERIMENTS", "EXPERIMENTS", "GRID
            "TRAINING_FLAGS", "TRAIN_FLOPS_PER_MULTIPLY_ADD", "base_keys", "dissimilar_split",
            "dry_run", "enumerate_nets", "images_per_net", "make_plan", "multiply_adds",
            "resolve_preset", "packs", "run_local", "sbatch_commands", "settings_drift",
-           "split_dirname", "stages", "submit_slurm", "transfer_set", *_COMMAND_LINE]
+           "stages", "submit_slurm", "transfer_set", *_COMMAND_LINE]
 
 
 def __getattr__(name):

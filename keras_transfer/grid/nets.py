@@ -58,11 +58,6 @@ class PlannedNet(naming.NetIdentity):
         return flags
 
 
-def split_dirname(split: str, examples_per_class: int = 0) -> str:
-    from data_prep.splits import split_dirname as data_prep_split_dirname
-    return data_prep_split_dirname(split, examples_per_class or None)
-
-
 def dissimilar_split(dataset: str) -> str:
     """ImageNet's dissimilar split is the paper's natural/man-made one; small datasets name theirs."""
     return "natman" if dataset.startswith("imagenet") else "dissimilar"
@@ -72,7 +67,7 @@ def transfer_set(experiment, split, seed, targets, n_values, epc=0,
                  selffer_targets=naming.HALVES) -> list[PlannedNet]:
     """baseA, baseB, then per n the selffer (for `selffer_targets`) and transfer nets, frozen
     and fine-tuned, per target."""
-    sd = split_dirname(split, epc)
+    sd = naming.split_dir(split, epc)
     nets = [PlannedNet(experiment, split, sd, seed, "none", h, 0, False, epc)
             for h in naming.HALVES]
     for n in n_values:
@@ -114,12 +109,12 @@ def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMEN
                 nets += transfer_set("transfer", split, seed, targets, n_values,
                                      selffer_targets=selffer_targets)
             if "random" in experiments and split in random_splits:
-                sd = split_dirname(split)
+                sd = naming.split_dir(split)
                 nets += [PlannedNet("random", split, sd, seed, "random", "B", n, False)
                          for n in n_values]
             if "reduced" in experiments:
                 for epc in reduced_examples:
-                    sd = split_dirname(split, epc)
+                    sd = naming.split_dir(split, epc)
                     nets += [PlannedNet("reduced", split, sd, seed, "none", h, 0, False, epc)
                              for h in naming.HALVES]
     if "dissimilar" in experiments:
