@@ -8,6 +8,8 @@ The defaults are the embedded Fashion-MNIST preset, so the bare command
 from __future__ import annotations
 
 import dataclasses
+import math
+import shlex
 from pathlib import Path
 
 from absl import flags
@@ -24,11 +26,25 @@ STRATEGIES = ("mirrored", "multi_worker", "one_device")
 PRECISIONS = ("float32", "bfloat16", "float16")
 # The flags that say which net to train; --nets gives them per net instead.
 NET_FLAGS = ("source", "target", "n", "finetune")
+# The flags that change what a trained net is (besides the ones in its run directory's path): a
+# finished or half-trained run is only ever continued or reused with the values it started with.
+RESULT_FLAGS = ("model", "fc8_outputs", "crop", "batch_size", "steps", "epochs", "lr", "lr_step",
+                "momentum", "weight_decay", "dropout", "eval_every", "eval_steps",
+                "mixed_precision")
 
 
-def _flag(default, help: str, *, choices=None):
-    """A Config field that is also a flag of main: its default, help text and enum choices."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+def _flag(default, help: str, *, choices=None, allowed=None):
+    """A Config field that is also a flag of main: its default, help text, enum choices and, for
+    a number, `allowed`: (a test of the value, the rule in words)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices,
+                                                        "allowed": allowed})
+
+
+# The values a numeric flag may take (NaN and infinity never): a test and the rule in words.
+NON_NEGATIVE = (lambda v: v >= 0), "it must be 0 or more"
+POSITIVE = (lambda v: v > 0), "it must be positive"
+BELOW_ONE = (lambda v: 0 <= v < 1), "it must be at least 0 and below 1"
+SEED_RANGE = (lambda v: 0 <= v < 2**31), "a seed is an integer from 0 to 2**31 - 1"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,15 +62,18 @@ class Config(naming.NetIdentity):
     model: str = _flag("small", "caffenet: the paper's 227 px network; small: the same 8 layers "
                        "for 28-64 px.", choices=("caffenet", "small"))
     fc8_outputs: int = _flag(0, "Width of fc8; 0 means the number of classes of the target half "
-                             "(the authors' code used 1000 even for 500-class halves).")
+                             "(the authors' code used 1000 even for 500-class halves).",
+                             allowed=NON_NEGATIVE)
     # Data.
     data_dir: str = _flag("data", "Output directory of `python -m data_prep`.")
     dataset: str = _flag("fashion_mnist", "Dataset folder name inside --data_dir.")
     split: str = _flag("random:0", "Class split, as given to data_prep (random:S, natman, "
                        "dissimilar, classes:FILE).")
     examples_per_class: int = _flag(0, "Reduced-volume series: use the data prepared with this "
-                                    "many training examples per class (0: all).")
-    crop: int = _flag(0, "Training crop size; 0: 227 for caffenet, 26 for small.")
+                                    "many training examples per class (0: all).",
+                                    allowed=NON_NEGATIVE)
+    crop: int = _flag(0, "Training crop size; 0: 227 for caffenet, 26 for small.",
+                      allowed=NON_NEGATIVE)
     verify_data: bool = _flag(False, "Hash every shard against the manifest before training "
                               "(sizes are always checked).")
     # Solver (the paper's, for base and transfer nets alike: momentum 0.9, weight decay 5e-4,
@@ -68,20 +87,31 @@ class Config(naming.NetIdentity):
     # with one step at 200 (0.820, 0.821, 0.827); steps at 160 and 320 flatten the end. Stepping
     # earlier (120, 240, 360) ended lower (0.744), and lr 0.02 and 0.1 did worse at 400 steps.
     # A longer schedule would end higher.
-    batch_size: int = _flag(128, "Global batch size (split across replicas).")
-    steps: int = _flag(480, "Training steps; 0 means use --epochs.")
-    epochs: float = _flag(0.0, "Training epochs over the target half, used when --steps=0.")
-    lr: float = _flag(0.05, "Base learning rate (biases get twice this, as in Caffe).")
-    lr_step: int = _flag(160, "Divide the learning rate by 10 every this many steps; 0: never.")
-    momentum: float = _flag(0.9, "SGD momentum.")
+    batch_size: int = _flag(128, "Global batch size (split across replicas).",
+                            allowed=POSITIVE)
+    steps: int = _flag(480, "Training steps; 0 means use --epochs.",
+                       allowed=NON_NEGATIVE)
+    epochs: float = _flag(0.0, "Training epochs over the target half, used when --steps=0.",
+                          allowed=NON_NEGATIVE)
+    lr: float = _flag(0.05, "Base learning rate (biases get twice this, as in Caffe).",
+                      allowed=POSITIVE)
+    lr_step: int = _flag(160, "Divide the learning rate by 10 every this many steps; 0: never.",
+                         allowed=NON_NEGATIVE)
+    momentum: float = _flag(0.9, "SGD momentum.",
+                            allowed=BELOW_ONE)
     weight_decay: float = _flag(5e-4, "Caffe's weight decay: weight_decay * w is added to each "
-                                "kernel's gradient by the solver; biases are not decayed.")
-    dropout: float = _flag(0.5, "Dropout rate after fc6 and fc7.")
-    eval_every: int = _flag(80, "Evaluate on the validation set every this many steps.")
-    eval_steps: int = _flag(0, "Validation batches per evaluation; 0: the whole set.")
+                                "kernel's gradient by the solver; biases are not decayed.",
+                                allowed=NON_NEGATIVE)
+    dropout: float = _flag(0.5, "Dropout rate after fc6 and fc7.",
+                           allowed=BELOW_ONE)
+    eval_every: int = _flag(80, "Evaluate on the validation set every this many steps.",
+                            allowed=POSITIVE)
+    eval_steps: int = _flag(0, "Validation batches per evaluation; 0: the whole set.",
+                            allowed=NON_NEGATIVE)
     # Where and how.
     workdir: str = _flag("runs", "Root of the run directories.")
-    seed: int = _flag(0, "Seed of the run: initialisation, data order, augmentation.")
+    seed: int = _flag(0, "Seed of the run: initialisation, data order, augmentation.",
+                      allowed=SEED_RANGE)
     deterministic: bool = _flag(False, "Enable TF op determinism (bit-identical reruns; "
                                 "disables XLA).")
     xla: bool = _flag(False, "Compile the train step with XLA (jit_compile=True).")
@@ -89,9 +119,15 @@ class Config(naming.NetIdentity):
                                  choices=PRECISIONS)
     strategy: str = _flag("mirrored", "mirrored: all local GPUs; multi_worker: TF_CONFIG or a "
                           "SLURM allocation; one_device: the first device.", choices=STRATEGIES)
-    threads: int = _flag(0, "TensorFlow intra-op threads; 0: TensorFlow's default.")
+    threads: int = _flag(0, "TensorFlow intra-op threads; 0: TensorFlow's default.",
+                         allowed=NON_NEGATIVE)
+    overwrite: bool = _flag(False, "Retrain the net from scratch even if it is finished, "
+                            "diverged or half-trained with other settings: its old run is moved "
+                            "aside into <run>/.replaced-<time>/ and deleted once the new one is "
+                            "done.")
     histogram_every: int = _flag(5, "Write weight histograms and conv1 filters every this many "
-                                 "evaluations.")
+                                 "evaluations.",
+                                 allowed=POSITIVE)
 
     # Derived names (see naming.py and docs/formats.md).
     run = naming.NetIdentity.name  # the net's name, as config.json and result.json call it
@@ -140,10 +176,47 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_list("nets", [], NETS_HELP, flag_values=flag_values)
 
 
+def check_values(config: Config) -> None:
+    """Raises ConfigError naming the first numeric flag outside its allowed values."""
+    for field in dataclasses.fields(Config):
+        if field.metadata["allowed"] is None:
+            continue
+        allowed, rule = field.metadata["allowed"]
+        value = getattr(config, field.name)
+        if not (math.isfinite(value) and allowed(value)):
+            raise ConfigError(f"--{field.name}={value} is out of range: {rule}.")
+
+
 def from_flags(flag_values) -> Config:
-    """The Config of the parsed flags (the only place flags become values)."""
-    fields = {f.name: flag_values[f.name].value for f in dataclasses.fields(Config)}
-    return Config(**fields)
+    """The Config of the parsed flags (the only place flags become values), its values checked."""
+    config = Config(**{f.name: flag_values[f.name].value for f in dataclasses.fields(Config)})
+    check_values(config)
+    return config
+
+
+def command(config: Config, *, overwrite: bool = False) -> str:
+    """The `python -m keras_transfer.main` command that trains `config` (every flag that differs
+    from its default), for the hints in error messages; `overwrite` adds --overwrite."""
+    defaults = Config()
+    parts = ["python -m keras_transfer.main", f"--source={config.source}",
+             f"--target={config.target}"]
+    for field in dataclasses.fields(Config):
+        value = getattr(config, field.name)
+        if field.name in ("source", "target", "overwrite"):
+            continue
+        if value == getattr(defaults, field.name):
+            continue
+        if isinstance(value, bool):
+            parts.append(f"--{'' if value else 'no'}{field.name}")
+        else:
+            parts.append(shlex.quote(f"--{field.name}={value}"))
+    return " ".join(parts + (["--overwrite"] if overwrite else []))
+
+
+def from_record(recorded: dict) -> Config:
+    """The Config a run's config.json records (fields it lacks keep their defaults)."""
+    names = {field.name for field in dataclasses.fields(Config)} - {"overwrite"}
+    return Config(**{k: v for k, v in recorded.items() if k in names})
 
 
 def pack_from_flags(flag_values) -> list[Config]:

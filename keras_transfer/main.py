@@ -76,19 +76,23 @@ def main(argv):
         print(f"error: {label} stopped: {e}. {_OSERROR_FIX}", file=sys.stderr)
         sys.exit(1)
     failed = [(c, o) for c, o in zip(configs, outcomes) if isinstance(o, BaseException)]
+    codes = set()
     for c, error in failed:
         prefix = "" if len(configs) == 1 else f"{c.run}: "
-        if isinstance(error, bad_input):
+        if isinstance(error, (*bad_input, train.Diverged)):
             print(f"error: {prefix}{error}", file=sys.stderr)
+            codes.add(EXIT_DIVERGED if isinstance(error, train.Diverged) else 2)
         else:
             print(f"error: {c.run} stopped: {error}. {_OSERROR_FIX}", file=sys.stderr)
+            codes.add(1)
     if failed:
         if len(configs) > 1:
             print(f"{len(failed)} of {len(configs)} nets failed: "
                   f"{', '.join(c.run for c, _ in failed)}", file=sys.stderr)
-        sys.exit(2 if all(isinstance(e, bad_input) for _, e in failed) else 1)
+        sys.exit(min(codes))  # 1 (files) before 2 (bad input) before 3 (diverged)
 
 
+EXIT_DIVERGED = 3  # a net's loss or weights became NaN or infinite (see train.Diverged)
 _OSERROR_FIX = ("Free space or fix the path, then run the same command again to resume from the "
                 "last backup.")
 

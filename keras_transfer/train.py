@@ -26,9 +26,11 @@ import tensorflow as tf
 
 from data_prep.manifest import verify as verify_shards
 from data_prep.atomic import write_json_atomic
-from keras_transfer import data, metrics, models, naming, progress, solver, transfer
+from keras_transfer import (data, metrics, models, naming, progress, run_records, solver,
+                            transfer)
 from keras_transfer import steps as steps_lib
 from keras_transfer.backup import Backup, Preempted, SigtermFlag
+from keras_transfer import config as config_lib
 from keras_transfer.config import Config
 from keras_transfer.locking import RunLock
 
@@ -37,6 +39,16 @@ log = logging.getLogger(__name__)
 
 class RunError(Exception):
     """A run cannot start: the message says what is wrong and how to fix it."""
+
+
+class Diverged(Exception):
+    """A net's loss or weights became NaN or infinite. It is recorded in the run's
+    diverged.json and never counts as done."""
+
+    def __init__(self, run: str, step: int, quantity: str, value, path: Path):
+        super().__init__(f"{run} diverged by step {step}: {quantity} is {value}. Recorded in "
+                         f"{path}, not as a result. Train it again with other settings (e.g. a "
+                         "lower --lr) and --overwrite.")
 
 
 # ---------------------------------------------------------------- checks before anything is written
@@ -57,24 +69,17 @@ def check_config(config: Config) -> None:
     if config.finetune and config.source == "random":
         raise RunError("--finetune with --source=random is not one of the paper's conditions: the "
                        "random-features control keeps its random layers frozen. Drop --finetune.")
-    for name in ("batch_size", "eval_every"):
-        if getattr(config, name) <= 0:
-            raise RunError(f"--{name} must be positive, got {getattr(config, name)}.")
-    if config.steps < 0 or (config.steps == 0 and config.epochs <= 0):
-        raise RunError("give a positive --steps, or --steps=0 with a positive --epochs.")
-    if config.lr <= 0:
-        raise RunError(f"--lr must be positive, got {config.lr}.")
+    try:
+        config_lib.check_values(config)
+    except config_lib.ConfigError as e:
+        raise RunError(str(e)) from None
 
 
 def base_command(config: Config, half: str) -> str:
-    """The command that trains the base net a transfer run needs (quoted in error messages)."""
-    parts = ["python -m keras_transfer.main", "--source=none", f"--target={half}",
-             f"--model={config.model}", f"--data_dir={config.data_dir}",
-             f"--dataset={config.dataset}", f"--split={config.split}", f"--seed={config.seed}",
-             f"--workdir={config.workdir}"]
-    if config.examples_per_class:
-        parts.append(f"--examples_per_class={config.examples_per_class}")
-    return " ".join(parts)
+    """The command that trains (or, if it is finished, retrains) the base net a transfer run
+    needs, with this run's data and solver (quoted in error messages)."""
+    base = dataclasses.replace(config, source="none", target=half, n=0, finetune=False)
+    return config_lib.command(base, overwrite=(base.run_dir / "result.json").exists())
 
 
 def check_base(config: Config, target_manifest: dict, base_manifest: dict) -> Path | None:
@@ -88,8 +93,8 @@ def check_base(config: Config, target_manifest: dict, base_manifest: dict) -> Pa
         raise RunError(f"{config.run} copies layers from base{config.source}, which has not been "
                        f"trained: {base_dir} holds no finished run. Train it first:\n  "
                        + base_command(config, config.source))
-    base_config = json.loads((base_dir / "config.json").read_text())
-    base_data = json.loads((base_dir / "result.json").read_text()).get("data", {})
+    base_config = _read_base_record(config, base_dir / "config.json")
+    base_data = _read_base_record(config, base_dir / "result.json").get("data", {})
     expected = {"dataset": target_manifest["dataset"], "split": target_manifest["split"]["spec"],
                 "model": config.model}
     found = {"dataset": base_data.get("dataset", base_config.get("dataset")),
@@ -107,6 +112,19 @@ def check_base(config: Config, target_manifest: dict, base_manifest: dict) -> Pa
                            "layers do not transfer here. Retrain it:\n  "
                            + base_command(config, config.source))
     return weights
+
+
+def _read_base_record(config: Config, path: Path) -> dict:
+    """A base net's config.json or result.json, or a RunError that says how to retrain it."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(record, dict):
+            raise ValueError("not a JSON object")
+        return record
+    except (OSError, ValueError) as e:
+        raise RunError(f"base{config.source}'s {path.name} in {path.parent} is unreadable ({e}); "
+                       "its layers cannot be trusted. Retrain it:\n  "
+                       + base_command(config, config.source)) from e
 
 
 def input_shape_of(config: Config, manifest: dict) -> tuple[int, int, int]:
@@ -134,18 +152,27 @@ def check_inputs(config: Config) -> tuple[dict, dict | None]:
             source_manifest = data.load_half(config.half_dir(config.source))
         except data.DataError as e:
             raise RunError(str(e)) from e
+    height, width, _ = target_manifest["image_shape"]
+    if config.crop > min(height, width):
+        raise RunError(f"--crop={config.crop} is larger than the {height}x{width} images of half "
+                       f"{config.target}: give at most {min(height, width)}, or 0 for the model's "
+                       "own crop.")
+    train_count = target_manifest["counts"]["train"]
+    if config.batch_size > train_count:
+        raise RunError(f"--batch_size={config.batch_size} is larger than the {train_count} "
+                       f"training images of half {config.target}: give at most {train_count}.")
     if 0 < config.fc8_outputs < target_manifest["num_classes"]:
         raise RunError(f"--fc8_outputs={config.fc8_outputs} is smaller than the "
                        f"{target_manifest['num_classes']} classes of half {config.target}.")
     weights_path = check_base(config, target_manifest, source_manifest or target_manifest)
     if weights_path is None:
         return target_manifest, None
-    base_result = json.loads((weights_path.parent / "result.json").read_text())
+    base_result = _read_base_record(config, weights_path.parent / "result.json")
     try:
         base_weights = transfer.read_base_weights(
             weights_path, config.model, input_shape_of(config, target_manifest),
-            base_result["num_outputs"])
-    except transfer.TransferError as e:
+            int(base_result["num_outputs"]))
+    except (transfer.TransferError, KeyError, TypeError, ValueError) as e:
         raise RunError(f"{e}\nRetrain base{config.source}:\n  "
                        + base_command(config, config.source)) from e
     return target_manifest, base_weights
@@ -321,12 +348,11 @@ def run_pack(configs: list[Config], strategy: tf.distribute.Strategy,
 
 def _claim(config: Config, strategy, chief: bool):
     """Checks one net's inputs and takes its lock: its _NetInTraining, or its result if it is
-    already done."""
+    already done with these settings and data."""
     target_manifest, base_weights = check_inputs(config)
     run_dir = config.run_dir
-    if (run_dir / "result.json").exists():
-        log.info("%s is already done (%s exists)", config.run, run_dir / "result.json")
-        return json.loads((run_dir / "result.json").read_text())
+    if (run_dir / "result.json").exists() and not config.overwrite:
+        return _finished(config, target_manifest)
     # Non-chief workers of a multi-worker job train too, but keep their files to themselves.
     out_dir = run_dir if chief else run_dir / f".worker-{strategy.cluster_resolver.task_id}"
     try:
@@ -339,15 +365,74 @@ def _claim(config: Config, strategy, chief: bool):
     if not locked:
         raise RunError(f"another process is training {config.run} in {out_dir} right now "
                        f"(see {out_dir / '.lock'}); wait for it, or stop it first.")
-    if (run_dir / "result.json").exists():  # finished while we waited for the lock
-        lock.release()
-        return json.loads((run_dir / "result.json").read_text())
     try:
+        if (run_dir / "result.json").exists() and not config.overwrite:
+            lock.release()  # finished while we waited for the lock
+            return _finished(config, target_manifest)
+        if config.overwrite:
+            _set_aside(out_dir)
+        else:
+            _check_resumable(config, out_dir)
         write_json_atomic(out_dir / "config.json", config.to_json())
-    except OSError:
+    except BaseException:
         lock.release()
         raise
     return _NetInTraining(config, target_manifest, base_weights, out_dir, lock)
+
+
+def _finished(config: Config, target_manifest: dict) -> dict:
+    """The result of a finished run, if it still answers for `config`; else a RunError."""
+    reasons = run_records.why_stale(config, target_manifest)
+    if reasons:
+        other_settings = any(r.startswith("it was trained with") for r in reasons)
+        raise RunError(f"{config.run} is finished, but {'; '.join(reasons)}: its result does not "
+                       "answer for this run. Retrain it with --overwrite (the old run is kept "
+                       "until the new one is done)"
+                       + (", or give the settings it was trained with." if other_settings else "."))
+    path = config.run_dir / "result.json"
+    print(f"{config.run} is already done: {path} (--overwrite trains it again)", flush=True)
+    return run_records.read_record(path)
+
+
+def _check_resumable(config: Config, out_dir: Path) -> None:
+    """Refuses to continue a diverged run, or a started one with other settings than it began
+    with (its backup holds the old model and optimizer)."""
+    diverged = out_dir / run_records.DIVERGED
+    if diverged.exists():
+        record = run_records.read_record(diverged) or {}
+        quantity, value = record.get("quantity", "its loss"), record.get("value", "not finite")
+        raise RunError(f"{config.run} diverged by step {record.get('step', '?')} ({quantity} was "
+                       f"{value}; see {diverged}). The same settings would diverge again: "
+                       "change them (e.g. a lower --lr) and add --overwrite to train it from "
+                       "scratch.")
+    if not run_records.has_backup(out_dir):
+        return
+    recorded = run_records.read_record(out_dir / "config.json")
+    if recorded is None:
+        raise RunError(f"{config.run} has a backup in {out_dir / 'backup'} but its config.json is "
+                       "missing or unreadable, so the settings it started with are unknown. "
+                       "Start it again with --overwrite.")
+    changed = run_records.settings_changed(config, recorded)
+    if changed:
+        raise RunError(f"{config.run} was started with other settings and resumes from its "
+                       f"backup in {out_dir / 'backup'}: {', '.join(changed)}. Give the settings "
+                       "it started with to resume it, or add --overwrite to start it again.")
+
+
+def _set_aside(out_dir: Path) -> None:
+    """--overwrite: moves an earlier run's files into <run>/.replaced-<time>/ (the lock stays),
+    where they are kept until the new run is done and ignored by everything else."""
+    old = [p for p in out_dir.iterdir()
+           if p.name != ".lock" and not p.name.startswith(run_records.REPLACED_PREFIX)]
+    if not old:
+        return
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    aside = out_dir / f"{run_records.REPLACED_PREFIX}{stamp}"
+    aside.mkdir()
+    for path in old:
+        os.replace(path, aside / path.name)
+    print(f"--overwrite: the earlier run of {out_dir.name} is set aside in {aside} until the new "
+          "one is done", flush=True)
 
 
 def _fail(net: _NetInTraining, error: Exception) -> None:
@@ -490,15 +575,27 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
                     call_seconds = time.perf_counter() - call_started
                 seconds += call_seconds
                 step += n
-                for total, add in zip(sums, call_sums):
+                for net, total, add in zip(nets, sums, call_sums):
                     for key in total:
                         total[key] += add[key]
+                    if net.error is None and not math.isfinite(add["loss"]):
+                        _diverged(net, step, "the training loss", add["loss"])
+                if all(net.error is not None for net in nets):
+                    return  # every net of the group diverged or failed: nothing left to train
                 if not multi_worker:  # workers must agree on every call's length
                     steps_per_call = max(1, int(SECONDS_PER_CALL * n / max(call_seconds, 1e-6)))
                 if sigterm.received and step < point:  # at `point`, evaluate first
                     _preempt(nets, step, timing)
             with timing.phase("evaluate"):
                 evaluations = pack.evaluate(val_ds)
+            for net, evaluation in zip(nets, evaluations):
+                if net.error is None:
+                    if not math.isfinite(evaluation["loss"]):
+                        _diverged(net, step, "the validation loss", evaluation["loss"])
+                    elif not _weights_finite(net.model):
+                        _diverged(net, step, "a weight", "not finite")
+            if all(net.error is not None for net in nets):
+                return
             lr = solver.current_learning_rate(nets[0].optimizer)
 
             def record(net, evaluation, train_sums):
@@ -522,6 +619,23 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
         raise RunError(f"the data could not be read while training ({type(e).__name__}): "
                        + "; ".join(problems) + f". Check it with `python -m data_prep verify "
                        f"{half_dir}` and prepare it again with --overwrite.") from e
+
+
+def _weights_finite(model) -> bool:
+    return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables)
+
+
+def _diverged(net: _NetInTraining, step: int, quantity: str, value) -> None:
+    """Records a diverged net in its diverged.json and takes it out of its pack."""
+    path = net.out_dir / run_records.DIVERGED
+    record = {"run": net.config.run, "condition": net.config.condition, "step": step,
+              "quantity": quantity, "value": str(value)}
+    try:
+        write_json_atomic(path, record)
+    except OSError as e:
+        _fail(net, e)
+        return
+    _fail(net, Diverged(net.config.run, step, quantity, value, path))
 
 
 def _preempt(nets, step: int, timing: Timing):
@@ -567,6 +681,9 @@ def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, num_c
         _save_weights_atomically(net.model, run_dir / "model.weights.h5")
         write_json_atomic(run_dir / "result.json", result)
         shutil.rmtree(net.out_dir / "backup", ignore_errors=True)
+        # --overwrite: the new run is done, so the one it replaces goes.
+        for aside in run_dir.glob(run_records.REPLACED_PREFIX + "*"):
+            shutil.rmtree(aside, ignore_errors=True)
     net.result = result
     print(f"{config.run} done: top-1 {result['top1_final']:.4f} final, "
           f"{result['top1_best_fraction']:.4f} best {metrics.best_count(result['evaluations'])} "

@@ -335,12 +335,18 @@ def test_slurm_without_sbatch_says_so(tmp_path):
     assert "sbatch not found" in result.stderr
 
 
-def test_finished_net_trained_with_other_settings_is_kept_with_a_warning(tmp_path):
+def test_finished_net_trained_with_other_settings_is_refused_until_overwrite(tmp_path):
     base = naming.run_dir(tmp_path / "runs", "fashion_mnist", "random_0", 0, "baseA")
     base.mkdir(parents=True)
     (base / "config.json").write_text(json.dumps({"steps": 20, "batch_size": 4, "model": "small"}))
     (base / "result.json").write_text("{}")
-    text = dry_run(tmp_path, "--experiments=transfer", "--", "--steps=10", "--batch_size=4")
-    assert "random_0/seed0/baseA is done but was trained with steps=20 (now 10); it is kept" in text
-    assert "batch_size" not in text.split("warning:")[1].split("\n")[0]
-    assert not any("--source=none" in c and "--target=A" in c for c in commands_in(text))
+    args = ["--dry_run", f"--workdir={tmp_path / 'runs'}", "--experiments=transfer", "--",
+            "--steps=10", "--batch_size=4"]
+    with pytest.raises(grid.GridError, match=r"(?s)random_0/seed0/baseA: it was trained with "
+                                             r"--steps=20 \(now 10\).*--overwrite"):
+        grid.main(args, out=io.StringIO())
+    text = dry_run(tmp_path, "--overwrite", *args[2:])
+    assert "retraining 1 finished nets" in text
+    retrained = [c for c in commands_in(text) if "--source=none" in c and "--target=A" in c]
+    assert len(retrained) == 1 and "--overwrite" in retrained[0]
+    assert not any("--overwrite" in c for c in commands_in(text) if c not in retrained)

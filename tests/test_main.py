@@ -41,6 +41,10 @@ def test_one_step_end_to_end(synthetic_data, tmp_path):
     (["--source=none", "--finetune"], "--finetune needs copied layers"),
     (["--source=C"], "source"),
     (["--flagfile=/nonexistent/x.flags"], "x.flags"),
+    (["--lr=nan"], "--lr=nan is out of range"),
+    (["--threads=-1"], "--threads=-1 is out of range"),
+    (["--crop=40"], "--crop=40 is larger than the 28x28 images of half B"),
+    (["--batch_size=5000"], "--batch_size=5000 is larger than the 120 training images"),
 ])
 def test_bad_input_exits_non_zero_and_writes_nothing(synthetic_data, tmp_path, args, message):
     proc = _smoke(synthetic_data, tmp_path, *args)

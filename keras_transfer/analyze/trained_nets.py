@@ -16,6 +16,7 @@ from pathlib import Path
 import keras
 
 from data_prep import layout
+from keras_transfer import config as config_lib
 from keras_transfer import data, models, naming, transfer
 
 _SEED_DIR_RE = re.compile(r"^seed\d+$")
@@ -74,14 +75,23 @@ def open_run(run_dir) -> TrainedNet:
                if not (run_dir / name).is_file()]
     if missing:
         raise AnalysisError(f"{run_dir} is not a finished run: it lacks {', '.join(missing)}. "
-                            "Train it to the end (python -m keras_transfer.main ... or "
-                            "./launch.sh), which writes model.weights.h5 and then result.json.")
+                            f"Train it to the end: {_train_command(run_dir)}")
     try:
         config = json.loads((run_dir / "config.json").read_text())
         result = json.loads((run_dir / "result.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise AnalysisError(f"cannot read the run record in {run_dir}: {e}") from e
     return TrainedNet(run_dir, config, result)
+
+
+def _train_command(run_dir: Path) -> str:
+    """The command that trains the net of an unfinished or damaged run directory to the end."""
+    try:
+        recorded = config_lib.from_record(json.loads((run_dir / "config.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return ("python -m keras_transfer.main with the flags it was started with, and "
+                "--overwrite if it has a result.json (or ./launch.sh for its grid)")
+    return config_lib.command(recorded, overwrite=(run_dir / "result.json").exists())
 
 
 def load_model(net: TrainedNet, image_shape) -> keras.Model:

@@ -14,8 +14,8 @@ from keras_transfer.grid.local import run_local
 from keras_transfer.grid.nets import (DEFAULT_EXPERIMENTS, EXPERIMENTS, PlannedNet, base_keys,
                                       dissimilar_split, enumerate_nets, packs,
                                       stages, transfer_set)
-from keras_transfer.grid.plan import (GRID_OWNED_FLAGS, MODULE, TRAINING_FLAGS, Plan, make_plan,
-                                      resolve_preset, settings_drift)
+from keras_transfer.grid.plan import (GRID_OWNED_FLAGS, MODULE, Plan, make_plan, resolve_preset,
+                                      stale_nets)
 from keras_transfer.grid.slurm import (SLURM_TASK_SCRIPT, SlurmResources, sbatch_commands,
                                        submit_slurm)
 
@@ -25,9 +25,9 @@ _COMMAND_LINE = ("main", "run", "parser", "available_cores")
 
 __all__ = ["CAFFENET_MULTIPLY_ADDS", "DEFAULT_EXPERIMENTS", "EXPERIMENTS", "GRID_OWNED_FLAGS",
            "GridError", "MODULE", "Plan", "PlannedNet", "SLURM_TASK_SCRIPT", "SlurmResources",
-           "TRAINING_FLAGS", "TRAIN_FLOPS_PER_MULTIPLY_ADD", "base_keys", "dissimilar_split",
+           "TRAIN_FLOPS_PER_MULTIPLY_ADD", "base_keys", "dissimilar_split",
            "dry_run", "enumerate_nets", "images_per_net", "make_plan", "multiply_adds",
-           "resolve_preset", "packs", "run_local", "sbatch_commands", "settings_drift",
+           "resolve_preset", "packs", "run_local", "sbatch_commands", "stale_nets",
            "stages", "submit_slurm", "transfer_set", *_COMMAND_LINE]
 
 

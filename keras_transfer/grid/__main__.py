@@ -15,7 +15,7 @@ from keras_transfer.grid.cost import dry_run
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.local import run_local
 from keras_transfer.grid.nets import DEFAULT_EXPERIMENTS, EXPERIMENTS, enumerate_nets
-from keras_transfer.grid.plan import make_plan, resolve_preset, settings_drift
+from keras_transfer.grid.plan import make_plan, resolve_preset, stale_nets
 from keras_transfer.grid.slurm import SlurmResources, submit_slurm
 
 
@@ -40,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="launch.sh",
         description="Train the Yosinski et al. 2014 grid of nets, locally or on SLURM. "
-                    "Re-running the same command resumes: nets with a result.json are skipped.",
+                    "Re-running the same command resumes: finished nets are skipped, unless they "
+                    "no longer answer for the grid (see --overwrite).",
         epilog="Flags after `--` go to every `python -m keras_transfer.main` command "
                "(e.g. -- --steps=200 --model=small).")
     p.add_argument("--backend", choices=("local", "slurm"), default="local")
@@ -52,6 +53,10 @@ def parser() -> argparse.ArgumentParser:
                         "compiled step; `python -m keras_transfer.main --nets=...`). Default: "
                         "local, for the small model, each pack key's nets spread over the "
                         "--jobs processes; otherwise 1 (one net per process or SLURM task)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="retrain finished nets that no longer answer for the grid (trained with "
+                        "other settings or data, or from a base net retrained since); without "
+                        "it, the grid refuses to start and lists them")
     p.add_argument("--experiments", type=_name_list, default=list(DEFAULT_EXPERIMENTS),
                    help=f"comma-separated, from {','.join(EXPERIMENTS)} (default: transfer,random)")
     p.add_argument("--splits", type=_split_list, default=["random:0"],
@@ -135,8 +140,17 @@ def main(argv=None, out=sys.stdout) -> int:
     pack = args.pack or (0 if args.backend == "local" else 1)
     plan = make_plan(nets, preset, workdir=args.workdir, flagfile=args.flagfile,
                      extra_flags=extra, threads=threads, pack=pack, processes=jobs or 1)
-    for message in settings_drift(plan, preset):
-        print(f"[grid] warning: {message}", file=out)
+    stale = stale_nets(plan, preset)
+    listing = "\n  ".join(f"{key[0]}/seed{key[1]}/{key[2]}: {'; '.join(reasons)}"
+                          for key, reasons in stale.items())
+    if stale and not args.overwrite:
+        raise GridError(f"{len(stale)} finished nets no longer answer for this grid:\n  {listing}\n"
+                        "Retrain them with --overwrite (each old run is kept until its new one "
+                        "is done), or give the settings they were trained with.")
+    if stale:
+        plan.retrain = {key: (plan.run_dir(key) / "result.json").stat().st_mtime_ns
+                        for key in stale}
+        print(f"[grid] --overwrite: retraining {len(stale)} finished nets:\n  {listing}", file=out)
     if args.dry_run:
         dry_run(plan, preset, args.images_per_sec, out=out)
         return 0

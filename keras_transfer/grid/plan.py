@@ -7,19 +7,20 @@ before anything starts; the grid's own flags are kept out of the pass-through on
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
 from data_prep import layout
-from keras_transfer import naming
+from data_prep import manifest as manifest_lib
+from data_prep.errors import DataPrepError
+from keras_transfer import naming, run_records
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid import nets as nets_lib
 from keras_transfer.grid.nets import PlannedNet
 
 # Flags of main the grid sets on every command; giving them after `--` would contradict the grid.
 GRID_OWNED_FLAGS = ("source", "target", "n", "finetune", "nets", "split", "seed", "workdir",
-                    "examples_per_class", "flagfile")
+                    "examples_per_class", "flagfile", "overwrite")
 MODULE = "keras_transfer.main"
 
 
@@ -58,13 +59,17 @@ class Plan:
     threads: int = 0  # > 0: add --threads=N to every command (several local runs share the cores)
     # Most nets per process, per pack key (see nets.packs); nets of a missing key are not packed.
     pack_sizes: dict = dataclasses.field(default_factory=dict)
+    # Finished nets to train again (--overwrite of stale nets): key -> the mtime of the result.json
+    # they replace. Each trains alone, with main's --overwrite.
+    retrain: dict = dataclasses.field(default_factory=dict)
 
     def pack_size(self, net: PlannedNet) -> int:
         return self.pack_sizes.get(net.pack_key, 1)
 
     def packs(self, nets) -> list[list[PlannedNet]]:
         """`nets` (some of the plan's) in packs, the plan's base nets alone."""
-        return nets_lib.packs(nets, self.pack_size, nets_lib.base_keys(self.nets))
+        alone = nets_lib.base_keys(self.nets) | set(self.retrain)
+        return nets_lib.packs(nets, self.pack_size, alone)
 
     def command(self, pack) -> list[str]:
         """The command that trains one net, or a pack (a list of nets of one pack key)."""
@@ -84,6 +89,8 @@ class Plan:
                 cmd.append(f"--examples_per_class={first.examples_per_class}")
         if self.threads and not any(a.lstrip("-").startswith("threads") for a in self.extra_flags):
             cmd.append(f"--threads={self.threads}")
+        if len(pack) == 1 and pack[0].key in self.retrain:
+            cmd.append("--overwrite")
         return cmd
 
     def run_dir(self, net_or_key) -> Path:
@@ -91,7 +98,13 @@ class Plan:
         return naming.run_dir(self.workdir, self.dataset, split_dir, seed, name)
 
     def is_done(self, net_or_key) -> bool:
-        return (self.run_dir(net_or_key) / "result.json").is_file()
+        """Whether the net has a result.json, and it is not one this launch retrains."""
+        key = net_or_key.key if isinstance(net_or_key, PlannedNet) else net_or_key
+        try:
+            mtime = (self.run_dir(key) / "result.json").stat().st_mtime_ns
+        except OSError:
+            return False
+        return self.retrain.get(key) != mtime
 
     def log_path(self, net: PlannedNet) -> Path:
         return Path(self.workdir) / "logs" / self.dataset / net.split_dir / f"seed{net.seed}" / f"{net.name}.log"
@@ -120,29 +133,29 @@ class Plan:
         return list(needed)
 
 
-# Flags of main that change what a finished net is; a finished net trained with other values is
-# still skipped (result.json means done), but the launcher says so.
-TRAINING_FLAGS = ("model", "fc8_outputs", "crop", "batch_size", "steps", "epochs", "lr", "lr_step",
-                  "momentum", "weight_decay", "dropout", "dataset")
-
-
-def settings_drift(plan: Plan, preset) -> list[str]:
-    """Finished nets whose config.json disagrees with the preset on a training flag."""
-    messages = []
+def stale_nets(plan: Plan, preset) -> dict:
+    """Finished nets of the plan whose result no longer answers for it (run_records.why_stale:
+    other settings, re-prepared data, a retrained base net), with the reasons; and, once a base
+    net is stale, its finished dependants, which will copy from the retrained one."""
+    stale = {}
     for net in plan.nets:
-        config_path = plan.run_dir(net) / "config.json"
-        if not plan.is_done(net) or not config_path.is_file():
+        if not plan.is_done(net):
             continue
+        config = dataclasses.replace(
+            preset, split=net.split, seed=net.seed, source=net.source, target=net.target, n=net.n,
+            finetune=net.finetune, examples_per_class=net.examples_per_class,
+            workdir=plan.workdir)
         try:
-            config = json.loads(config_path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        diffs = [f"{k}={config[k]} (now {getattr(preset, k)})" for k in TRAINING_FLAGS
-                 if k in config and config[k] != getattr(preset, k)]
-        if diffs:
-            messages.append(f"{net.label} is done but was trained with {', '.join(diffs)}; "
-                            f"it is kept: delete {plan.run_dir(net)} to retrain it")
-    return messages
+            target_manifest = manifest_lib.load_manifest(config.half_dir(net.target))
+        except DataPrepError:
+            target_manifest = None  # main names missing data when a net needs it
+        reasons = run_records.why_stale(config, target_manifest)
+        retrained = [key[2] for key in net.needs if key in stale]
+        if retrained:
+            reasons.append(f"its base net {', '.join(retrained)} is retrained")
+        if reasons:
+            stale[net.key] = reasons
+    return stale
 
 
 def make_plan(nets, preset, *, workdir=None, flagfile=None, extra_flags=(), threads=0,

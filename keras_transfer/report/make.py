@@ -13,7 +13,8 @@ from keras_transfer import metrics
 from keras_transfer.report.figures import figure2, figure3, reduced_figure
 from keras_transfer.report.findings import REFERENCES
 from keras_transfer.report.hparams import write_hparams
-from keras_transfer.report.runs import ReportError, drop_unpaired_bases, load_runs
+from keras_transfer.report.runs import (ReportError, drop_unpaired_bases, load_diverged,
+                                        load_runs)
 from keras_transfer.report.summary import prediction_section, summary_markdown
 from keras_transfer.report.tables import decomposition_notes, summarize
 
@@ -24,6 +25,11 @@ def make_report(workdir, out=None, *, reference: str | None = None, dataset: str
     workdir = Path(workdir)
     out = Path(out) if out is not None else workdir / "report"
     df, notes = load_runs(workdir, dataset)
+    datasets = set(df["dataset"])
+    diverged = [d for d in load_diverged(workdir) if Path(d["run_dir"]).parts[0] in datasets]
+    if diverged:
+        notes.append(f"{len(diverged)} diverged nets are left out of every mean (see Diverged "
+                     "nets)")
     try:
         metrics.check_metric(metric, df["evaluations"].fillna(0))
     except metrics.MetricError as e:
@@ -52,7 +58,7 @@ def make_report(workdir, out=None, *, reference: str | None = None, dataset: str
             figure_notes.append("reduced.png: no reduced-volume runs (--experiments=reduced)")
         all_notes = notes + decomposition_notes(df) + figure_notes
         (staging / "summary.md").write_text(
-            summary_markdown(workdir, df, summary, all_notes, metric)
+            summary_markdown(workdir, df, summary, all_notes, metric, diverged)
             + prediction_section(out / "predict.json"))
         if hparams:
             write_hparams(df, staging / "hparams")

@@ -7,12 +7,14 @@ the top-1 metrics are recomputed from each run's history with the code that wrot
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
-from keras_transfer import metrics
+from keras_transfer import metrics, naming
 from keras_transfer.metrics import TOP1
+from keras_transfer.run_records import DIVERGED
 
 DISSIMILAR_SPLITS = ("dissimilar", "natman")
 RESULT_COLUMNS = ["run", "condition", "dataset", "split", "split_dir", "seed", "examples_per_class",
@@ -44,6 +46,66 @@ def converged(history) -> bool | None:
     return max(values) - min(values) <= CONVERGED_SPAN + 1e-12
 
 
+def records(workdir: Path, name: str) -> list[Path]:
+    """Every file `name` under workdir, leaving out hidden folders (runs set aside by
+    --overwrite, staging folders)."""
+    return sorted(path for path in workdir.rglob(name)
+                  if not any(part.startswith(".") for part in path.relative_to(workdir).parts))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def malformed(result) -> str | None:
+    """What makes a result.json unusable for the report (wrong types, impossible values), or
+    None. A non-finite loss means the net diverged: it is no result either."""
+    if not isinstance(result, dict):
+        return "not a JSON object"
+    try:
+        naming.parse_run_name(str(result.get("run")))
+    except ValueError as e:
+        return str(e)
+    if result.get("condition") not in naming.CONDITIONS:
+        return f"unknown condition {result.get('condition')!r}"
+    for key, low, high in (("n", 0, naming.MAX_N), ("seed", 0, None)):
+        value = result.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low or (
+                high is not None and value > high):
+            return f"{key} is {value!r}"
+    for key in ("dataset", "split", "split_dir", "target"):
+        if not isinstance(result.get(key), str):
+            return f"{key} is {result.get(key)!r}, not text"
+    history = result.get("history")
+    if not isinstance(history, list) or not history or not all(
+            isinstance(e, dict) and _is_number(e.get("top1")) and 0 <= e["top1"] <= 1
+            and _is_number(e.get("step")) for e in history):
+        return "its history is not a list of evaluations with a step and a top-1 in [0, 1]"
+    loss = result.get("loss_final")
+    if loss is not None and not (_is_number(loss) and math.isfinite(loss)):
+        return f"its final loss is {loss}: the net diverged"
+    return None
+
+
+def load_diverged(workdir) -> list[dict]:
+    """The nets that diverged (a diverged.json and no result.json), with where and how."""
+    workdir = Path(workdir)
+    found = []
+    for path in records(workdir, DIVERGED):
+        if (path.parent / "result.json").exists():
+            continue
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            record = {}
+        record = record if isinstance(record, dict) else {}
+        found.append({"run_dir": str(path.parent.relative_to(workdir)),
+                      "step": record.get("step", "?"),
+                      "what": f"{record.get('quantity', 'its loss')} was "
+                              f"{record.get('value', 'not finite')}"})
+    return found
+
+
 def load_runs(workdir, dataset: str | None = None) -> tuple[pd.DataFrame, list[str]]:
     """One row per result.json under workdir (with its config.json's flags), and notes on skipped
     files. The top-1 metrics are recomputed from each run's history (metrics.top1_metrics)."""
@@ -52,11 +114,15 @@ def load_runs(workdir, dataset: str | None = None) -> tuple[pd.DataFrame, list[s
         raise ReportError(f"{workdir} is not a directory; give the --workdir of the grid "
                           "(e.g. runs)")
     rows, notes = [], []
-    for path in sorted(workdir.rglob("result.json")):
+    for path in records(workdir, "result.json"):
         try:
             result = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:
             notes.append(f"skipped unreadable {path}: {e}")
+            continue
+        problem = malformed(result)
+        if problem:
+            notes.append(f"skipped malformed {path}: {problem}")
             continue
         row = {k: result.get(k) for k in RESULT_COLUMNS}
         history = result.get("history") or []
@@ -68,8 +134,11 @@ def load_runs(workdir, dataset: str | None = None) -> tuple[pd.DataFrame, list[s
         if config_path.is_file():
             try:
                 config = json.loads(config_path.read_text())
-            except (OSError, json.JSONDecodeError) as e:
+            except (OSError, ValueError) as e:
                 notes.append(f"ignored unreadable {config_path}: {e}")
+                config = {}
+            if not isinstance(config, dict):
+                notes.append(f"ignored malformed {config_path}: not a JSON object")
                 config = {}
             for k, v in config.items():
                 if k not in row and not isinstance(v, (dict, list)):
@@ -77,8 +146,12 @@ def load_runs(workdir, dataset: str | None = None) -> tuple[pd.DataFrame, list[s
         row["run_dir"] = str(path.parent.relative_to(workdir))
         rows.append(row)
     if not rows:
-        raise ReportError(f"no result.json under {workdir}: no run has finished there yet "
-                          "(train some with ./launch.sh, or point at the grid's workdir)")
+        diverged = load_diverged(workdir)
+        raise ReportError(f"no result.json under {workdir} that can be read: no run has "
+                          "finished there yet"
+                          + (f" ({len(diverged)} diverged: "
+                             f"{', '.join(d['run_dir'] for d in diverged)})" if diverged else "")
+                          + " (train some with ./launch.sh, or point at the grid's workdir)")
     df = pd.DataFrame(rows)
     datasets = sorted(df["dataset"].dropna().unique())
     if dataset is not None:

@@ -138,7 +138,7 @@ def prediction_section(path: Path) -> str:
 
 
 def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: list[str],
-                     metric: str) -> str:
+                     metric: str, diverged=()) -> str:
     lines = [f"# Transfer results: {workdir}", ""]
     datasets = ", ".join(sorted(df["dataset"].dropna().unique()))
     models = ", ".join(sorted(df["model"].dropna().astype(str).unique()))
@@ -188,6 +188,12 @@ def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: li
                 row = group[group["effect"] == name]
                 cells.append(_interval(row.iloc[0]) if len(row) else "–")
             lines.append(f"| {n} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if diverged:
+        lines += ["## Diverged nets", "",
+                  "Their loss or weights became NaN or infinite: they have no result and are left "
+                  "out of every finding, table, figure and mean above.", ""]
+        lines += [f"- {d['run_dir']}: by step {d['step']}, {d['what']}" for d in diverged]
         lines.append("")
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]

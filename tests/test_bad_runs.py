@@ -1,0 +1,230 @@
+"""A bad run never passes for a good one: out-of-range flags are refused before anything is
+written, a diverged net is recorded as diverged and never as done, a finished or half-trained
+net is only reused or resumed with the settings and data it was trained with, --overwrite
+retrains it, and every "retrain" hint is a command that retrains."""
+import io
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+from data_prep.prepare import prepare
+from data_prep.sources import SyntheticSpec
+from keras_transfer import config as config_lib
+from keras_transfer import grid, report, train
+from keras_transfer.config import Config
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = dict(model="small", batch_size=8, steps=4, eval_every=2, eval_steps=2, lr=0.05,
+             lr_step=0, histogram_every=1, strategy="one_device", dataset="synthetic")
+
+
+def _config(data_dir, workdir, **kw):
+    return Config(data_dir=str(data_dir), workdir=str(workdir), **{**SMOKE, **kw})
+
+
+def _train(config):
+    return train.run(config, tf.distribute.OneDeviceStrategy("/cpu:0"))
+
+
+def _files(path):
+    return sorted(str(p.relative_to(path)) for p in Path(path).rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("flag", ["--lr=nan", "--lr=inf", "--lr=0", "--momentum=nan",
+                                  "--momentum=1", "--dropout=1.5", "--dropout=-0.1",
+                                  "--epochs=nan", "--epochs=-1", "--seed=-1", "--threads=-1",
+                                  "--weight_decay=-1", "--weight_decay=inf", "--lr_step=-5",
+                                  "--eval_steps=-1", "--batch_size=0", "--histogram_every=0",
+                                  "--fc8_outputs=-2", "--crop=-1", "--examples_per_class=-1"])
+def test_out_of_range_flags_are_refused_by_main_and_the_grid(flag, tmp_path):
+    name = flag[2:].split("=")[0]
+    with pytest.raises(config_lib.ConfigError, match=f"--{name}=.* is out of range"):
+        config_lib.resolve(None, [flag])
+    if name not in grid.GRID_OWNED_FLAGS:  # the grid's own options check those
+        with pytest.raises(grid.GridError, match=f"--{name}=.* is out of range"):
+            grid.main(["--dry_run", f"--workdir={tmp_path}", "--", flag], out=io.StringIO())
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_diverged_net_is_recorded_as_diverged_never_as_done(synthetic_data, tmp_path):
+    config = _config(synthetic_data, tmp_path, target="A", lr=1e30)
+    with pytest.raises(train.Diverged, match="baseA diverged by step 2: the training loss is nan"):
+        _train(config)
+    run_dir = config.run_dir
+    assert not (run_dir / "result.json").exists() and not (run_dir / "model.weights.h5").exists()
+    record = json.loads((run_dir / "diverged.json").read_text())
+    assert record["run"] == "baseA" and record["step"] == 2
+    # The same command again does not train it again, or pass it off as done.
+    with pytest.raises(train.RunError, match="diverged by step 2.*--overwrite"):
+        _train(config)
+    # The report lists it apart and leaves it out of every mean.
+    good = _train(_config(synthetic_data, tmp_path, target="B"))
+    made = report.make_report(tmp_path, hparams=False)
+    summary = made["files"]["summary.md"].read_text()
+    assert made["runs"] == 1
+    diverged_section = summary.split("## Diverged nets")[1]
+    assert "synthetic/random_0/seed0/baseA: by step 2, the training loss was nan" in diverged_section
+    assert "1 diverged nets are left out of every mean" in summary
+    assert f"{good['top1_final']:.4f}" in summary.split("## Diverged nets")[0]
+    # --overwrite with a sane learning rate trains it for real.
+    result = _train(_config(synthetic_data, tmp_path, target="A", overwrite=True))
+    assert result["steps"] == 4 and not (run_dir / "diverged.json").exists()
+    assert not list(run_dir.glob(".replaced-*"))
+
+
+def test_a_diverged_net_in_the_main_process_exits_non_zero(synthetic_data, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "keras_transfer.main", f"--flagfile={REPO / 'flags/smoke.flags'}",
+         f"--data_dir={synthetic_data}", "--dataset=synthetic", f"--workdir={tmp_path}",
+         "--nets=baseA", "--lr=1e30"], cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    assert "baseA diverged by step" in proc.stderr and "Traceback" not in proc.stderr
+    assert "done" not in proc.stdout
+
+
+def test_a_legacy_result_with_a_nan_loss_is_not_averaged_in(tmp_path):
+    from report_fixtures import write_run
+    write_run(tmp_path, source="none", target="B", n=0, top1_final=0.8)
+    bad = write_run(tmp_path, source="B", target="B", n=3, top1_final=0.2)
+    result = json.loads((bad / "result.json").read_text())
+    result["loss_final"] = float("nan")
+    (bad / "result.json").write_text(json.dumps(result))
+    made = report.make_report(tmp_path, hparams=False)
+    assert made["runs"] == 1
+    assert any("B3B/result.json: its final loss is nan: the net diverged" in n
+               for n in made["notes"])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"n": "three"}, "n is 'three'"),
+    ({"history": "none"}, "history is not a list"),
+    ({"history": [{"step": 2, "top1": "high"}]}, "history is not a list"),
+    ({"condition": 7}, "unknown condition"),
+    ({"split": None}, "split is None, not text"),
+])
+def test_a_result_with_wrong_types_is_skipped_with_a_note(tmp_path, change, message):
+    from report_fixtures import write_run
+    write_run(tmp_path, source="none", target="B", n=0, top1_final=0.8)
+    bad = write_run(tmp_path, source="B", target="B", n=3, top1_final=0.2)
+    result = {**json.loads((bad / "result.json").read_text()), **change}
+    (bad / "result.json").write_text(json.dumps(result))
+    made = report.make_report(tmp_path, hparams=False)
+    assert made["runs"] == 1
+    assert any(f"skipped malformed {bad / 'result.json'}: " in n and message in n
+               for n in made["notes"]), made["notes"]
+
+
+def test_a_finished_net_is_reused_only_with_its_settings_and_overwrite_retrains_it(
+        synthetic_data, tmp_path, capsys):
+    config = _config(synthetic_data, tmp_path, target="A")
+    first = _train(config)
+    result_path = config.run_dir / "result.json"
+    before = result_path.stat().st_mtime_ns
+    assert _train(config) == json.loads(json.dumps(first))
+    assert "baseA is already done" in capsys.readouterr().out
+    with pytest.raises(train.RunError, match=r"baseA is finished, but it was trained with "
+                                             r"--lr=0.05 \(now 0.02\).*--overwrite"):
+        _train(_config(synthetic_data, tmp_path, target="A", lr=0.02))
+    assert result_path.stat().st_mtime_ns == before
+    retrained = _train(_config(synthetic_data, tmp_path, target="A", lr=0.02, overwrite=True))
+    assert result_path.stat().st_mtime_ns != before
+    assert json.loads((config.run_dir / "config.json").read_text())["lr"] == 0.02
+    assert retrained["history"][0]["step"] == 2
+    assert not list(config.run_dir.glob(".replaced-*"))  # the old run goes once the new is done
+
+
+def test_a_finished_net_whose_data_or_base_changed_is_stale(synthetic_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_data, data)
+    workdir = tmp_path / "runs"
+    _train(_config(data, workdir, target="A"))
+    _train(_config(data, workdir, source="A", n=1))
+    # baseA retrained: A1B copied layers that are no longer baseA's.
+    _train(_config(data, workdir, target="A", overwrite=True, lr=0.03))
+    with pytest.raises(train.RunError, match="baseA has been retrained since it copied"):
+        _train(_config(data, workdir, source="A", n=1, lr=0.03))
+    # The same split name prepared again from other classes.
+    prepare(source="synthetic", split="random:0", out=data, progress=False, overwrite=True,
+            synthetic=SyntheticSpec(num_classes=8, image_size=28, channels=1,
+                                    train_per_class=24, validation_per_class=8, seed=0))
+    with pytest.raises(train.RunError, match="half A has been prepared again with other classes"):
+        _train(_config(data, workdir, target="A", lr=0.03))
+
+
+def _main(data_dir, workdir, *extra):
+    return [sys.executable, "-m", "keras_transfer.main", f"--flagfile={REPO / 'flags/smoke.flags'}",
+            f"--data_dir={data_dir}", "--dataset=synthetic", f"--workdir={workdir}",
+            "--steps=300", "--eval_every=10", "--eval_steps=1", "--histogram_every=1000", *extra]
+
+
+def test_a_resumed_run_keeps_its_settings_or_refuses_naming_the_flag(synthetic_data, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    run_dir = tmp_path / "synthetic" / "random_0" / "seed0" / "baseB"
+    proc = subprocess.Popen(_main(synthetic_data, tmp_path), cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not list((run_dir / "backup").glob("ckpt-*.index")):
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143
+    started = (run_dir / "config.json").read_text()
+    for flag, recorded in (("--lr=0.02", "--lr=0.01 (now 0.02)"),
+                           ("--batch_size=4", "--batch_size=8 (now 4)"),
+                           ("--steps=200", "--steps=300 (now 200)"),
+                           ("--fc8_outputs=12", "--fc8_outputs=0 (now 12)")):
+        refused = subprocess.run(_main(synthetic_data, tmp_path, flag), cwd=REPO, env=env,
+                                 capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert "was started with other settings" in refused.stderr and recorded in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert (run_dir / "config.json").read_text() == started
+    resumed = subprocess.run(_main(synthetic_data, tmp_path), cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and "from its backup at step" in resumed.stdout
+    config = json.loads((run_dir / "config.json").read_text())
+    result = json.loads((run_dir / "result.json").read_text())
+    assert config["steps"] == result["steps"] == 300
+    assert config["batch_size"] == 8 and config["lr"] == 0.01
+
+
+def test_the_retrain_hint_for_a_damaged_base_retrains_it(synthetic_data, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    base = _config(synthetic_data, tmp_path, target="A")
+    _train(base)
+    weights = base.run_dir / "model.weights.h5"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(train.RunError) as refused:
+        _train(_config(synthetic_data, tmp_path, source="A", n=2))
+    hint = str(refused.value).split("Retrain baseA:\n  ")[1].splitlines()[0]
+    assert hint.startswith("python -m keras_transfer.main --source=none --target=A")
+    assert hint.endswith("--overwrite")
+    args = shlex.split(hint)
+    retrained = subprocess.run([sys.executable, *args[1:]], cwd=REPO, env=env,
+                               capture_output=True, text=True, timeout=300)
+    assert retrained.returncode == 0, retrained.stderr[-2000:]
+    assert "baseA done" in retrained.stdout
+    assert _train(_config(synthetic_data, tmp_path, source="A", n=2))["steps"] == 4
+
+
+@pytest.mark.parametrize("record, damage", [("config.json", b"{trunc"), ("result.json", b"\xff\xfe"),
+                                            ("result.json", b"[1, 2]")])
+def test_a_corrupt_base_record_is_named_with_the_command_that_retrains_it(
+        synthetic_data, tmp_path, record, damage):
+    base = _config(synthetic_data, tmp_path, target="A")
+    _train(base)
+    (base.run_dir / record).write_bytes(damage)
+    transfer = _config(synthetic_data, tmp_path, source="A", n=2)
+    with pytest.raises(train.RunError, match=f"(?s)baseA's {record} in .* is unreadable.*"
+                                             "--source=none --target=A.*--overwrite"):
+        _train(transfer)
+    assert not transfer.run_dir.exists()
