@@ -135,6 +135,21 @@ def test_failed_base_fails_its_dependants_at_once(tmp_path, data_dir):
     assert "grid finished: 0 trained, 0 were already done, 6 failed" in out
 
 
+
+def test_a_diverged_base_fails_its_dependants_and_is_no_result(tmp_path, data_dir):
+    (tmp_path / "data").symlink_to(data_dir)
+    proc = launch(tmp_path, *GRID, "--lr=1e30")
+    out = proc.communicate(timeout=240)[0]
+    assert proc.returncode == 1, out
+    for base in ("baseA", "baseB"):
+        assert f"FAILED random_0/seed0/{base} (exit code 3" in out
+        assert (run_dirs(tmp_path)[base] / "diverged.json").is_file()
+        assert not (run_dirs(tmp_path)[base] / "result.json").exists()
+    assert re.search(r"failed random_0/seed0/A1B\+: not run: its base net baseA failed "
+                     r"\(exit code 3", out), out
+    assert "grid finished: 0 trained, 0 were already done, 6 failed" in out
+
+
 def _pack_workers():
     """pid -> the --nets list of every running `keras_transfer.main --nets=...` process."""
     workers = {}
