@@ -5,12 +5,14 @@ step counter), written after every evaluation. TensorFlow writes the checkpoint 
 and then the index that names the latest one, so a crash mid-save leaves the previous backup
 in force. SIGTERM (what SLURM and most schedulers send before killing) makes the run save a
 backup at the current step and exit with status 143; SIGKILL loses at most one evaluation
-interval.
+interval. A damaged backup (a truncated or missing file) is skipped for the next older one.
 """
 from __future__ import annotations
 
 import signal
+import sys
 import threading
+from pathlib import Path
 
 import tensorflow as tf
 
@@ -30,21 +32,40 @@ class Backup:
     """The checkpoint of one run's model and optimizer in `directory` (the last two are kept)."""
 
     def __init__(self, directory, model, optimizer):
+        self.directory = Path(directory)
         self.model = model
         self.optimizer = optimizer
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        # A damaged `checkpoint` index file is ignored by the manager; restore() does not need it.
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=2)
 
     def step(self) -> int:
         return int(self.optimizer.iterations.numpy())
 
     def restore(self) -> int:
-        """Loads the latest backup, if any, and returns the step it was taken at (0 if none)."""
-        latest = self.manager.latest_checkpoint
-        if latest is None:
+        """Loads the newest backup that reads back whole and returns the step it was taken at.
+
+        Backups are found on disk (ckpt-<step>.index), not only through the index file. A
+        damaged one is skipped with a warning for the next older; if none reads back, the
+        variables are put back as they were and the run starts afresh (0)."""
+        candidates = sorted(self.directory.glob("ckpt-*.index"),
+                            key=lambda p: int(p.stem.split("-")[1]), reverse=True)
+        if not candidates:
             return 0
-        self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return self.step()
+        variables = list(self.model.variables) + list(self.optimizer.variables)
+        initial = [v.numpy() for v in variables]
+        for index in candidates:
+            path = str(index.with_suffix(""))
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+                return self.step()
+            except (tf.errors.OpError, IndexError, ValueError, AssertionError, OSError) as e:
+                _warn(f"backup {path} is damaged ({type(e).__name__}: "
+                      f"{str(e).splitlines()[0] if str(e) else 'unreadable'}); trying an older one")
+        for variable, value in zip(variables, initial):  # a failed restore may have written some
+            variable.assign(value)
+        _warn(f"no backup in {self.directory} reads back whole: training starts afresh")
+        return 0
 
     def save(self) -> None:
         try:
@@ -52,6 +73,10 @@ class Backup:
         except tf.errors.OpError as e:  # TF reports a full disk as ResourceExhausted
             raise OSError(f"cannot write a backup to {self.manager.directory}: "
                           f"{e.message.split('; ')[-1]}") from e
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 class SigtermFlag:

@@ -1,0 +1,89 @@
+"""Backups survive their own damage: a truncated or deleted newest checkpoint, or a damaged
+index file, falls back to the newest good backup; with none good, a real fresh start."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_transfer import models, solver
+from keras_transfer.backup import Backup
+
+
+def _net(directory):
+    model = models.build("small", 3, (26, 26, 1), seed=0)
+    optimizer = solver.make_optimizer(0.01, 0, 0.9, 5e-4)
+    optimizer.build(model.trainable_variables)
+    return model, optimizer, Backup(directory, model, optimizer)
+
+
+def _step(model, optimizer):
+    images = tf.random.stateless_uniform((4, 26, 26, 1), seed=(1, 2))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.square(model(images, training=False)))
+    optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
+                                  model.trainable_variables))
+
+
+def _weights(model):
+    return [v.numpy().copy() for v in model.variables]
+
+
+@pytest.fixture
+def two_backups(tmp_path):
+    """Backups at steps 1 and 2 of a real model and optimizer; the weights at each."""
+    model, optimizer, backup = _net(tmp_path / "backup")
+    saved = {}
+    for step in (1, 2):
+        _step(model, optimizer)
+        backup.save()
+        saved[step] = _weights(model)
+    return tmp_path / "backup", saved
+
+
+def _restore(directory):
+    model, optimizer, backup = _net(directory)
+    return backup.restore(), model, optimizer
+
+
+def _same(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_an_intact_backup_restores_the_newest(two_backups):
+    directory, saved = two_backups
+    step, model, _ = _restore(directory)
+    assert step == 2 and _same(_weights(model), saved[2])
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete_data", "delete_index"])
+def test_a_damaged_newest_backup_falls_back_to_the_older(two_backups, damage, capsys):
+    directory, saved = two_backups
+    data = next(directory.glob("ckpt-2.data-*"))
+    if damage == "truncate":
+        data.write_bytes(data.read_bytes()[:100])
+    elif damage == "delete_data":
+        data.unlink()
+    else:
+        (directory / "ckpt-2.index").unlink()
+    step, model, optimizer = _restore(directory)
+    assert step == 1 and int(optimizer.iterations.numpy()) == 1
+    assert _same(_weights(model), saved[1])
+    if damage != "delete_index":  # an index-less backup is simply not found
+        assert "ckpt-2 is damaged" in capsys.readouterr().err
+
+
+def test_a_damaged_index_file_still_finds_the_backups(two_backups):
+    directory, saved = two_backups
+    (directory / "checkpoint").write_bytes(b"\x00garbage{{")
+    step, model, _ = _restore(directory)
+    assert step == 2 and _same(_weights(model), saved[2])
+
+
+def test_no_good_backup_is_a_real_fresh_start(two_backups, tmp_path, capsys):
+    directory, _ = two_backups
+    for data in directory.glob("ckpt-*.data-*"):
+        data.write_bytes(data.read_bytes()[:100])
+    fresh_model, _, _ = _net(tmp_path / "unused")
+    step, model, optimizer = _restore(directory)
+    assert step == 0 and int(optimizer.iterations.numpy()) == 0
+    assert _same(_weights(model), _weights(fresh_model))  # same seed, untouched by the failures
+    assert "training starts afresh" in capsys.readouterr().err
