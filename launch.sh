@@ -35,6 +35,18 @@ else
 fi
 
 demo() {
+  # The demo prepares random splits itself, so its --splits are integers; checked before set-up.
+  local arg
+  for arg in "$@"; do
+    case "$arg" in
+      --splits=*)
+        if ! [[ ${arg#--splits=} =~ ^[0-9]+(,[0-9]+)*$ ]]; then
+          echo "launch.sh: error: $arg: the demo trains on random splits; give their numbers," \
+               "e.g. --splits=0,1 (the grid, ./launch.sh without demo, takes other splits)" >&2
+          exit 2
+        fi ;;
+    esac
+  done
   cd "$repo"
   ./bootstrap.sh
   python=.venv/bin/python
@@ -42,7 +54,7 @@ demo() {
   # nets in both directions. Two splits by default (what fits 30 minutes on 2 cores);
   # --splits=0,1,2,3 is the paper's replication; --experiments=transfer,random adds the
   # random-features control on the first split.
-  local splits=0,1 arg
+  local splits=0,1
   for arg in "$@"; do
     case "$arg" in --splits=*) splits=${arg#--splits=} ;; esac
   done

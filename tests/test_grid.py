@@ -202,6 +202,23 @@ def test_bad_input_is_named(tmp_path, args, message):
     assert not any(tmp_path.iterdir())
 
 
+
+@pytest.mark.parametrize("args,message", [
+    (["--splits=abc"], "argument --splits: unknown --split=abc"),
+    (["--splits=random:-1"], "argument --splits: bad --split=random:-1"),
+    (["--seeds=-1"], "argument --seeds: seeds are integers from 0 to 2**31 - 1, not -1"),
+    (["--seeds=x"], "argument --seeds: expected comma-separated integers"),
+    (["demo", "--splits=abc"], "--splits=abc: the demo trains on random splits"),
+    (["demo", "--splits=0,natman"], "--splits=0,natman: the demo trains on random splits"),
+])
+def test_bad_launch_options_are_named_before_anything_starts(tmp_path, args, message):
+    result = subprocess.run([str(REPO / "launch.sh"), *args, "--dry_run", f"--workdir={tmp_path}/runs"],
+                            env=dict(os.environ, PYTHON=sys.executable), capture_output=True,
+                            text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not any(tmp_path.iterdir())
+
 def test_local_backend_refuses_missing_data_before_running_anything(tmp_path):
     with pytest.raises(grid.GridError, match="python -m data_prep --source=fashion_mnist "
                                              "--split=random:0 --out=nodata"):

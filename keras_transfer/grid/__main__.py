@@ -26,9 +26,29 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _seed_list(text: str) -> list[int]:
+    seeds = _int_list(text)
+    bad = [s for s in seeds if not 0 <= s < 2**31]
+    if bad:
+        raise argparse.ArgumentTypeError(f"seeds are integers from 0 to 2**31 - 1, not "
+                                         f"{','.join(map(str, bad))}")
+    return seeds
+
+
 def _split_list(text: str) -> list[str]:
-    """`0,1` -> random:0, random:1; anything else (natman, classes:FILE) is a split spec as is."""
-    return [f"random:{x}" if x.strip().isdigit() else x.strip() for x in text.split(",") if x.strip()]
+    """`0,1` -> random:0, random:1; anything else (natman, classes:FILE) is a split spec as is,
+    checked as data_prep checks it."""
+    from data_prep.errors import DataPrepError
+    from data_prep.splits import parse_spec
+
+    specs = [f"random:{x}" if x.strip().isdigit() else x.strip()
+             for x in text.split(",") if x.strip()]
+    for spec in specs:
+        try:
+            parse_spec(spec)
+        except DataPrepError as e:
+            raise argparse.ArgumentTypeError(f"{e} (integers S mean random:S)") from None
+    return specs
 
 
 def _name_list(text: str) -> list[str]:
@@ -61,7 +81,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f"comma-separated, from {','.join(EXPERIMENTS)} (default: transfer,random)")
     p.add_argument("--splits", type=_split_list, default=["random:0"],
                    help="class splits: integers S mean random:S; default 0")
-    p.add_argument("--seeds", type=_int_list, default=[0], help="run seeds, e.g. 0,1 (default 0)")
+    p.add_argument("--seeds", type=_seed_list, default=[0], help="run seeds, e.g. 0,1 (default 0)")
     p.add_argument("--targets", type=_name_list, default=list(naming.HALVES),
                    help="halves the transferred nets are trained on: A,B (default) or B for only "
                         "BnB, BnB+, AnB, AnB+")
