@@ -62,15 +62,20 @@ class PackSteps:
         return tf.stack(sums)
 
     def _replica_eval_step(self, images, labels):
-        sums = []
-        count = tf.cast(tf.shape(labels)[0], tf.float32)
-        for model in self.models:
-            probs = model(images, training=False)
-            per_example = keras.losses.sparse_categorical_crossentropy(labels, probs)
-            top_k = _correct(labels, probs, self.top_k) if self.top_k else tf.zeros([])
-            sums.append(tf.stack([tf.reduce_sum(per_example), _correct(labels, probs, 1),
-                                  top_k, count]))
-        return tf.stack(sums)
+        def sums():
+            count = tf.cast(tf.shape(labels)[0], tf.float32)
+            rows = []
+            for model in self.models:
+                probs = model(images, training=False)
+                per_example = keras.losses.sparse_categorical_crossentropy(labels, probs)
+                top_k = _correct(labels, probs, self.top_k) if self.top_k else tf.zeros([])
+                rows.append(tf.stack([tf.reduce_sum(per_example), _correct(labels, probs, 1),
+                                      top_k, count]))
+            return tf.stack(rows)
+        # A replica can get none of an evaluation's last, partial batch; some layers (grouped
+        # convolutions, LRN) cannot run on an empty batch, and it adds nothing to the sums.
+        return tf.cond(tf.shape(labels)[0] > 0, sums,
+                       lambda: tf.zeros([len(self.models), len(EVAL_SUMS)]))
 
     # ------------------------------------------------------------------ across replicas
 

@@ -321,6 +321,11 @@ def run_pack(configs: list[Config], strategy: tf.distribute.Strategy,
                        f"{targets})")
     if len(set(names)) < len(names):
         raise RunError(f"a net is listed twice: {', '.join(names)}")
+    replicas = strategy.num_replicas_in_sync
+    if configs[0].batch_size % replicas:
+        raise RunError(f"--batch_size={configs[0].batch_size} does not split evenly over the "
+                       f"{replicas} replicas of {type(strategy).__name__}: give a multiple of "
+                       f"{replicas}.")
     outcomes: dict[str, object] = {}
     nets: list[_NetInTraining] = []
     chief = _is_chief(strategy)

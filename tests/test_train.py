@@ -1,6 +1,9 @@
 """One net of the grid, trained for real on tiny TFRecords: what is copied, frozen and changed."""
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -312,3 +315,39 @@ def test_resumed_run_restores_momentum_and_learning_rate(synthetic_data, tmp_pat
     history = json.loads((split.run_dir / "history.json").read_text())["history"]
     assert [entry["learning_rate"] for entry in history] == pytest.approx([0.005, 0.0005],
                                                                           rel=1e-6)
+
+
+_TWO_REPLICAS = r"""
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from keras_transfer import train
+from keras_transfer.config import Config
+data_dir, workdir = sys.argv[1:]
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+try:
+    train.run(Config(data_dir=data_dir, workdir=workdir, dataset="synthetic", batch_size=7,
+                     target="A"), strategy)
+except train.RunError as e:
+    print("refused:", e)
+# 40 validation images, 6 per replica: 7 replica batches, so the last step leaves a replica
+# with none; eval_steps 4 is the number of global batches. 3 evaluations each.
+for eval_steps in (4, 9):
+    result = train.run(Config(data_dir=data_dir, workdir=f"{workdir}/{eval_steps}",
+                              dataset="synthetic", batch_size=12, steps=6, eval_every=2,
+                              eval_steps=eval_steps, lr_step=0, target="A"), strategy)
+    print("evaluated at", [h["step"] for h in result["history"]])
+"""
+
+
+def test_two_replicas_evaluate_a_partial_last_batch_and_refuse_an_odd_batch(synthetic_data,
+                                                                           tmp_path):
+    """A subprocess: logical devices must be configured before TensorFlow starts."""
+    done = subprocess.run([sys.executable, "-c", _TWO_REPLICAS, str(synthetic_data),
+                           str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert ("refused: --batch_size=7 does not split evenly over the 2 replicas of "
+            "MirroredStrategy: give a multiple of 2.") in done.stdout
+    assert done.stdout.count("evaluated at [2, 4, 6]") == 2
+    assert not (tmp_path / "synthetic").exists()  # the refused run wrote nothing
