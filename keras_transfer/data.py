@@ -41,6 +41,7 @@ def load_half(half_dir, *, verify_data: bool = False) -> dict:
         raise DataError(
             f"prepared data in {half_dir} does not match its manifest:\n  " + "\n  ".join(problems)
             + "\nRe-create it with `python -m data_prep ... --overwrite`.")
+    _mean_image(half_dir, manifest)  # read once here, so damage is named before a run starts
     return manifest
 
 
@@ -69,7 +70,14 @@ def _mean_image(half_dir, manifest: dict) -> np.ndarray:
     path = Path(half_dir) / mean_info.get("per_pixel_file", "mean.npy")
     shape = tuple(manifest["image_shape"])
     if path.exists():
-        mean = np.load(path).astype(np.float32)
+        fix = (f"the mean image {path} is damaged; re-create the half with `python -m data_prep "
+               "... --overwrite`")
+        if "sha256" in mean_info and manifest_lib.sha256_file(path) != mean_info["sha256"]:
+            raise DataError(f"{fix} (its sha256 differs from the manifest's)")
+        try:
+            mean = np.load(path, allow_pickle=False).astype(np.float32)
+        except (OSError, ValueError, EOFError) as e:
+            raise DataError(f"{fix} ({e})") from e
         if mean.shape == shape:
             return mean
     # Images of varying size (folder sources) fall back to the per-channel mean.

@@ -228,3 +228,15 @@ def test_a_corrupt_base_record_is_named_with_the_command_that_retrains_it(
                                              "--source=none --target=A.*--overwrite"):
         _train(transfer)
     assert not transfer.run_dir.exists()
+
+
+@pytest.mark.parametrize("damage", [b"garbage", b""])
+def test_a_damaged_mean_image_is_named_before_anything_is_written(synthetic_data, tmp_path,
+                                                                  damage):
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_data, data)
+    (data / "synthetic" / "random_0" / "B" / "mean.npy").write_bytes(damage)
+    config = _config(data, tmp_path / "runs", target="B")
+    with pytest.raises(train.RunError, match="the mean image .*mean.npy is damaged.*--overwrite"):
+        _train(config)
+    assert not (tmp_path / "runs").exists()
