@@ -159,10 +159,14 @@ def dissimilar_halves(dataset, class_names=None):
 def classes_halves(path, num_classes, class_names=None):
     """Halves listed in a JSON file {"A": [...], "B": [...]} of class names or indices."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise DataPrepError(f"cannot read split file {path}: {e.strerror}; "
                             "pass --split=classes:FILE with an existing JSON file") from None
+    except UnicodeDecodeError as e:
+        raise DataPrepError(f"split file {path} is not UTF-8 text ({e.reason} at byte "
+                            f"{e.start}); save it as UTF-8 JSON, "
+                            '{"A": [...], "B": [...]}') from None
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:

@@ -133,6 +133,13 @@ def test_missing_class_file_is_refused(tmp_path):
         splits.resolve(f"classes:{tmp_path}/absent.json", 5)
 
 
+def test_a_split_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes('{"A": ["caf\u00e9"], "B": [1]}'.encode("latin-1"))
+    with pytest.raises(DataPrepError, match=f"split file {path} is not UTF-8 text"):
+        splits.resolve(f"classes:{path}", 5, class_names=["café", "b", "c", "d", "e"])
+
+
 @pytest.mark.parametrize("spec, epc, expected", [
     ("random:3", None, "random_3"),
     ("random:0", 100, "random_0_epc100"),
