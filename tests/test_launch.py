@@ -166,6 +166,40 @@ def _pack_workers():
     return workers
 
 
+
+def _main_processes(target):
+    """pids of running `keras_transfer.main` processes training a net of half `target` alone."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, ValueError):
+            continue
+        if "keras_transfer.main" in args and f"--target={target}" in args:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_a_preempted_base_is_resumable_not_failed(tmp_path, data_dir):
+    (tmp_path / "data").symlink_to(data_dir)
+    long = GRID + ["--steps=200", "--eval_every=10", "--eval_steps=1", "--histogram_every=1000"]
+    first = launch(tmp_path, *long)
+    base_a = run_dirs(tmp_path)["baseA"]
+    wait_for(lambda: list((base_a / "backup").glob("ckpt-*.index")), first)
+    for pid in _main_processes("A"):  # SIGTERM to baseA's process alone, as a scheduler does
+        os.kill(pid, signal.SIGTERM)
+    out = first.communicate(timeout=300)[0]
+    assert first.returncode == 128 + signal.SIGTERM, out
+    assert "preempted random_0/seed0/baseA: stopped by SIGTERM with a backup saved" in out
+    assert "not starting random_0/seed0/A1B: its base net baseA was preempted" in out
+    assert "FAILED" not in out and "0 failed, 3 preempted or waiting on a preempted base" in out
+    assert (run_dirs(tmp_path)["B1B"] / "result.json").exists()  # baseB's side went on
+    again = launch(tmp_path, *long)
+    out = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, out
+    assert all((d / "result.json").exists() for d in run_dirs(tmp_path).values())
+    assert "resuming baseA from its backup" in log_of(tmp_path, "baseA").read_text()
+
 def test_a_killed_pack_resumes_only_its_unfinished_nets(tmp_path, data_dir):
     (tmp_path / "data").symlink_to(data_dir)
     dirs = run_dirs(tmp_path)

@@ -20,6 +20,10 @@ import sys
 import time
 
 from keras_transfer.grid.plan import Plan
+
+# main's exit status after SIGTERM with a backup saved (keras_transfer.backup.EXIT_PREEMPTED,
+# not imported: it would bring TensorFlow into the launcher).
+EXIT_PREEMPTED = 128 + signal.SIGTERM
 from keras_transfer.locking import RunLock
 
 
@@ -45,13 +49,18 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
     """Trains the nets that are not done, `jobs` processes at a time, base nets before their
     dependants.
 
-    Returns 0 if every net ends with a result.json, 1 otherwise. A net whose base failed here is
-    failed at once, naming the base. A net locked by another launcher is left to it and waited for.
+    Returns 0 if every net ends with a result.json, 1 if any failed, else 143 if a net was
+    preempted (SIGTERM: it saved a backup; it and its dependants resume on the next launch). A
+    net whose base failed here is failed at once, naming the base. A net locked by another launcher is left to it and waited for.
     """
     total = len(plan.nets)
     done = {net.key for net in plan.nets if plan.is_done(net)}
     pending = [net for net in plan.nets if net.key not in done]
     failed: dict = {}  # key -> reason
+    # Stopped by SIGTERM after saving a backup (main's exit 143), and the nets waiting on them:
+    # not failures; the next launch resumes them.
+    preempted: dict = {}
+    blocked: dict = {}
     running: list[_Running] = []
     skipped = len(done)
 
@@ -88,6 +97,10 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
                     if plan.is_done(net):
                         done.add(net.key)
                         say(f"finished {net.label} in {secs:.0f}s")
+                    elif code == EXIT_PREEMPTED:
+                        preempted[net.key] = r.log_path
+                        say(f"preempted {net.label}: stopped by SIGTERM with a backup saved; "
+                            "the next launch resumes it")
                     else:
                         why = f"exit code {code}" if code else "exited 0 without result.json"
                         failed[net.key] = f"{why}; see {r.log_path}"
@@ -97,6 +110,12 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
                     pending.remove(net)
                     done.add(net.key)
                     say(f"{net.label} was finished by another launcher")
+                    continue
+                waiting = [k for k in net.needs if k in preempted]
+                if waiting:
+                    pending.remove(net)
+                    blocked[net.key] = f"its base net {waiting[0][2]} was preempted"
+                    say(f"not starting {net.label}: {blocked[net.key]}; the next launch runs it")
                     continue
                 bad = [k for k in net.needs if k in failed]
                 if bad:
@@ -133,10 +152,15 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
         for s, handler in previous.items():
             signal.signal(s, handler)
     ran = len(done) - skipped
-    say(f"grid finished: {ran} trained, {skipped} were already done, {len(failed)} failed")
+    resumable = len(preempted) + len(blocked)
+    say(f"grid finished: {ran} trained, {skipped} were already done, {len(failed)} failed"
+        + (f", {resumable} preempted or waiting on a preempted base (run the same command again "
+           "to resume them)" if resumable else ""))
     for key, why in failed.items():
         print(f"[grid]   failed {key[0]}/seed{key[1]}/{key[2]}: {why}", file=out)
-    return 1 if failed else 0
+    if failed:
+        return 1
+    return EXIT_PREEMPTED if resumable else 0
 
 
 def _claim_pack(plan: Plan, ready):
