@@ -363,7 +363,7 @@ def test_finished_net_trained_with_other_settings_is_refused_until_overwrite(tmp
                                              r"--steps=20 \(now 10\).*--overwrite"):
         grid.main(args, out=io.StringIO())
     text = dry_run(tmp_path, "--overwrite", *args[2:])
-    assert "retraining 1 finished nets" in text
+    assert "training 1 nets again" in text
     retrained = [c for c in commands_in(text) if "--source=none" in c and "--target=A" in c]
     assert len(retrained) == 1 and "--overwrite" in retrained[0]
     assert not any("--overwrite" in c for c in commands_in(text) if c not in retrained)

@@ -148,6 +148,16 @@ def test_a_diverged_base_fails_its_dependants_and_is_no_result(tmp_path, data_di
     assert re.search(r"failed random_0/seed0/A1B\+: not run: its base net baseA failed "
                      r"\(exit code 3", out), out
     assert "grid finished: 0 trained, 0 were already done, 6 failed" in out
+    # Launched again, the grid does not retrain them blindly; --overwrite with sane flags does.
+    again = launch(tmp_path, *GRID, "--lr=1e30")
+    out = again.communicate(timeout=120)[0]
+    assert again.returncode == 2 and "random_0/seed0/baseA: it diverged by step" in out, out
+    split = GRID.index("--")
+    fixed = launch(tmp_path, *GRID[:split], "--overwrite", *GRID[split:])
+    out = fixed.communicate(timeout=240)[0]
+    assert fixed.returncode == 0, out
+    assert all((d / "result.json").exists() for d in run_dirs(tmp_path).values())
+    assert not (run_dirs(tmp_path)["baseA"] / "diverged.json").exists()
 
 
 def _pack_workers():

@@ -74,9 +74,10 @@ def parser() -> argparse.ArgumentParser:
                         "local, for the small model, each pack key's nets spread over the "
                         "--jobs processes; otherwise 1 (one net per process or SLURM task)")
     p.add_argument("--overwrite", action="store_true",
-                   help="retrain finished nets that no longer answer for the grid (trained with "
-                        "other settings or data, or from a base net retrained since); without "
-                        "it, the grid refuses to start and lists them")
+                   help="train again the finished nets that no longer answer for the grid "
+                        "(trained with other settings or data, or from a base net retrained "
+                        "since) and the nets that diverged; without it, the grid refuses to "
+                        "start and lists them")
     p.add_argument("--experiments", type=_name_list, default=list(DEFAULT_EXPERIMENTS),
                    help=f"comma-separated, from {','.join(EXPERIMENTS)} (default: transfer,random)")
     p.add_argument("--splits", type=_split_list, default=["random:0"],
@@ -164,13 +165,15 @@ def main(argv=None, out=sys.stdout) -> int:
     listing = "\n  ".join(f"{key[0]}/seed{key[1]}/{key[2]}: {'; '.join(reasons)}"
                           for key, reasons in stale.items())
     if stale and not args.overwrite:
-        raise GridError(f"{len(stale)} finished nets no longer answer for this grid:\n  {listing}\n"
-                        "Retrain them with --overwrite (each old run is kept until its new one "
-                        "is done), or give the settings they were trained with.")
+        raise GridError(f"{len(stale)} nets would be trained again, or reused for settings they "
+                        f"were not trained with:\n  {listing}\nRetrain them with --overwrite "
+                        "(each old run is kept until its new one is done), or give the settings "
+                        "they were trained with.")
     if stale:
-        plan.retrain = {key: (plan.run_dir(key) / "result.json").stat().st_mtime_ns
-                        for key in stale}
-        print(f"[grid] --overwrite: retraining {len(stale)} finished nets:\n  {listing}", file=out)
+        result_paths = {key: plan.run_dir(key) / "result.json" for key in stale}
+        plan.retrain = {key: path.stat().st_mtime_ns if path.exists() else None
+                        for key, path in result_paths.items()}
+        print(f"[grid] --overwrite: training {len(stale)} nets again:\n  {listing}", file=out)
     if args.dry_run:
         dry_run(plan, preset, args.images_per_sec, out=out)
         return 0

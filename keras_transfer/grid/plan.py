@@ -59,8 +59,8 @@ class Plan:
     threads: int = 0  # > 0: add --threads=N to every command (several local runs share the cores)
     # Most nets per process, per pack key (see nets.packs); nets of a missing key are not packed.
     pack_sizes: dict = dataclasses.field(default_factory=dict)
-    # Finished nets to train again (--overwrite of stale nets): key -> the mtime of the result.json
-    # they replace. Each trains alone, with main's --overwrite.
+    # Nets to train again (--overwrite of stale or diverged nets): key -> the mtime of the
+    # result.json they replace (None: none). Each trains alone, with main's --overwrite.
     retrain: dict = dataclasses.field(default_factory=dict)
 
     def pack_size(self, net: PlannedNet) -> int:
@@ -104,7 +104,7 @@ class Plan:
             mtime = (self.run_dir(key) / "result.json").stat().st_mtime_ns
         except OSError:
             return False
-        return self.retrain.get(key) != mtime
+        return not (key in self.retrain and self.retrain[key] == mtime)
 
     def log_path(self, net: PlannedNet) -> Path:
         return Path(self.workdir) / "logs" / self.dataset / net.split_dir / f"seed{net.seed}" / f"{net.name}.log"
@@ -134,12 +134,17 @@ class Plan:
 
 
 def stale_nets(plan: Plan, preset) -> dict:
-    """Finished nets of the plan whose result no longer answers for it (run_records.why_stale:
-    other settings, re-prepared data, a retrained base net), with the reasons; and, once a base
-    net is stale, its finished dependants, which will copy from the retrained one."""
+    """Nets of the plan to train again only with --overwrite, with the reasons: finished nets
+    whose result no longer answers for it (run_records.why_stale: other settings, re-prepared
+    data, a retrained base net), the finished dependants of such a base net, which will copy
+    from the retrained one, and nets that diverged."""
     stale = {}
     for net in plan.nets:
+        diverged = run_records.read_record(plan.run_dir(net) / run_records.DIVERGED)
         if not plan.is_done(net):
+            if diverged is not None:  # the same settings would diverge again
+                stale[net.key] = [f"it diverged by step {diverged.get('step', '?')} "
+                                  f"({run_records.DIVERGED})"]
             continue
         config = dataclasses.replace(
             preset, split=net.split, seed=net.seed, source=net.source, target=net.target, n=net.n,
