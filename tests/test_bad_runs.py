@@ -14,29 +14,15 @@ import time
 from pathlib import Path
 
 import pytest
-import tensorflow as tf
 
 from data_prep.prepare import prepare
 from data_prep.sources import SyntheticSpec
 from keras_transfer import config as config_lib
 from keras_transfer import grid, report, train
-from keras_transfer.config import Config
+from train_helpers import smoke_config as _config
+from train_helpers import train_on_cpu as _train
 
 REPO = Path(__file__).resolve().parents[1]
-SMOKE = dict(model="small", batch_size=8, steps=4, eval_every=2, eval_steps=2, lr=0.05,
-             lr_step=0, histogram_every=1, strategy="one_device", dataset="synthetic")
-
-
-def _config(data_dir, workdir, **kw):
-    return Config(data_dir=str(data_dir), workdir=str(workdir), **{**SMOKE, **kw})
-
-
-def _train(config):
-    return train.run(config, tf.distribute.OneDeviceStrategy("/cpu:0"))
-
-
-def _files(path):
-    return sorted(str(p.relative_to(path)) for p in Path(path).rglob("*") if p.is_file())
 
 
 @pytest.mark.parametrize("flag", ["--lr=nan", "--lr=inf", "--lr=0", "--momentum=nan",

@@ -10,18 +10,8 @@ import pytest
 import tensorflow as tf
 
 from keras_transfer import models, train
-from keras_transfer.config import Config
-
-SMOKE = dict(model="small", batch_size=8, steps=4, eval_every=2, eval_steps=2, lr=0.05,
-             lr_step=0, histogram_every=1, strategy="one_device", dataset="synthetic")
-
-
-def _config(data_dir, workdir, **kw):
-    return Config(data_dir=str(data_dir), workdir=str(workdir), **{**SMOKE, **kw})
-
-
-def _train(config):
-    return train.run(config, tf.distribute.OneDeviceStrategy("/cpu:0"))
+from train_helpers import smoke_config as _config
+from train_helpers import train_on_cpu as _train
 
 
 def _layers(result):

@@ -1,0 +1,16 @@
+"""The tiny nets the training tests train: a few steps on the synthetic fixture data, on one CPU."""
+import tensorflow as tf
+
+from keras_transfer import train
+from keras_transfer.config import Config
+
+SMOKE = dict(model="small", batch_size=8, steps=4, eval_every=2, eval_steps=2, lr=0.05,
+             lr_step=0, histogram_every=1, strategy="one_device", dataset="synthetic")
+
+
+def smoke_config(data_dir, workdir, **kw):
+    return Config(data_dir=str(data_dir), workdir=str(workdir), **{**SMOKE, **kw})
+
+
+def train_on_cpu(config):
+    return train.run(config, tf.distribute.OneDeviceStrategy("/cpu:0"))
