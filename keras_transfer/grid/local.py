@@ -51,7 +51,8 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
 
     Returns 0 if every net ends with a result.json, 1 if any failed, else 143 if a net was
     preempted (SIGTERM: it saved a backup; it and its dependants resume on the next launch). A
-    net whose base failed here is failed at once, naming the base. A net locked by another launcher is left to it and waited for.
+    net whose base failed here is failed at once, naming the base. A net locked by another
+    launcher is left to it and waited for.
     """
     total = len(plan.nets)
     done = {net.key for net in plan.nets if plan.is_done(net)}
