@@ -58,6 +58,12 @@ demo() {
   for arg in "$@"; do
     case "$arg" in --splits=*) splits=${arg#--splits=} ;; esac
   done
+  local grid=(--flagfile=flags/fashion_mnist.flags --workdir=runs --splits="$splits" --seeds=0
+              --experiments=transfer --targets=A,B --selffer_targets=B
+              --random_splits="${splits%%,*}" "$@")
+  # Every other option (--seeds, --layers, --jobs, flags for main, ...) is checked before any
+  # data is prepared: a typo stops the demo at once (exit 2), not after the data preparation.
+  "$python" -m keras_transfer.grid --check_args "${grid[@]}"
   local split
   for split in ${splits//,/ }; do
     if [ -f "data/fashion_mnist/random_$split/A/manifest.json" ] && [ -f "data/fashion_mnist/random_$split/B/manifest.json" ]; then
@@ -67,9 +73,7 @@ demo() {
     fi
   done
   local status=0
-  "$python" -m keras_transfer.grid --flagfile=flags/fashion_mnist.flags --workdir=runs \
-      --splits="$splits" --seeds=0 --experiments=transfer --targets=A,B \
-      --selffer_targets=B --random_splits="${splits%%,*}" "$@" || status=$?
+  "$python" -m keras_transfer.grid "${grid[@]}" || status=$?
   # Beyond the paper: per-layer CKA of the two bases against the measured transfer drop, and
   # their conv1 filters. Optional extras: a failure here does not fail the demo.
   "$python" -m keras_transfer.analyze predict runs || echo "[demo] analyze predict failed; see above"

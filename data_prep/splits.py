@@ -70,10 +70,13 @@ def parse_spec(spec):
         raise DataPrepError(f"--split is empty; use one of {', '.join(RULES)}")
     rule, _, arg = spec.partition(":")
     if rule == "random":
-        if not re.fullmatch(r"\d+", arg):
+        # The seed goes to numpy's legacy RNG, which takes 0 .. 2**32 - 1.
+        digits = arg.lstrip("0") or "0"
+        if not re.fullmatch(r"\d+", arg) or len(digits) > 10 or int(digits) >= 2**32:
             raise DataPrepError(
-                f"bad --split={spec}: the seed must be a non-negative integer, e.g. random:0")
-        return SplitSpec(spec, "random", seed=int(arg))
+                f"bad --split={spec}: the seed must be an integer from 0 to 2**32 - 1, "
+                "e.g. random:0")
+        return SplitSpec(spec, "random", seed=int(digits))
     if rule in ("natman", "dissimilar"):
         if arg:
             raise DataPrepError(f"bad --split={spec}: {rule} takes no argument; use --split={rule}")
@@ -156,10 +159,24 @@ def dissimilar_halves(dataset, class_names=None):
     return Halves(tuple(a), tuple(i for i in range(len(names)) if i not in set(a)))
 
 
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _no_repeated_keys(pairs):
+    """json object hook: a key given twice is an error (json keeps the last one silently)."""
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise _RepeatedKey(f"the key {', '.join(map(repr, repeated))} more than once")
+    return dict(pairs)
+
+
 def classes_halves(path, num_classes, class_names=None):
     """Halves listed in a JSON file {"A": [...], "B": [...]} of class names or indices."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark, as some Windows editors write, is read past.
+        text = Path(path).read_text(encoding="utf-8-sig")
     except OSError as e:
         raise DataPrepError(f"cannot read split file {path}: {e.strerror}; "
                             "pass --split=classes:FILE with an existing JSON file") from None
@@ -168,10 +185,20 @@ def classes_halves(path, num_classes, class_names=None):
                             f"{e.start}); save it as UTF-8 JSON, "
                             '{"A": [...], "B": [...]}') from None
     try:
-        obj = json.loads(text)
+        obj = json.loads(text, object_pairs_hook=_no_repeated_keys)
     except json.JSONDecodeError as e:
-        raise DataPrepError(f"split file {path} is not valid JSON ({e}); "
-                            'write {"A": [...], "B": [...]}') from None
+        why = f"is not valid JSON ({e})"
+    except _RepeatedKey as e:
+        why = f"gives {e}"
+    except ValueError:  # Python refuses to read integers of more than 4300 digits
+        why = "holds a number thousands of digits long"
+    except RecursionError:
+        why = "holds lists or objects nested thousands deep"
+    else:
+        why = None
+    if why:
+        raise DataPrepError(f'split file {path} {why}; write {{"A": [...], "B": [...]}} with '
+                            "class names or indices")
     if not isinstance(obj, dict) or set(obj) != {"A", "B"}:
         raise DataPrepError(f'split file {path} must hold exactly {{"A": [...], "B": [...]}}')
     halves = {}

@@ -106,8 +106,9 @@ def test_two_processes_never_train_the_same_net(synthetic_data, tmp_path):
     finally:
         first.kill()
         first.wait()
-    # The kernel drops a dead process's lock: the net can be trained again at once.
-    third = _run(synthetic_data, tmp_path, "--steps=20", "--eval_every=10")
+    # The kernel drops a dead process's lock: the net can be trained again at once (from
+    # scratch: a resumed run would have to keep the settings it started with).
+    third = _run(synthetic_data, tmp_path, "--steps=20", "--eval_every=10", "--overwrite")
     assert third.returncode == 0, third.stderr[-2000:]
 
 

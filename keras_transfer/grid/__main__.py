@@ -7,6 +7,7 @@ through to main verbatim.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -53,6 +54,31 @@ def _split_list(text: str) -> list[str]:
 
 def _name_list(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
+
+
+def _count(env_var: str):
+    """A non-negative integer option whose default may come from `env_var` (argparse converts
+    a string default with the option's type, so a bad variable is named like a bad flag)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"expected a whole number 0 or more (from the flag or "
+                                             f"${env_var}), got {text!r}")
+        return value
+    return parse
+
+
+def _shared_split_folders(splits: list[str]) -> str:
+    """Splits that are different specs but would share a data and run folder (classes:a/s.json
+    and classes:b/s.json are both classes_s), described; empty if none."""
+    by_folder: dict = {}
+    for spec in splits:
+        by_folder.setdefault(naming.split_dir(spec), []).append(spec)
+    return "; ".join(f"{' and '.join(specs)} are both {folder}"
+                     for folder, specs in by_folder.items() if len(set(specs)) > 1)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -106,12 +132,14 @@ def parser() -> argparse.ArgumentParser:
     slurm = p.add_argument_group("slurm resources (flag, else environment variable)")
     slurm.add_argument("--partition", default=env("KT_SLURM_PARTITION", ""), help="$KT_SLURM_PARTITION")
     slurm.add_argument("--account", default=env("KT_SLURM_ACCOUNT", ""), help="$KT_SLURM_ACCOUNT")
-    slurm.add_argument("--gpus", type=int, default=int(env("KT_SLURM_GPUS", "0")),
+    slurm.add_argument("--gpus", type=_count("KT_SLURM_GPUS"), default=env("KT_SLURM_GPUS", "0"),
                        help="GPUs per net, $KT_SLURM_GPUS")
     slurm.add_argument("--time", default=env("KT_SLURM_TIME", ""),
                        help="time limit per net, e.g. 2-00:00:00, $KT_SLURM_TIME")
-    slurm.add_argument("--cpus", type=int, default=int(env("KT_SLURM_CPUS", "0")),
+    slurm.add_argument("--cpus", type=_count("KT_SLURM_CPUS"), default=env("KT_SLURM_CPUS", "0"),
                        help="CPUs per net, $KT_SLURM_CPUS")
+    # launch.sh demo checks its options with this before it prepares any data.
+    p.add_argument("--check_args", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -133,22 +161,31 @@ def main(argv=None, out=sys.stdout) -> int:
     bad_layers = [n for n in args.layers if not 1 <= n <= naming.MAX_N]
     if bad_targets or not args.targets:
         raise GridError(f"--targets must be a list of A and B, not {','.join(args.targets) or 'empty'}")
-    if args.selffer_targets is not None and not set(args.selffer_targets) <= set(args.targets):
+    if not args.experiments:
+        raise GridError(f"--experiments is empty; choose from {','.join(EXPERIMENTS)}, "
+                        f"e.g. --experiments={','.join(DEFAULT_EXPERIMENTS)}")
+    if args.selffer_targets is not None and (not args.selffer_targets
+                                             or not set(args.selffer_targets) <= set(args.targets)):
         raise GridError(f"--selffer_targets must be among --targets ({','.join(args.targets)}), "
                         f"not {','.join(args.selffer_targets) or 'empty'}")
-    if args.random_splits is not None and not set(args.random_splits) <= set(args.splits):
+    if args.random_splits is not None and (not args.random_splits
+                                           or not set(args.random_splits) <= set(args.splits)):
         raise GridError(f"--random_splits must be among --splits ({','.join(args.splits)}), "
                         f"not {','.join(args.random_splits) or 'empty'}")
     if bad_layers or not args.layers:
         raise GridError(f"--layers must be values of n in 1..{naming.MAX_N}, not {bad_layers or 'empty'}")
     if not args.splits or not args.seeds:
         raise GridError("--splits and --seeds need at least one value each")
+    shared = _shared_split_folders(args.splits)
+    if shared:
+        raise GridError(f"--splits {shared}: their data and nets would overwrite each other; "
+                        "give the split files different names")
     if args.jobs is not None and args.jobs < 1:
         raise GridError(f"--jobs must be at least 1, not {args.jobs}")
     if any(n <= 0 for n in args.reduced_examples):
         raise GridError("--reduced_examples must be positive numbers of examples per class")
-    if args.images_per_sec <= 0:
-        raise GridError("--images_per_sec must be positive")
+    if not (math.isfinite(args.images_per_sec) and args.images_per_sec > 0):
+        raise GridError(f"--images_per_sec must be a positive number, not {args.images_per_sec}")
     preset = resolve_preset(args.flagfile, extra)
     nets = enumerate_nets(dataset=preset.dataset, splits=args.splits, seeds=args.seeds,
                           experiments=args.experiments, targets=args.targets, n_values=args.layers,
@@ -158,6 +195,8 @@ def main(argv=None, out=sys.stdout) -> int:
     threads = max(1, available_cores() // jobs) if args.backend == "local" and jobs > 1 else 0
     if args.pack is not None and args.pack < 1:
         raise GridError(f"--pack must be at least 1 net per process, not {args.pack}")
+    if args.check_args:
+        return 0
     pack = args.pack or (0 if args.backend == "local" else 1)
     plan = make_plan(nets, preset, workdir=args.workdir, flagfile=args.flagfile,
                      extra_flags=extra, threads=threads, pack=pack, processes=jobs or 1)
