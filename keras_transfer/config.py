@@ -31,6 +31,7 @@ NET_FLAGS = ("source", "target", "n", "finetune")
 RESULT_FLAGS = ("model", "fc8_outputs", "crop", "batch_size", "steps", "epochs", "lr", "lr_step",
                 "momentum", "weight_decay", "dropout", "eval_every", "eval_steps",
                 "mixed_precision")
+MEAN_IMAGES = ("base", "target")
 
 
 def _flag(default, help: str, *, choices=None, allowed=None):
@@ -74,6 +75,13 @@ class Config(naming.NetIdentity):
                                     allowed=NON_NEGATIVE)
     crop: int = _flag(0, "Training crop size; 0: 227 for caffenet, 26 for small.",
                       allowed=NON_NEGATIVE)
+    # The paper subtracted the mean image of the base net's data from every input, so copied
+    # layers see their inputs centred as in training; the target half's mean is the other choice.
+    mean_image: str = _flag("base", "Whose per-pixel training mean is subtracted from the inputs: "
+                            "base (the paper's: the mean of the half the copied layers were trained "
+                            "on, A's for AnB) or target (the half this net trains on). "
+                            "Base nets and the random-features control always use their own "
+                            "half's.", choices=MEAN_IMAGES)
     verify_data: bool = _flag(False, "Hash every shard against the manifest before training "
                               "(sizes are always checked).")
     # Solver (the paper's, for base and transfer nets alike: momentum 0.9, weight decay 5e-4,
@@ -136,6 +144,13 @@ class Config(naming.NetIdentity):
     def split_dir(self) -> str:
         return naming.split_dir(self.split, self.examples_per_class)
 
+    @property
+    def mean_half(self) -> str:
+        """The half whose training mean image this net's inputs have subtracted."""
+        if self.mean_image == "base" and self.source in naming.HALVES:
+            return self.source
+        return self.target
+
     def half_dir(self, half: str) -> Path:
         return layout.half_dir(self.data_dir, self.dataset, self.split_dir, half)
 
@@ -149,7 +164,7 @@ class Config(naming.NetIdentity):
     def to_json(self) -> dict:
         d = dataclasses.asdict(self)
         d.update(run=self.run, condition=self.condition, split_dir=self.split_dir,
-                 run_dir=str(self.run_dir))
+                 run_dir=str(self.run_dir), mean_half=self.mean_half)
         return d
 
 

@@ -41,7 +41,7 @@ def load_half(half_dir, *, verify_data: bool = False) -> dict:
         raise DataError(
             f"prepared data in {half_dir} does not match its manifest:\n  " + "\n  ".join(problems)
             + "\nRe-create it with `python -m data_prep ... --overwrite`.")
-    _mean_image(half_dir, manifest)  # read once here, so damage is named before a run starts
+    mean_image(half_dir, manifest)  # read once here, so damage is named before a run starts
     return manifest
 
 
@@ -64,8 +64,14 @@ def input_scale(model_name: str) -> float:
     return 1.0 if model_name == "caffenet" else 1.0 / 255.0
 
 
-def _mean_image(half_dir, manifest: dict) -> np.ndarray:
-    """The per-pixel training mean of the half (Caffe subtracts it before cropping)."""
+def mean_image(half_dir, manifest: dict | None = None) -> np.ndarray:
+    """The per-pixel training mean of the half (Caffe subtracts it before cropping); its
+    manifest is read if not given."""
+    if manifest is None:
+        try:
+            manifest = manifest_lib.load_manifest(half_dir)
+        except Exception as e:  # data_prep's message already says which command prepares it.
+            raise DataError(str(e)) from e
     mean_info = manifest.get("mean", {})
     path = Path(half_dir) / mean_info.get("per_pixel_file", "mean.npy")
     shape = tuple(manifest["image_shape"])
@@ -89,8 +95,14 @@ def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed
                   input_context: tf.distribute.InputContext | None = None,
                   crop: int | None = None, model_name: str = "small",
                   manifest: dict | None = None, cache_bytes: int = 1 << 30,
-                  limit: int | None = None) -> tf.data.Dataset:
+                  limit: int | None = None,
+                  means: list[np.ndarray] | None = None) -> tf.data.Dataset:
     """Batches of (mean-subtracted, scaled float32 images [crop, crop, C], int32 labels).
+
+    The half's own mean image is subtracted; given `means` (mean images of the same shape,
+    e.g. other halves'), each batch is instead (a tuple of the images with each of them
+    subtracted, labels): the same crops of the same images, for nets that were trained with
+    different means.
 
     `batch_size` is the global batch; with an `input_context` (from
     `strategy.distribute_datasets_from_function`) each pipeline yields its replica's share.
@@ -107,7 +119,13 @@ def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed
     crop = crop or default_crop(model_name, min(height, width))
     if crop > min(height, width):
         raise DataError(f"crop {crop} is larger than the images ({height}x{width}) in {half_dir}")
-    mean = tf.constant(_mean_image(half_dir, manifest))
+    single = means is None
+    means = [mean_image(half_dir, manifest)] if single else list(means)
+    for mean in means:
+        if mean.shape != (height, width, channels):
+            raise DataError(f"a mean image of shape {mean.shape} does not fit the "
+                            f"{height}x{width}x{channels} images of {half_dir}")
+    means = [tf.constant(mean) for mean in means]
     scale = tf.constant(input_scale(model_name), tf.float32)
 
     if input_context is not None:
@@ -149,21 +167,29 @@ def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed
     # small model's training step. Random draws are keyed on (seed, batch index).
     ds = ds.batch(batch_size, drop_remainder=training).enumerate()
 
-    def augment(index, images, labels):
-        images = (tf.cast(images, tf.float32) - mean) * scale
-        if not training:
-            top, left = (height - crop) // 2, (width - crop) // 2
-            return images[:, top:top + crop, left:left + crop, :], labels
-        count = tf.shape(images)[0]
-        key = tf.stack([tf.cast(seed, tf.int64), index])
-        draw = lambda salt, limit: tf.random.stateless_uniform(
-            [count], seed=key + [0, salt], maxval=limit, dtype=tf.int32)
-        rows = draw(0, height - crop + 1)[:, None] + tf.range(crop)[None, :]
-        cols = draw(1, width - crop + 1)[:, None] + tf.range(crop)[None, :]
-        images = tf.gather(images, rows, axis=1, batch_dims=1)
-        images = tf.gather(images, cols, axis=2, batch_dims=1)
-        mirror = tf.cast(draw(2, 2), tf.bool)[:, None, None, None]
-        return tf.where(mirror, tf.reverse(images, axis=[2]), images), labels
+    def augment(index, raw, labels):
+        raw = tf.cast(raw, tf.float32)
+        if training:
+            count = tf.shape(raw)[0]
+            key = tf.stack([tf.cast(seed, tf.int64), index])
+            draw = lambda salt, limit: tf.random.stateless_uniform(
+                [count], seed=key + [0, salt], maxval=limit, dtype=tf.int32)
+            rows = draw(0, height - crop + 1)[:, None] + tf.range(crop)[None, :]
+            cols = draw(1, width - crop + 1)[:, None] + tf.range(crop)[None, :]
+            mirror = tf.cast(draw(2, 2), tf.bool)[:, None, None, None]
+
+        def centred(mean):
+            images = (raw - mean) * scale  # Caffe subtracts the mean before cropping
+            if not training:
+                top, left = (height - crop) // 2, (width - crop) // 2
+                return images[:, top:top + crop, left:left + crop, :]
+            images = tf.gather(images, rows, axis=1, batch_dims=1)
+            images = tf.gather(images, cols, axis=2, batch_dims=1)
+            return tf.where(mirror, tf.reverse(images, axis=[2]), images)
+
+        if single:
+            return centred(means[0]), labels
+        return tuple(centred(mean) for mean in means), labels
 
     ds = ds.map(lambda index, batch: augment(index, *batch),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

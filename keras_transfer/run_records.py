@@ -28,10 +28,17 @@ def read_record(path: Path) -> dict | None:
 
 def settings_changed(config: Config, recorded: dict) -> list[str]:
     """The flags that change a net's result whose value in `recorded` (a run's config.json)
-    differs from `config`'s, as `--lr=0.05 (now 0.1)`."""
+    differs from `config`'s, as `--lr=0.05 (now 0.1)`; and the mean image, by the half it came
+    from (what --mean_image means for this net)."""
     now = config.to_json()
-    return [f"--{name}={recorded[name]} (now {now[name]})" for name in config_lib.RESULT_FLAGS
-            if name in recorded and recorded[name] != now[name]]
+    changed = [f"--{name}={recorded[name]} (now {now[name]})" for name in config_lib.RESULT_FLAGS
+               if name in recorded and recorded[name] != now[name]]
+    # Runs recorded before --mean_image existed subtracted their target half's mean.
+    mean_then = recorded.get("mean_half", recorded.get("target", now["target"]))
+    if mean_then != now["mean_half"]:
+        changed.append(f"the mean image of half {mean_then} (now half {now['mean_half']}, "
+                       f"--mean_image={config.mean_image})")
+    return changed
 
 
 def why_stale(config: Config, target_manifest: dict | None) -> list[str]:

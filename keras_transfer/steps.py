@@ -30,13 +30,17 @@ class PackSteps:
 
     `global_batch` is the batch size summed over replicas; losses are summed per replica and
     divided by it, so the all-reduced gradient is the global batch's mean, as in `model.fit`.
+    Batches hold one image tensor for all nets, or, given `inputs` (per model an index), a tuple
+    of image tensors of which each model takes its own (the same images, centred on another
+    mean image: see data.build_dataset).
     """
 
     def __init__(self, strategy, models, optimizers, *, global_batch: int, top_k: int | None,
-                 jit_compile: bool):
+                 jit_compile: bool, inputs: list[int] | None = None):
         self.strategy = strategy
         self.models = list(models)
         self.optimizers = list(optimizers)
+        self.inputs = inputs
         self.global_batch = global_batch
         self.top_k = top_k
         self.jit_compile = jit_compile
@@ -50,9 +54,9 @@ class PackSteps:
 
     def _replica_train_step(self, images, labels):
         sums = []
-        for model, optimizer in zip(self.models, self.optimizers):
+        for i, (model, optimizer) in enumerate(zip(self.models, self.optimizers)):
             with tf.GradientTape() as tape:
-                probs = model(images, training=True)
+                probs = model(self._input(images, i), training=True)
                 per_example = keras.losses.sparse_categorical_crossentropy(labels, probs)
                 loss = tf.reduce_sum(per_example) / self.global_batch
                 scaled = optimizer.scale_loss(loss)
@@ -65,8 +69,8 @@ class PackSteps:
         def sums():
             count = tf.cast(tf.shape(labels)[0], tf.float32)
             rows = []
-            for model in self.models:
-                probs = model(images, training=False)
+            for i, model in enumerate(self.models):
+                probs = model(self._input(images, i), training=False)
                 per_example = keras.losses.sparse_categorical_crossentropy(labels, probs)
                 top_k = _correct(labels, probs, self.top_k) if self.top_k else tf.zeros([])
                 rows.append(tf.stack([tf.reduce_sum(per_example), _correct(labels, probs, 1),
@@ -76,6 +80,9 @@ class PackSteps:
         # convolutions, LRN) cannot run on an empty batch, and it adds nothing to the sums.
         return tf.cond(tf.shape(labels)[0] > 0, sums,
                        lambda: tf.zeros([len(self.models), len(EVAL_SUMS)]))
+
+    def _input(self, images, i: int):
+        return images if self.inputs is None else images[self.inputs[i]]
 
     # ------------------------------------------------------------------ across replicas
 

@@ -152,6 +152,11 @@ def check_inputs(config: Config) -> tuple[dict, dict | None]:
             source_manifest = data.load_half(config.half_dir(config.source))
         except data.DataError as e:
             raise RunError(str(e)) from e
+    if (source_manifest and config.mean_half == config.source
+            and source_manifest["image_shape"] != target_manifest["image_shape"]):
+        raise RunError(f"--mean_image=base subtracts half {config.source}'s mean image, but its "
+                       f"images are {source_manifest['image_shape']} and half {config.target}'s "
+                       f"{target_manifest['image_shape']}; use --mean_image=target.")
     height, width, _ = target_manifest["image_shape"]
     if config.crop > min(height, width):
         raise RunError(f"--crop={config.crop} is larger than the {height}x{width} images of half "
@@ -551,18 +556,23 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
     val_limit = config.eval_steps * config.batch_size if config.eval_steps else None
     manifest = nets[0].target_manifest
     stream_seed = data_seed(config, start_step)
+    # One input stream for the pack, centred on each mean image a net of it needs.
+    mean_halves = sorted({net.config.mean_half for net in nets})
+    means = [data.mean_image(config.half_dir(half)) for half in mean_halves]
     train_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.build_dataset(half_dir, "train", batch_size=config.batch_size,
                                        training=True, seed=stream_seed, input_context=ctx,
-                                       crop=crop, model_name=config.model, manifest=manifest))
+                                       crop=crop, model_name=config.model, manifest=manifest,
+                                       means=means))
     val_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.build_dataset(half_dir, "validation", batch_size=config.batch_size,
                                        training=False, input_context=ctx, crop=crop,
                                        model_name=config.model, manifest=manifest,
-                                       limit=val_limit))
+                                       limit=val_limit, means=means))
     pack = steps_lib.PackSteps(strategy, [n.model for n in nets], [n.optimizer for n in nets],
                                global_batch=config.batch_size, top_k=top_k(manifest),
-                               jit_compile=jit_compile)
+                               jit_compile=jit_compile,
+                               inputs=[mean_halves.index(n.config.mean_half) for n in nets])
     iterator = iter(train_ds)
     with timing.phase("trace"):
         pack.trace(iterator, val_ds)
@@ -676,7 +686,8 @@ def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, num_c
         "data": {"dataset": net.target_manifest["dataset"],
                  "split": net.target_manifest["split"]["spec"],
                  "classes": [c["original_index"] for c in net.target_manifest["classes"]],
-                 "image_shape": list(net.target_manifest["image_shape"])},
+                 "image_shape": list(net.target_manifest["image_shape"]),
+                 "mean_half": config.mean_half},
         "layers": [{"name": row.name, "origin": row.origin, "trainable": row.trainable,
                     "sha256_start": net.start_digests[row.name],
                     "sha256_end": end_digests[row.name]}

@@ -2,6 +2,7 @@
 written, a diverged net is recorded as diverged and never as done, a finished or half-trained
 net is only reused or resumed with the settings and data it was trained with, --overwrite
 retrains it, and every "retrain" hint is a command that retrains."""
+import dataclasses
 import io
 import json
 import os
@@ -18,7 +19,7 @@ import pytest
 from data_prep.prepare import prepare
 from data_prep.sources import SyntheticSpec
 from keras_transfer import config as config_lib
-from keras_transfer import grid, report, train
+from keras_transfer import grid, report, run_records, train
 from train_helpers import smoke_config as _config
 from train_helpers import train_on_cpu as _train
 
@@ -145,6 +146,25 @@ def test_a_finished_net_whose_data_or_base_changed_is_stale(synthetic_data, tmp_
                                     train_per_class=24, validation_per_class=8, seed=0))
     with pytest.raises(train.RunError, match="half A has been prepared again with other classes"):
         _train(_config(data, workdir, target="A", lr=0.03))
+
+
+def test_a_run_centred_on_another_mean_image_is_stale_only_where_the_mean_differs():
+    """--mean_image changes what a transfer net saw, not what a base net saw; runs recorded
+    before the flag existed subtracted their target half's mean."""
+    def recorded_before_the_flag(config):
+        record = config.to_json()
+        del record["mean_image"], record["mean_half"]
+        return record
+    a2b = config_lib.Config(source="A", target="B", n=2)
+    assert run_records.settings_changed(a2b, recorded_before_the_flag(a2b)) == [
+        "the mean image of half B (now half A, --mean_image=base)"]
+    as_before = dataclasses.replace(a2b, mean_image="target")
+    assert run_records.settings_changed(as_before, recorded_before_the_flag(a2b)) == []
+    assert run_records.settings_changed(a2b, a2b.to_json()) == []
+    base = config_lib.Config(target="B")
+    for mean_image in config_lib.MEAN_IMAGES:
+        assert run_records.settings_changed(dataclasses.replace(base, mean_image=mean_image),
+                                            recorded_before_the_flag(base)) == []
 
 
 def _main(data_dir, workdir, *extra):

@@ -39,6 +39,31 @@ def test_evaluation_is_the_centre_crop_of_the_mean_subtracted_images_in_file_ord
     np.testing.assert_array_equal(x, again)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_one_stream_centred_on_several_mean_images(synthetic_data, training):
+    """A pack whose nets were trained with different means gets, per batch, the same crops of
+    the same images centred on each mean: the stream of its own half's mean is the usual one."""
+    half, other = _half(synthetic_data, "B"), _half(synthetic_data, "A")
+    own_mean, other_mean = data.mean_image(half), data.mean_image(other)
+    assert not np.allclose(own_mean, other_mean)
+    make = lambda **kw: data.build_dataset(half, "train" if training else "validation",
+                                           batch_size=8, training=training, seed=3, crop=24, **kw)
+    usual = list(make().take(3))
+    both = list(make(means=[other_mean, own_mean]).take(3))
+    scale = data.input_scale("small")
+    for (x, y), ((x_other, x_own), y_both) in zip(usual, both):
+        np.testing.assert_array_equal(y, y_both)
+        np.testing.assert_allclose(x_own, x, atol=1e-6)
+        if not training:  # the centre crop: the two differ by the crop of the means' difference
+            shift = ((own_mean - other_mean) * scale)[2:26, 2:26]
+            np.testing.assert_allclose(x_other - x_own, np.broadcast_to(shift, x.shape),
+                                       atol=1e-5)
+        else:  # crops and mirrors are drawn once per batch, for every mean alike
+            np.testing.assert_allclose(np.abs(x_other - x_own).sum((1, 2, 3)) > 0, True)
+    with pytest.raises(data.DataError, match="does not fit"):
+        make(means=[own_mean[:20]])
+
+
 def test_training_batches_are_cropped_mirrored_shuffled_and_reproducible(synthetic_data):
     half = _half(synthetic_data)
     make = lambda seed: data.build_dataset(half, "train", batch_size=16, training=True,

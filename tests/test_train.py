@@ -5,11 +5,12 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_transfer import models, train
+from keras_transfer import data, models, train
 from train_helpers import smoke_config as _config
 from train_helpers import train_on_cpu as _train
 
@@ -83,6 +84,41 @@ def test_transfer_copies_layers_1_to_n_from_the_base(synthetic_data, bases, fine
         assert row["origin"] == "new" and row["trainable"]
         assert row["sha256_start"] != base[name]["sha256_end"]
         assert row["sha256_end"] != row["sha256_start"]
+
+
+def _validation_loss(config, result, mean_half):
+    """The saved net's loss on the validation images its evaluations saw, centred on the mean
+    image of `mean_half`."""
+    manifest = data.load_half(config.half_dir(config.target))
+    shape = train.input_shape_of(config, manifest)
+    model = models.build(config.model, result["num_outputs"], shape, dropout=config.dropout)
+    model.load_weights(config.run_dir / "model.weights.h5")
+    ds = data.build_dataset(config.half_dir(config.target), "validation",
+                            batch_size=config.batch_size, training=False, crop=shape[0],
+                            limit=config.eval_steps * config.batch_size,
+                            means=[data.mean_image(config.half_dir(mean_half))])
+    losses = [keras.losses.sparse_categorical_crossentropy(y, model(x[0], training=False))
+              for x, y in ds]
+    return float(np.mean(np.concatenate(losses)))
+
+
+@pytest.mark.parametrize("mean_image, subtracted", [("base", "A"), ("target", "B")])
+def test_a_transfer_net_subtracts_the_mean_image_it_is_asked_for(synthetic_data, bases,
+                                                                 tmp_path, mean_image, subtracted):
+    """The paper subtracts the base data's mean (A's for AnB); --mean_image=target, B's. Checked
+    on what the net saw: its recorded final loss is the loss on inputs centred on that mean."""
+    workdir, _ = bases
+    shutil.copytree(workdir, tmp_path / "runs")
+    config = _config(synthetic_data, tmp_path / "runs", source="A", target="B", n=2,
+                     mean_image=mean_image)
+    result = _train(config)
+    assert result["data"]["mean_half"] == subtracted
+    assert json.loads((config.run_dir / "config.json").read_text())["mean_half"] == subtracted
+    other = {"A": "B", "B": "A"}[subtracted]
+    assert _validation_loss(config, result, subtracted) == pytest.approx(result["loss_final"],
+                                                                         rel=1e-5)
+    assert _validation_loss(config, result, other) != pytest.approx(result["loss_final"],
+                                                                    rel=1e-3)
 
 
 def test_selffer_copies_from_its_own_base(synthetic_data, bases):
