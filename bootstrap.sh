@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything the project needs on a fresh machine, idempotently:
 #   - a virtualenv in .venv with the pinned packages (requirements.lock) and this package,
-#   - Debian's dataset-fashion-mnist (the embedded default dataset) when running as root.
+#   - Debian's dataset-fashion-mnist (the embedded default dataset) when running as root,
+#   - Debian's slurm-wlm and munge, for the local SLURM cluster the SLURM tests start
+#     (keras_transfer/grid/slurm_cluster.py), when running as root; without them those tests skip.
 # Safe to run again: finished steps are skipped.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -40,6 +42,18 @@ if [ ! -f "$FASHION_DIR/train-images-idx3-ubyte.gz" ]; then
     say "Fashion-MNIST is missing from $FASHION_DIR."
     say "Install it as root:  apt-get update && apt-get install -y dataset-fashion-mnist"
     say "(or pass --source_dir to data_prep if you have the IDX files elsewhere)"
+  fi
+fi
+if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    say "installing Debian packages slurm-wlm and munge (a local SLURM cluster for the tests)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq slurm-wlm munge >/dev/null; } \
+      || say "slurm-wlm and munge could not be installed: the SLURM tests will skip"
+  else
+    say "slurm-wlm and munge are not installed: the SLURM tests will skip"
+    say "(as root: apt-get install -y slurm-wlm munge)"
   fi
 fi
 say "ready: $VENV/bin/python"

@@ -29,10 +29,13 @@ class Preempted(Exception):
 
 
 class Backup:
-    """The checkpoint of one run's model and optimizer in `directory` (the last two are kept)."""
+    """The checkpoint of one run's model and optimizer in `directory` (the last two are kept),
+    restored from `restore_from` if given (a non-chief worker saves to its own folder but
+    resumes from the chief's backup)."""
 
-    def __init__(self, directory, model, optimizer):
+    def __init__(self, directory, model, optimizer, restore_from=None):
         self.directory = Path(directory)
+        self.restore_from = Path(restore_from or directory)
         self.model = model
         self.optimizer = optimizer
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
@@ -48,7 +51,7 @@ class Backup:
         Backups are found on disk (ckpt-<step>.index), not only through the index file. A
         damaged one is skipped with a warning for the next older; if none reads back, the
         variables are put back as they were and the run starts afresh (0)."""
-        candidates = sorted(self.directory.glob("ckpt-*.index"),
+        candidates = sorted(self.restore_from.glob("ckpt-*.index"),
                             key=lambda p: int(p.stem.split("-")[1]), reverse=True)
         if not candidates:
             return 0
@@ -64,7 +67,7 @@ class Backup:
                       f"{str(e).splitlines()[0] if str(e) else 'unreadable'}); trying an older one")
         for variable, value in zip(variables, initial):  # a failed restore may have written some
             variable.assign(value)
-        _warn(f"no backup in {self.directory} reads back whole: training starts afresh")
+        _warn(f"no backup in {self.restore_from} reads back whole: training starts afresh")
         return 0
 
     def save(self) -> None:

@@ -1,9 +1,9 @@
 """Input pipeline over data_prep's class-split TFRecords.
 
-list_files -> shard per input pipeline -> interleave -> decode (-> cache, when small) -> shuffle
--> batch (per replica) -> augment -> prefetch. Training crops at random and mirrors; evaluation
-takes the centre crop, in file order, with no shuffling, so every evaluation sees the same
-images in the same order.
+list_files (-> shard per worker) -> interleave -> decode (-> cache, when small) -> shuffle
+-> batch -> augment (-> cut into the replicas' shares) -> prefetch. Training crops at random
+and mirrors; evaluation takes the centre crop, in file order, with no shuffling, so every
+evaluation sees the same images in the same order.
 Augmentation uses stateless random ops keyed on (seed, batch index), so it is reproducible
 whatever the parallelism.
 """
@@ -96,13 +96,19 @@ def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed
                   crop: int | None = None, model_name: str = "small",
                   manifest: dict | None = None, cache_bytes: int = 1 << 30,
                   limit: int | None = None,
-                  means: list[np.ndarray] | None = None) -> tf.data.Dataset:
+                  means: list[np.ndarray] | None = None,
+                  deterministic: bool = False) -> tf.data.Dataset:
     """Batches of (mean-subtracted, scaled float32 images [crop, crop, C], int32 labels).
 
     The half's own mean image is subtracted; given `means` (mean images of the same shape,
     e.g. other halves'), each batch is instead (a tuple of the images with each of them
     subtracted, labels): the same crops of the same images, for nets that were trained with
     different means.
+
+    Training batches are drawn, augmented and numbered as global batches and then cut into
+    the replicas' shares, so the images, crops and order a run trains on do not depend on how
+    many replicas share a batch. Across workers that means every worker reads every file; so
+    there, unless `deterministic`, each worker reads its own shards instead (its own images).
 
     `batch_size` is the global batch; with an `input_context` (from
     `strategy.distribute_datasets_from_function`) each pipeline yields its replica's share.
@@ -128,12 +134,18 @@ def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed
     means = [tf.constant(mean) for mean in means]
     scale = tf.constant(input_scale(model_name), tf.float32)
 
-    if input_context is not None:
+    pipelines = input_context.num_input_pipelines if input_context is not None else 1
+    replicas = input_context.num_replicas_in_sync if input_context is not None else 1
+    global_batches = training and (pipelines == 1 or deterministic)
+    if global_batches and batch_size % replicas:
+        raise DataError(f"a global batch of {batch_size} does not split over {replicas} replicas")
+    if input_context is not None and not global_batches:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     ds = tf.data.Dataset.from_tensor_slices(files)
-    # Under multi-worker training each input pipeline reads its own shards; with fewer shards
-    # than pipelines every pipeline reads all files and keeps every k-th record instead.
-    pipelines = input_context.num_input_pipelines if input_context is not None else 1
+    # Otherwise each input pipeline reads its own shards; with fewer shards than pipelines
+    # every pipeline reads all files and keeps every k-th record instead.
+    if global_batches:
+        pipelines = 1  # every pipeline reads the whole stream
     shard_records = pipelines > len(files)
     if pipelines > 1 and not shard_records:
         ds = ds.shard(pipelines, input_context.input_pipeline_id)
@@ -193,4 +205,15 @@ def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed
 
     ds = ds.map(lambda index, batch: augment(index, *batch),
                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if global_batches and replicas > 1:
+        # This pipeline's replicas' shares of each global batch, one after the other: the
+        # strategy hands consecutive elements to its consecutive local replicas.
+        local = replicas // input_context.num_input_pipelines
+        first = input_context.input_pipeline_id * local
+
+        def shares(images, labels):
+            cut = lambda t: tf.reshape(t, [replicas, -1, *t.shape[1:]])[first:first + local]
+            return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(cut, (images, labels)))
+
+        ds = ds.flat_map(shares)
     return ds.prefetch(tf.data.AUTOTUNE)

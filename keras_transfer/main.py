@@ -10,6 +10,7 @@ net) or `train.run_pack` (several).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
@@ -38,7 +39,14 @@ def make_strategy(name: str):
     if os.environ.get("TF_CONFIG"):
         return tf.distribute.MultiWorkerMirroredStrategy()
     if os.environ.get("SLURM_JOB_ID"):
-        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver()
+        # One worker per SLURM task (`srun -n N`), the node's GPUs shared out among its tasks.
+        # GPUs are counted by TensorFlow, not nvidia-smi; on nodes without any, the resolver
+        # (which cannot count 0 GPUs per task) is given one per task and sets no devices.
+        gpus = len(tf.config.list_physical_devices("GPU"))
+        tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or 1)
+        resolver = tf.distribute.cluster_resolver.SlurmClusterResolver(
+            port_base=int(os.environ.get("KT_PORT_BASE", "8888")),
+            gpus_per_node=gpus or tasks, gpus_per_task=None if gpus else 1, auto_set_gpu=gpus > 0)
         return tf.distribute.MultiWorkerMirroredStrategy(cluster_resolver=resolver)
     raise config_lib.ConfigError(
         "--strategy=multi_worker needs a cluster: set TF_CONFIG, or run inside a SLURM "
@@ -72,6 +80,11 @@ def main(argv):
     except backup.Preempted as e:
         print(f"{label}: {e}", file=sys.stderr)
         sys.exit(backup.EXIT_PREEMPTED)
+    except lost_worker_errors() as e:
+        if config.strategy != "multi_worker":
+            raise
+        print(f"error: {label} stopped: {lost_worker_message(e, configs)}", file=sys.stderr)
+        sys.exit(EXIT_LOST_WORKER)
     except OSError as e:  # e.g. the disk filled up; result.json is written last, so none exists
         print(f"error: {label} stopped: {e}. {_OSERROR_FIX}", file=sys.stderr)
         sys.exit(1)
@@ -93,8 +106,33 @@ def main(argv):
 
 
 EXIT_DIVERGED = 3  # a net's loss or weights became NaN or infinite (see train.Diverged)
+EXIT_LOST_WORKER = 4  # a worker of a multi-worker run died or cannot be reached
 _OSERROR_FIX = ("Free space or fix the path, then run the same command again to resume from the "
                 "last backup.")
+
+
+def lost_worker_errors() -> tuple:
+    """What a multi-worker step raises when a peer has died or cannot be reached."""
+    import tensorflow as tf
+
+    return (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+            tf.errors.DeadlineExceededError)
+
+
+def lost_worker_message(error, configs) -> str:
+    """Names the lost worker's error and how to resume: every worker again, same command."""
+    from keras_transfer import run_records
+
+    text = getattr(error, "message", "") or str(error)
+    grpc = re.search(r'grpc_message:"([^"]+)"', text)
+    lines = [line for line in text.splitlines() if line.strip()]
+    first_line = grpc.group(1) if grpc else (lines[-1] if lines else "no message")
+    steps = [run_records.backup_step(c.run_dir) for c in configs]
+    resume = ("from its last backup (step " + ", ".join(str(s) for s in steps) + ")"
+              if all(steps) else "from scratch (no backup yet)")
+    return (f"a worker of this multi-worker run died or cannot be reached "
+            f"({type(error).__name__}: {first_line}). Start every worker again with the same "
+            f"command; training resumes {resume}.")
 
 
 def run():

@@ -73,3 +73,9 @@ def why_stale(config: Config, target_manifest: dict | None) -> list[str]:
 
 def has_backup(out_dir: Path) -> bool:
     return any((out_dir / "backup").glob("ckpt-*.index"))
+
+
+def backup_step(out_dir: Path) -> int:
+    """The step of the newest backup in a run directory (0: none)."""
+    return max((int(p.stem.split("-")[1]) for p in (out_dir / "backup").glob("ckpt-*.index")),
+               default=0)

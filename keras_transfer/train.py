@@ -17,6 +17,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -285,8 +286,8 @@ class _NetInTraining:
     config: Config
     target_manifest: dict
     base_weights: dict | None
-    out_dir: Path
-    lock: RunLock
+    out_dir: Path  # where this process writes: the run directory, or a non-chief's scratch
+    lock: RunLock | None  # None on non-chief workers: the chief holds the run's lock
     label: str = ""  # the run's name on its console lines, when it shares them with packmates
     model: object = None
     optimizer: object = None
@@ -352,7 +353,10 @@ def run_pack(configs: list[Config], strategy: tf.distribute.Strategy,
             outcomes[net.config.run] = net.error or net.result
     finally:
         for net in nets:
-            net.lock.release()
+            if net.lock is not None:
+                net.lock.release()
+            else:
+                shutil.rmtree(net.out_dir, ignore_errors=True)
     return [outcomes[c.run] for c in configs]
 
 
@@ -363,8 +367,13 @@ def _claim(config: Config, strategy, chief: bool):
     run_dir = config.run_dir
     if (run_dir / "result.json").exists() and not config.overwrite:
         return _finished(config, target_manifest)
-    # Non-chief workers of a multi-worker job train too, but keep their files to themselves.
-    out_dir = run_dir if chief else run_dir / f".worker-{strategy.cluster_resolver.task_id}"
+    if not chief:
+        # Non-chief workers of a multi-worker job train too (their saves are collective), but
+        # only the chief writes the run directory: theirs go to a scratch folder, deleted after.
+        scratch = tempfile.mkdtemp(
+            prefix=f"keras_transfer-{config.run}-worker{strategy.cluster_resolver.task_id}-")
+        return _NetInTraining(config, target_manifest, base_weights, Path(scratch), None)
+    out_dir = run_dir
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         lock = RunLock(out_dir / ".lock")
@@ -532,14 +541,19 @@ def _build(net: _NetInTraining, strategy, input_shape, num_classes: int) -> None
             net.optimizer = keras.optimizers.LossScaleOptimizer(net.optimizer)
         # Momentum slots exist once built; restoring a backup needs them to exist.
         net.optimizer.build(net.model.trainable_variables)
-        net.backup = Backup(net.out_dir / "backup", net.model, net.optimizer)
+        # Every worker resumes from the chief's backup (on a filesystem they share); under
+        # --overwrite the chief sets that aside and all start afresh.
+        restore_from = None if config.overwrite else config.run_dir / "backup"
+        net.backup = Backup(net.out_dir / "backup", net.model, net.optimizer,
+                            restore_from=restore_from)
         net.start_step = net.backup.restore()
-    digests_path = net.out_dir / "backup" / "layers_start.json"
+    digests_path = (restore_from or net.out_dir / "backup") / "layers_start.json"
     history_path = net.out_dir / "history.json"
     if net.start_step:
         net.start_digests = json.loads(digests_path.read_text())
     else:
         net.start_digests = _digests(net.model)
+        digests_path = net.out_dir / "backup" / "layers_start.json"
         digests_path.parent.mkdir(exist_ok=True)
         write_json_atomic(digests_path, net.start_digests)
         history_path.unlink(missing_ok=True)  # left by a run killed before its first backup
@@ -563,7 +577,7 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
         lambda ctx: data.build_dataset(half_dir, "train", batch_size=config.batch_size,
                                        training=True, seed=stream_seed, input_context=ctx,
                                        crop=crop, model_name=config.model, manifest=manifest,
-                                       means=means))
+                                       means=means, deterministic=config.deterministic))
     val_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.build_dataset(half_dir, "validation", batch_size=config.batch_size,
                                        training=False, input_context=ctx, crop=crop,
@@ -701,8 +715,10 @@ def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, num_c
         for aside in run_dir.glob(run_records.REPLACED_PREFIX + "*"):
             shutil.rmtree(aside, ignore_errors=True)
     net.result = result
+    written = (f"-> {run_dir / 'result.json'}" if chief else
+               f"(worker {strategy.cluster_resolver.task_id}: the chief writes the result)")
     print(f"{config.run} done: top-1 {result['top1_final']:.4f} final, "
           f"{result['top1_best_fraction']:.4f} best {metrics.best_count(result['evaluations'])} "
           f"of {result['evaluations']} evaluations; {result['steps']} steps, "
-          f"{result['images_per_sec']:.0f} images/s, {result['wall_time_sec']:.0f} s -> "
-          f"{run_dir / 'result.json'}", flush=True)
+          f"{result['images_per_sec']:.0f} images/s, {result['wall_time_sec']:.0f} s {written}",
+          flush=True)

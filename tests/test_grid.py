@@ -182,7 +182,7 @@ def test_caffenet_compute_uses_the_papers_multiply_adds(tmp_path):
     # 3 x 2 x forward multiply-adds; the model count (from models.py) is close to the paper's 0.724 G.
     gflop = float(text.split(" GFLOP per trained image")[0].rsplit("x ", 1)[1])
     assert 4.0 < gflop < 4.7
-    hours = float(text.split(" hours at 2000")[0].rsplit("= ", 1)[1])
+    hours = float(text.split(" GPU-hours at 2000")[0].rsplit("= ", 1)[1])
     assert hours == pytest.approx(images / 2000 / 3600, rel=1e-3)
 
 
@@ -345,7 +345,14 @@ def test_slurm_dependants_of_finished_bases_start_at_once(tmp_path):
 
 
 def test_slurm_without_sbatch_says_so(tmp_path):
-    env = dict(os.environ, PATH="/usr/bin:/bin", PYTHON=sys.executable)
+    # A PATH with every system command but sbatch (which may be installed here).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for folder in ("/usr/bin", "/bin"):
+        for command in Path(folder).iterdir():
+            if command.name != "sbatch" and not (bin_dir / command.name).exists():
+                (bin_dir / command.name).symlink_to(command)
+    env = dict(os.environ, PATH=str(bin_dir), PYTHON=sys.executable)
     result = subprocess.run([str(REPO / "launch.sh"), "--backend=slurm", f"--workdir={tmp_path}"],
                             env=env, capture_output=True, text=True)
     assert result.returncode == 2

@@ -77,5 +77,6 @@ def dry_run(plan: Plan, preset, images_per_sec: float, out=sys.stdout) -> None:
           + ")", file=out)
     print(f"#   x {gflop:.4g} GFLOP per trained image (3 x 2 x {macs / 1e9:.4g} G forward "
           f"multiply-adds, {macs_source}) = {images * gflop / 1e6:.4g} PFLOP", file=out)
-    print(f"#   = {images / images_per_sec / 3600:.4g} hours at {images_per_sec:g} images/s "
-          "(set --images_per_sec to your measured rate; frozen nets train somewhat faster)", file=out)
+    print(f"#   = {images / images_per_sec / 3600:.4g} GPU-hours at {images_per_sec:g} images/s "
+          "per GPU (one net per GPU; set --images_per_sec to your measured rate; frozen nets "
+          "train somewhat faster)", file=out)

@@ -1,0 +1,140 @@
+"""One net on several replicas, for real: two worker processes over TF_CONFIG on loopback ports
+(MultiWorkerMirroredStrategy), two logical CPU devices in one process (MirroredStrategy), and
+the XLA and bfloat16 steps. Under --deterministic a replicated run trains on the same global
+batches as one process (data.build_dataset cuts each global batch into the replicas' shares),
+so its result matches the single-process run within float tolerance. Dropout is off in these
+comparisons: each replica draws its own dropout masks."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from data_prep import prepare, sources
+from distributed_helpers import (REPO, SAME_AS_ONE_PROCESS, assert_same_training,
+                                 main_command, run_dir, train_one_process)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distributed_data")
+    spec = sources.SyntheticSpec(num_classes=4, image_size=16, train_per_class=8,
+                                 validation_per_class=4)
+    prepare.prepare(source="synthetic", split="random:0", out=root, synthetic=spec,
+                    progress=False)
+    return root
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def start_workers(data_dir, workdir, scratch, *flags):
+    """Two workers of one multi-worker run on loopback ports; their temporary files in scratch."""
+    cluster = {"worker": [f"localhost:{port}" for port in free_ports(2)]}
+    procs = []
+    for index in range(2):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        env = {**os.environ, "TF_CONFIG": tf_config, "TMPDIR": str(scratch),
+               "TF_CPP_MIN_LOG_LEVEL": "3"}
+        procs.append(subprocess.Popen(
+            main_command(data_dir, workdir, "--strategy=multi_worker", *flags), env=env,
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def finish(procs, timeout=300):
+    return [(proc.wait(timeout=timeout), proc.stdout.read()) for proc in procs]
+
+
+@pytest.fixture(scope="module")
+def one_process(data_dir, tmp_path_factory):
+    return train_one_process(data_dir, tmp_path_factory.mktemp("one_process"))
+
+
+def test_two_workers_over_tf_config_train_as_one_process_would(data_dir, one_process,
+                                                               tmp_path):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    outputs = finish(start_workers(data_dir, tmp_path / "runs", scratch, *SAME_AS_ONE_PROCESS))
+    for code, out in outputs:
+        assert code == 0, out[-3000:]
+    assert "the chief writes the result" in outputs[1][1]
+    assert_same_training(tmp_path / "runs", one_process, replicas=2)
+    # Only the chief wrote the run directory: the same files as one process writes, and the
+    # other worker's temporary files are gone.
+    listing = lambda workdir: sorted(p.name for p in run_dir(workdir).iterdir())
+    assert listing(tmp_path / "runs") == listing(one_process)
+    assert list(scratch.iterdir()) == []
+
+
+_TWO_CPUS = r"""
+import sys, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+sys.argv = ["keras_transfer.main"] + sys.argv[1:]
+from keras_transfer import main
+main.run()
+"""
+
+
+def test_two_logical_cpus_split_each_batch_and_train_as_one_device_would(data_dir, one_process,
+                                                                         tmp_path):
+    """MirroredStrategy over two devices: each replica gets half of every global batch."""
+    command = main_command(data_dir, tmp_path, "--strategy=mirrored", *SAME_AS_ONE_PROCESS)
+    done = subprocess.run([sys.executable, "-c", _TWO_CPUS, *command[3:]], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "MirroredStrategy x2" in done.stdout
+    assert_same_training(tmp_path, one_process, replicas=2)
+
+
+def test_a_killed_worker_is_named_and_the_run_resumes_from_its_backup(data_dir, tmp_path):
+    flags = ["--target=A", "--steps=400", "--eval_every=50", "--histogram_every=1000"]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    procs = start_workers(data_dir, tmp_path / "runs", scratch, *flags)
+    history = run_dir(tmp_path / "runs") / "history.json"
+    deadline = time.monotonic() + 240
+    while not (history.exists() and len(json.loads(history.read_text())["history"]) >= 2):
+        assert time.monotonic() < deadline and procs[0].poll() is None, procs[0].stdout.read()
+        time.sleep(0.2)
+    procs[1].send_signal(signal.SIGKILL)
+    (code, out), _ = finish(procs, timeout=120)
+    assert code == 4, out[-3000:]
+    assert "a worker of this multi-worker run died or cannot be reached" in out
+    assert "Start every worker again with the same command; training resumes from its last " \
+           "backup (step " in out
+    assert not (run_dir(tmp_path / "runs") / "result.json").exists()
+
+    outputs = finish(start_workers(data_dir, tmp_path / "runs", scratch, *flags))
+    for code, out in outputs:
+        assert code == 0, out[-3000:]
+        assert "resuming baseA from its backup at step" in out
+    result = json.loads((run_dir(tmp_path / "runs") / "result.json").read_text())
+    assert [h["step"] for h in result["history"]] == list(range(50, 401, 50))
+
+
+@pytest.mark.parametrize("flag", ["--xla", "--mixed_precision=bfloat16"])
+def test_the_xla_and_bfloat16_steps_train(data_dir, tmp_path, flag):
+    done = subprocess.run(main_command(data_dir, tmp_path, "--target=A", flag), cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((run_dir(tmp_path) / "result.json").read_text())
+    config = json.loads((run_dir(tmp_path) / "config.json").read_text())
+    assert result["jit_compile"] is (flag == "--xla")
+    assert config["mixed_precision"] == ("bfloat16" if "bfloat16" in flag else "float32")
+    assert all(np.isfinite(h["loss"]) for h in result["history"])
