@@ -102,7 +102,7 @@ def test_two_logical_cpus_split_each_batch_and_train_as_one_device_would(data_di
 
 
 def test_a_killed_worker_is_named_and_the_run_resumes_from_its_backup(data_dir, tmp_path):
-    flags = ["--target=A", "--steps=400", "--eval_every=50", "--histogram_every=1000"]
+    flags = ["--target=A", "--steps=200", "--eval_every=25", "--histogram_every=1000"]
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     procs = start_workers(data_dir, tmp_path / "runs", scratch, *flags)
@@ -124,17 +124,16 @@ def test_a_killed_worker_is_named_and_the_run_resumes_from_its_backup(data_dir, 
         assert code == 0, out[-3000:]
         assert "resuming baseA from its backup at step" in out
     result = json.loads((run_dir(tmp_path / "runs") / "result.json").read_text())
-    assert [h["step"] for h in result["history"]] == list(range(50, 401, 50))
+    assert [h["step"] for h in result["history"]] == list(range(25, 201, 25))
 
 
-@pytest.mark.parametrize("flag", ["--xla", "--mixed_precision=bfloat16"])
-def test_the_xla_and_bfloat16_steps_train(data_dir, tmp_path, flag):
-    done = subprocess.run(main_command(data_dir, tmp_path, "--target=A", flag), cwd=REPO,
+def test_the_xla_compiled_bfloat16_step_trains(data_dir, tmp_path):
+    done = subprocess.run(main_command(data_dir, tmp_path, "--target=A", "--xla",
+                                       "--mixed_precision=bfloat16"), cwd=REPO,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "jit_compile=True, precision bfloat16" in done.stdout
     result = json.loads((run_dir(tmp_path) / "result.json").read_text())
-    config = json.loads((run_dir(tmp_path) / "config.json").read_text())
-    assert result["jit_compile"] is (flag == "--xla")
-    assert config["mixed_precision"] == ("bfloat16" if "bfloat16" in flag else "float32")
+    assert result["jit_compile"] is True and result["steps"] == 4
     assert all(np.isfinite(h["loss"]) for h in result["history"])

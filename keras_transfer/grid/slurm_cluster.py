@@ -9,7 +9,7 @@ can). The controller and node daemon run on localhost with the machine's cores a
 cgroups (process tracking by /proc), and every file of theirs in DIR: slurm.conf, state, spool,
 pid and log files, and the job-completion log (`jobcomp.log`: each finished job's state, start
 and end time, which is what tests check an order of jobs against; `sacct` needs slurmdbd and a
-database, which this cluster does not run). What it took is in ../shared/notes/slurm-local.md.
+database, which this cluster does not run).
 """
 from __future__ import annotations
 
