@@ -15,8 +15,10 @@ Usage:
       for n = 1..7 BnB, BnB+, AnB, AnB+, BnA, BnA+ into runs/, writes the report to
       runs/report/, prints the paper's findings with 95% CIs and where figure2.png and
       summary.md are. --splits=0,1,2,3 runs the paper's replication;
-      --experiments=transfer,random adds the random-features control R nB on the first
-      split. Re-running it resumes: finished nets are skipped.
+      --experiments=transfer,random adds the random-features control R nB on half B of the
+      first split (the demo prepares only random splits; the grid's default control, the
+      paper's, trains baseA and R nA on the whole dataset: --random_control=whole after
+      `python -m data_prep --split=whole`). Re-running it resumes: finished nets are skipped.
 
   ./launch.sh [--backend=local|slurm] [--jobs=N] [--splits=0,1] [--seeds=0] [--dry_run]
               [--flagfile=F] [--experiments=transfer,random,dissimilar,reduced] ... [-- flags for main]
@@ -53,14 +55,19 @@ demo() {
   # The paper's protocol on random splits: bases on both halves, selffer nets on half B, transfer
   # nets in both directions. Two splits by default (what fits 30 minutes on 2 cores);
   # --splits=0,1,2,3 is the paper's replication; --experiments=transfer,random adds the
-  # random-features control on the first split.
+  # random-features control on half B of the first split (--random_control=half: the demo
+  # prepares random splits only).
   local splits=0,1
   for arg in "$@"; do
     case "$arg" in --splits=*) splits=${arg#--splits=} ;; esac
   done
+  # A --random_control of the caller's replaces the demo's half-split control on its first split.
+  local random=(--random_control=half --random_splits="${splits%%,*}")
+  for arg in "$@"; do
+    case "$arg" in --random_control=*) random=() ;; esac
+  done
   local grid=(--flagfile=flags/fashion_mnist.flags --workdir=runs --splits="$splits" --seeds=0
-              --experiments=transfer --targets=A,B --selffer_targets=B
-              --random_splits="${splits%%,*}" "$@")
+              --experiments=transfer --targets=A,B --selffer_targets=B "${random[@]}" "$@")
   # Every other option (--seeds, --layers, --jobs, flags for main, ...) is checked before any
   # data is prepared: a typo stops the demo at once (exit 2), not after the data preparation.
   "$python" -m keras_transfer.grid --check_args "${grid[@]}"

@@ -22,8 +22,10 @@ flags.DEFINE_string(
     "fashion_mnist (Debian's IDX files), tfds:NAME[/CONFIG] (already prepared in "
     "--tfds_data_dir), folder:ROOT (class subfolders of images) or synthetic.")
 flags.DEFINE_string(
-    "split", "random:0", "random:S (the paper's rule), natman, dissimilar or classes:FILE.")
-flags.DEFINE_string("out", "data", "Output root: OUT/<dataset>/<split_dir>/{A,B}/.")
+    "split", "random:0", "random:S (the paper's rule), natman, dissimilar, classes:FILE, or "
+    "whole (every class in half A, no half B: the paper's whole-dataset nets).")
+flags.DEFINE_string("out", "data", "Output root: OUT/<dataset>/<split_dir>/{A,B}/ (A only for "
+                    "--split=whole).")
 flags.DEFINE_integer(
     "examples_per_class", _PREPARE["examples_per_class"],
     "Keep only the first N training images of every class (reduced-volume experiment).")

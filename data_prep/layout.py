@@ -10,7 +10,8 @@ MANIFEST = "manifest.json"  # written last into a half: its presence means the h
 
 
 def split_root(data_dir, dataset: str, split_dir: str) -> Path:
-    """The folder holding both halves of one split of one dataset."""
+    """The folder holding the halves of one split of one dataset (A and B; A alone for the
+    whole-dataset split)."""
     return Path(data_dir) / dataset / split_dir
 
 

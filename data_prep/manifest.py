@@ -12,6 +12,7 @@ from pathlib import Path
 
 from data_prep.errors import DataPrepError
 from data_prep.layout import MANIFEST
+from data_prep.splits import WHOLE
 
 
 def sha256_file(path):
@@ -31,13 +32,18 @@ def suggest_command(half_dir):
     base = split_dir[:epc.start()] if epc else split_dir
     if re.fullmatch(r"random_\d+", base):
         split = "random:" + base.split("_")[1]
-    elif base in ("natman", "dissimilar"):
+    elif base in ("natman", "dissimilar", WHOLE):
         split = base
     else:
         split = "SPLIT"
     source = dataset if dataset in ("fashion_mnist", "synthetic") else "SOURCE"
     cmd = f"python -m data_prep --source={source} --split={split} --out={out}"
     return cmd + (f" --examples_per_class={epc.group(1)}" if epc else "")
+
+
+def _is_whole(half_dir):
+    """Whether half_dir is a half of the whole-dataset split (`whole`, `whole_epcN`)."""
+    return re.fullmatch(rf"{WHOLE}(_epc\d+)?", Path(half_dir).parent.name) is not None
 
 
 def load_manifest(half_dir):
@@ -47,6 +53,12 @@ def load_manifest(half_dir):
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
     except FileNotFoundError:
+        if _is_whole(half_dir) and Path(half_dir).name != "A":
+            raise DataPrepError(
+                f"{path} does not exist: split {WHOLE} has every class in half A and no half "
+                f"{Path(half_dir).name}; train its nets on half A (--target=A, with --source=none "
+                "or --source=random), or use a split with two halves (e.g. --split=random:0)") \
+                from None
         raise DataPrepError(f"{path} does not exist: the data is not prepared (or preparation "
                             f"was interrupted); create it with `{suggest_command(half_dir)}`") \
             from None

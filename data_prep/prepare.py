@@ -20,7 +20,6 @@ import data_prep
 from data_prep import atomic, imaging, layout, manifest, sources, splits
 from data_prep.errors import DataPrepError
 
-HALVES = ("A", "B")
 SHARD_BYTES = 150 * 2**20         # target shard size for big datasets
 PHOTO_SIZE = 256                  # the paper's ImageNet size; default for mixed-size photos
 CHUNK_IMAGES = {False: 512, True: 32}  # images per worker task: small images / photos
@@ -30,7 +29,8 @@ SMALL_JOB = 2000                  # below this many images, encode in-process (n
 def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
             tfds_data_dir=None, overwrite=False, synthetic=None, num_workers=None,
             progress=True, image_size=None, encoding="auto"):
-    """Prepares both halves and returns {"A": Path, "B": Path} of the half directories.
+    """Prepares the split's halves and returns {"A": Path, "B": Path} of the half directories
+    ({"A": Path} for `--split=whole`, whose half A holds every class and which has no half B).
 
     Raises DataPrepError for bad input before anything is written; an undecodable image met
     while writing raises it too, with nothing published.
@@ -48,16 +48,17 @@ def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
     halves = splits.resolve(spec, num_source_classes, src.class_names, src.dataset)
     target = _target(src, image_size, encoding)
     parent = layout.split_root(out, src.dataset, splits.split_dirname(spec, examples_per_class))
-    half_dirs = {h: parent / h for h in HALVES}
+    names = halves.names  # ("A", "B"), or ("A",) for the whole dataset
+    half_dirs = {h: parent / h for h in names}
     header = {h: _header(src, source, spec, h, halves, examples_per_class, target)
-              for h in HALVES}
-    for h in HALVES:
+              for h in names}
+    for h in names:
         _check_existing(half_dirs[h], header[h], overwrite)
     labels = {s: src.labels(s) for s in sources.SPLITS}
     selection = {s: _select(src, s, labels[s], halves,
                             examples_per_class if s == "train" else None)
                  for s in sources.SPLITS}
-    for h in HALVES:
+    for h in names:
         if not len(selection["train"][h]):
             raise DataPrepError(f"half {h} has no training images in {source}; "
                                 "choose classes that have images")
@@ -65,14 +66,14 @@ def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
     created = [d for d in (parent, *parent.parents) if not d.exists()]
     parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(parent)
-    tmp = {h: parent / f".{h}.partial-{os.getpid()}" for h in HALVES}
+    tmp = {h: parent / f".{h}.partial-{os.getpid()}" for h in names}
     published = False
     try:
-        for h in HALVES:
+        for h in names:
             tmp[h].mkdir()
         totals = _write_shards(src, labels, selection, halves, target, tmp, num_workers,
                                progress)
-        for h in HALVES:
+        for h in names:
             _finish_half(tmp[h], header[h], totals[h], target)
         _publish(tmp, half_dirs, parent)
         published = True
@@ -87,9 +88,11 @@ def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
                     break
 
     seconds = time.perf_counter() - start
-    n = {s: sum(len(selection[s][h]) for h in HALVES) for s in sources.SPLITS}
-    summary = (f"data_prep: {src.dataset}/{parent.name}: A {len(halves.A)} classes, "
-               f"B {len(halves.B)} classes; train {n['train']}, validation {n['validation']} "
+    n = {s: sum(len(selection[s][h]) for h in names) for s in sources.SPLITS}
+    classes = (f"A {len(halves.A)} classes, B {len(halves.B)} classes" if halves.B else
+               f"A {len(halves.A)} classes (every class; no half B)")
+    summary = (f"data_prep: {src.dataset}/{parent.name}: {classes}; "
+               f"train {n['train']}, validation {n['validation']} "
                f"images; {seconds:.1f} s, {sum(n.values()) / seconds:.0f} images/s -> {parent}")
     if progress:
         print(summary, file=sys.stderr, flush=True)
@@ -162,11 +165,12 @@ def _check_existing(half_dir, header, overwrite):
 
 
 def _select(src, split, labels, halves, examples_per_class):
-    """Source indices of each half's images, in source order; reduced volume keeps the first
-    examples_per_class images of every class."""
+    """Source indices of each half's images (of the halves the split has), in source order;
+    reduced volume keeps the first examples_per_class images of every class."""
     chosen = {}
-    for h, classes in zip(HALVES, (halves.A, halves.B)):
+    for h in halves.names:
         keep = []
+        classes = halves.A if h == "A" else halves.B
         for c in classes:
             where = np.flatnonzero(labels == c)
             if examples_per_class is not None:
@@ -229,22 +233,23 @@ def _write_shards(src, labels, selection, halves, target, tmp, num_workers, prog
     total = sum(len(ix) for per_half in selection.values() for ix in per_half.values())
     if num_workers is None:
         num_workers = 1 if total < SMALL_JOB else len(os.sched_getaffinity(0))
-    lut = {h: {int(c): k for k, c in enumerate(classes)}
-           for h, classes in zip(HALVES, (halves.A, halves.B))}
-    result = {h: {"writers": {}, "sum": None} for h in HALVES}
+    names = halves.names
+    lut = {h: {int(c): k for k, c in enumerate(halves.A if h == "A" else halves.B)}
+           for h in names}
+    result = {h: {"writers": {}, "sum": None} for h in names}
     bar = _progress_bar(total, progress)
     pool = (multiprocessing.get_context("spawn").Pool(num_workers) if num_workers > 1 else None)
     try:
         for split in sources.SPLITS:
             writers = {h: _ShardWriter(tmp[h], split, len(selection[split][h]), target)
-                       for h in HALVES}
+                       for h in names}
             order, group = _write_order(src, split, selection[split])
             chunk = CHUNK_IMAGES[target.encoding == "jpeg"]
             tasks = _tasks(src.payloads(split, order), group, chunk, target, split == "train")
             pos = 0
             for encoded, sums in _run(tasks, pool, num_workers):
                 for data in encoded:
-                    h, original = HALVES[group[pos]], int(labels[split][order[pos]])
+                    h, original = names[group[pos]], int(labels[split][order[pos]])
                     label = lut[h][original]
                     writers[h].write(tf.io, records.encode_example(
                         image=data, height=target.height, width=target.width,
@@ -252,10 +257,10 @@ def _write_shards(src, labels, selection, halves, target, tmp, num_workers, prog
                         class_name=src.class_names[original]), label)
                     pos += 1
                 for g, s in sums.items():
-                    r = result[HALVES[g]]
+                    r = result[names[g]]
                     r["sum"] = s if r["sum"] is None else r["sum"] + s
                 bar.update(len(encoded))
-            for h in HALVES:
+            for h in names:
                 assert writers[h].written == writers[h].n, (h, split)
                 result[h]["writers"][split] = writers[h]
     finally:
@@ -267,15 +272,16 @@ def _write_shards(src, labels, selection, halves, target, tmp, num_workers, prog
 
 
 def _write_order(src, split, chosen):
-    """Indices to read and the half (0 = A, 1 = B) of each. Class-grouped sources (folders)
-    get their training images shuffled with a fixed seed so that every shard mixes classes."""
+    """Indices to read and the half of each, as its position in `chosen` (0 = A, 1 = B).
+    Class-grouped sources (folders) get their training images shuffled with a fixed seed so
+    that every shard mixes classes."""
     if src.streaming:
-        order = np.concatenate([chosen[h] for h in HALVES])
-        group = np.concatenate([np.full(len(chosen[h]), g) for g, h in enumerate(HALVES)])
+        order = np.concatenate([chosen[h] for h in chosen])
+        group = np.concatenate([np.full(len(chosen[h]), g) for g, h in enumerate(chosen)])
         perm = np.argsort(order, kind="stable")
         return order[perm], group[perm]
     parts = []
-    for g, h in enumerate(HALVES):
+    for g, h in enumerate(chosen):
         ix = chosen[h]
         if src.grouped_by_class and split == "train":
             ix = ix[np.random.default_rng(g).permutation(len(ix))]
@@ -338,7 +344,7 @@ def _finish_half(directory, header, result, target):
 
 def _publish(tmp, half_dirs, parent):
     """Moves complete halves into place, replacing older output."""
-    for h in HALVES:
+    for h in tmp:
         final = half_dirs[h]
         old = None
         if final.exists():

@@ -7,9 +7,12 @@ Rules (the `--split` spec):
   natman       ILSVRC-2012 natural (449 classes) vs man-made (551), by sorted-wnid index.
   dissimilar   a named dissimilar split of a small dataset (see DISSIMILAR).
   classes:FILE explicit JSON {"A": [...], "B": [...]} of class names or indices.
+  whole        every class in half A and no half B: the whole dataset, for the paper's
+               whole-dataset nets (its random-features control and reduced-volume series).
 
 Halves are lists of original class indices in ascending order; label k within a half is the
-k-th of them, so labels follow the original class order.
+k-th of them, so labels follow the original class order. Every rule but `whole` gives two
+non-empty halves; `Halves.names` says which halves a split has.
 
 `python -m data_prep.splits --num_classes=K --split=random:S` prints the halves as JSON.
 """
@@ -23,7 +26,8 @@ import numpy as np
 from data_prep import classnames
 from data_prep.errors import DataPrepError
 
-RULES = ("random:S", "natman", "dissimilar", "classes:FILE")
+RULES = ("random:S", "natman", "dissimilar", "classes:FILE", "whole")
+WHOLE = "whole"  # the rule, and the folder name, of the whole-dataset split
 
 # ILSVRC-2012 natural classes, as index ranges [start, stop) in sorted-wnid order.
 NATURAL_RANGES = ((0, 398), (936, 959), (970, 971), (972, 999))
@@ -63,6 +67,11 @@ class Halves:
     A: tuple[int, ...]
     B: tuple[int, ...]
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The halves this split has: ("A", "B"), or ("A",) for the whole dataset."""
+        return tuple(h for h, classes in (("A", self.A), ("B", self.B)) if classes)
+
 
 def parse_spec(spec):
     """Parses and checks the syntax of a `--split` value (no data needed)."""
@@ -77,7 +86,7 @@ def parse_spec(spec):
                 f"bad --split={spec}: the seed must be an integer from 0 to 2**32 - 1, "
                 "e.g. random:0")
         return SplitSpec(spec, "random", seed=int(digits))
-    if rule in ("natman", "dissimilar"):
+    if rule in ("natman", "dissimilar", WHOLE):
         if arg:
             raise DataPrepError(f"bad --split={spec}: {rule} takes no argument; use --split={rule}")
         return SplitSpec(spec, rule)
@@ -124,6 +133,13 @@ def random_halves(num_classes, seed):
                                           replace=False))
     chosen = set(a)
     return Halves(tuple(a), tuple(i for i in range(num_classes) if i not in chosen))
+
+
+def whole_halves(num_classes):
+    """Every class in half A, none in B: the whole dataset as one task."""
+    if num_classes < 1:
+        raise DataPrepError("--split=whole needs a dataset with at least one class")
+    return Halves(tuple(range(num_classes)), ())
 
 
 def natman_halves(num_classes, class_names=None):
@@ -241,6 +257,8 @@ def resolve(spec, num_classes, class_names=None, dataset=None):
         return random_halves(num_classes, parsed.seed)
     if parsed.rule == "natman":
         return natman_halves(num_classes, class_names)
+    if parsed.rule == WHOLE:
+        return whole_halves(num_classes)
     if parsed.rule == "dissimilar":
         if dataset is None:
             raise DataPrepError("--split=dissimilar needs --dataset (e.g. --dataset=fashion_mnist)")

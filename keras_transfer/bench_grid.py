@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-GRID_ARGS = ["--splits=0", "--seeds=0", "--experiments=transfer,random", "--targets=B"]
+# RnB on half B (--random_control=half), as the PyTorch peer trains it: one split's data.
+GRID_ARGS = ["--splits=0", "--seeds=0", "--experiments=transfer,random", "--random_control=half",
+             "--targets=B"]
 ALL_LAYERS = list(range(1, 8))
 WAYS = ("packed", "one-per-process", "peer")
 

@@ -69,7 +69,7 @@ class Config(naming.NetIdentity):
     data_dir: str = _flag("data", "Output directory of `python -m data_prep`.")
     dataset: str = _flag("fashion_mnist", "Dataset folder name inside --data_dir.")
     split: str = _flag("random:0", "Class split, as given to data_prep (random:S, natman, "
-                       "dissimilar, classes:FILE).")
+                       "dissimilar, classes:FILE, whole: every class in half A).")
     examples_per_class: int = _flag(0, "Reduced-volume series: use the data prepared with this "
                                     "many training examples per class (0: all).",
                                     allowed=NON_NEGATIVE)

@@ -1,5 +1,6 @@
-"""data_prep.prepare on tiny real data: records round-trip, manifest, reduced volume,
-determinism, refusals, interruption, verify, and the folder and tfds sources."""
+"""data_prep.prepare on tiny real data: records round-trip, manifest, reduced volume, the
+whole-dataset split, determinism, refusals, interruption, verify, and the folder and tfds
+sources."""
 import json
 import shutil
 from pathlib import Path
@@ -99,6 +100,30 @@ def test_reduced_volume_keeps_the_first_n_of_every_class(tmp_path):
             assert len(mine) == 6
             for image, i in zip(mine, first):
                 np.testing.assert_array_equal(image[..., 0], images[i])  # 1 channel
+
+
+def test_split_whole_prepares_only_half_a_with_every_class(tmp_path, capsys):
+    halves = prepare("synthetic", "whole", tmp_path, synthetic=SPEC, examples_per_class=5,
+                     progress=True)
+    root = tmp_path / "synthetic" / "whole_epc5"
+    assert halves == {"A": root / "A"}
+    assert sorted(p.name for p in root.iterdir()) == ["A"]  # no half B, no temp folders
+    m = manifest.load_manifest(halves["A"])
+    assert [(c["label"], c["original_index"]) for c in m["classes"]] == [(i, i) for i in range(6)]
+    assert m["other_half"] == [] and m["num_classes"] == m["num_source_classes"] == 6
+    assert m["split"] == {"spec": "whole", "rule": "whole", "seed": None, "dirname": "whole_epc5"}
+    assert m["counts"] == {"train": 6 * 5, "validation": 6 * 4}
+    labels = [ex["label"] for ex in records.read_examples(_shards(halves["A"], "train"))]
+    assert sorted(labels) == sorted(list(range(6)) * 5)
+    assert manifest.verify(halves["A"]) == []
+    assert "synthetic/whole_epc5: A 6 classes (every class; no half B); train 30" in \
+        capsys.readouterr().err
+    # The half that is not there is named as such, not as data still to prepare.
+    with pytest.raises(DataPrepError, match="split whole has every class in half A and no half "
+                                            "B; train its nets on half A"):
+        manifest.load_manifest(root / "B")
+    with pytest.raises(DataPrepError, match="--split=whole --out=.* --examples_per_class=7"):
+        manifest.load_manifest(tmp_path / "synthetic" / "whole_epc7" / "A")
 
 
 @pytest.mark.parametrize("n", [0, -1])

@@ -1,4 +1,5 @@
-"""data_prep.splits: the paper's random halves, natman, dissimilar, class files, names."""
+"""data_prep.splits: the paper's random halves, natman, dissimilar, class files, the whole
+dataset, names."""
 import json
 
 import numpy as np
@@ -101,6 +102,15 @@ def test_dissimilar_is_refused_for_a_dataset_without_one():
         splits.resolve("dissimilar", 10, [str(i) for i in range(10)], "cifar10")
 
 
+def test_whole_puts_every_class_in_half_a_and_has_no_half_b():
+    halves = splits.resolve("whole", 7)
+    assert halves == splits.Halves(tuple(range(7)), ())
+    assert halves.names == ("A",)
+    assert splits.random_halves(7, 0).names == ("A", "B")
+    assert splits.manifest_record("whole", 20) == {"spec": "whole", "rule": "whole", "seed": None,
+                                                   "dirname": "whole_epc20"}
+
+
 def _split_file(tmp_path, obj, name="my_split.json"):
     path = tmp_path / name
     path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
@@ -146,13 +156,15 @@ def test_a_split_file_that_is_not_utf8_is_named(tmp_path):
     ("natman", None, "natman"),
     ("dissimilar", 5, "dissimilar_epc5"),
     ("classes:/x/my_split.json", None, "classes_my_split"),
+    ("whole", None, "whole"),
+    ("whole", 10, "whole_epc10"),
 ])
 def test_split_dirname(spec, epc, expected):
     assert splits.split_dirname(spec, epc) == expected
 
 
 @pytest.mark.parametrize("spec", ["", "random", "random:-1", "random:x", "natman:1", "classes:",
-                                  "halves"])
+                                  "halves", "whole:1"])
 def test_bad_split_specs_are_refused(spec):
     with pytest.raises(DataPrepError):
         splits.parse_spec(spec)
@@ -171,6 +183,8 @@ def test_splits_command_prints_the_halves():
     assert json.loads(done.stdout) == {"A": list(halves.A), "B": list(halves.B)}
     done = run_cli("--dataset=fashion_mnist", "--split=dissimilar", module="data_prep.splits")
     assert json.loads(done.stdout) == {"A": [0, 1, 2, 3, 4, 6], "B": [5, 7, 8, 9]}
+    done = run_cli("--num_classes=4", "--split=whole", module="data_prep.splits")
+    assert json.loads(done.stdout) == {"A": [0, 1, 2, 3], "B": []}
 
 
 def test_splits_command_refuses_natman_for_10_classes():

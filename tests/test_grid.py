@@ -1,6 +1,7 @@
 """The grid lists the paper's nets with their base-net dependencies, prints them on --dry_run,
 refuses contradictory input, and submits two dependent SLURM arrays (checked with a fake sbatch)."""
 import collections
+import dataclasses
 import io
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_transfer import grid, naming
+from keras_transfer import config, grid, naming
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,18 +30,21 @@ def nets_of(**kw):
 def test_counts_per_split_and_seed():
     nets = nets_of()
     by_condition = collections.Counter(net.condition for net in nets)
-    # 2 bases + 28 (target B) + 28 (reverse, target A) + 7 random-features controls.
-    assert len(nets) == 65
-    assert by_condition == {"base": 2, "selffer": 14, "selffer+": 14, "transfer": 14,
+    # Per split and seed 2 bases + 28 (target B) + 28 (reverse, target A); per seed the paper's
+    # random-features control on the whole dataset: its baseA and R1A..R7A.
+    assert len(nets) == 58 + 8
+    assert by_condition == {"base": 3, "selffer": 14, "selffer+": 14, "transfer": 14,
                             "transfer+": 14, "random": 7}
-    assert {net.target for net in nets if net.condition == "random"} == {"B"}
+    assert {(net.split_dir, net.target) for net in nets if net.condition == "random"} == {
+        ("whole", "A")}
     assert len({net.key for net in nets}) == len(nets)
     two = nets_of(splits=["random:0", "random:1"], seeds=[0, 1])
-    assert len(two) == 4 * 65
+    assert len(two) == 4 * 58 + 2 * 8  # the whole-dataset nets are per seed, not per split
 
 
 def test_the_papers_protocol_selffer_on_b_random_on_one_split():
-    nets = nets_of(splits=["random:0", "random:1"], selffer_targets=["B"], random_splits=["random:0"])
+    nets = nets_of(splits=["random:0", "random:1"], selffer_targets=["B"],
+                   random_control="half", random_splits=["random:0"])
     by_condition = collections.Counter(net.condition for net in nets)
     # Per split: 2 bases, BnB and BnB+ on B only, AnB, AnB+, BnA, BnA+; RnB on split 0 only.
     assert by_condition == {"base": 4, "selffer": 14, "selffer+": 14, "transfer": 28,
@@ -81,7 +85,8 @@ def test_dependencies_point_at_the_base_of_the_same_split_and_seed():
 
 
 def test_dissimilar_and_reduced_experiments():
-    nets = nets_of(experiments=["dissimilar", "reduced"], reduced_examples=[10, 100], seeds=[0, 1])
+    nets = nets_of(experiments=["dissimilar", "reduced"], reduced_examples=[10, 100], seeds=[0, 1],
+                   reduced_data="half")
     dissimilar = [net for net in nets if net.experiment == "dissimilar"]
     reduced = [net for net in nets if net.experiment == "reduced"]
     assert len(dissimilar) == 2 * 58 and {net.split for net in dissimilar} == {"dissimilar"}
@@ -92,6 +97,87 @@ def test_dissimilar_and_reduced_experiments():
     imagenet = grid.enumerate_nets(dataset="imagenet2012", splits=["random:0"], seeds=[0],
                                    experiments=["dissimilar"])
     assert {net.split_dir for net in imagenet} == {"natman"}
+
+
+def test_random_control_whole_is_ra_on_the_whole_dataset_and_half_is_rnb_on_splits():
+    nets = nets_of(splits=["random:0", "random:1"], seeds=[0, 1], experiments=["random"])
+    names = ["baseA"] + [f"R{n}A" for n in range(1, 8)]
+    # The paper's control: per seed (not per split) a whole-dataset baseA and R1A..R7A.
+    assert sorted((net.split, net.split_dir, net.seed, net.name) for net in nets) == sorted(
+        ("whole", "whole", seed, name) for seed in (0, 1) for name in names)
+    assert all(net.experiment == "random" and net.needs == () for net in nets)
+    by_name = {(net.seed, net.name): net for net in nets}
+    assert by_name[1, "R2A"].main_flags() == ["--split=whole", "--seed=1", "--source=random",
+                                              "--target=A", "--n=2"]
+    assert by_name[0, "baseA"].main_flags() == ["--split=whole", "--seed=0", "--source=none",
+                                                "--target=A", "--n=0"]
+    half = nets_of(splits=["random:0", "random:1"], experiments=["random"],
+                   random_control="half", random_splits=["random:1"])
+    assert {(net.split_dir, net.name) for net in half} == {("random_1", f"R{n}B")
+                                                           for n in range(1, 8)}
+    assert half[0].main_flags() == ["--split=random:1", "--seed=0", "--source=random",
+                                    "--target=B", "--n=1"]
+
+
+def test_reduced_data_whole_and_half_with_a_solver_of_their_own():
+    nets = nets_of(splits=["random:0", "random:1"], experiments=["reduced"],
+                   reduced_examples=[10, 100], reduced_steps=200, reduced_lr_step=50)
+    assert sorted((net.split_dir, net.name) for net in nets) == [("whole_epc10", "baseA"),
+                                                                 ("whole_epc100", "baseA")]
+    assert nets[0].main_flags() == ["--split=whole", "--seed=0", "--source=none", "--target=A",
+                                    "--n=0", "--examples_per_class=10", "--steps=200",
+                                    "--lr_step=50"]
+    half = nets_of(splits=["random:0", "random:1"], experiments=["reduced"], reduced_data="half",
+                   reduced_examples=[10], reduced_steps=200)
+    assert {(net.split_dir, net.name) for net in half} == {
+        (f"random_{s}_epc10", f"base{h}") for s in (0, 1) for h in "AB"}
+    assert all(net.main_flags()[-2:] == ["--examples_per_class=10", "--steps=200"] for net in half)
+    # 0, the default: main's own solver, as for every other net.
+    plain = nets_of(experiments=["reduced"], reduced_examples=[10])
+    assert plain[0].main_flags()[-1] == "--examples_per_class=10"
+    # Frozen and hashable; another solver is another pack (one compiled step per pack).
+    assert len({*nets, *half, *plain}) == len(nets) + len(half) + len(plain)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        nets[0].steps = 1
+    assert nets[0].pack_key != plain[0].pack_key
+    pack = [half[0], dataclasses.replace(half[0], source="random", n=1)]
+    plan = grid.Plan(nets=pack, workdir="runs", dataset="fashion_mnist", data_dir="data",
+                     flagfile=None, extra_flags=[])
+    assert plan.command(pack)[-4:] == ["--seed=0", "--nets=baseA,R1A", "--examples_per_class=10",
+                                       "--steps=200"]
+
+
+def test_dry_run_counts_the_whole_dataset_nets_with_their_own_solver(tmp_path):
+    text = dry_run(tmp_path, "--experiments=random,reduced", "--reduced_examples=10",
+                   "--reduced_steps=30", "--reduced_lr_step=15", "--pack=1", "--",
+                   "--steps=10", "--batch_size=4")
+    commands = commands_in(text)
+    (reduced,) = [cmd for cmd in commands if "--examples_per_class=10" in cmd]
+    assert sorted(nets_in(cmd)[0] for cmd in commands if cmd != reduced) == sorted(
+        ["baseA"] + [f"R{n}A" for n in range(1, 8)])
+    # main takes the last of a repeated flag: the reduced net's own steps come after the preset's.
+    assert reduced.index("--steps=30") > reduced.index("--steps=10") and "--lr_step=15" in reduced
+    assert config.resolve(None, ["--steps=10", "--steps=30"]).steps == 30
+    # baseA and R1A..R7A at 10 steps of 4 images, the reduced baseA at 30.
+    assert "440 images trained (9 nets)" in text
+    assert "#   python -m data_prep --source=fashion_mnist --split=whole --out=data\n" in text
+    assert ("#   python -m data_prep --source=fashion_mnist --split=whole --out=data "
+            "--examples_per_class=10\n") in text
+
+
+def test_a_finished_reduced_net_answers_for_its_own_solver(tmp_path):
+    run = naming.run_dir(tmp_path / "runs", "fashion_mnist", "whole_epc10", 0, "baseA")
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"steps": 30, "lr_step": 15, "batch_size": 4,
+                                                 "model": "small"}))
+    (run / "result.json").write_text("{}")
+    grid_args = ["--experiments=reduced", "--reduced_examples=10"]
+    text = dry_run(tmp_path, *grid_args, "--reduced_steps=30", "--reduced_lr_step=15", "--",
+                   "--steps=10", "--batch_size=4")
+    assert "1 nets in" in text and "1 done, 0 to run" in text
+    with pytest.raises(grid.GridError, match=r"whole_epc10/seed0/baseA: it was trained with "
+                                             r"--steps=30 \(now 10\)"):
+        dry_run(tmp_path, *grid_args, "--", "--steps=10", "--batch_size=4")
 
 
 def test_reduced_without_sizes_and_unknown_experiment_are_refused():
@@ -121,18 +207,27 @@ def nets_in(cmd):
                             "--finetune" in cmd)]
 
 
+def split_of(cmd):
+    return next(arg.split("=", 1)[1] for arg in cmd if arg.startswith("--split="))
+
+
 def test_dry_run_prints_every_command_with_the_grid_flags(tmp_path):
     text = dry_run(tmp_path, "--jobs=2", "--pack=1", "--", "--steps=10", "--batch_size=4")
     commands = commands_in(text)
-    assert len(commands) == 65
+    assert len(commands) == 66
     for cmd in commands:
         assert cmd[1:3] == ["-m", "keras_transfer.main"]
         assert "--steps=10" in cmd and f"--workdir={tmp_path / 'runs'}" in cmd
-        assert "--split=random:0" in cmd and "--seed=0" in cmd
+        assert "--seed=0" in cmd
+    # The random-features control and its base on the whole dataset, the rest on random:0.
+    on_whole = [cmd for cmd in commands if "--split=whole" in cmd]
+    assert sorted(nets_in(cmd)[0] for cmd in on_whole) == ["R1A", "R2A", "R3A", "R4A", "R5A",
+                                                           "R6A", "R7A", "baseA"]
+    assert all("--split=random:0" in cmd for cmd in commands if cmd not in on_whole)
     assert sum(cmd[-5:] == ["--source=A", "--target=B", "--n=3", "--finetune", "--threads=1"]
                for cmd in commands) == 1
-    # Compute: 65 nets x 10 steps x 4 images.
-    assert "2,600 images trained (65 nets)" in text
+    # Compute: 66 nets x 10 steps x 4 images.
+    assert "2,640 images trained (66 nets)" in text
     assert "hours at 1000 images/s" in text
 
 
@@ -140,17 +235,18 @@ def test_small_nets_are_packed_by_target_half_and_bases_train_alone(tmp_path):
     text = dry_run(tmp_path, "--jobs=2", "--", "--steps=10")
     commands = commands_in(text)
     packs = [nets_in(cmd) for cmd in commands]
-    names = [name for pack in packs for name in pack]
-    assert sorted(names) == sorted(set(names)) and len(names) == 65  # every net exactly once
+    nets = [(split_of(cmd), name) for cmd in commands for name in nets_in(cmd)]
+    assert len(set(nets)) == len(nets) == 66  # every net exactly once
     assert ["baseA"] in packs and ["baseB"] in packs
     for pack in packs:
         assert len({name[-1] if not name.endswith("+") else name[-2] for name in pack}) == 1
-    # Per target half, the nets that copy or are random shared over the 2 processes: 35 of
-    # target B (RnB first, as they need no base, then 18 - 7 and 10 more), 28 of target A.
-    assert sorted(len(p) for p in packs if len(p) > 1) == [7, 10, 14, 14, 18]
-    assert "9 nets in 3 processes" in text and "56 nets in 4 processes" in text
+    # Per pack key, the nets that copy or are random shared over the 2 processes: 28 of target
+    # B and 28 of target A on random:0; on the whole dataset its baseA, which no net copies
+    # from, and R1A..R7A (8 nets, one input stream).
+    assert sorted(len(p) for p in packs if len(p) > 1) == [4, 4, 14, 14, 14, 14]
+    assert "10 nets in 4 processes" in text and "56 nets in 4 processes" in text
     with_pack_3 = [nets_in(cmd) for cmd in commands_in(dry_run(tmp_path, "--pack=3"))]
-    assert max(len(p) for p in with_pack_3) == 3 and len(sum(with_pack_3, [])) == 65
+    assert max(len(p) for p in with_pack_3) == 3 and len(sum(with_pack_3, [])) == 66
     # CaffeNet nets keep a device busy alone: no packing unless asked.
     flagfile = tmp_path / "paper.flags"
     flagfile.write_text("--model=caffenet\n--dataset=imagenet2012\n")
@@ -195,6 +291,12 @@ def test_caffenet_compute_uses_the_papers_multiply_adds(tmp_path):
     (["--targets=C"], "--targets must be"),
     (["--layers=0,8"], "--layers must be"),
     (["--jobs=0"], "--jobs must be at least 1"),
+    (["--random_control=both"], "--random_control=both is invalid: use whole"),
+    (["--reduced_data=all"], "--reduced_data=all is invalid: use whole"),
+    (["--reduced_steps=-1"], "--reduced_steps=-1 is invalid"),
+    (["--reduced_lr_step=-5"], "--reduced_lr_step=-5 is invalid"),
+    (["--splits=whole"], "--splits=whole: that split has no half B"),
+    (["--random_splits=0"], "--random_splits chooses the splits of --random_control=half"),
 ])
 def test_bad_input_is_named(tmp_path, args, message):
     with pytest.raises(grid.GridError, match=message.replace("(", r"\(").replace("+", r"\+")):
@@ -208,6 +310,7 @@ def test_bad_input_is_named(tmp_path, args, message):
     (["--splits=random:-1"], "argument --splits: bad --split=random:-1"),
     (["--seeds=-1"], "argument --seeds: seeds are integers from 0 to 2**31 - 1, not -1"),
     (["--seeds=x"], "argument --seeds: expected comma-separated integers"),
+    (["--random_control=all"], "--random_control=all is invalid"),
     (["demo", "--splits=abc"], "--splits=abc: the demo trains on random splits"),
     (["demo", "--splits=0,natman"], "--splits=0,natman: the demo trains on random splits"),
 ])
@@ -288,11 +391,12 @@ def test_slurm_dependants_wait_for_their_own_base_task(tmp_path):
     assert len(calls) == 5
     bases, dependants = calls[0], calls[1:]
     assert all(f"array job {1001 + i}" in result.stdout for i in range(5))
-    # 2 splits x (2 bases + 7 random), and 2 x 56 - 1 finished transfer nets.
-    assert "--array=0-17" in bases
+    # 2 splits x 2 bases and the whole dataset's baseA and R1A..R7A; 2 x 56 - 1 finished
+    # transfer nets.
+    assert "--array=0-11" in bases
     assert not any(a.startswith("--dependency") for a in bases)
     base_tasks = Path(bases[-1]).read_text().splitlines()
-    assert len(base_tasks) == 18
+    assert len(base_tasks) == 12
     assert all("--source=none" in t or "--source=random" in t for t in base_tasks)
     waited = set()
     for call in dependants:
@@ -338,7 +442,8 @@ def test_slurm_dependants_of_finished_bases_start_at_once(tmp_path):
         env=env, capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     calls = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(calls) == 3  # bases (baseB + 7 random), baseA's dependants, baseB's dependants
+    # bases (baseB; baseA and 7 random on the whole dataset), baseA's dependants, baseB's
+    assert len(calls) == 3
     without = [c for c in calls[1:] if not any(a.startswith("--dependency") for a in c)]
     assert len(without) == 1
     assert all("--source=A" in t for t in Path(without[0][-1]).read_text().splitlines())

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from keras_transfer import report
-from keras_transfer.report import stats
+from keras_transfer.report import findings, stats
 from report_fixtures import write_run
 
 SPLITS = ("random:0", "random:1", "random:2")
@@ -105,6 +105,61 @@ def test_figure3_is_relative_to_the_base_of_each_pair(tmp_path):
     assert "dissimilar-split transfer (AnB)" not in lines
 
 
+def write_whole_control(workdir, seeds=(0, 1)):
+    """The paper's control on the whole dataset: per seed baseA and RnA = baseA - 0.03 n."""
+    for seed in seeds:
+        base = 0.80 + 0.01 * seed
+        write_run(workdir, source="none", target="A", n=0, split="whole", seed=seed,
+                  top1_final=base)
+        for n in range(1, 8):
+            write_run(workdir, source="random", target="A", n=n, split="whole", seed=seed,
+                      top1_final=base - 0.03 * n)
+
+
+def _section(text, heading):
+    return text.split(heading, 1)[1].split("\n## ", 1)[0]
+
+
+def test_whole_dataset_control_is_figure3s_random_line_and_leaves_the_main_series_alone(tmp_path):
+    write_grid(tmp_path)
+    before = report.make_report(tmp_path, tmp_path / "before", hparams=False)
+    main_runs = report.load_runs(tmp_path)[0]
+    write_whole_control(tmp_path)
+    after = report.make_report(tmp_path, tmp_path / "after", hparams=False)
+    df = report.load_runs(tmp_path)[0]
+    assert set(df.loc[df["split"] == "whole", "series"]) == {"whole"}
+
+    lines = report.figure3_series(df, "top1_final")
+    assert "random features (RnB)" not in lines  # the whole-dataset control takes its place
+    whole = lines["random features, whole dataset (RnA)"].set_index("n")
+    # RnA minus the baseA of its own seed, over the 2 seeds of the whole dataset.
+    assert whole.loc[2, "mean"] == pytest.approx(-0.06) and whole.loc[2, "count"] == 2
+    assert whole.loc[7, "mean"] == pytest.approx(-0.21) and whole.loc[7, "runs"] == 2
+
+    # The random-split series answers as before: findings, Table 1, figure 2, the glance table.
+    for measure in (findings.measure_findings, findings.measure_table1):
+        assert measure(df, "top1_final") == measure(main_runs, "top1_final")
+    assert after["files"]["figure2.png"].read_bytes() == before["files"]["figure2.png"].read_bytes()
+    text, old = (made["files"]["summary.md"].read_text() for made in (after, before))
+    for heading in ("## Findings", "## Table 1", "## At a glance", "## Random splits",
+                    "## Decomposition"):
+        assert _section(text, heading) == _section(old, heading)
+    # The control is reported with its base, in a section of its own.
+    whole_section = _section(text, "## Whole dataset")
+    assert "| base | 0 | 2 | 0.8050 ± 0.0635 (2)" in whole_section
+    assert "| random | 2 | 2 | 0.7450 ± 0.0635 (2)" in whole_section
+    assert "| 2 | -0.0600 [-0.0600, -0.0600] | 2 (2) |" in whole_section
+    assert "figure3.png" in after["files"]
+
+
+def test_without_whole_dataset_runs_figure3_keeps_the_rnb_line(tmp_path):
+    write_grid(tmp_path)
+    write_run(tmp_path, source="none", target="A", n=0, split="whole", top1_final=0.8)
+    lines = report.figure3_series(report.load_runs(tmp_path)[0], "top1_final")
+    assert "random features (RnB)" in lines
+    assert "random features, whole dataset (RnA)" not in lines
+
+
 def test_reference_overlay_changes_figure2(tmp_path):
     write_grid(tmp_path)
     plain = report.make_report(tmp_path, tmp_path / "plain", hparams=False)
@@ -140,6 +195,27 @@ def test_reduced_series(tmp_path):
     reduced = summary[summary["series"] == "reduced"].set_index("examples_per_class")
     assert reduced.loc[100, "top1_final_mean"] == pytest.approx(0.71)
     assert reduced.loc[10, "top1_final_runs"] == 2 and reduced.loc[10, "top1_final_count"] == 1
+
+
+def test_reduced_series_on_the_whole_dataset_is_apart_from_the_halves(tmp_path):
+    for epc, value in ((10, 0.5), (100, 0.7)):
+        write_run(tmp_path, source="none", target="A", n=0, split="whole",
+                  examples_per_class=epc, top1_final=value - 0.1)
+        for half in "AB":
+            write_run(tmp_path, source="none", target=half, n=0, examples_per_class=epc,
+                      top1_final=value)
+    write_run(tmp_path, source="none", target="A", n=0, split="whole", top1_final=0.8)
+    result = report.make_report(tmp_path, hparams=False)
+    assert result["files"]["reduced.png"].read_bytes().startswith(b"\x89PNG")
+    summary = report.summarize(report.load_runs(tmp_path)[0])
+    reduced = summary[summary["series"] == "reduced"].set_index(["data", "examples_per_class"])
+    assert reduced.loc[("whole dataset", 100), "top1_final_mean"] == pytest.approx(0.6)
+    assert reduced.loc[("whole dataset", 100), "top1_final_runs"] == 1
+    assert reduced.loc[("halves", 100), "top1_final_mean"] == pytest.approx(0.7)
+    assert reduced.loc[("halves", 100), "top1_final_runs"] == 2
+    text = result["files"]["summary.md"].read_text()
+    assert "| base (whole dataset) | 10 | 1 | 0.4000 (1)" in text
+    assert "| base (halves) | 10 | 2 | 0.5000 (1)" in text
 
 
 def test_rerun_replaces_the_report(tmp_path):

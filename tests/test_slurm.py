@@ -172,9 +172,11 @@ def test_the_grid_runs_on_slurm_in_order_a_failed_base_cancels_only_its_dependan
 
 
 def test_a_requeued_task_resumes_from_its_backup(tmp_path, cluster, data_dir):
-    # One net with no base (the random-features control R1B), long enough to requeue mid-way.
+    # One net with no base (the random-features control R1B on half B of the split, not the
+    # default whole-dataset control with its own baseA), long enough to requeue mid-way.
     (tmp_path / "data").symlink_to(data_dir)
-    out = _launch(tmp_path, cluster, "--backend=slurm", "--experiments=random", "--layers=1",
+    out = _launch(tmp_path, cluster, "--backend=slurm", "--experiments=random",
+                  "--random_control=half", "--layers=1",
                   f"--flagfile={REPO / 'flags' / 'smoke.flags'}", "--splits=0", *MAIN,
                   "--steps=1500", "--eval_every=100", "--histogram_every=1000")
     (job, _), = _submissions(out)

@@ -15,7 +15,8 @@ from keras_transfer import naming
 from keras_transfer.grid.cost import dry_run
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.local import run_local
-from keras_transfer.grid.nets import DEFAULT_EXPERIMENTS, EXPERIMENTS, enumerate_nets
+from keras_transfer.grid.nets import (DATA_CHOICES, DEFAULT_EXPERIMENTS, EXPERIMENTS,
+                                      WHOLE_SPLIT, check_choices, enumerate_nets)
 from keras_transfer.grid.plan import make_plan, resolve_preset, stale_nets
 from keras_transfer.grid.slurm import SlurmResources, submit_slurm
 
@@ -116,13 +117,28 @@ def parser() -> argparse.ArgumentParser:
                    help="halves that get the selffer nets (BnB, BnB+): default every --targets "
                         "half; B as in the paper, whose selffer nets were trained on one half "
                         "per split while the transfer nets ran in both directions")
+    p.add_argument("--random_control", default="whole", metavar="{" + ",".join(DATA_CHOICES) + "}",
+                   help="where the random-features control trains: whole (default, the "
+                        "paper's): per seed baseA and R1A..R7A on the whole dataset, data_prep's "
+                        "--split=whole; half: R1B..R7B on half B of each --random_splits split, "
+                        "against baseB")
     p.add_argument("--random_splits", type=_split_list, default=None,
-                   help="splits that get the random-features control RnB (default: every "
+                   help="--random_control=half: the splits that get RnB (default: every "
                         "--splits split), e.g. 0")
     p.add_argument("--layers", type=_int_list, default=list(range(1, naming.MAX_N + 1)),
                    help="values of n (layers copied), default 1,...,7")
     p.add_argument("--reduced_examples", type=_int_list, default=[],
                    help="examples per class of the reduced-volume base nets, e.g. 10,100,1000")
+    p.add_argument("--reduced_data", default="whole", metavar="{" + ",".join(DATA_CHOICES) + "}",
+                   help="where the reduced-volume base nets train: whole (default, the "
+                        "paper's): baseA on the whole dataset per seed (data_prep --split=whole "
+                        "--examples_per_class=N); half: baseA and baseB on each split's halves")
+    p.add_argument("--reduced_steps", type=int, default=0,
+                   help="main's --steps for the reduced-volume nets alone (the paper gave them "
+                        "a schedule of their own); 0 (default): the same as every net")
+    p.add_argument("--reduced_lr_step", type=int, default=0,
+                   help="main's --lr_step for the reduced-volume nets alone; 0 (default): the "
+                        "same as every net")
     p.add_argument("--flagfile", default=None, help="main's preset, e.g. flags/fashion_mnist.flags")
     p.add_argument("--workdir", default=None, help="root of the run directories (default: the preset's)")
     p.add_argument("--dry_run", action="store_true",
@@ -168,10 +184,21 @@ def main(argv=None, out=sys.stdout) -> int:
                                              or not set(args.selffer_targets) <= set(args.targets)):
         raise GridError(f"--selffer_targets must be among --targets ({','.join(args.targets)}), "
                         f"not {','.join(args.selffer_targets) or 'empty'}")
+    check_choices(random_control=args.random_control, reduced_data=args.reduced_data,
+                  reduced_steps=args.reduced_steps, reduced_lr_step=args.reduced_lr_step)
+    if WHOLE_SPLIT in args.splits:
+        raise GridError(f"--splits={WHOLE_SPLIT}: that split has no half B to transfer to; the "
+                        "grid trains its whole-dataset nets itself (--random_control=whole, "
+                        "--reduced_data=whole)")
     if args.random_splits is not None and (not args.random_splits
                                            or not set(args.random_splits) <= set(args.splits)):
         raise GridError(f"--random_splits must be among --splits ({','.join(args.splits)}), "
                         f"not {','.join(args.random_splits) or 'empty'}")
+    if args.random_splits is not None and args.random_control != "half":
+        raise GridError(f"--random_splits chooses the splits of --random_control=half; the "
+                        f"--random_control={args.random_control} control trains on the whole "
+                        "dataset, not on splits: add --random_control=half or drop "
+                        "--random_splits")
     if bad_layers or not args.layers:
         raise GridError(f"--layers must be values of n in 1..{naming.MAX_N}, not {bad_layers or 'empty'}")
     if not args.splits or not args.seeds:
@@ -190,7 +217,9 @@ def main(argv=None, out=sys.stdout) -> int:
     nets = enumerate_nets(dataset=preset.dataset, splits=args.splits, seeds=args.seeds,
                           experiments=args.experiments, targets=args.targets, n_values=args.layers,
                           reduced_examples=args.reduced_examples,
-                          selffer_targets=args.selffer_targets, random_splits=args.random_splits)
+                          selffer_targets=args.selffer_targets, random_splits=args.random_splits,
+                          random_control=args.random_control, reduced_data=args.reduced_data,
+                          reduced_steps=args.reduced_steps, reduced_lr_step=args.reduced_lr_step)
     jobs = args.jobs or (available_cores() if args.backend == "local" else 0)
     threads = max(1, available_cores() // jobs) if args.backend == "local" and jobs > 1 else 0
     if args.pack is not None and args.pack < 1:

@@ -19,9 +19,11 @@ TRAIN_FLOPS_PER_MULTIPLY_ADD = 3 * 2  # forward + backward (about 2x forward); 2
 
 
 def images_per_net(preset, plan: Plan, net: PlannedNet) -> float | None:
-    """Training images one net sees: steps x batch, or epochs x the target half's training count."""
-    if preset.steps > 0:
-        return float(preset.steps * preset.batch_size)
+    """Training images one net sees: steps x batch (the net's own steps, else the preset's), or
+    epochs x the target half's training count."""
+    steps = net.steps or preset.steps
+    if steps > 0:
+        return float(steps * preset.batch_size)
     manifest = layout.manifest_path(plan.data_dir, plan.dataset, net.split_dir, net.target)
     if not manifest.is_file():
         return None

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 
+from data_prep.splits import WHOLE as WHOLE_SPLIT  # the split of every class, in half A
 from keras_transfer import naming
 from keras_transfer.grid.errors import GridError
 
 EXPERIMENTS = ("transfer", "random", "dissimilar", "reduced")
 DEFAULT_EXPERIMENTS = ("transfer", "random")
+# Where the random-features control and the reduced-volume base nets train: `whole`, the
+# paper's, on the whole dataset (data_prep's split `whole`, every class in half A) against a
+# whole-dataset baseA; `half`, on the halves of the class splits (RnB against baseB; baseA and
+# baseB per examples-per-class value).
+DATA_CHOICES = ("whole", "half")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +33,10 @@ class PlannedNet(naming.NetIdentity):
     n: int
     finetune: bool
     examples_per_class: int = 0
+    # Main's --steps and --lr_step for this net alone (0: the preset's), for a series with a
+    # solver of its own (the paper's reduced-volume nets).
+    steps: int = 0
+    lr_step: int = 0
 
     @property
     def key(self) -> tuple:
@@ -38,8 +48,9 @@ class PlannedNet(naming.NetIdentity):
 
     @property
     def pack_key(self) -> tuple:
-        """Nets with equal keys can train as one pack: same data stream, same seed."""
-        return (self.split, self.split_dir, self.seed, self.target, self.examples_per_class)
+        """Nets with equal keys can train as one pack: same data stream, seed and solver."""
+        return (self.split, self.split_dir, self.seed, self.target, self.examples_per_class,
+                self.steps, self.lr_step)
 
     @property
     def needs(self) -> tuple:
@@ -53,8 +64,17 @@ class PlannedNet(naming.NetIdentity):
                  f"--target={self.target}", f"--n={self.n}"]
         if self.finetune:
             flags.append("--finetune")
+        return flags + self.shared_flags()
+
+    def shared_flags(self) -> list[str]:
+        """The flags besides --split and --seed that every net of its pack shares."""
+        flags = []
         if self.examples_per_class:
             flags.append(f"--examples_per_class={self.examples_per_class}")
+        if self.steps:
+            flags.append(f"--steps={self.steps}")
+        if self.lr_step:
+            flags.append(f"--lr_step={self.lr_step}")
         return flags
 
 
@@ -81,19 +101,41 @@ def transfer_set(experiment, split, seed, targets, n_values, epc=0,
     return nets
 
 
+def check_choices(*, random_control: str, reduced_data: str, reduced_steps: int,
+                  reduced_lr_step: int) -> None:
+    """GridError naming the first option of the random and reduced series that is invalid."""
+    for option, value in (("random_control", random_control), ("reduced_data", reduced_data)):
+        if value not in DATA_CHOICES:
+            raise GridError(f"--{option}={value} is invalid: use whole (the paper's: the whole "
+                            "dataset, data_prep's --split=whole) or half (the halves of each "
+                            "class split)")
+    for option, value in (("reduced_steps", reduced_steps), ("reduced_lr_step", reduced_lr_step)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise GridError(f"--{option}={value} is invalid: give a whole number of steps, or 0 "
+                            "for main's own")
+
+
 def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMENTS,
                    targets=naming.HALVES, n_values=range(1, naming.MAX_N + 1),
-                   reduced_examples=(), selffer_targets=None,
-                   random_splits=None) -> list[PlannedNet]:
+                   reduced_examples=(), selffer_targets=None, random_splits=None,
+                   random_control="whole", reduced_data="whole", reduced_steps=0,
+                   reduced_lr_step=0) -> list[PlannedNet]:
     """Every net of the requested experiments, bases first, each net listed once.
 
     transfer: per split and seed, baseA, baseB and for each n BnB, BnB+, AnB, AnB+ (and, for
     target A, AnA, AnA+, BnA, BnA+): 2 + 28 + 28 nets; `selffer_targets` (default: every
     target) limits the selffer nets to some halves, e.g. B only as in the paper (2 + 28 + 14).
-    random: the random-features control R nB (target B only, as in the paper): 7 nets per split
-    of `random_splits` (default: every split). dissimilar: the transfer set on the dataset's
-    dissimilar split, per seed. reduced: baseA and baseB per examples-per-class value.
+    random: the random-features control. `random_control="whole"` (the paper's): per seed,
+    baseA on the whole dataset (split `whole`) and R nA there, 1 + 7 nets, compared with that
+    base in the report; "half": R nB on half B against baseB, 7 nets per split of
+    `random_splits` (default: every split). dissimilar: the transfer set on the dataset's
+    dissimilar split, per seed. reduced: base nets per examples-per-class value, trained with
+    main's --steps and --lr_step, or `reduced_steps` and `reduced_lr_step` where not 0;
+    `reduced_data="whole"` (the paper's): baseA on the whole dataset per seed; "half": baseA
+    and baseB per split and seed.
     """
+    check_choices(random_control=random_control, reduced_data=reduced_data,
+                  reduced_steps=reduced_steps, reduced_lr_step=reduced_lr_step)
     selffer_targets = tuple(targets if selffer_targets is None else selffer_targets)
     random_splits = list(splits if random_splits is None else random_splits)
     unknown = sorted(set(experiments) - set(EXPERIMENTS))
@@ -102,21 +144,31 @@ def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMEN
     if "reduced" in experiments and not reduced_examples:
         raise GridError("--experiments=reduced needs --reduced_examples=N1,N2,... "
                         "(training examples per class of each reduced base net)")
+
+    def reduced_bases(split, seed, halves):
+        return [PlannedNet("reduced", split, naming.split_dir(split, epc), seed, "none", h, 0,
+                           False, epc, reduced_steps, reduced_lr_step)
+                for epc in reduced_examples for h in halves]
+
     nets: list[PlannedNet] = []
     for split in splits:
         for seed in seeds:
             if "transfer" in experiments:
                 nets += transfer_set("transfer", split, seed, targets, n_values,
                                      selffer_targets=selffer_targets)
-            if "random" in experiments and split in random_splits:
+            if "random" in experiments and random_control == "half" and split in random_splits:
                 sd = naming.split_dir(split)
                 nets += [PlannedNet("random", split, sd, seed, "random", "B", n, False)
                          for n in n_values]
-            if "reduced" in experiments:
-                for epc in reduced_examples:
-                    sd = naming.split_dir(split, epc)
-                    nets += [PlannedNet("reduced", split, sd, seed, "none", h, 0, False, epc)
-                             for h in naming.HALVES]
+            if "reduced" in experiments and reduced_data == "half":
+                nets += reduced_bases(split, seed, naming.HALVES)
+    for seed in seeds:  # the whole dataset is one task: its nets are per seed, not per split
+        if "random" in experiments and random_control == "whole":
+            sd = naming.split_dir(WHOLE_SPLIT)
+            nets += [PlannedNet("random", WHOLE_SPLIT, sd, seed, source, "A", n, False)
+                     for source, n in (("none", 0), *(("random", n) for n in n_values))]
+        if "reduced" in experiments and reduced_data == "whole":
+            nets += reduced_bases(WHOLE_SPLIT, seed, ("A",))
     if "dissimilar" in experiments:
         for seed in seeds:
             nets += transfer_set("dissimilar", dissimilar_split(dataset), seed, targets, n_values,

@@ -84,9 +84,7 @@ class Plan:
         else:
             first = pack[0]
             cmd += [f"--split={first.split}", f"--seed={first.seed}",
-                    f"--nets={','.join(net.name for net in pack)}"]
-            if first.examples_per_class:
-                cmd.append(f"--examples_per_class={first.examples_per_class}")
+                    f"--nets={','.join(net.name for net in pack)}", *first.shared_flags()]
         if self.threads and not any(a.lstrip("-").startswith("threads") for a in self.extra_flags):
             cmd.append(f"--threads={self.threads}")
         if len(pack) == 1 and pack[0].key in self.retrain:
@@ -149,6 +147,7 @@ def stale_nets(plan: Plan, preset) -> dict:
         config = dataclasses.replace(
             preset, split=net.split, seed=net.seed, source=net.source, target=net.target, n=net.n,
             finetune=net.finetune, examples_per_class=net.examples_per_class,
+            steps=net.steps or preset.steps, lr_step=net.lr_step or preset.lr_step,
             workdir=plan.workdir)
         try:
             target_manifest = manifest_lib.load_manifest(config.half_dir(net.target))

@@ -4,7 +4,8 @@
 result.json and config.json files under WORKDIR and writes, into WORKDIR/report by default:
 results.csv (one row per run); summary.md: the paper's four findings, each with its effect, 95%
 CI and a verdict, the paper's Table 1, whether the base nets converged, per condition and n the
-mean top-1 with its CI, and the decomposition per n; figure2.png, figure3.png and reduced.png
+mean top-1 with its CI (the whole-dataset random-features control beside its baseA, where it
+was trained), and the decomposition per n; figure2.png, figure3.png and reduced.png
 when their runs exist; and hparams/ (each run's hparams for TensorBoard's HParams dashboard).
 Conditions that have no runs are left out with a note.
 

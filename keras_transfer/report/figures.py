@@ -9,6 +9,7 @@ import pandas as pd
 
 from keras_transfer.metrics import TOP1
 from keras_transfer.outputs import pyplot
+from keras_transfer.report.runs import is_whole
 from keras_transfer.report.tables import relative_by_n
 
 # Figure 2 of the paper: condition -> (label, colour, marker); white circles for the base nets,
@@ -82,13 +83,25 @@ def figure2(df: pd.DataFrame, path: Path, metric: str, reference: dict | None) -
     return notes
 
 
+RANDOM_WHOLE = "random features, whole dataset (RnA)"
+RANDOM_HALF = "random features (RnB)"
+FIGURE3_COLOURS = {"random-split transfer (AnB)": "#d62728",
+                   "dissimilar-split transfer (AnB)": "#7b3294",
+                   RANDOM_WHOLE: "#555555", RANDOM_HALF: "#555555"}
+
+
 def figure3_series(df: pd.DataFrame, metric: str) -> dict:
-    """label -> table of per-n relative top-1 (run minus its base), for the lines of figure 3."""
+    """label -> table of per-n relative top-1 (run minus its base), for the lines of figure 3.
+    The random-features line is the paper's, RnA against baseA on the whole dataset, where
+    such runs exist; else RnB against baseB on the halves of the random splits."""
     lines = {}
     specs = (("random-split transfer (AnB)", "main", "transfer"),
              ("dissimilar-split transfer (AnB)", "dissimilar", "transfer"),
-             ("random features (RnB)", "main", "random"))
+             (RANDOM_WHOLE, "whole", "random"),
+             (RANDOM_HALF, "main", "random"))
     for label, series, cond in specs:
+        if label == RANDOM_HALF and RANDOM_WHOLE in lines:
+            continue
         table = relative_by_n(df, cond, "base", metric, series=series)
         if not table.empty:
             lines[label] = table
@@ -98,9 +111,7 @@ def figure3_series(df: pd.DataFrame, metric: str) -> dict:
 def figure3(df: pd.DataFrame, path: Path, metric: str) -> list[str]:
     plt = pyplot()
     lines = figure3_series(df, metric)
-    colours = {"random-split transfer (AnB)": "#d62728",
-               "dissimilar-split transfer (AnB)": "#7b3294",
-               "random features (RnB)": "#555555"}
+    colours = FIGURE3_COLOURS
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for label, table in lines.items():
         ax.errorbar(table["n"], table["mean"], yerr=table["ci95"].fillna(0), marker="o", capsize=3,
@@ -115,23 +126,39 @@ def figure3(df: pd.DataFrame, path: Path, metric: str) -> list[str]:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return [f"figure3: no {label} runs, left out" for label in colours if label not in lines]
+    notes = [f"figure3: no {label} runs, left out" for label in list(colours)[:2]
+             if label not in lines]
+    if RANDOM_WHOLE not in lines and RANDOM_HALF not in lines:
+        notes.append("figure3: no random-features runs (RnA on the whole dataset, or RnB) with "
+                     "their base, left out")
+    return notes
 
 
 def reduced_figure(df: pd.DataFrame, path: Path, metric: str) -> None:
+    """Top-1 of the reduced-volume base nets against their examples per class: those trained on
+    the whole dataset (the paper's) and those on the halves of a split, each with its mean and
+    the level of its base nets trained on every example."""
     plt = pyplot()
     reduced = df[(df["series"] == "reduced") & (df["condition"] == "base")]
-    full = df[(df["series"] == "main") & (df["condition"] == "base")]
+    whole = reduced["split"].map(is_whole).astype(bool)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for half, marker in (("A", "o"), ("B", "s")):
-        rows = reduced[reduced["target"] == half]
-        ax.scatter(rows["examples_per_class"], rows[metric], marker=marker, facecolors="white",
-                   edgecolors="black", label=f"base{half} runs", zorder=3)
-    means = reduced.groupby("examples_per_class")[metric].mean()
-    ax.plot(means.index, means.values, color="#1f4fd1", linewidth=2, label="mean")
-    if not full.empty:
-        ax.axhline(full[metric].mean(), color="black", linestyle="--", linewidth=1,
-                   label="all training examples")
+    groups = (("whole dataset", reduced[whole], "whole", "#2ca02c"),
+              ("halves", reduced[~whole], "main", "#1f4fd1"))
+    for data, rows, full_series, colour in groups:
+        if rows.empty:
+            continue
+        for half, marker in (("A", "^" if data == "whole dataset" else "o"), ("B", "s")):
+            mine = rows[rows["target"] == half]
+            if not mine.empty:
+                ax.scatter(mine["examples_per_class"], mine[metric], marker=marker,
+                           facecolors="white", edgecolors="black", label=f"base{half} runs, {data}",
+                           zorder=3)
+        means = rows.groupby("examples_per_class")[metric].mean()
+        ax.plot(means.index, means.values, color=colour, linewidth=2, label=f"mean, {data}")
+        full = df[(df["series"] == full_series) & (df["condition"] == "base")]
+        if not full.empty:
+            ax.axhline(full[metric].mean(), color=colour, linestyle="--", linewidth=1,
+                       label=f"all training examples, {data}")
     ax.set_xscale("log")
     ax.set_xlabel("training examples per class")
     ax.set_ylabel(f"top-1 ({TOP1[metric]})")

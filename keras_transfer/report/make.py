@@ -45,13 +45,16 @@ def make_report(workdir, out=None, *, reference: str | None = None, dataset: str
     written = {}
     try:
         all_runs.to_csv(staging / "results.csv", index=False)
-        figure_notes = figure2(df, staging / "figure2.png", metric,
-                               REFERENCES[reference] if reference else None)
+        if "main" in set(df["series"]):
+            figure_notes = figure2(df, staging / "figure2.png", metric,
+                                   REFERENCES[reference] if reference else None)
+        else:
+            figure_notes = ["figure2.png: no random-split runs (--experiments=transfer)"]
         if set(df["condition"]) & {"random"} or "dissimilar" in set(df["series"]):
             figure_notes += figure3(df, staging / "figure3.png", metric)
         else:
-            figure_notes.append("figure3: needs random-features (RnB) or dissimilar-split runs; "
-                                "none yet")
+            figure_notes.append("figure3: needs random-features (RnA on the whole dataset, or "
+                                "RnB) or dissimilar-split runs; none yet")
         if "reduced" in set(df["series"]):
             reduced_figure(df, staging / "reduced.png", metric)
         else:

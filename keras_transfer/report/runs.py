@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from data_prep.splits import WHOLE
 from keras_transfer import metrics, naming
 from keras_transfer.metrics import TOP1
 from keras_transfer.run_records import DIVERGED
@@ -29,12 +30,21 @@ class ReportError(Exception):
     """The report cannot be made from this WORKDIR; the message says why and what to do."""
 
 
+def is_whole(split) -> bool:
+    """Whether a run trained on the whole dataset (data_prep's split `whole`, every class)."""
+    return str(split) == WHOLE
+
+
 def series_of(split: str, examples_per_class) -> str:
-    """Which experiment a run belongs to: the main random-split series, dissimilar, or reduced."""
+    """Which experiment a run belongs to: the main random-split series, dissimilar, reduced
+    (on halves or on the whole dataset), or whole (the whole dataset with every example: the
+    paper's random-features control and its base)."""
     if examples_per_class and not pd.isna(examples_per_class):
         return "reduced"
     if str(split) in DISSIMILAR_SPLITS:
         return "dissimilar"
+    if is_whole(split):
+        return "whole"
     return "main"
 
 

@@ -12,7 +12,7 @@ from keras_transfer import metrics, naming
 from keras_transfer.metrics import TOP1
 from keras_transfer.report import findings, stats
 from keras_transfer.report.runs import CONVERGED_EVALUATIONS, CONVERGED_SPAN
-from keras_transfer.report.tables import DECOMPOSITION, decomposition
+from keras_transfer.report.tables import DECOMPOSITION, decomposition, relative_by_n
 
 
 def _cell(mean, ci, count) -> str:
@@ -120,6 +120,23 @@ def glance_table(df: pd.DataFrame, metric: str) -> list[str]:
     return lines + [""]
 
 
+def whole_control_section(df: pd.DataFrame, metric: str) -> list[str]:
+    """The paper's random-features control: RnA on the whole dataset against baseA there,
+    per n (figure 3's line)."""
+    table = relative_by_n(df, "random", "base", metric, series="whole")
+    if table.empty:
+        return []
+    lines = ["The paper's random-features control (its section 4.3): nets of every class with "
+             "layers 1..n random and frozen (RnA), against baseA trained on the whole dataset. "
+             f"Top-1 ({TOP1[metric]}) of RnA minus its baseA's, with its 95% CI over seeds "
+             "(the whole dataset is one split):", "",
+             "| n | RnA − baseA [95% CI] | seeds (runs) |", "|---|---|---|"]
+    for _, row in table.iterrows():
+        lines.append(f"| {int(row['n'])} | {_interval(row)} | {int(row['count'])} "
+                     f"({int(row['runs'])}) |")
+    return lines + [""]
+
+
 def prediction_section(path: Path) -> str:
     """The CKA-vs-transfer panel of `python -m keras_transfer.analyze predict`, when it has run."""
     lines = ["## Predicting transfer from layer similarity", ""]
@@ -155,9 +172,10 @@ def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: li
     lines += table1_section(df, metric)
     lines += convergence_section(df)
     lines += glance_table(df, metric)
-    titles = {"main": "Random splits", "dissimilar": "Dissimilar split",
-              "reduced": "Reduced volume (base nets)"}
-    for series in ("main", "dissimilar", "reduced"):
+    titles = {"main": "Random splits",
+              "whole": "Whole dataset (the random-features control and its base)",
+              "dissimilar": "Dissimilar split", "reduced": "Reduced volume (base nets)"}
+    for series in ("main", "whole", "dissimilar", "reduced"):
         part = summary[summary["series"] == series]
         if part.empty:
             continue
@@ -169,11 +187,14 @@ def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: li
                   "|---|---|---|---|---|---|"]
         for _, r in part.iterrows():
             key = int(r["examples_per_class"]) if series == "reduced" else int(r["n"])
+            condition = f"base ({r['data']})" if series == "reduced" else r["condition"]
             final, best = (_cell(r[f"{m}_mean"], r[f"{m}_ci95"], r[f"{m}_count"])
                            for m in ("top1_final", "top1_best_fraction"))
-            lines.append(f"| {r['condition']} | {key} | {int(r['top1_final_runs'])} | {final} | "
+            lines.append(f"| {condition} | {key} | {int(r['top1_final_runs'])} | {final} | "
                          f"{_std(r['top1_final_std'])} | {best} |")
         lines.append("")
+        if series == "whole":
+            lines += whole_control_section(df, metric)
     table = decomposition(df, metric)
     if not table.empty:
         lines += [f"## Decomposition per n (top-1 {TOP1[metric]})", "",

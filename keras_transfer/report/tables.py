@@ -9,6 +9,7 @@ import pandas as pd
 from keras_transfer import naming
 from keras_transfer.metrics import TOP1
 from keras_transfer.report import findings, stats
+from keras_transfer.report.runs import is_whole
 
 # The decomposition of the paper's section 4.1, per n, on accuracy relative to each net's base.
 DECOMPOSITION = (
@@ -30,14 +31,18 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
     for (series, cond, n), group in df[df["series"] != "reduced"].groupby(
             ["series", "condition", "n"], sort=True):
         rows.append(add({"series": series, "condition": cond, "n": n}, group))
-    # The reduced series is one row per examples-per-class value.
-    for epc, group in df[df["series"] == "reduced"].groupby("examples_per_class"):
-        rows.append(add({"series": "reduced", "condition": "base", "n": 0,
+    # The reduced series is one row per examples-per-class value and data: the whole dataset
+    # (the paper's, baseA of every class) or the halves of the splits; the two are other tasks.
+    reduced = df[df["series"] == "reduced"]
+    data = reduced["split"].map(lambda split: "whole dataset" if is_whole(split) else "halves")
+    for (kind, epc), group in reduced.groupby([data, "examples_per_class"], sort=True):
+        rows.append(add({"series": "reduced", "condition": "base", "n": 0, "data": kind,
                          "examples_per_class": int(epc)}, group))
     table = pd.DataFrame(rows)
     order = {cond: i for i, cond in enumerate(naming.CONDITIONS)}
     table["_order"] = table["condition"].map(order)
-    table = table.sort_values(["series", "_order", "n"]).drop(columns="_order")
+    keys = ["series", "_order", "n"] + [k for k in ("data", "examples_per_class") if k in table]
+    table = table.sort_values(keys, kind="stable").drop(columns="_order")
     return table.reset_index(drop=True)
 
 
