@@ -170,7 +170,7 @@ def _select(src, split, labels, halves, examples_per_class):
     chosen = {}
     for h in halves.names:
         keep = []
-        classes = halves.A if h == "A" else halves.B
+        classes = halves.classes(h)
         for c in classes:
             where = np.flatnonzero(labels == c)
             if examples_per_class is not None:
@@ -234,7 +234,7 @@ def _write_shards(src, labels, selection, halves, target, tmp, num_workers, prog
     if num_workers is None:
         num_workers = 1 if total < SMALL_JOB else len(os.sched_getaffinity(0))
     names = halves.names
-    lut = {h: {int(c): k for k, c in enumerate(halves.A if h == "A" else halves.B)}
+    lut = {h: {int(c): k for k, c in enumerate(halves.classes(h))}
            for h in names}
     result = {h: {"writers": {}, "sum": None} for h in names}
     bar = _progress_bar(total, progress)

@@ -67,6 +67,10 @@ class Halves:
     A: tuple[int, ...]
     B: tuple[int, ...]
 
+    def classes(self, half: str) -> tuple[int, ...]:
+        """The original class indices of half "A" or "B"."""
+        return {"A": self.A, "B": self.B}[half]
+
     @property
     def names(self) -> tuple[str, ...]:
         """The halves this split has: ("A", "B"), or ("A",) for the whole dataset."""
