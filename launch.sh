@@ -19,6 +19,9 @@ Usage:
       first split (the demo prepares only random splits; the grid's default control, the
       paper's, trains baseA and R nA on the whole dataset: --random_control=whole after
       `python -m data_prep --split=whole`). Re-running it resumes: finished nets are skipped.
+      --model=NAME trains another network the same way (main's --model, e.g. resnet_small:
+      batch normalisation and residual blocks, n = 1..5 cut points) into runs_NAME/, with its
+      report in runs_NAME/report/.
 
   ./launch.sh [--backend=local|slurm] [--jobs=N] [--splits=0,1] [--seeds=0] [--dry_run]
               [--flagfile=F] [--experiments=transfer,random,dissimilar,reduced] ... [-- flags for main]
@@ -49,6 +52,25 @@ demo() {
         fi ;;
     esac
   done
+  # --model=NAME is main's flag: it goes after `--`, and the nets into a folder of their own
+  # (a report or a CKA prediction covers the nets of one network).
+  local model="" own=() main=() seen_dashes=0
+  for arg in "$@"; do
+    if [ "$seen_dashes" = 1 ]; then
+      case "$arg" in --model=*) model=${arg#--model=} ;; *) main+=("$arg") ;; esac
+    elif [ "$arg" = "--" ]; then
+      seen_dashes=1
+    else
+      case "$arg" in --model=*) model=${arg#--model=} ;; *) own+=("$arg") ;; esac
+    fi
+  done
+  local runs=runs
+  if [ -n "$model" ]; then
+    main+=("--model=$model")
+    [ "$model" = small ] || runs=runs_$model
+  fi
+  set -- "${own[@]}"
+  [ ${#main[@]} -eq 0 ] || set -- "$@" -- "${main[@]}"
   cd "$repo"
   ./bootstrap.sh
   python=.venv/bin/python
@@ -66,7 +88,7 @@ demo() {
   for arg in "$@"; do
     case "$arg" in --random_control=*) random=() ;; esac
   done
-  local grid=(--flagfile=flags/fashion_mnist.flags --workdir=runs --splits="$splits" --seeds=0
+  local grid=(--flagfile=flags/fashion_mnist.flags --workdir="$runs" --splits="$splits" --seeds=0
               --experiments=transfer --targets=A,B --selffer_targets=B "${random[@]}" "$@")
   # Every other option (--seeds, --layers, --jobs, flags for main, ...) is checked before any
   # data is prepared: a typo stops the demo at once (exit 2), not after the data preparation.
@@ -83,19 +105,19 @@ demo() {
   "$python" -m keras_transfer.grid "${grid[@]}" || status=$?
   # Beyond the paper: per-layer CKA of the two bases against the measured transfer drop, and
   # their conv1 filters. Optional extras: a failure here does not fail the demo.
-  "$python" -m keras_transfer.analyze predict runs || echo "[demo] analyze predict failed; see above"
-  "$python" -m keras_transfer.analyze filters "runs/fashion_mnist/random_${splits%%,*}/seed0/base"{A,B} \
+  "$python" -m keras_transfer.analyze predict "$runs" || echo "[demo] analyze predict failed; see above"
+  "$python" -m keras_transfer.analyze filters "$runs/fashion_mnist/random_${splits%%,*}/seed0/base"{A,B} \
       || echo "[demo] analyze filters failed; see above"
   # The report is written even when some nets failed: it leaves missing ones out with a note.
   # It comes last so its summary.md includes the CKA prediction.
-  "$python" -m keras_transfer.report runs
+  "$python" -m keras_transfer.report "$runs"
   echo
   # The findings of summary.md: its heading down to the next section.
-  sed -n '/^## Findings/,/^## /p' runs/report/summary.md | sed '$d'
-  echo "[demo] figure:  $repo/runs/report/figure2.png"
-  echo "[demo] table:   $repo/runs/report/summary.md"
-  echo "[demo] CKA vs transfer drop: $repo/runs/report/predict.png"
-  echo "[demo] training curves: $repo/.venv/bin/tensorboard --logdir $repo/runs"
+  sed -n '/^## Findings/,/^## /p' "$runs/report/summary.md" | sed '$d'
+  echo "[demo] figure:  $repo/$runs/report/figure2.png"
+  echo "[demo] table:   $repo/$runs/report/summary.md"
+  echo "[demo] CKA vs transfer drop: $repo/$runs/report/predict.png"
+  echo "[demo] training curves: $repo/.venv/bin/tensorboard --logdir $repo/$runs"
   return $status
 }
 

@@ -1,7 +1,8 @@
 """How fast this machine trains the project's nets: `python -m keras_transfer.bench`.
 
 Prints training images/s of CaffeNet at 227 px and of the small model at 28 px (float32 and
-mixed bfloat16), the split-group convolution against Keras `Conv2D(groups=2)`, CaffeNet's
+mixed bfloat16), the split-group convolution against Keras `Conv2D(groups=2)`, the fused batch
+normalisation against Keras' (resnet_small's step), CaffeNet's
 achieved GFLOP/s as a fraction of a float32 matmul timed after each of its steps, and the input
 pipeline's images/s alone (with --data_dir). A command, not a test: the figures depend on the
 machine and on whatever else runs on it.
@@ -24,7 +25,7 @@ from absl import app, flags
 
 from data_prep import layout
 
-BENCHMARKS = ("matmul", "caffenet", "small", "groups", "pipeline", "grid")
+BENCHMARKS = ("matmul", "caffenet", "small", "groups", "batchnorm", "pipeline", "grid")
 DEFAULT_BENCHMARKS = BENCHMARKS[:-1]  # the grid trains 37 nets several times: ask for it
 # The project's speed goals: CaffeNet's float32 training GFLOP/s as a fraction of a float32
 # matmul's on the same machine, and the input pipeline (cached epochs) over the small model's
@@ -181,6 +182,20 @@ def group_conv_step_times(batch_size, steps):
     return times
 
 
+def batch_norm_step_times(input_size, batch_size, steps):
+    """Seconds per training step of resnet_small with layers.FusedBatchNormalization and with
+    Keras' BatchNormalization, timed in alternation so the machine's load moves both alike."""
+    from keras_transfer.models.resnet_small import resnet_small
+    nets = {label: resnet_small(5, (input_size, input_size, 1), seed=0, fused_batch_norm=fused)
+            for label, fused in (("fused", True), ("keras", False))}
+    times = {label: [] for label in nets}
+    for _ in range(3):
+        for label, model in nets.items():
+            times[label] += training_step_seconds(model, batch_size, max(1, steps // 3),
+                                                  _WARMUP.value, _XLA.value)
+    return {label: float(np.median(seconds)) for label, seconds in times.items()}
+
+
 def input_pipeline_images_per_sec(half_dir, batch_size, steps):
     """(first epoch, later epochs) images/s of the training input pipeline alone, or None.
 
@@ -277,6 +292,13 @@ def main(argv):
         print(f"caffenet conv2 train step, batch {min(caffenet_batches)}: SplitGroupConv2D "
               f"{split * 1e3:.1f} ms, Conv2D(groups=2) {grouped * 1e3:.1f} ms "
               f"({grouped / split:.1f}x slower)")
+
+    if "batchnorm" in run:
+        size = _SMALL_SIZE.value
+        times = batch_norm_step_times(size, _SMALL_BATCH.value, 10 * steps)
+        print(f"resnet_small {size}px train step, batch {_SMALL_BATCH.value}: "
+              f"FusedBatchNormalization {times['fused'] * 1e3:.1f} ms, Keras BatchNormalization "
+              f"{times['keras'] * 1e3:.1f} ms ({times['keras'] / times['fused']:.1f}x slower)")
 
     pipeline_rate = None
     if "pipeline" in run:

@@ -15,7 +15,7 @@ from pathlib import Path
 from absl import flags
 
 from data_prep import layout
-from keras_transfer import naming
+from keras_transfer import models, naming
 
 
 class ConfigError(Exception):
@@ -57,11 +57,13 @@ class Config(naming.NetIdentity):
                         "net's weights), random (fresh random weights, frozen: the random-features "
                         "control).", choices=naming.SOURCES)
     target: str = _flag("B", "The half this net is trained on.", choices=naming.HALVES)
-    n: int = _flag(0, "Number of layers copied (1..7: conv1..fc7); 0 trains a base net.")
+    n: int = _flag(0, "Number of cut points copied (1..k: conv1..fc7 for caffenet and small, "
+                   "k = 7; see --model); 0 trains a base net.")
     finetune: bool = _flag(False, "Fine-tune the copied layers (AnB+) instead of freezing them "
                            "(AnB).")
-    model: str = _flag("small", "caffenet: the paper's 227 px network; small: the same 8 layers "
-                       "for 28-64 px.", choices=("caffenet", "small"))
+    model: str = _flag("small", "The network: " + "; ".join(
+        f"{name}: {models.get(name).about} (k = {models.get(name).max_n})"
+        for name in models.NAMES) + ".", choices=models.NAMES)
     fc8_outputs: int = _flag(0, "Width of fc8; 0 means the number of classes of the target half "
                              "(the authors' code used 1000 even for 500-class halves).",
                              allowed=NON_NEGATIVE)

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from data_prep import manifest as manifest_lib
 from data_prep import records
+from keras_transfer import models
 
 SPLITS = ("train", "validation")
 _SHUFFLE_BUFFER = 10_000
@@ -52,16 +53,15 @@ def shard_paths(half_dir, manifest: dict, split: str) -> list[str]:
 
 
 def default_crop(model_name: str, image_size: int) -> int:
-    """227 from 256 for caffenet (the paper's crop); a few pixels less than the image otherwise."""
-    if model_name == "caffenet":
-        return 227
-    return image_size - 2
+    """The network's paper-scale crop (227 for caffenet, the paper's; 224 for the Keras
+    applications); a few pixels less than the image for the networks of small images."""
+    return models.get(model_name).crop_of_256 or image_size - 2
 
 
 def input_scale(model_name: str) -> float:
-    """Factor applied after mean subtraction: Caffe feeds CaffeNet raw 0-255 values; the small
-    model, initialised for unit-scale inputs, gets them divided by 255."""
-    return 1.0 if model_name == "caffenet" else 1.0 / 255.0
+    """Factor applied after mean subtraction: Caffe feeds CaffeNet raw 0-255 values; the other
+    networks, initialised for unit-scale inputs, get them divided by 255."""
+    return models.get(model_name).input_scale
 
 
 def mean_image(half_dir, manifest: dict | None = None) -> np.ndarray:

@@ -11,11 +11,13 @@ from pathlib import Path
 
 HALVES = ("A", "B")
 SOURCES = ("none", "A", "B", "random")
-MAX_N = 7  # conv1..conv5, fc6, fc7; fc8 is always new.
+# The paper's n = 1..7 (conv1..conv5, fc6, fc7; fc8 is always new). Other networks have their
+# own number of cut points (models.get(name).max_n); a run name allows any n >= 1.
+PAPER_N = tuple(range(1, 8))
 
 CONDITIONS = ("base", "selffer", "selffer+", "transfer", "transfer+", "random")
 
-_RUN_RE = re.compile(r"^(?:base(?P<base>[AB])|(?P<src>[ABR])(?P<n>[1-7])(?P<tgt>[AB])(?P<ft>\+?))$")
+_RUN_RE = re.compile(r"^(?:base(?P<base>[AB])|(?P<src>[ABR])(?P<n>[1-9][0-9]*)(?P<tgt>[AB])(?P<ft>\+?))$")
 
 
 def other_half(half: str) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.atomic import write_json_atomic
-from keras_transfer import filter_images
+from keras_transfer import filter_images, models
 
 
 class EvalHistory:
@@ -95,6 +95,5 @@ class Summaries:
         for layer in self.model.layers:
             for weight in layer.weights:
                 tf.summary.histogram(f"weights/{weight.path}", np.asarray(weight.numpy(), np.float32))
-        conv1 = self.model.get_layer("conv1")
-        grid = filter_images.filter_grid(conv1.get_weights()[0])
+        grid = filter_images.filter_grid(models.first_conv(self.model).get_weights()[0])
         tf.summary.image("conv1_filters", grid[None], max_outputs=1)

@@ -28,7 +28,9 @@ class CaffeSGD(keras.optimizers.SGD):
     """Caffe's momentum SGD: kernels decayed by `l2_decay`, biases at `bias_lr_multiplier` x lr.
 
     `l2_decay` is Caffe's `weight_decay`: `l2_decay * w` is added to each kernel's gradient
-    (the gradient of an L2 loss `l2_decay / 2 * sum(w^2)`); biases are not decayed. It is not
+    (the gradient of an L2 loss `l2_decay / 2 * sum(w^2)`); biases are not decayed, nor are
+    batch normalisation's scale and offset (vectors, like biases: decaying them would shrink
+    the normalised activations, not the model's capacity), which keep the base lr. It is not
     Keras' `weight_decay` argument, which is decoupled from the gradient (AdamW-style) and
     differs from Caffe's under momentum. Both rules apply per variable inside `update_step`,
     so they hold under tf.distribute.
@@ -42,23 +44,25 @@ class CaffeSGD(keras.optimizers.SGD):
         self.l2_decay = float(l2_decay)
         self.bias_lr_multiplier = float(bias_lr_multiplier)
         self._bias_keys = set()
+        self._undecayed_keys = set()
 
     def build(self, variables):
         super().build(variables)
         self._bias_keys = {self._var_key(v) for v in variables if is_bias(v)}
+        self._undecayed_keys = {self._var_key(v) for v in variables if len(v.shape) < 2}
 
     def update_step(self, gradient, variable, learning_rate):
-        bias = self._var_key(variable) in self._bias_keys
-        if bias:
+        if self._var_key(variable) in self._bias_keys:
             learning_rate = learning_rate * self.bias_lr_multiplier
+        decayed = self._var_key(variable) not in self._undecayed_keys
         if isinstance(gradient, tf.IndexedSlices) or self.momentum == 0:
-            if self.l2_decay and not bias:
+            if self.l2_decay and decayed:
                 gradient = tf.convert_to_tensor(gradient) + self.l2_decay * variable
             super().update_step(gradient, variable, learning_rate)
             return
         dtype = variable.dtype
         gradient = tf.cast(gradient, dtype)
-        if self.l2_decay and not bias:
+        if self.l2_decay and decayed:
             gradient = gradient + tf.cast(self.l2_decay, dtype) * variable
         velocity = self.momentums[self._get_variable_index(variable)]
         # accum = momentum * accum - lr * grad; var += accum: Caffe's rule, in one kernel.

@@ -55,18 +55,20 @@ class Diverged(Exception):
 # ---------------------------------------------------------------- checks before anything is written
 
 def check_config(config: Config) -> None:
-    if not 0 <= config.n <= naming.MAX_N:
-        raise RunError(f"--n={config.n} is out of range: n counts copied layers, 0 (a base net) "
-                       f"to {naming.MAX_N} (conv1..fc7; fc8 is always new).")
+    arch = models.get(config.model)
+    if not 0 <= config.n <= arch.max_n:
+        raise RunError(f"--n={config.n} is out of range: n counts copied cut points, 0 (a base "
+                       f"net) to {arch.max_n} for --model={config.model} "
+                       f"({', '.join(arch.cut_names)}; the head is always new).")
     if config.source == "none" and config.n != 0:
         raise RunError(f"--source=none trains a base net, which copies nothing; drop --n={config.n} "
                        "or choose --source=A, B or random.")
     if config.n == 0 and config.source != "none":
-        raise RunError(f"--source={config.source} needs --n between 1 and {naming.MAX_N} "
-                       "(the number of layers to copy).")
+        raise RunError(f"--source={config.source} needs --n between 1 and {arch.max_n} "
+                       "(the number of cut points to copy).")
     if config.finetune and config.n == 0:
-        raise RunError("--finetune needs copied layers to fine-tune: give --n between 1 and 7 "
-                       "(a base net with --n=0 is always trained from scratch).")
+        raise RunError(f"--finetune needs copied layers to fine-tune: give --n between 1 and "
+                       f"{arch.max_n} (a base net with --n=0 is always trained from scratch).")
     if config.finetune and config.source == "random":
         raise RunError("--finetune with --source=random is not one of the paper's conditions: the "
                        "random-features control keeps its random layers frozen. Drop --finetune.")
@@ -214,8 +216,8 @@ def _total_steps(config: Config, train_count: int) -> int:
     return max(1, math.ceil(config.epochs * train_count / config.batch_size))
 
 
-def _digests(model) -> dict[str, str]:
-    return {name: transfer.layer_sha256(model.get_layer(name)) for name in models.LAYER_NAMES}
+def _digests(model, model_name: str) -> dict[str, str]:
+    return transfer.block_sha256(model, model_name)
 
 
 def _save_weights_atomically(model, path: Path) -> None:
@@ -533,7 +535,7 @@ def _build(net: _NetInTraining, strategy, input_shape, num_classes: int) -> None
                                  seed=init_seed(config))
         net.plan = transfer.apply_transfer(
             net.model, n=config.n, source=config.source, base_weights=net.base_weights,
-            finetune=config.finetune,
+            finetune=config.finetune, model_name=config.model,
             origin_label=f"base{config.source}" if config.source in naming.HALVES else None)
         net.optimizer = solver.make_optimizer(config.lr, config.lr_step, config.momentum,
                                               config.weight_decay)
@@ -552,7 +554,7 @@ def _build(net: _NetInTraining, strategy, input_shape, num_classes: int) -> None
     if net.start_step:
         net.start_digests = json.loads(digests_path.read_text())
     else:
-        net.start_digests = _digests(net.model)
+        net.start_digests = _digests(net.model, config.model)
         digests_path = net.out_dir / "backup" / "layers_start.json"
         digests_path.parent.mkdir(exist_ok=True)
         write_json_atomic(digests_path, net.start_digests)
@@ -678,7 +680,7 @@ def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, num_c
             timing: Timing, started: float, pack: list[str]) -> None:
     config, run_dir = net.config, net.config.run_dir
     net.summaries.close(net.backup.step())
-    end_digests = _digests(net.model)
+    end_digests = _digests(net.model, config.model)
     entries = net.history.entries
     final = entries[-1]
     result = {

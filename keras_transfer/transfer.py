@@ -1,17 +1,23 @@
-"""Make a target net from a base net: copy layers 1..n by name, freeze or fine-tune them.
+"""Make a target net from a base net: copy cut points 1..n by name, freeze or fine-tune them.
 
-The paper's conditions (design.md section 1): AnB / BnB copy the first n layers of baseA /
-baseB and freeze them; AnB+ / BnB+ copy and fine-tune; the random-features control keeps the
-first n layers at their fresh random initialisation and freezes them. Layers above n (fc8
-always) keep the target model's fresh initialisation and train.
+The paper's conditions (design.md section 1): AnB / BnB copy the first n cut points (layers, for
+CaffeNet; blocks of layers for the networks with batch normalisation, models/architecture.py) of
+baseA / baseB and freeze them; AnB+ / BnB+ copy and fine-tune; the random-features control keeps
+the first n cut points at their fresh random initialisation and freezes them. Cut points above n
+and the head (fc8) keep the target model's fresh initialisation and train.
 
-Keras 3 facts this relies on (checked in tests/test_transfer.py):
+Keras 3 facts this relies on (checked in tests/test_transfer.py and tests/test_bn_transfer.py):
 - `trainable` must be set before `compile`: a change made after the train function was traced
   is ignored until the model is compiled again. `apply_transfer` refuses a compiled model.
 - A frozen layer's weights are not in `model.trainable_weights`, so the optimizer never
   touches them: no update and no weight decay (which is the solver's, as in Caffe).
 - `trainable=False` does not switch off Dropout: dropout follows `training=`, so drop6/drop7
   still drop during fit above a frozen fc6/fc7, as in Caffe with lr 0.
+- Batch normalisation with `trainable=False` runs in inference mode even when the net trains:
+  a frozen block normalises with its copied moving mean and variance and never changes them. A
+  fine-tuned block trains as a base net's: batch statistics, moving statistics updated. A new
+  block starts from fresh statistics (mean 0, variance 1). The copied variables of a layer are
+  all of `get_weights()`, moving statistics included.
 - Keras weight files are keyed by object path, not layer name, so base weights are loaded into
   an identical model first and then moved across layer by layer by name.
 """
@@ -25,7 +31,6 @@ import numpy as np
 from keras_transfer import models
 
 SOURCES = ("none", "A", "B", "random")
-MAX_COPIED_LAYERS = len(models.LAYER_NAMES) - 1  # fc8 is always new
 
 
 class TransferError(Exception):
@@ -34,18 +39,25 @@ class TransferError(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class LayerPlan:
-    """What one layer of the target net starts from, and whether it trains."""
+    """What one cut point (or the head) of the target net starts from, and whether it trains."""
     name: str
     origin: str  # "baseA" | "baseB" (copied), "random" (frozen random init), "new"
     trainable: bool
 
 
 def read_base_weights(weights_path, model_name, input_shape, num_classes):
-    """Weights of a trained base net, {layer name: [kernel, bias]} for all of LAYER_NAMES.
+    """Weights of a trained base net: {cut point: {layer name: its get_weights()}}.
 
-    `num_classes` is the base net's own fc8 width (its half's class count), which may differ
-    from the target's; only layers 1..n are ever copied.
+    `num_classes` is the base net's own head width (its half's class count), which may differ
+    from the target's; only cut points 1..n are ever copied.
     """
+    return block_weights(load_trained(weights_path, model_name, input_shape, num_classes),
+                         model_name)
+
+
+def load_trained(weights_path, model_name, input_shape, num_classes):
+    """The trained net saved in `weights_path`, rebuilt as a `model_name` net; TransferError
+    naming the likely cause if the file is missing or does not fit."""
     weights_path = os.fspath(weights_path)
     if not os.path.isfile(weights_path):
         raise TransferError(f"base net weights not found: {weights_path} (train the base net "
@@ -63,54 +75,81 @@ def read_base_weights(weights_path, model_name, input_shape, num_classes):
             f"and {num_classes} classes; was the base net trained with another architecture, "
             f"input size or number of classes? ({type(error).__name__}: {_first_line(error)})"
         ) from error
-    return {name: base.get_layer(name).get_weights() for name in models.LAYER_NAMES}
+    return base
 
 
-def apply_transfer(model, *, n, source, base_weights, finetune, origin_label=None):
-    """Copy/freeze layers 1..n of `model` in place for one condition; call before compile.
+def block_weights(model, model_name) -> dict:
+    """{cut point: {layer name: get_weights()}} of a built `model_name` net (head left out)."""
+    blocks = models.get(model_name).block_layers(model)
+    blocks.pop("head")
+    return {cut: {layer.name: layer.get_weights() for layer in layers}
+            for cut, layers in blocks.items()}
 
-    source: "none" (a base net; n must be 0), "A" or "B" (copy layers 1..n from
-    `base_weights`, as returned by `read_base_weights`), "random" (keep the fresh init of
-    layers 1..n, frozen). Copied layers are frozen unless `finetune`. n = 0 with any source is
+
+def apply_transfer(model, *, n, source, base_weights, finetune, origin_label=None,
+                   model_name=None):
+    """Copy/freeze cut points 1..n of `model` in place for one condition; call before compile.
+
+    source: "none" (a base net; n must be 0), "A" or "B" (copy cut points 1..n from
+    `base_weights`, as returned by `read_base_weights`), "random" (keep the fresh init of cut
+    points 1..n, frozen). Copied blocks are frozen unless `finetune`. n = 0 with any source is
     a base net: nothing copied, everything trains. `origin_label` names the origin of copied
-    layers in the returned plan, "base" + source by default.
-    Returns one LayerPlan per layer of LAYER_NAMES, in order.
+    blocks in the returned plan, "base" + source by default. `model_name` is the network's
+    name in models.NAMES (default: `model.name`).
+    Returns one LayerPlan per cut point and one for the head, in order.
     """
-    _check_request(model, n, source, base_weights, finetune)
+    arch = models.get(model_name or model.name)
+    _check_request(model, arch, n, source, base_weights, finetune)
+    blocks = arch.block_layers(model)
     copies = source in ("A", "B") and n > 0
     if copies:  # all shapes first, so a refused request leaves the model untouched
-        for name in models.LAYER_NAMES[:n]:
-            _check_shapes(model.get_layer(name), base_weights[name])
+        for cut in arch.cut_names[:n]:
+            _check_block(cut, blocks[cut], base_weights[cut])
     copied_origin = origin_label or f"base{source}"
     plan = []
-    for index, name in enumerate(models.LAYER_NAMES, start=1):
-        layer = model.get_layer(name)
+    for index, name in enumerate((*arch.cut_names, "head"), start=1):
         if index > n:
             origin, trainable = "new", True
         elif source == "random":
             origin, trainable = "random", False
         else:
-            layer.set_weights(base_weights[name])
+            for layer in blocks[name]:
+                layer.set_weights(base_weights[name][layer.name])
             origin, trainable = copied_origin, bool(finetune)
-        layer.trainable = trainable
-        plan.append(LayerPlan(name, origin, trainable))
+        for layer in blocks[name]:
+            layer.trainable = trainable
+        plan.append(LayerPlan(arch.head[0] if name == "head" else name, origin, trainable))
     return plan
 
 
 def format_layer_table(rows):
-    """The plan as an aligned text table for the log, one line per layer."""
-    lines = [f"{'layer':<6}  {'origin':<7}  state"]
+    """The plan as an aligned text table for the log, one line per cut point and the head."""
+    width = max([5] + [len(row.name) for row in rows])
+    lines = [f"{'layer':<{width}}  {'origin':<7}  state"]
     for row in rows:
-        lines.append(f"{row.name:<6}  {row.origin:<7}  "
+        lines.append(f"{row.name:<{width}}  {row.origin:<7}  "
                      f"{'trainable' if row.trainable else 'frozen'}")
     return "\n".join(lines)
 
 
 def layer_sha256(layer):
     """sha256 of the layer's weights' bytes, in weight order: proves what was copied or frozen."""
+    return _sha256([layer])
+
+
+def block_sha256(model, model_name) -> dict:
+    """{cut point or head name, as in the plan: sha256 of every variable of its layers (batch
+    normalisation's moving statistics included), in model order}."""
+    arch = models.get(model_name)
+    return {arch.head[0] if name == "head" else name: _sha256(layers)
+            for name, layers in arch.block_layers(model).items()}
+
+
+def _sha256(layers):
     digest = hashlib.sha256()
-    for weight in layer.get_weights():
-        digest.update(np.ascontiguousarray(weight).tobytes())
+    for layer in layers:
+        for weight in layer.get_weights():
+            digest.update(np.ascontiguousarray(weight).tobytes())
     return digest.hexdigest()
 
 
@@ -120,16 +159,17 @@ def _first_line(error):
     return text.splitlines()[0][:300] if text else ""
 
 
-def _check_request(model, n, source, base_weights, finetune):
+def _check_request(model, arch, n, source, base_weights, finetune):
     if source not in SOURCES:
         raise TransferError(f"source must be one of {SOURCES}, got {source!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not (
-            0 <= n <= MAX_COPIED_LAYERS):
-        raise TransferError(f"n must be an integer in 0..{MAX_COPIED_LAYERS} (fc8 is always "
-                            f"new), got {n!r}")
+            0 <= n <= arch.max_n):
+        raise TransferError(f"n must be an integer in 0..{arch.max_n} for {arch.name} (cut "
+                            f"points {', '.join(arch.cut_names)}; the head is always new), "
+                            f"got {n!r}")
     if source == "none" and n != 0:
         raise TransferError(f"source='none' is a base net and needs n=0, got n={n}; "
-                            f"choose source A, B or random to transfer {n} layers")
+                            f"choose source A, B or random to transfer {n} cut points")
     if finetune and n == 0:
         raise TransferError("finetune needs copied layers: n=0 is a base net, which trains "
                             "every layer anyway; drop finetune or set n >= 1")
@@ -139,22 +179,26 @@ def _check_request(model, n, source, base_weights, finetune):
     if getattr(model, "compiled", False):
         raise TransferError("apply_transfer must run before model.compile: Keras ignores "
                             "trainable changes made after the train function is built")
-    missing = [name for name in models.LAYER_NAMES if name not in
-               {layer.name for layer in model.layers}]
-    if missing:
-        raise TransferError(f"model {model.name!r} lacks layers {missing}; transfer needs "
-                            f"the layers {models.LAYER_NAMES}")
+    try:
+        arch.block_layers(model)
+    except ValueError as error:
+        raise TransferError(f"model {model.name!r} is not a {arch.name} net: {error}") from error
     if source in ("A", "B") and n > 0:
         if base_weights is None:
             raise TransferError(f"source={source!r} with n={n} needs the base net's weights")
-        absent = [name for name in models.LAYER_NAMES[:n] if name not in base_weights]
+        absent = [name for name in arch.cut_names[:n] if name not in base_weights]
         if absent:
-            raise TransferError(f"base net weights lack layers {absent}")
+            raise TransferError(f"base net weights lack cut points {absent}")
 
 
-def _check_shapes(layer, weights):
-    source_shapes = [tuple(np.shape(w)) for w in weights]
-    target_shapes = [tuple(w.shape) for w in layer.weights]
-    if source_shapes != target_shapes:
-        raise TransferError(f"layer {layer.name}: base net weights have shapes {source_shapes} "
-                            f"but the target net needs {target_shapes}")
+def _check_block(cut, layers, weights):
+    names = [layer.name for layer in layers]
+    if sorted(names) != sorted(weights):
+        raise TransferError(f"cut point {cut}: the base net has layers {sorted(weights)} but "
+                            f"the target net has {sorted(names)}")
+    for layer in layers:
+        source_shapes = [tuple(np.shape(w)) for w in weights[layer.name]]
+        target_shapes = [tuple(w.shape) for w in layer.weights]
+        if source_shapes != target_shapes:
+            raise TransferError(f"layer {layer.name}: base net weights have shapes "
+                                f"{source_shapes} but the target net needs {target_shapes}")

@@ -1,6 +1,7 @@
 """python -m keras_transfer.analyze and its modules (trained_nets, similarity, predict, filters) on
 tiny nets trained for real on synthetic TFRecords."""
 import json
+import shutil
 import sys
 
 import keras
@@ -18,23 +19,39 @@ from keras_transfer.config import Config
 SMOKE = dict(model="small", batch_size=8, steps=2, eval_every=2, eval_steps=1, lr=0.05,
              lr_step=0, histogram_every=1, strategy="one_device", dataset="synthetic")
 TRANSFER_NS = (1, 2, 3)
+RESNET_CUTS = models.get("resnet_small").cut_names  # stem, block1, ...
 
 
 def _config(data_dir, workdir, **kw):
     return Config(data_dir=str(data_dir), workdir=str(workdir), **{**SMOKE, **kw})
 
 
-@pytest.fixture(scope="module")
-def grid(synthetic_data, tmp_path_factory):
-    """WORKDIR with baseA, baseB and the frozen transfer nets A1B..A3B of one seed."""
-    workdir = tmp_path_factory.mktemp("runs")
+def _train_grid(data_dir, workdir, model, transfer_ns):
+    """(WORKDIR, seed folder, split folder) with baseA, baseB and the frozen transfer nets AnB,
+    n in `transfer_ns`, of one seed, all `model` nets."""
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
-    configs = [_config(synthetic_data, workdir, target=h) for h in "AB"]
-    configs += [_config(synthetic_data, workdir, source="A", target="B", n=n) for n in TRANSFER_NS]
+    configs = [_config(data_dir, workdir, model=model, target=h) for h in "AB"]
+    configs += [_config(data_dir, workdir, model=model, source="A", target="B", n=n)
+                for n in transfer_ns]
     for config in configs:
         train.run(config, strategy)
     seed_dir = configs[0].run_dir.parent
-    return workdir, seed_dir, synthetic_data / "synthetic" / "random_0"
+    return workdir, seed_dir, data_dir / "synthetic" / "random_0"
+
+
+@pytest.fixture(scope="module")
+def grid(synthetic_data, tmp_path_factory):
+    """A grid of `small` nets, CaffeNet's layers conv1..fc7 as cut points, with A1B..A3B."""
+    return _train_grid(synthetic_data, tmp_path_factory.mktemp("runs"), SMOKE["model"],
+                       TRANSFER_NS)
+
+
+@pytest.fixture(scope="module")
+def resnet_grid(synthetic_data, tmp_path_factory):
+    """The base pair of a `resnet_small` grid: batch normalisation, cut points stem, block1,
+    ... No transfer nets: predict reads only their result.json, which a test can
+    write, and training them would double the time."""
+    return _train_grid(synthetic_data, tmp_path_factory.mktemp("runs_resnet"), "resnet_small", ())
 
 
 def _run_cli(monkeypatch, capsys, *argv):
@@ -47,11 +64,13 @@ def _run_cli(monkeypatch, capsys, *argv):
 
 
 def _activations(run_dir, half_dir, layers):
-    """All validation activations of a net in memory (the tiny set allows it), float64, flat."""
+    """All validation activations at the cut points `layers` of a net in memory (the tiny set
+    allows it), float64, flat."""
     net = trained_nets.open_run(run_dir)
     manifest = data.load_half(half_dir)
     model = trained_nets.load_model(net, manifest["image_shape"])
-    extractor = keras.Model(model.inputs, [model.get_layer(n).output for n in layers])
+    outputs = {cut.name: cut.output for cut in models.get(net.model_name).cut_points}
+    extractor = keras.Model(model.inputs, [model.get_layer(outputs[n]).output for n in layers])
     batches = [extractor(images, training=False) for images, _ in data.build_dataset(
         half_dir, "validation", batch_size=16, training=False, model_name=net.model_name)]
     return [np.concatenate([np.asarray(b[i], np.float64).reshape(len(b[i]), -1)
@@ -67,7 +86,7 @@ def test_similarity_cli_writes_json_heatmap_and_tensorboard(grid, monkeypatch, c
     assert code == 0
     assert "conv1" in stdout
     result = json.loads((out / "similarity.json").read_text())
-    assert result["layers"] == list(similarity.DEFAULT_LAYERS)
+    assert result["layers"] == list(models.get(SMOKE["model"]).cut_names)
     assert result["batch_size"] == 8 and result["examples"] == 40  # 5 classes x 8 images
     # A net against itself: CKA of a representation with itself is 1 at every layer.
     for name in result["layers"]:
@@ -88,9 +107,9 @@ def test_similarity_matches_cka_of_all_activations(grid):
     acts_a = _activations(seed_dir / "baseA", split_dir / "B", layers)
     acts_b = _activations(seed_dir / "baseB", split_dir / "B", layers)
     one_batch = similarity.similarity(seed_dir / "baseA", seed_dir / "baseB", split_dir / "B",
-                                   layers=layers, batch_size=40)
+                                      layers=layers, batch_size=40)
     minibatches = similarity.similarity(seed_dir / "baseA", seed_dir / "baseB", split_dir / "B",
-                                     layers=layers, batch_size=8)
+                                        layers=layers, batch_size=8)
     assert minibatches["batches"] == 5
     for i, name in enumerate(layers):
         assert one_batch["cka"][name] == pytest.approx(cka.cka(acts_a[i], acts_b[i]), abs=1e-4)
@@ -126,7 +145,7 @@ def test_a_different_example_count_is_refused(grid):
 def test_same_examples_with_different_crops_are_accepted(grid):
     half = grid[2] / "B"
     pairs, stats = similarity.paired_batches(_stream(half, crop=26), _stream(half, crop=22),
-                                          (1.0, 1.0))
+                                             (1.0, 1.0))
     shapes = [(a.shape, b.shape) for a, b in pairs]
     assert len(shapes) == 5 and shapes[0] == ((8, 26, 26, 1), (8, 22, 22, 1))
     assert stats == {"batches": 5, "batch_size": 8, "dropped": 0}
@@ -207,7 +226,7 @@ def test_predict_overlays_cka_and_the_measured_drop(grid, monkeypatch, capsys):
     on_b = json.loads(
         (workdir / "analysis" / "synthetic" / "random_0" / "seed0" / "similarity"
          / "baseA_vs_baseB_on_B" / "similarity.json").read_text())
-    assert pooled["cka"] == [on_b["cka"][name] for name in similarity.DEFAULT_LAYERS]
+    assert pooled["cka"] == [on_b["cka"][name] for name in models.get(SMOKE["model"]).cut_names]
     expected = stats.spearman(pooled["cka"][:3], pooled["relative_drop"][:3])
     assert result["spearman"] == expected and expected["points"] == 3
 
@@ -246,6 +265,19 @@ def test_filters_cli_writes_one_png_per_net(grid, monkeypatch, capsys, tmp_path)
     assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 2
 
 
+def test_filters_of_a_resnet_net_are_its_stem_convolution(resnet_grid, monkeypatch, capsys,
+                                                          tmp_path):
+    _, seed_dir, _ = resnet_grid
+    code, _, _ = _run_cli(monkeypatch, capsys, "filters", str(seed_dir / "baseB"),
+                          "--out", str(tmp_path))
+    assert code == 0
+    model = trained_nets.load_model(trained_nets.open_run(seed_dir / "baseB"), (28, 28, 1))
+    kernel = model.get_layer("stem_conv").get_weights()[0]
+    png = matplotlib.image.imread(tmp_path / "baseB.png")[..., 0]
+    factor = png.shape[0] // filter_images.filter_grid(kernel).shape[0]
+    assert len(_tiles(png[::factor, ::factor], kernel.shape)) == kernel.shape[-1]
+
+
 def _tiles(image, kernel_shape, pad=1):
     """Every slot of a filter grid, row by row (the layout of filter_images.filter_grid)."""
     kh, kw, _, count = kernel_shape
@@ -255,3 +287,95 @@ def _tiles(image, kernel_shape, pad=1):
     return [image[pad + r * (kh + pad):pad + r * (kh + pad) + kh,
                   pad + c * (kw + pad):pad + c * (kw + pad) + kw]
             for r in range(rows) for c in range(cols)]
+
+
+def test_similarity_of_resnet_nets_is_one_value_per_cut_point(resnet_grid):
+    # Each value is CKA of the output layer of the cut point (stem_pool, block1_out, ...), as
+    # numpy computes it from the activations held in memory.
+    _, seed_dir, split_dir = resnet_grid
+    assert RESNET_CUTS == ("stem", *(f"block{i}" for i in range(1, len(RESNET_CUTS))))
+    result = similarity.similarity(seed_dir / "baseA", seed_dir / "baseB", split_dir / "B",
+                                   batch_size=40)
+    assert result["layers"] == list(RESNET_CUTS)
+    assert list(result["cka"]) == list(RESNET_CUTS)
+    assert np.array(result["matrix"], dtype=float).shape == (len(RESNET_CUTS),) * 2
+    acts_a = _activations(seed_dir / "baseA", split_dir / "B", RESNET_CUTS)
+    acts_b = _activations(seed_dir / "baseB", split_dir / "B", RESNET_CUTS)
+    for i, name in enumerate(RESNET_CUTS):
+        assert result["cka"][name] == pytest.approx(cka.cka(acts_a[i], acts_b[i]), abs=1e-4)
+
+
+def test_resnet_net_against_itself_is_one_at_every_cut_point(resnet_grid, monkeypatch, capsys,
+                                                             tmp_path):
+    _, seed_dir, split_dir = resnet_grid
+    out = tmp_path / "sim"
+    code, stdout, _ = _run_cli(monkeypatch, capsys, "similarity", "--a", str(seed_dir / "baseB"),
+                               "--b", str(seed_dir / "baseB"), "--data", str(split_dir / "B"),
+                               "--batch_size", "8", "--out", str(out))
+    assert code == 0 and f"| {RESNET_CUTS[-1]} |" in stdout
+    result = json.loads((out / "similarity.json").read_text())
+    assert result["layers"] == list(RESNET_CUTS)
+    for name in RESNET_CUTS:
+        assert result["cka"][name] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_unknown_cut_point_is_refused_listing_the_models_cut_points(resnet_grid, monkeypatch,
+                                                                    capsys, tmp_path):
+    _, seed_dir, split_dir = resnet_grid
+    out = tmp_path / "out"
+    code, _, err = _run_cli(monkeypatch, capsys, "similarity", "--a", str(seed_dir / "baseA"),
+                            "--b", str(seed_dir / "baseB"), "--data", str(split_dir / "B"),
+                            "--layers", "stem", "fc7", "--batch_size", "8", "--out", str(out))
+    assert code == 2
+    assert "--layers fc7: resnet_small nets have the cut points " + " ".join(RESNET_CUTS) in err
+    assert not out.exists()
+
+
+def test_nets_of_different_models_are_refused(grid, resnet_grid, monkeypatch, capsys, tmp_path):
+    small_seed_dir, resnet_seed_dir = grid[1], resnet_grid[1]
+    out = tmp_path / "out"
+    code, _, err = _run_cli(monkeypatch, capsys, "similarity", "--a", str(small_seed_dir / "baseA"),
+                            "--b", str(resnet_seed_dir / "baseB"), "--data", str(grid[2] / "B"),
+                            "--batch_size", "8", "--out", str(out))
+    assert code == 2 and "different models" in err
+    assert "is a small net" in err and "is a resnet_small net" in err
+    assert not out.exists()
+
+    # predict pools n over seed folders, so they must hold nets of one model.
+    mixed = tmp_path / "mixed" / "synthetic" / "random_0"
+    for seed, seed_dir in (("seed0", small_seed_dir), ("seed1", resnet_seed_dir)):
+        for base in ("baseA", "baseB"):
+            shutil.copytree(seed_dir / base, mixed / seed / base)
+    code, _, err = _run_cli(monkeypatch, capsys, "predict", str(tmp_path / "mixed"),
+                            "--batch_size", "8")
+    assert code == 2 and "cannot be pooled" in err
+    assert not (tmp_path / "mixed" / "report").exists()
+    assert not (tmp_path / "mixed" / "analysis").exists()
+
+
+def test_predict_on_resnet_nets_runs_over_its_cut_points(resnet_grid, tmp_path):
+    # A copy of the trained base pair, with baseB's top-1 and the results of A1B, A3B and AkB
+    # (k: the last cut point) written as predict reads them, so the drops are known.
+    workdir, seed_dir, _ = resnet_grid
+    copy = tmp_path / "runs" / seed_dir.relative_to(workdir)
+    for base in ("baseA", "baseB"):
+        shutil.copytree(seed_dir / base, copy / base)
+    base_result = json.loads((copy / "baseB" / "result.json").read_text())
+    (copy / "baseB" / "result.json").write_text(json.dumps({**base_result, "top1_final": 0.5}))
+    k = len(RESNET_CUTS)
+    drops = {1: 0.0, 3: 0.2, k: 0.6}  # relative to baseB's 0.5
+    for n, drop in drops.items():
+        top1 = 0.5 * (1 - drop)
+        (copy / f"A{n}B").mkdir()
+        (copy / f"A{n}B" / "result.json").write_text(json.dumps({"top1_final": top1}))
+
+    result = predict.predict(tmp_path / "runs", batch_size=8, log=lambda message: None)
+    pooled = result["pooled"]
+    assert result["model"] == "resnet_small"
+    assert pooled["n"] == list(range(1, k + 1)) and pooled["layers"] == list(RESNET_CUTS)
+    assert all(value is not None for value in pooled["cka"])
+    assert [None if d is None else round(d, 9) for d in pooled["relative_drop"]] == [
+        drops.get(n) for n in range(1, k + 1)]
+    assert result["spearman"]["points"] == 3
+    files = predict.write_predict(result, tmp_path / "report")
+    assert matplotlib.image.imread(files["predict.png"]).ndim == 3

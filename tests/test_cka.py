@@ -116,6 +116,7 @@ def test_minibatch_cka_matches_the_full_batch_one():
 
     # The same minibatches computed independently: the means of HSIC_1 per batch.
     batches = [slice(s, s + batch) for s in range(0, 2000, batch)]
+
     def mean_hsic(a, b):
         return np.mean([_hsic_via_features(a[s], b[s]) for s in batches])
     independent = mean_hsic(x, y) / np.sqrt(mean_hsic(x, x) * mean_hsic(y, y))

@@ -7,38 +7,7 @@ import pytest
 
 from keras_transfer import metrics, report
 from keras_transfer.report import findings
-from report_fixtures import write_run
-
-SPLIT_NOISE = (-1.5, -0.5, 0.5, 1.5)  # per split, times a noise scale: mean 0, std 1.29
-
-
-def write_protocol(workdir, *, co_adaptation, recovery, specificity_slope, beyond_training,
-                   splits=4, seeds=(0,), noise=0.002):
-    """The paper's protocol (bases on both halves, BnB and BnB+ on B, AnB, AnB+ both ways) with
-    each finding's effect set per split to its value plus split noise of scale `noise`."""
-    for s in range(splits):
-        split = f"random:{s}"
-        e = SPLIT_NOISE[s % len(SPLIT_NOISE)] * noise
-        for seed in seeds:
-            bases = {"A": 0.85 + e, "B": 0.90 - e}
-            for half, base in bases.items():
-                write_run(workdir, source="none", target=half, n=0, split=split, seed=seed,
-                          top1_final=base)
-            for n in range(1, 8):
-                middle = n in findings.MIDDLE_N
-                selffer = -(co_adaptation + e) if middle else 0.0        # relative to base
-                selffer_plus = selffer + (recovery + e if middle else 0.0)
-                transfer = selffer - (specificity_slope + e / 5) * n
-                transfer_plus = selffer_plus + beyond_training + e
-                write_run(workdir, source="B", target="B", n=n, split=split, seed=seed,
-                          top1_final=bases["B"] + selffer)
-                write_run(workdir, source="B", target="B", n=n, finetune=True, split=split,
-                          seed=seed, top1_final=bases["B"] + selffer_plus)
-                for target, source in (("B", "A"), ("A", "B")):
-                    write_run(workdir, source=source, target=target, n=n, split=split, seed=seed,
-                              top1_final=bases[target] + transfer)
-                    write_run(workdir, source=source, target=target, n=n, finetune=True,
-                              split=split, seed=seed, top1_final=bases[target] + transfer_plus)
+from report_fixtures import SPLIT_NOISE, write_protocol, write_run
 
 
 def measured(workdir):
@@ -93,7 +62,8 @@ def test_table1_names_both_controls_and_pools_ranges_of_n(tmp_path):
     assert rows["AnB+ − baseB, n = 3-7"]["paper"] == pytest.approx(
         sum(findings.YOSINSKI2014_TOP1["transfer+"][2:]) / 5 - 0.625)
     summary = report.summary_markdown(tmp_path, df, report.summarize(df), [], "top1_final")
-    assert summary.index("## Findings") < summary.index("## Table 1") < summary.index("## At a glance")
+    assert (summary.index("## Findings") < summary.index("## Table 1")
+            < summary.index("## At a glance"))
     assert "extra training" in summary
     # The glance table is relative to each net's base: both directions pool to the same values.
     assert "| 4 | -0.0200 | -0.0200 | -0.0200 | -0.0100 |" in summary
@@ -111,12 +81,14 @@ def test_best_fraction_keeps_the_papers_proportion():
 def test_best10_is_refused_for_runs_with_few_evaluations(tmp_path):
     write_run(tmp_path, source="none", target="B", n=0, top1_final=0.9, curve=[0.5] * 9)
     command = [sys.executable, "-m", "keras_transfer.report", str(tmp_path), "--no_hparams"]
-    refused = subprocess.run(command + ["--metric=top1_best10_mean"], capture_output=True, text=True)
+    refused = subprocess.run(command + ["--metric=top1_best10_mean"], capture_output=True,
+                             text=True)
     assert refused.returncode == 2
     assert "only 10" in refused.stderr and "top1_final" in refused.stderr
     assert not (tmp_path / "report").exists()
     write_run(tmp_path, source="none", target="B", n=0, top1_final=0.9, curve=[0.5] * 99)
-    accepted = subprocess.run(command + ["--metric=top1_best10_mean"], capture_output=True, text=True)
+    accepted = subprocess.run(command + ["--metric=top1_best10_mean"], capture_output=True,
+                              text=True)
     assert accepted.returncode == 0, accepted.stderr
 
 

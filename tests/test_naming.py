@@ -20,7 +20,7 @@ def test_names_and_conditions(args, name, cond):
     assert naming.run_name(parsed["source"], parsed["target"], parsed["n"], parsed["finetune"]) == name
 
 
-@pytest.mark.parametrize("bad", ["A8B", "A0B", "baseC", "X3B", "A3B++", ""])
+@pytest.mark.parametrize("bad", ["A0B", "A03B", "baseC", "X3B", "A3B++", ""])
 def test_parse_rejects_non_names(bad):
     with pytest.raises(ValueError):
         naming.parse_run_name(bad)

@@ -1,5 +1,5 @@
-"""The report's statistics match values worked out by hand, and it writes its table, summary, figures
-and HParams from result.json files alone, leaving missing conditions out with a note."""
+"""The report's statistics match values worked out by hand, and it writes its table, summary,
+figures and HParams from result.json files alone, leaving missing conditions out with a note."""
 import math
 import subprocess
 import sys
@@ -24,7 +24,8 @@ def write_grid(workdir):
             selffer = base - 0.002 * n - 0.001 * s  # lost co-adaptation 0.002 n + 0.001 s
             transfer = selffer - 0.01 * n           # specificity 0.01 n
             write_run(workdir, source="B", target="B", n=n, split=split, top1_final=selffer)
-            write_run(workdir, source="B", target="B", n=n, finetune=True, split=split, top1_final=base)
+            write_run(workdir, source="B", target="B", n=n, finetune=True, split=split,
+                      top1_final=base)
             write_run(workdir, source="A", target="B", n=n, split=split, top1_final=transfer)
             write_run(workdir, source="A", target="B", n=n, finetune=True, split=split,
                       top1_final=base + 0.005)      # fine-tuning gain 0.005
@@ -60,11 +61,14 @@ def test_report_writes_csv_summary_decomposition_and_figures(tmp_path):
     write_grid(workdir)
     result = report.make_report(workdir, reference="yosinski2014")
     out = workdir / "report"
-    assert set(result["files"]) == {"results.csv", "summary.md", "figure2.png", "figure3.png", "hparams"}
+    assert set(result["files"]) == {"results.csv", "summary.md", "figure2.png", "figure3.png",
+                                    "hparams"}
     table = pd.read_csv(out / "results.csv")
     assert len(table) == 3 * (1 + 5 * 7)
-    assert set(table["condition"]) == {"base", "selffer", "selffer+", "transfer", "transfer+", "random"}
-    assert table.loc[table["run_dir"] == "fashion_mnist/random_1/seed0/A3B", "top1_final"].item() == \
+    assert set(table["condition"]) == {"base", "selffer", "selffer+", "transfer", "transfer+",
+                                       "random"}
+    a3b = table["run_dir"] == "fashion_mnist/random_1/seed0/A3B"
+    assert table.loc[a3b, "top1_final"].item() == \
         pytest.approx(0.92 - 0.006 - 0.001 - 0.03)
     assert "flag_lr" in table.columns
 
@@ -80,8 +84,10 @@ def test_report_writes_csv_summary_decomposition_and_figures(tmp_path):
 
     decomposition = report.decomposition(report.load_runs(workdir)[0], "top1_final")
     at3 = decomposition[decomposition["n"] == 3].set_index("effect")
-    assert at3.loc["lost co-adaptation", "mean"] == pytest.approx(0.007)   # 0.006 + mean(0, .001, .002)
-    assert at3.loc["lost co-adaptation", "ci95"] == pytest.approx(4.302653 * 0.001 / math.sqrt(3), abs=1e-7)
+    # 0.006 + mean(0, .001, .002)
+    assert at3.loc["lost co-adaptation", "mean"] == pytest.approx(0.007)
+    assert at3.loc["lost co-adaptation", "ci95"] == pytest.approx(
+        4.302653 * 0.001 / math.sqrt(3), abs=1e-7)
     assert at3.loc["specificity", "mean"] == pytest.approx(0.03)
     assert at3.loc["fine-tuning gain", "mean"] == pytest.approx(0.005)
     assert at3.loc["fine-tuning gain", "count"] == 3
@@ -163,11 +169,14 @@ def test_without_whole_dataset_runs_figure3_keeps_the_rnb_line(tmp_path):
 def test_reference_overlay_changes_figure2(tmp_path):
     write_grid(tmp_path)
     plain = report.make_report(tmp_path, tmp_path / "plain", hparams=False)
-    overlay = report.make_report(tmp_path, tmp_path / "overlay", reference="yosinski2014", hparams=False)
-    assert plain["files"]["figure2.png"].read_bytes() != overlay["files"]["figure2.png"].read_bytes()
+    overlay = report.make_report(tmp_path, tmp_path / "overlay", reference="yosinski2014",
+                                 hparams=False)
+    figure2 = overlay["files"]["figure2.png"].read_bytes()
+    assert plain["files"]["figure2.png"].read_bytes() != figure2
     assert all(len(v) == 7 for k, v in report.YOSINSKI2014_TOP1.items() if k != "base")
-    assert report.make_report(tmp_path, tmp_path / "again", reference="yosinski2014", hparams=False)[
-        "files"]["figure2.png"].read_bytes() == overlay["files"]["figure2.png"].read_bytes()
+    again = report.make_report(tmp_path, tmp_path / "again", reference="yosinski2014",
+                               hparams=False)
+    assert again["files"]["figure2.png"].read_bytes() == figure2
 
 
 def test_missing_conditions_are_left_out_with_a_note(tmp_path):

@@ -1,25 +1,28 @@
 """Looks at trained nets without training more of them: layer similarity, its use as a cheap
-predictor of the transfer curve, and the conv1 filters.
+predictor of the transfer curve, and the filters of the first convolution.
 
     python -m keras_transfer.analyze similarity --a RUN_A --b RUN_B --data HALF_DIR
     python -m keras_transfer.analyze predict WORKDIR[/<dataset>/<split_dir>/seed<k>]
     python -m keras_transfer.analyze filters RUN [RUN ...]
 
 `similarity` streams the validation images of HALF_DIR through both nets in minibatches and
-accumulates linear CKA (unbiased HSIC_1, Nguyen et al. 2021; see `cka`) of every layer of A
-against every layer of B; memory is one batch's activations and Gram matrices. Both nets read
-the images with their own crop and input scale but the same examples in the same order; every
-batch is checked, and a difference in order or count is refused. Writes similarity.json,
-similarity.png (the layer x layer heatmap) and TensorBoard events into
-WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/similarity/<A>_vs_<B>/ (or --out).
+accumulates linear CKA (unbiased HSIC_1, Nguyen et al. 2021; see `cka`) of every cut point of A
+against every cut point of B (the outputs of conv1..fc7 for CaffeNet, of the stem and the blocks
+for a ResNet: `models.Architecture`); A and B must be nets of one model. Memory is one batch's
+activations and Gram matrices. Both nets read the images with their own crop and input scale
+but the same examples in the same order; every batch is checked, and a difference in order or
+count is refused. Writes similarity.json, similarity.png (the cut point x cut point heatmap) and
+TensorBoard events into WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/similarity/<A>_vs_<B>/
+(or --out).
 
-`predict` computes CKA(baseA, baseB) per layer for every finished base pair and compares it
-with the measured relative drop of the frozen transfer nets, (base - AnB) / base per n (BnA
-against baseA likewise), pooled over directions and seeds, by Spearman rank correlation.
-Writes predict.json and predict.png into WORKDIR/report/ beside the report (or --out).
+`predict` computes CKA(baseA, baseB) at cut points n = 1..k of the nets' model for every
+finished base pair and compares it with the measured relative drop of the frozen transfer nets,
+(base - AnB) / base per n (BnA against baseA likewise), pooled over directions and seeds (all of
+one model), by Spearman rank correlation. Writes predict.json and predict.png into
+WORKDIR/report/ beside the report (or --out).
 
-`filters` writes each net's conv1 filters as one image grid (`filter_images.filter_grid`), a
-PNG per net and a TensorBoard image, into
+`filters` writes the filters of each net's first convolution (conv1 of CaffeNet) as one image
+grid (`filter_images.filter_grid`), a PNG per net and a TensorBoard image, into
 WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/filters/.
 
 Every output file or folder is written in full elsewhere and renamed into place; bad input

@@ -11,24 +11,28 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_transfer import metrics, outputs  # noqa: E402
+from keras_transfer import metrics, models, outputs  # noqa: E402
 from keras_transfer.analyze import filters, predict, similarity, trained_nets  # noqa: E402
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m keras_transfer.analyze",
                                 description="Layer similarity (CKA), transfer-curve prediction "
-                                            "and conv1 filters of trained nets.")
+                                            "and first-convolution filters of trained nets.")
     commands = p.add_subparsers(dest="command", required=True)
 
-    s = commands.add_parser("similarity", help="per-layer linear CKA between two trained nets")
+    s = commands.add_parser("similarity", help="linear CKA per cut point between two trained "
+                                               "nets of one model")
     s.add_argument("--a", required=True, help="run directory of the first net")
     s.add_argument("--b", required=True, help="run directory of the second net")
     s.add_argument("--data", required=True,
                    help="prepared half (DATA/<dataset>/<split_dir>/<A|B>) whose validation "
                         "images both nets see")
-    s.add_argument("--layers", nargs="+", default=list(similarity.DEFAULT_LAYERS),
-                   help=f"layers to compare (default {' '.join(similarity.DEFAULT_LAYERS)})")
+    cut_points = "; ".join(f"{arch.name}: {' '.join(arch.cut_names)}"
+                           for arch in models.ARCHITECTURES.values())
+    s.add_argument("--layers", nargs="+", default=None, metavar="CUT_POINT",
+                   help="cut points to compare, by name (default: every cut point of the nets' "
+                        f"model; {cut_points})")
     s.add_argument("--batch_size", type=int, default=similarity.DEFAULT_BATCH_SIZE,
                    help="minibatch of the unbiased HSIC estimate (memory: one batch of "
                         "activations)")
@@ -38,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
                    help="output folder (default WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/"
                         "similarity/<A>_vs_<B>)")
 
-    r = commands.add_parser("predict", help="CKA(baseA, baseB) per layer vs the measured "
+    r = commands.add_parser("predict", help="CKA(baseA, baseB) per cut point vs the measured "
                                             "transfer drop per n")
     r.add_argument("path", help="the grid's WORKDIR, or one WORKDIR/<dataset>/<split_dir>/seed<k>")
     r.add_argument("--data_dir", default=None,
@@ -53,7 +57,8 @@ def parser() -> argparse.ArgumentParser:
                    help="output folder (default WORKDIR/report); with --out the per-pair CKA "
                         "folders go to OUT/analysis/ instead of WORKDIR/analysis/")
 
-    f = commands.add_parser("filters", help="conv1 filters of trained nets as image grids")
+    f = commands.add_parser("filters", help="first-convolution filters of trained nets as "
+                                            "image grids")
     f.add_argument("runs", nargs="+", help="run directories")
     f.add_argument("--data_dir", default=None,
                    help="root of the prepared data (default: each run's --data_dir); only the "
@@ -85,7 +90,7 @@ def main(argv=None) -> int:
                                  similarity_root=out / "analysis" if args.out else None)
         files = predict.write_predict(result, out)
         pooled = result["pooled"]
-        print("| n | layer | CKA(baseA, baseB) | relative drop of AnB |\n|---|---|---|---|")
+        print("| n | cut point | CKA(baseA, baseB) | relative drop of AnB |\n|---|---|---|---|")
         for n, name, c, d in zip(pooled["n"], pooled["layers"], pooled["cka"],
                                  pooled["relative_drop"]):
             print(f"| {n} | {name} | {outputs.fmt(c)} | {outputs.fmt(d)} |")

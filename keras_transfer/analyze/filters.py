@@ -1,5 +1,5 @@
-"""The conv1 filters of finished runs: an upscaled PNG per net and a TensorBoard image (the grid
-of keras_transfer.filter_images), written into
+"""The filters of the first convolution (conv1 of CaffeNet) of finished runs: an upscaled PNG per
+net and a TensorBoard image (the grid of keras_transfer.filter_images), written into
 WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/filters/ (`python -m keras_transfer.analyze
 filters`).
 
@@ -14,12 +14,14 @@ from pathlib import Path
 
 
 from data_prep.atomic import write_bytes_atomic
+from keras_transfer import models
 from keras_transfer.filter_images import filter_image
 from keras_transfer.outputs import pyplot
 
 
 def write_filters(run_dirs, out=None, data_dir=None) -> list[Path]:
-    """conv1 of each run as `<out>/<run>.png` and a TensorBoard image in `<out>/tb`."""
+    """The first convolution of each run as `<out>/<run>.png` and a TensorBoard image in
+    `<out>/tb`."""
     import tensorflow as tf
 
     from keras_transfer import data
@@ -35,10 +37,11 @@ def write_filters(run_dirs, out=None, data_dir=None) -> list[Path]:
         except data.DataError as e:
             raise AnalysisError(str(e)) from e
         model = load_model(net, image_shape)
-        kernel = model.get_layer("conv1").get_weights()[0]
-        images.append((net, kernel.shape, filter_image(kernel)))
+        conv = models.first_conv(model)
+        kernel = conv.get_weights()[0]
+        images.append((net, conv.name, kernel.shape, filter_image(kernel)))
     written = []
-    for net, shape, image in images:
+    for net, conv_name, shape, image in images:
         target_dir = Path(out) if out is not None else analysis_dir(net.run_dir) / "filters"
         target_dir.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
@@ -47,8 +50,9 @@ def write_filters(run_dirs, out=None, data_dir=None) -> list[Path]:
         with tempfile.TemporaryDirectory(dir=target_dir, prefix=".tb-") as staging:
             writer = tf.summary.create_file_writer(staging)
             with writer.as_default():
-                tf.summary.image(f"conv1_filters/{net.name}", image[None], step=0,
-                                 description=f"conv1 kernel {tuple(shape)}, one tile per filter")
+                tf.summary.image(f"{conv_name}_filters/{net.name}", image[None], step=0,
+                                 description=f"{conv_name} kernel {tuple(shape)}, one tile per "
+                                             "filter")
             writer.close()
             (target_dir / "tb").mkdir(exist_ok=True)
             for event in Path(staging).iterdir():

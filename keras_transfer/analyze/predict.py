@@ -1,7 +1,8 @@
-"""Layer similarity as a cheap predictor of the transfer curve: CKA(baseA, baseB) per layer for
-every finished base pair, against the measured relative drop of the frozen transfer nets,
-(base - AnB) / base per n (BnA against baseA likewise), pooled over directions and seeds and
-compared by Spearman rank correlation.
+"""Layer similarity as a cheap predictor of the transfer curve: CKA(baseA, baseB) at each cut
+point n = 1..k of the nets' model for every finished base pair, against the measured relative
+drop of the frozen transfer nets, (base - AnB) / base per n (BnA against baseA likewise), pooled
+over directions and seeds and compared by Spearman rank correlation. All base pairs pooled must
+be nets of one model, so that n means the same cut point in each.
 
 Outputs predict.json and predict.png (beside the report by default). Each pair's CKA is a
 `similarity` folder, reused while its inputs (weights, data, batching) are unchanged.
@@ -17,27 +18,27 @@ import numpy as np
 from data_prep import layout
 from data_prep.atomic import write_bytes_atomic, write_json_atomic
 from data_prep.manifest import sha256_file
-from keras_transfer import data, metrics, naming
+from keras_transfer import data, metrics, models, naming
 from keras_transfer.report import stats
-from keras_transfer.outputs import finite, fmt, png_bytes, pyplot
-from keras_transfer.analyze.similarity import (DEFAULT_BATCH_SIZE, DEFAULT_LAYERS, similarity,
-                                               write_similarity)
+from keras_transfer.outputs import fmt, png_bytes, pyplot
+from keras_transfer.analyze.similarity import DEFAULT_BATCH_SIZE, similarity, write_similarity
 from keras_transfer.analyze.trained_nets import (AnalysisError, TrainedNet, analysis_dir,
-                                                 find_seed_dirs, open_run, read_result,
-                                                 training_half_dir)
+                                                 common_architecture, find_seed_dirs, open_run,
+                                                 read_result, training_half_dir)
 
 METRICS = tuple(metrics.TOP1)
 
 
-def relative_drops(seed_dir: Path, metric: str) -> dict:
-    """{target half: {n: (base - AnB) / base}} from the frozen transfer nets that finished."""
+def relative_drops(seed_dir: Path, metric: str, max_n: int) -> dict:
+    """{target half: {n: (base - AnB) / base}} from the frozen transfer nets AnB, n = 1..max_n,
+    that finished."""
     drops = {}
     for target in naming.HALVES:
         base = read_result(seed_dir / f"base{target}")
         if base is None or not base.get(metric):
             continue
         source = naming.other_half(target)
-        for n in range(1, naming.MAX_N + 1):
+        for n in range(1, max_n + 1):
             result = read_result(seed_dir / naming.run_name(source, target, n, False))
             if result is not None and result.get(metric) is not None:
                 drops.setdefault(target, {})[n] = (base[metric] - result[metric]) / base[metric]
@@ -46,7 +47,7 @@ def relative_drops(seed_dir: Path, metric: str) -> dict:
 
 def predict(path, *, data_dir=None, metric=metrics.HEADLINE, batch_size=DEFAULT_BATCH_SIZE,
             max_examples=None, recompute=False, similarity_root=None, log=print) -> dict:
-    """CKA(baseA, baseB) per layer on each target half that has transfer nets (B if none),
+    """CKA(baseA, baseB) per cut point on each target half that has transfer nets (B if none),
     against the pooled relative drop of AnB per n; the contents of predict.json.
 
     Each pair's similarity folder goes where `similarity` would put it, or under
@@ -56,9 +57,18 @@ def predict(path, *, data_dir=None, metric=metrics.HEADLINE, batch_size=DEFAULT_
     if metric not in METRICS:
         raise AnalysisError(f"--metric must be one of {METRICS}, got {metric!r}")
     jobs = []  # every base pair and its data found and checked before anything is computed
+    architecture = None
     for seed_dir in find_seed_dirs(path):
-        drops = relative_drops(seed_dir, metric)
         base_a, base_b = (open_run(seed_dir / f"base{h}") for h in naming.HALVES)
+        pair_architecture = common_architecture(base_a, base_b)
+        if architecture is None:
+            architecture, first_seed_dir = pair_architecture, seed_dir
+        elif pair_architecture != architecture:
+            raise AnalysisError(
+                f"{first_seed_dir} holds {architecture.name} nets and {seed_dir} "
+                f"{pair_architecture.name} nets: n means another cut point in each, so they "
+                "cannot be pooled. Give predict one seed folder, or a WORKDIR of one model.")
+        drops = relative_drops(seed_dir, metric, architecture.max_n)
         folder = analysis_dir(base_a.run_dir)
         if similarity_root is not None:
             folder = Path(similarity_root) / folder.relative_to(folder.parents[2])
@@ -72,7 +82,7 @@ def predict(path, *, data_dir=None, metric=metrics.HEADLINE, batch_size=DEFAULT_
                          folder / "similarity" / f"baseA_vs_baseB_on_{target}"))
     pairs = []
     for seed_dir, target, base_a, base_b, half_dir, drops, out in jobs:
-        key = _inputs_key(base_a, base_b, half_dir, batch_size, max_examples)
+        key = _inputs_key(base_a, base_b, half_dir, batch_size, max_examples, architecture)
         result = None if recompute else _cached_similarity(out, key)
         if result is None:
             result = similarity(base_a.run_dir, base_b.run_dir, half_dir,
@@ -85,25 +95,27 @@ def predict(path, *, data_dir=None, metric=metrics.HEADLINE, batch_size=DEFAULT_
         pairs.append({"seed_dir": str(seed_dir), "target": target,
                       "similarity": str(out / "similarity.json"), "cka": result["cka"],
                       "relative_drop": {str(n): v for n, v in drops.items()}})
-    pooled = _pool(pairs)
+    pooled = _pool(pairs, architecture)
     usable = [i for i, d in enumerate(pooled["relative_drop"])
               if d is not None and pooled["cka"][i] is not None]
     correlation = None
     if len(usable) >= 3:
         correlation = stats.spearman([pooled["cka"][i] for i in usable],
-                               [pooled["relative_drop"][i] for i in usable])
+                                     [pooled["relative_drop"][i] for i in usable])
     return {
+        "model": architecture.name,
         "metric": metric,
         "relative_drop": "(top-1 of base - top-1 of the frozen transfer net AnB) / top-1 of base, "
                          "per target half; pooled: mean over halves and seeds",
-        "reading": "Spearman rho < 0: layers whose features are more alike across the two halves "
-                   "lose less when transferred, as the paper's generality argument predicts",
+        "reading": "Spearman rho < 0: cut points whose features are more alike across the two "
+                   "halves lose less when transferred, as the paper's generality argument "
+                   "predicts",
         "pairs": pairs,
         "pooled": pooled,
         "spearman": correlation,
         "note": None if correlation else (
-            f"rank correlation needs at least 3 layers with both CKA and a finished AnB/BnA net; "
-            f"found {len(usable)}"),
+            f"rank correlation needs at least 3 cut points with both CKA and a finished AnB/BnA "
+            f"net; found {len(usable)}"),
     }
 
 
@@ -113,11 +125,11 @@ def predict_png(result: dict) -> bytes:
     ns = pooled["n"]
     fig, ax = plt.subplots(figsize=(7, 4.2))
     cka_values = [np.nan if v is None else v for v in pooled["cka"]]
-    ax.plot(ns, cka_values, "o-", color="#1f4fd1", label="CKA(baseA, baseB) at layer n")
+    ax.plot(ns, cka_values, "o-", color="#1f4fd1", label="CKA(baseA, baseB) at cut point n")
     for pair in result["pairs"]:
         ax.plot(ns, [np.nan if pair["cka"].get(name) is None else pair["cka"][name]
                      for name in pooled["layers"]], ".", color="#1f4fd1", alpha=0.35)
-    ax.set_xlabel("layer n (copied layers 1..n)")
+    ax.set_xlabel(f"cut point n of {result['model']} (cut points 1..n copied)")
     ax.set_ylabel("linear CKA (unbiased)", color="#1f4fd1")
     ax.set_xticks(ns, [f"{n}\n{name}" for n, name in zip(ns, pooled["layers"])])
     ax.set_ylim(min(0.0, np.nanmin(cka_values) if not np.all(np.isnan(cka_values)) else 0.0), 1.02)
@@ -133,7 +145,8 @@ def predict_png(result: dict) -> bytes:
     if correlation:
         p = correlation["p_value"]
         method = "exact " if correlation["p_value_method"] == "exact permutation" else ""
-        title = (f"Spearman rho = {fmt(correlation['rho'])} over {correlation['points']} layers"
+        title = (f"Spearman rho = {fmt(correlation['rho'])} over {correlation['points']} "
+                 "cut points"
                  + (f" ({method}p = {p:.3f})" if p is not None else ""))
     else:
         title = "no finished transfer nets to compare with"
@@ -154,10 +167,11 @@ def write_predict(result: dict, out) -> dict:
     return {"predict.json": out / "predict.json", "predict.png": out / "predict.png"}
 
 
-def _pool(pairs) -> dict:
-    """Per n: CKA of layer n and the relative drop, each averaged over the pairs that have it."""
-    ns = list(range(1, naming.MAX_N + 1))
-    layers = list(DEFAULT_LAYERS)
+def _pool(pairs, architecture: models.Architecture) -> dict:
+    """Per n: CKA of cut point n and the relative drop, each averaged over the pairs that have
+    it."""
+    ns = list(range(1, architecture.max_n + 1))
+    layers = list(architecture.cut_names)
     cka_values, drop_values, counts = [], [], []
     for n, name in zip(ns, layers):
         ckas = [p["cka"][name] for p in pairs if p["cka"].get(name) is not None]
@@ -169,12 +183,14 @@ def _pool(pairs) -> dict:
             "transfer_nets": counts}
 
 
-def _inputs_key(net_a: TrainedNet, net_b: TrainedNet, half_dir, batch_size, max_examples) -> str:
-    """What a similarity.json depends on: both weight files, the data, the batching."""
+def _inputs_key(net_a: TrainedNet, net_b: TrainedNet, half_dir, batch_size, max_examples,
+                architecture: models.Architecture) -> str:
+    """What a similarity.json depends on: both weight files, the data, the batching, the cut
+    points compared."""
     manifest = json.loads((Path(half_dir) / layout.MANIFEST).read_text())
     shards = [s.get("sha256") for s in manifest["shards"]["validation"]]
     parts = [sha256_file(net_a.weights), sha256_file(net_b.weights), json.dumps(shards),
-             str(batch_size), str(max_examples), ",".join(DEFAULT_LAYERS)]
+             str(batch_size), str(max_examples), ",".join(architecture.cut_names)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 

@@ -1,12 +1,14 @@
-"""Linear CKA of every layer of one trained net against every layer of another, on the validation
-images of one prepared half.
+"""Linear CKA of every cut point of one trained net against every cut point of another net of the
+same model, on the validation images of one prepared half. A cut point's representation is the
+output of its last layer (`CutPoint.output`: conv1..fc7 themselves for CaffeNet, a block's
+output for a ResNet).
 
 Both nets read the images in minibatches with their own crop and input scale but the same
 examples in the same order; every pair of batches is checked, and a difference in order or count
 is refused. CKA is accumulated over the minibatches (unbiased HSIC_1, Nguyen et al. 2021; see
 `cka`), so memory is one batch's activations and Gram matrices. Outputs: similarity.json,
-similarity.png (the layer x layer heatmap) and TensorBoard events, in a folder written in full
-beside its place and then renamed into it.
+similarity.png (the cut point x cut point heatmap) and TensorBoard events, in a folder written
+in full beside its place and then renamed into it.
 """
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.atomic import staged_directory, write_json_atomic
-from keras_transfer import data, models, naming
+from keras_transfer import data, models
 from keras_transfer.analyze import cka
-from keras_transfer.analyze.trained_nets import AnalysisError, analysis_dir, load_model, open_run
+from keras_transfer.analyze.trained_nets import (AnalysisError, analysis_dir, common_architecture,
+                                                 load_model, open_run)
 from keras_transfer.outputs import finite, fmt, png_bytes, pyplot
 
-DEFAULT_LAYERS = models.LAYER_NAMES[:naming.MAX_N]  # conv1..fc7, the layers transfer copies
 DEFAULT_BATCH_SIZE = 256
 # Images of the two streams are compared in 0-255 pixel units after undoing each net's scale.
 _PIXEL_TOLERANCE = 1e-2
@@ -38,11 +40,12 @@ class SampleOrderError(AnalysisError):
 # Streaming both nets over the same examples
 # --------------------------------------------------------------------------------------------
 
-def gram_function(model: keras.Model, layers):
-    """images -> one (b, b) Gram matrix of post-ReLU features per layer, features centred over
-    the batch first (exact for HSIC, see `cka`; keeps float32 accurate for all-positive ReLU
-    outputs). Conv outputs are flattened to height x width x channels features per example."""
-    outputs = [model.get_layer(name).output for name in layers]
+def gram_function(model: keras.Model, cut_points):
+    """images -> one (b, b) Gram matrix per cut point of the features its output layer gives,
+    centred over the batch first (exact for HSIC, see `cka`; keeps float32 accurate for
+    all-positive ReLU outputs). Conv outputs are flattened to height x width x channels
+    features per example."""
+    outputs = [model.get_layer(cut.output).output for cut in cut_points]
     extractor = keras.Model(model.inputs, outputs, name=f"{model.name}_features")
 
     @tf.function(reduce_retracing=True)
@@ -107,11 +110,11 @@ def paired_batches(stream_a, stream_b, scales, max_batches=None):
     return generate(), stats
 
 
-def similarity(run_a, run_b, half_dir, *, layers=DEFAULT_LAYERS, batch_size=DEFAULT_BATCH_SIZE,
+def similarity(run_a, run_b, half_dir, *, layers=None, batch_size=DEFAULT_BATCH_SIZE,
                max_examples=None) -> dict:
-    """Minibatch linear CKA of every layer of A against every layer of B on the validation
-    images of `half_dir`; the contents of similarity.json."""
-    layers = check_layers(layers)
+    """Minibatch linear CKA of every cut point of A against every cut point of B on the
+    validation images of `half_dir`; the contents of similarity.json. `layers` names the cut
+    points compared, all of the nets' model's if None; A and B must be nets of one model."""
     if batch_size < 2 * cka.MIN_EXAMPLES_UNBIASED:
         raise AnalysisError(f"--batch_size={batch_size} is too small for the unbiased HSIC; use "
                             f"at least {2 * cka.MIN_EXAMPLES_UNBIASED} (default "
@@ -123,6 +126,8 @@ def similarity(run_a, run_b, half_dir, *, layers=DEFAULT_LAYERS, batch_size=DEFA
             raise AnalysisError(f"--max_examples={max_examples} is less than one batch of "
                                 f"{batch_size}; raise it or lower --batch_size.")
     net_a, net_b = open_run(run_a), open_run(run_b)
+    cut_points = select_cut_points(common_architecture(net_a, net_b), layers)
+    layers = [cut.name for cut in cut_points]
     try:
         manifest = data.load_half(half_dir)
     except data.DataError as e:
@@ -136,7 +141,7 @@ def similarity(run_a, run_b, half_dir, *, layers=DEFAULT_LAYERS, batch_size=DEFA
     nets = (net_a, net_b)
     grams, streams, scales = [], [], []
     for net in nets:
-        grams.append(gram_function(load_model(net, image_shape), layers))
+        grams.append(gram_function(load_model(net, image_shape), cut_points))
         streams.append(data.build_dataset(
             half_dir, "validation", batch_size=batch_size, training=False,
             crop=net.input_shape(image_shape)[0], model_name=net.model_name,
@@ -161,7 +166,7 @@ def similarity(run_a, run_b, half_dir, *, layers=DEFAULT_LAYERS, batch_size=DEFA
         "batches": accumulator.batches,
         "examples": accumulator.examples,
         "examples_left_out": stats["dropped"],
-        "layers": list(layers),
+        "layers": layers,
         "cka": {name: finite(unbiased[i, i]) for i, name in enumerate(layers)},
         "cka_biased": {name: finite(biased[i, i]) for i, name in enumerate(layers)},
         "matrix": finite(unbiased),
@@ -169,13 +174,19 @@ def similarity(run_a, run_b, half_dir, *, layers=DEFAULT_LAYERS, batch_size=DEFA
     }
 
 
-def check_layers(layers) -> tuple:
-    layers = tuple(layers)
-    unknown = [name for name in layers if name not in models.LAYER_NAMES]
-    if unknown or not layers:
-        raise AnalysisError(f"--layers {' '.join(unknown) or '(none)'}: choose among "
-                            f"{' '.join(models.LAYER_NAMES)}")
-    return layers
+def select_cut_points(architecture: models.Architecture, names=None) -> tuple:
+    """The cut points of `architecture` called `names`, in that order (all of them if None);
+    AnalysisError listing the model's cut point names for a name it does not have."""
+    if names is None:
+        return architecture.cut_points
+    names = tuple(names)
+    by_name = {cut.name: cut for cut in architecture.cut_points}
+    unknown = [name for name in names if name not in by_name]
+    if unknown or not names:
+        raise AnalysisError(f"--layers {' '.join(unknown) or '(none)'}: {architecture.name} nets "
+                            f"have the cut points {' '.join(architecture.cut_names)}; choose "
+                            "among them")
+    return tuple(by_name[name] for name in names)
 
 
 # --------------------------------------------------------------------------------------------
@@ -222,8 +233,8 @@ def heatmap_png(result: dict) -> bytes:
                 color="black" if not np.isnan(value) and value > 0.6 else "white")
     ax.set_xticks(range(len(layers)), layers)
     ax.set_yticks(range(len(layers)), layers)
-    ax.set_xlabel(f"layer of {result['b']['run']}")
-    ax.set_ylabel(f"layer of {result['a']['run']}")
+    ax.set_xlabel(f"cut point of {result['b']['run']}")
+    ax.set_ylabel(f"cut point of {result['a']['run']}")
     ax.set_title(f"linear CKA (unbiased, {result['examples']} {result['data']['dataset']} "
                  f"{result['data']['half']} val images)", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046)
@@ -231,8 +242,8 @@ def heatmap_png(result: dict) -> bytes:
 
 
 def markdown_table(result: dict) -> str:
-    """CKA of each layer with the same layer of the other net, unbiased and biased."""
-    lines = ["| layer | CKA unbiased | CKA biased |", "|---|---|---|"]
+    """CKA of each cut point with the same cut point of the other net, unbiased and biased."""
+    lines = ["| cut point | CKA unbiased | CKA biased |", "|---|---|---|"]
     for name in result["layers"]:
         unbiased, biased = result["cka"][name], result["cka_biased"][name]
         lines.append(f"| {name} | {fmt(unbiased)} | {fmt(biased)} |")

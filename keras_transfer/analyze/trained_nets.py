@@ -42,6 +42,14 @@ class TrainedNet:
         return self.result.get("model") or self.config["model"]
 
     @property
+    def architecture(self) -> models.Architecture:
+        """The net's network, whose cut points the analysis compares."""
+        try:
+            return models.get(self.model_name)
+        except ValueError as e:
+            raise AnalysisError(f"{self.name} ({self.run_dir}): {e}") from e
+
+    @property
     def num_outputs(self) -> int:
         """fc8's width (older results lack num_outputs: then fc8_outputs or the class count)."""
         if self.result.get("num_outputs"):
@@ -84,6 +92,16 @@ def open_run(run_dir) -> TrainedNet:
     return TrainedNet(run_dir, config, result)
 
 
+def common_architecture(*nets: TrainedNet) -> models.Architecture:
+    """The network all `nets` are; AnalysisError if they differ, since cut point n of one
+    network does not correspond to cut point n of another."""
+    if len({net.model_name for net in nets}) > 1:
+        which = ", ".join(f"{net.name} ({net.run_dir}) is a {net.model_name} net" for net in nets)
+        raise AnalysisError(f"the nets are of different models: {which}. Compare nets of one "
+                            "model, whose cut points correspond.")
+    return nets[0].architecture
+
+
 def _train_command(run_dir: Path) -> str:
     """The command that trains the net of an unfinished or damaged run directory to the end."""
     try:
@@ -98,17 +116,12 @@ def load_model(net: TrainedNet, image_shape) -> keras.Model:
     """The trained net, rebuilt with its own architecture and fc8 width, for these images."""
     input_shape = net.input_shape(image_shape)
     try:
-        weights = transfer.read_base_weights(net.weights, net.model_name, input_shape,
-                                             net.num_outputs)
+        return transfer.load_trained(net.weights, net.model_name, input_shape, net.num_outputs)
     except (transfer.TransferError, ValueError) as e:
         raise AnalysisError(
             f"{net.name} ({net.run_dir}) does not fit images of shape {tuple(image_shape)} "
             f"(input {input_shape}): {e}\nGive data of the kind the net was trained on (same "
             "image size and channels), e.g. a half prepared by data_prep for its dataset.") from e
-    model = models.build(net.model_name, net.num_outputs, input_shape)
-    for name, values in weights.items():
-        model.get_layer(name).set_weights(values)
-    return model
 
 
 def read_result(run_dir: Path):

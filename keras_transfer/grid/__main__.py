@@ -11,7 +11,7 @@ import math
 import os
 import sys
 
-from keras_transfer import naming
+from keras_transfer import models, naming
 from keras_transfer.grid.cost import dry_run
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.local import run_local
@@ -125,8 +125,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--random_splits", type=_split_list, default=None,
                    help="--random_control=half: the splits that get RnB (default: every "
                         "--splits split), e.g. 0")
-    p.add_argument("--layers", type=_int_list, default=list(range(1, naming.MAX_N + 1)),
-                   help="values of n (layers copied), default 1,...,7")
+    p.add_argument("--layers", type=_int_list, default=None,
+                   help="values of n (cut points copied), default 1,...,k of the model "
+                        "(main's --model, e.g. -- --model=resnet_small): 1,...,7 for the "
+                        "paper's caffenet and small")
     p.add_argument("--reduced_examples", type=_int_list, default=[],
                    help="examples per class of the reduced-volume base nets, e.g. 10,100,1000")
     p.add_argument("--reduced_data", default="whole", metavar="{" + ",".join(DATA_CHOICES) + "}",
@@ -174,7 +176,6 @@ def main(argv=None, out=sys.stdout) -> int:
         argv, extra = argv[:i], argv[i + 1:]
     args = parser().parse_args(argv)
     bad_targets = [t for t in args.targets if t not in naming.HALVES]
-    bad_layers = [n for n in args.layers if not 1 <= n <= naming.MAX_N]
     if bad_targets or not args.targets:
         raise GridError(f"--targets must be a list of A and B, not {','.join(args.targets) or 'empty'}")
     if not args.experiments:
@@ -199,8 +200,6 @@ def main(argv=None, out=sys.stdout) -> int:
                         f"--random_control={args.random_control} control trains on the whole "
                         "dataset, not on splits: add --random_control=half or drop "
                         "--random_splits")
-    if bad_layers or not args.layers:
-        raise GridError(f"--layers must be values of n in 1..{naming.MAX_N}, not {bad_layers or 'empty'}")
     if not args.splits or not args.seeds:
         raise GridError("--splits and --seeds need at least one value each")
     shared = _shared_split_folders(args.splits)
@@ -214,6 +213,13 @@ def main(argv=None, out=sys.stdout) -> int:
     if not (math.isfinite(args.images_per_sec) and args.images_per_sec > 0):
         raise GridError(f"--images_per_sec must be a positive number, not {args.images_per_sec}")
     preset = resolve_preset(args.flagfile, extra)
+    max_n = models.get(preset.model).max_n
+    if args.layers is None:
+        args.layers = list(range(1, max_n + 1))
+    bad_layers = [n for n in args.layers if not 1 <= n <= max_n]
+    if bad_layers or not args.layers:
+        raise GridError(f"--layers must be values of n in 1..{max_n} (the cut points of "
+                        f"--model={preset.model}), not {bad_layers or 'empty'}")
     nets = enumerate_nets(dataset=preset.dataset, splits=args.splits, seeds=args.seeds,
                           experiments=args.experiments, targets=args.targets, n_values=args.layers,
                           reduced_examples=args.reduced_examples,

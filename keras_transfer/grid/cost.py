@@ -11,6 +11,7 @@ import shlex
 import sys
 
 from data_prep import layout
+from keras_transfer import models
 from keras_transfer.grid.nets import PlannedNet, stages
 from keras_transfer.grid.plan import Plan
 
@@ -40,11 +41,11 @@ def multiply_adds(preset, plan: Plan) -> tuple[float, str]:
             shape, classes = m["image_shape"], classes or m["num_classes"]
             break
     if shape is None:  # not prepared yet: the paper's 256 px photos, or the 28 px default dataset
-        shape = [256, 256, 3] if preset.model == "caffenet" else [28, 28, 1]
+        shape = [256, 256, 3] if models.get(preset.model).crop_of_256 else [28, 28, 1]
         note = ", image size assumed (no manifest yet)"
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        from keras_transfer import data, models
+        from keras_transfer import data
         crop = preset.crop or data.default_crop(preset.model, min(shape[0], shape[1]))
         model = models.build(preset.model, classes or 500, (crop, crop, shape[2]))
         return float(models.multiply_adds(model)), f"{preset.model} at {crop}x{crop}x{shape[2]}{note}"

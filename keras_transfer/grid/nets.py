@@ -116,7 +116,7 @@ def check_choices(*, random_control: str, reduced_data: str, reduced_steps: int,
 
 
 def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMENTS,
-                   targets=naming.HALVES, n_values=range(1, naming.MAX_N + 1),
+                   targets=naming.HALVES, n_values=naming.PAPER_N,
                    reduced_examples=(), selffer_targets=None, random_splits=None,
                    random_control="whole", reduced_data="whole", reduced_steps=0,
                    reduced_lr_step=0) -> list[PlannedNet]:

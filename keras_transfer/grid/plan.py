@@ -13,7 +13,7 @@ from pathlib import Path
 from data_prep import layout
 from data_prep import manifest as manifest_lib
 from data_prep.errors import DataPrepError
-from keras_transfer import naming, run_records
+from keras_transfer import models, naming, run_records
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid import nets as nets_lib
 from keras_transfer.grid.nets import PlannedNet
@@ -165,7 +165,7 @@ def stale_nets(plan: Plan, preset) -> dict:
 def make_plan(nets, preset, *, workdir=None, flagfile=None, extra_flags=(), threads=0,
               pack=1, processes=1) -> Plan:
     """`pack`: most nets per process; 0 chooses: for a model small enough that one net leaves
-    a core's time to per-step overhead (`PACKED_MODELS`), the nets of each pack key shared
+    a core's time to per-step overhead (its Architecture's `packed`), the nets of each pack key shared
     evenly over `processes`; otherwise one net per process."""
     nets = list(nets)
     bases = nets_lib.base_keys(nets)
@@ -174,7 +174,7 @@ def make_plan(nets, preset, *, workdir=None, flagfile=None, extra_flags=(), thre
         if net.key not in bases:  # base nets train alone (nets.packs)
             groups.setdefault(net.pack_key, []).append(net)
     if pack == 0:
-        packed = preset.model in PACKED_MODELS
+        packed = models.get(preset.model).packed
         sizes = {key: -(-len(group) // processes) if packed else 1 for key, group in groups.items()}
     else:
         sizes = dict.fromkeys(groups, pack)
@@ -182,8 +182,3 @@ def make_plan(nets, preset, *, workdir=None, flagfile=None, extra_flags=(), thre
                 data_dir=preset.data_dir, flagfile=flagfile, extra_flags=list(extra_flags),
                 threads=threads, pack_sizes=sizes)
 
-
-# Models whose nets the grid packs by default. The small model's step is a few milliseconds of
-# small ops, so a process gains by stepping many nets together (`python -m keras_transfer.bench
-# --only=grid` measures it); CaffeNet keeps a device busy on its own.
-PACKED_MODELS = ("small",)

@@ -1,7 +1,9 @@
 """The paper's findings, table and figures from a grid's run directories.
 
 `python -m keras_transfer.report WORKDIR [--reference=yosinski2014] [--out=DIR]` reads only the
-result.json and config.json files under WORKDIR and writes, into WORKDIR/report by default:
+result.json and config.json files under WORKDIR, of one dataset and one network (--dataset,
+--model when it holds several: n counts each network's own k cut points, and the findings'
+ranges of n follow k), and writes, into WORKDIR/report by default:
 results.csv (one row per run); summary.md: the paper's four findings, each with its effect, 95%
 CI and a verdict, the paper's Table 1, whether the base nets converged, per condition and n the
 mean top-1 with its CI (the whole-dataset random-features control beside its baseA, where it

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from keras_transfer import metrics
+from keras_transfer import metrics, models
 from keras_transfer.metrics import TOP1
 from keras_transfer.report.findings import REFERENCES
 from keras_transfer.report.make import make_report
@@ -23,6 +23,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", choices=sorted(REFERENCES), default=None,
                    help="overlay a published result on figure 2")
     p.add_argument("--dataset", default=None, help="which dataset, when WORKDIR holds several")
+    p.add_argument("--model", choices=models.NAMES, default=None,
+                   help="which network, when WORKDIR holds runs of several (n counts each "
+                        "network's own cut points, so one report is on one network)")
     p.add_argument("--metric", choices=list(TOP1), default=metrics.HEADLINE,
                    help="top-1 used by the findings, figures and decomposition: top1_final (the "
                         "default), top1_best_fraction (the mean of the best 10/450 of a net's "
@@ -37,7 +40,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     report = make_report(args.workdir, args.out, reference=args.reference, dataset=args.dataset,
-                         metric=args.metric, hparams=args.hparams)
+                         model=args.model, metric=args.metric, hparams=args.hparams)
     print(f"[report] {report['runs']} runs")
     for note in report["notes"]:
         print(f"[report] note: {note}")

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from keras_transfer import naming
 from keras_transfer.metrics import TOP1
 from keras_transfer.outputs import pyplot
-from keras_transfer.report.runs import is_whole
+from keras_transfer.report.findings import not_the_papers_layers
+from keras_transfer.report.runs import architecture, is_whole, n_counts
 from keras_transfer.report.tables import relative_by_n
 
 # Figure 2 of the paper: condition -> (label, colour, marker); white circles for the base nets,
@@ -24,6 +26,14 @@ FIGURE2_STYLE = {
 }
 
 
+def n_axis(ax, arch, first: int, label: str) -> None:
+    """x ticks n = first..k, each under the cut point its nets copy up to (0: the base nets)."""
+    ns = range(first, arch.max_n + 1)
+    ax.set_xticks(list(ns))
+    ax.set_xticklabels([f"{n}\n{arch.cut_names[n - 1]}" if n else "0\nbase" for n in ns])
+    ax.set_xlabel(f"{n_counts(arch)} n{label}")
+
+
 def missing_conditions(df: pd.DataFrame, series: str, conditions) -> list[str]:
     have = set(df[df["series"] == series]["condition"])
     return [c for c in conditions if c not in have]
@@ -34,6 +44,7 @@ def figure2(df: pd.DataFrame, path: Path, metric: str, reference: dict | None) -
     n of top-1 relative to each net's own base (so AnB and BnA pool fairly), with 95% CI bands
     over splits; with a reference, the paper's means relative to its base on the same axis."""
     plt = pyplot()
+    arch = architecture(df)
     main = df[(df["series"] == "main") & df["condition"].isin(list(FIGURE2_STYLE))]
     notes = [f"figure2: no {FIGURE2_STYLE[c][0]} ({c}) runs, left out"
              for c in missing_conditions(df, "main", FIGURE2_STYLE)]
@@ -56,20 +67,21 @@ def figure2(df: pd.DataFrame, path: Path, metric: str, reference: dict | None) -
                     linewidth=2, label=label)
         bottom.fill_between(table["n"], table["low"], table["high"], color=colour, alpha=0.25,
                             linewidth=0)
-    if reference is not None:
+    if reference is not None and not arch.paper_layers:
+        notes.append(f"figure2: {not_the_papers_layers(arch)}; its reference line is left out")
+    elif reference is not None:
         for cond, values in reference.items():
             if cond == "base":
                 continue
-            bottom.plot(range(1, 8), [v - reference["base"] for v in values], linestyle=":",
+            bottom.plot(naming.PAPER_N, [v - reference["base"] for v in values], linestyle=":",
                         marker="x", color=FIGURE2_STYLE[cond][1], linewidth=1.2,
                         label=f"paper {FIGURE2_STYLE[cond][0]}")
     label = TOP1[metric]
     top.set_ylabel(f"top-1 ({label})")
     bottom.set_ylabel(f"top-1 ({label}) minus its base net's,\nmean and 95% CI band")
-    bottom.set_xlabel("layer n at which the network is chopped and retrained")
-    bottom.set_xticks(range(0, 8))
+    n_axis(bottom, arch, 0, " at which the network is chopped and retrained")
     top.legend(loc="lower left", fontsize=8, ncol=5)
-    bottom.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), fontsize=8, ncol=5,
+    bottom.legend(loc="upper center", bbox_to_anchor=(0.5, -0.19), fontsize=8, ncol=5,
                   frameon=False)
     for ax in (top, bottom):
         ax.grid(alpha=0.3)
@@ -110,6 +122,7 @@ def figure3_series(df: pd.DataFrame, metric: str) -> dict:
 
 def figure3(df: pd.DataFrame, path: Path, metric: str) -> list[str]:
     plt = pyplot()
+    arch = architecture(df)
     lines = figure3_series(df, metric)
     colours = FIGURE3_COLOURS
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -117,9 +130,8 @@ def figure3(df: pd.DataFrame, path: Path, metric: str) -> list[str]:
         ax.errorbar(table["n"], table["mean"], yerr=table["ci95"].fillna(0), marker="o", capsize=3,
                     color=colours[label], label=label, linewidth=2)
     ax.axhline(0.0, color="black", linestyle="--", linewidth=1)
-    ax.set_xlabel("layer n")
+    n_axis(ax, arch, 1, "")
     ax.set_ylabel(f"top-1 minus base top-1 ({TOP1[metric]})")
-    ax.set_xticks(range(1, 8))
     ax.set_title("Transfer relative to the base net (error bars: 95% CI over splits)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

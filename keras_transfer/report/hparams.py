@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from keras_transfer.metrics import TOP1
+from keras_transfer.report.runs import architecture
 
 HPARAM_NAMES = ("source", "target", "n", "finetune", "split", "seed")
 
@@ -19,7 +20,7 @@ def write_hparams(df: pd.DataFrame, logdir: Path) -> None:
     hparams = [
         hp.HParam("source", hp.Discrete(sorted(df["source"].astype(str).unique()))),
         hp.HParam("target", hp.Discrete(sorted(df["target"].astype(str).unique()))),
-        hp.HParam("n", hp.IntInterval(0, 7)),
+        hp.HParam("n", hp.IntInterval(0, architecture(df).max_n)),
         hp.HParam("finetune", hp.Discrete([False, True])),
         hp.HParam("split", hp.Discrete(sorted(df["split"].astype(str).unique()))),
         hp.HParam("seed", hp.IntInterval(int(df["seed"].min()), int(df["seed"].max()))),

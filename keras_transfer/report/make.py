@@ -13,20 +13,22 @@ from keras_transfer import metrics
 from keras_transfer.report.figures import figure2, figure3, reduced_figure
 from keras_transfer.report.findings import REFERENCES
 from keras_transfer.report.hparams import write_hparams
-from keras_transfer.report.runs import (ReportError, drop_unpaired_bases, load_diverged,
-                                        load_runs)
+from keras_transfer.report.runs import (ReportError, architecture, drop_unpaired_bases,
+                                        load_diverged, load_runs)
 from keras_transfer.report.summary import prediction_section, summary_markdown
 from keras_transfer.report.tables import decomposition_notes, summarize
 
 
 def make_report(workdir, out=None, *, reference: str | None = None, dataset: str | None = None,
-                metric: str = metrics.HEADLINE, hparams: bool = True) -> dict:
+                model: str | None = None, metric: str = metrics.HEADLINE,
+                hparams: bool = True) -> dict:
     """Writes the report's files into `out` (default WORKDIR/report) and returns {name: path}."""
     workdir = Path(workdir)
     out = Path(out) if out is not None else workdir / "report"
-    df, notes = load_runs(workdir, dataset)
-    datasets = set(df["dataset"])
-    diverged = [d for d in load_diverged(workdir) if Path(d["run_dir"]).parts[0] in datasets]
+    df, notes = load_runs(workdir, dataset, model)
+    datasets, network = set(df["dataset"]), architecture(df).name
+    diverged = [d for d in load_diverged(workdir) if Path(d["run_dir"]).parts[0] in datasets
+                and d["model"] in (network, None)]
     if diverged:
         notes.append(f"{len(diverged)} diverged nets are left out of every mean (see Diverged "
                      "nets)")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_prep.splits import WHOLE
-from keras_transfer import metrics, naming
+from keras_transfer import metrics, models, naming
 from keras_transfer.metrics import TOP1
 from keras_transfer.run_records import DIVERGED
 
@@ -78,11 +78,19 @@ def malformed(result) -> str | None:
         return str(e)
     if result.get("condition") not in naming.CONDITIONS:
         return f"unknown condition {result.get('condition')!r}"
-    for key, low, high in (("n", 0, naming.MAX_N), ("seed", 0, None)):
+    model = result.get("model")
+    if not isinstance(model, str):
+        return f"model is {model!r}, not a network's name"
+    try:
+        max_n = models.get(model).max_n
+    except ValueError as e:
+        return str(e)
+    for key in ("n", "seed"):
         value = result.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < low or (
-                high is not None and value > high):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             return f"{key} is {value!r}"
+    if result["n"] > max_n:
+        return f"n is {result['n']}, beyond the {max_n} cut points of {model}"
     for key in ("dataset", "split", "split_dir", "target"):
         if not isinstance(result.get(key), str):
             return f"{key} is {result.get(key)!r}, not text"
@@ -97,8 +105,18 @@ def malformed(result) -> str | None:
     return None
 
 
+def _model_of(config_path: Path) -> str | None:
+    """The --model of a run from its config.json (written when it starts), None if unreadable."""
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        return None
+    return config.get("model") if isinstance(config, dict) else None
+
+
 def load_diverged(workdir) -> list[dict]:
-    """The nets that diverged (a diverged.json and no result.json), with where and how."""
+    """The nets that diverged (a diverged.json and no result.json), with where, their model
+    (None if unknown) and how."""
     workdir = Path(workdir)
     found = []
     for path in records(workdir, DIVERGED):
@@ -110,15 +128,18 @@ def load_diverged(workdir) -> list[dict]:
             record = {}
         record = record if isinstance(record, dict) else {}
         found.append({"run_dir": str(path.parent.relative_to(workdir)),
+                      "model": _model_of(path.parent / "config.json"),
                       "step": record.get("step", "?"),
                       "what": f"{record.get('quantity', 'its loss')} was "
                               f"{record.get('value', 'not finite')}"})
     return found
 
 
-def load_runs(workdir, dataset: str | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """One row per result.json under workdir (with its config.json's flags), and notes on skipped
-    files. The top-1 metrics are recomputed from each run's history (metrics.top1_metrics)."""
+def load_runs(workdir, dataset: str | None = None,
+              model: str | None = None) -> tuple[pd.DataFrame, list[str]]:
+    """One row per result.json under workdir (with its config.json's flags) of one dataset and
+    one model, and notes on skipped files. The top-1 metrics are recomputed from each run's
+    history (metrics.top1_metrics)."""
     workdir = Path(workdir)
     if not workdir.is_dir():
         raise ReportError(f"{workdir} is not a directory; give the --workdir of the grid "
@@ -172,6 +193,16 @@ def load_runs(workdir, dataset: str | None = None) -> tuple[pd.DataFrame, list[s
     elif len(datasets) > 1:
         raise ReportError(f"{workdir} holds runs of several datasets ({', '.join(datasets)}); "
                           "choose one with --dataset=NAME")
+    # n counts each network's own cut points, so runs of two networks never compare per n.
+    names = sorted(df["model"].unique())
+    if model is not None:
+        if model not in names:
+            raise ReportError(f"no runs of model {model!r} under {workdir}; it holds "
+                              f"{', '.join(names)}")
+        df = df[df["model"] == model]
+    elif len(names) > 1:
+        raise ReportError(f"{workdir} holds runs of several models ({', '.join(names)}), whose n "
+                          "count different cut points; choose one with --model=NAME")
     df = df.copy()
     df["series"] = [series_of(s, e) for s, e in zip(df["split"], df["examples_per_class"])]
     df["n"] = df["n"].astype(int)
@@ -180,6 +211,20 @@ def load_runs(workdir, dataset: str | None = None) -> tuple[pd.DataFrame, list[s
         df[metric] = pd.to_numeric(df[metric], errors="coerce")
     order = ["series", "split_dir", "seed", "condition", "n", "run"]
     return df.sort_values(order).reset_index(drop=True), notes
+
+
+def architecture(df: pd.DataFrame) -> models.Architecture:
+    """The network of the report's runs (load_runs keeps one): what n counts."""
+    names = sorted(df["model"].unique())
+    if len(names) != 1:
+        raise ReportError(f"a report is on the runs of one model, not of {len(names)} "
+                          f"({', '.join(names)}); choose one with --model=NAME")
+    return models.get(names[0])
+
+
+def n_counts(arch: models.Architecture) -> str:
+    """What n counts, in the report's words: the paper's layers, or the network's cut points."""
+    return "layer" if arch.paper_layers else "cut point"
 
 
 def drop_unpaired_bases(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:

@@ -11,7 +11,7 @@ import pandas as pd
 from keras_transfer import metrics, naming
 from keras_transfer.metrics import TOP1
 from keras_transfer.report import findings, stats
-from keras_transfer.report.runs import CONVERGED_EVALUATIONS, CONVERGED_SPAN
+from keras_transfer.report.runs import CONVERGED_EVALUATIONS, CONVERGED_SPAN, architecture
 from keras_transfer.report.tables import DECOMPOSITION, decomposition, relative_by_n
 
 
@@ -28,6 +28,10 @@ def _interval(row) -> str:
     if pd.isna(row["ci95"]):
         return f"{row['mean']:+.4f} (no CI)"
     return f"{row['mean']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]"
+
+
+def _paper(value) -> str:
+    return "n/a" if value is None else f"{value:+.4f}"
 
 
 def _units(count: int, clusters: list[str]) -> str:
@@ -55,7 +59,7 @@ def findings_section(df: pd.DataFrame, metric: str) -> list[str]:
               "|---|---|---|---|---|---|"]
     for row in findings.measure_findings(df, metric):
         lines.append(f"| {row['finding']}. {row['claim']} | {row['effect']} | "
-                     f"{row['paper']:+.4f} | "
+                     f"{_paper(row['paper'])} | "
                      f"{_interval(row)} | {row['count']} ({row['runs']}) | **{row['verdict']}** |")
     return lines + [""]
 
@@ -73,7 +77,7 @@ def table1_section(df: pd.DataFrame, metric: str) -> list[str]:
              "| difference | what it measures | paper | measured [95% CI] | splits/seeds (runs) |",
              "|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['difference']} | {row['measures']} | {row['paper']:+.4f} | "
+        lines.append(f"| {row['difference']} | {row['measures']} | {_paper(row['paper'])} | "
                      f"{_interval(row)} | {row['count']} ({row['runs']}) |")
     return lines + [""]
 
@@ -157,17 +161,21 @@ def prediction_section(path: Path) -> str:
 def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: list[str],
                      metric: str, diverged=()) -> str:
     lines = [f"# Transfer results: {workdir}", ""]
+    arch = architecture(df)
     datasets = ", ".join(sorted(df["dataset"].dropna().unique()))
-    models = ", ".join(sorted(df["model"].dropna().astype(str).unique()))
     splits = ", ".join(sorted(df["split"].dropna().astype(str).unique()))
     seeds = ", ".join(str(s) for s in sorted(df["seed"].unique()))
-    lines += [f"{len(df)} runs; dataset {datasets}; model {models}; splits {splits}; "
+    lines += [f"{len(df)} runs; dataset {datasets}; model {arch.name}; splits {splits}; "
               f"seeds {seeds}.",
-              f"Top-1 on the validation set of the target half; the headline is *{TOP1[metric]}* "
-              f"(`{metric}`). *final*: at the last step; *best 10/450*: the mean of the best "
-              f"{metrics.PAPER_BEST}/{metrics.PAPER_EVALUATIONS} of a net's evaluations (the "
-              "paper's rule in its proportion). Departures from the paper's protocol: "
-              "docs/fidelity.md.", ""]
+              f"Cut points of {arch.name}, n = 1-{arch.max_n}: {', '.join(arch.cut_names)} "
+              "(a net of n copies the first n)."]
+    if not arch.paper_layers:
+        lines.append(f"The paper column is n/a: {findings.not_the_papers_layers(arch)}.")
+    lines += [f"Top-1 on the validation set of the target half; the headline is "
+              f"*{TOP1[metric]}* (`{metric}`). *final*: at the last step; *best 10/450*: the mean "
+              f"of the best {metrics.PAPER_BEST}/{metrics.PAPER_EVALUATIONS} of a net's "
+              "evaluations (the paper's rule in its proportion). Departures from the paper's "
+              "protocol: docs/fidelity.md.", ""]
     lines += findings_section(df, metric)
     lines += table1_section(df, metric)
     lines += convergence_section(df)

@@ -52,7 +52,7 @@ def relative_by_n(df: pd.DataFrame, plus: str, minus: str, metric: str,
     part = df[df["series"] == series].assign(series="main")
     rel = findings.relative(part, metric)
     rows = []
-    for n in range(1, naming.MAX_N + 1):
+    for n in sorted(int(n) for n in set(rel["n"]) - {0}):
         measured = findings.Difference("", "", plus, minus, (n,)).measure(rel, metric)
         if measured["count"]:
             rows.append({"n": n, **measured})

@@ -1,7 +1,8 @@
 """CaffeNet (the paper's network) and a small member of the same family for 28-64 px images.
 
 Both are functional Keras models with the eight weight layers of the paper under stable names
-(`LAYER_NAMES`); "layer n" is `LAYER_NAMES[n - 1]`, which is what transfer copies by. Both take
+(`LAYER_NAMES`); their cut points are conv1..fc7, one layer each, so "layer n" is
+`LAYER_NAMES[n - 1]`, and fc8 is the head (always new). Both take
 float32 mean-subtracted images (the input pipeline crops, subtracts the mean and scales: raw
 0-255 differences for CaffeNet as in Caffe, divided by 255 for the small model, which is
 initialised for unit-scale inputs; the model itself does not rescale) and output class
@@ -14,9 +15,7 @@ solver's (solver.CaffeSGD), as in Caffe.
 """
 import dataclasses
 
-import keras
-
-from keras_transfer.layers import LocalResponseNorm, SplitGroupConv2D
+from keras_transfer.models.architecture import Architecture, CutPoint, LayerSeeds
 
 LAYER_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 
@@ -118,40 +117,25 @@ def small(num_classes, input_shape=(28, 28, 1), *, dropout=0.5, seed=None):
     return _build(SMALL, "small", num_classes, input_shape, dropout, seed)
 
 
-ARCHITECTURES = {"caffenet": caffenet, "small": small}
+# One cut point per weight layer below fc8: what n counts in the paper.
+_CUT_POINTS = tuple(CutPoint(name, (name,), name) for name in LAYER_NAMES[:-1])
 
-
-def build(name, num_classes, input_shape, *, dropout=0.5, seed=None):
-    """The architecture `name` (a key of ARCHITECTURES); see `caffenet` and `small`.
-
-    `seed` makes the initialisation (and dropout masks) reproducible; None draws from Keras'
-    global RNG (`keras.utils.set_random_seed`).
-    """
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[name](num_classes, tuple(input_shape), dropout=dropout, seed=seed)
-
-
-def multiply_adds(model):
-    """Forward multiply-adds per image of the conv and dense layers, from their built shapes.
-
-    Counts what the paper's 0.724 G counts: kernel multiply-adds only (no bias, ReLU, pooling,
-    LRN or softmax). Works for any built functional model made of these layer types.
-    """
-    total = 0
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.Conv2D, SplitGroupConv2D)):
-            kernel_h, kernel_w, in_per_group, filters = layer.kernel.shape
-            _, out_h, out_w, _ = layer.output.shape
-            total += out_h * out_w * filters * kernel_h * kernel_w * in_per_group
-        elif isinstance(layer, keras.layers.Dense):
-            fan_in, units = layer.kernel.shape
-            total += fan_in * units
-    return int(total)
+CAFFENET_ARCHITECTURE = Architecture(
+    name="caffenet", build=caffenet, cut_points=_CUT_POINTS, head=("fc8",), input_scale=1.0,
+    crop_of_256=227, paper_layers=True, packed=False,
+    about="the paper's CaffeNet, 227 px crops")
+SMALL_ARCHITECTURE = Architecture(
+    name="small", build=small, cut_points=_CUT_POINTS, head=("fc8",), input_scale=1.0 / 255.0,
+    crop_of_256=None, paper_layers=True, packed=True,
+    about="CaffeNet's 8 layers scaled to 28-64 px")
+ARCHITECTURES = (CAFFENET_ARCHITECTURE, SMALL_ARCHITECTURE)
 
 
 def _build(spec, model_name, num_classes, input_shape, dropout, seed):
-    seeds = _LayerSeeds(seed)
+    import keras  # here: the grid reads the declarations without TensorFlow
+
+    from keras_transfer.layers import LocalResponseNorm, SplitGroupConv2D
+    seeds = LayerSeeds(seed)
     inputs = keras.Input(shape=input_shape, dtype="float32", name="image")
     x = inputs
     for index, conv in enumerate(spec.convs, start=1):
@@ -186,24 +170,7 @@ def _build(spec, model_name, num_classes, input_shape, dropout, seed):
 
 
 def _kernel_init(spec, caffe_std, seed):
+    import keras
     if spec.kernel_init == "he":
         return keras.initializers.HeNormal(seed=seed)
     return keras.initializers.RandomNormal(stddev=caffe_std, seed=seed)
-
-
-class _LayerSeeds:
-    """A distinct int seed per initializer/dropout from one model seed, or None throughout.
-
-    Keras initializers with the same int seed draw the same numbers, so every layer needs its
-    own; seed * 1000 + i keeps the seeds of different model seeds apart.
-    """
-
-    def __init__(self, seed):
-        self._seed = seed
-        self._count = 0
-
-    def next(self):
-        if self._seed is None:
-            return None
-        self._count += 1
-        return int(self._seed) * 1000 + self._count

@@ -1,0 +1,134 @@
+"""What the experiment needs to know about a network: its cut points.
+
+A cut point plays the role of one of the paper's conv1..fc7: n = 1..k copies the first n cut
+points of a base net into a target net. A cut point is a block of layers (one layer for
+CaffeNet; a stem, a residual block or a group of blocks for a ResNet), named by the prefixes of
+its layers' names; its last layer's output is the block's representation (what the CKA analysis
+compares). The head (fc8, a classifier) is always new. Every layer that holds variables belongs
+to exactly one cut point or to the head, which `block_layers` checks, so nothing a net learns
+(kernels, biases, batch normalisation's scale, offset and moving statistics) escapes transfer,
+freezing or the per-block hashes of result.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+
+@dataclasses.dataclass(frozen=True)
+class CutPoint:
+    name: str  # "conv1", "stem", "block3": how the report and the logs call it
+    prefixes: tuple  # a layer whose name starts with one of these belongs to the block
+    output: str  # the layer whose output is the block's representation
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """A network family the experiment runs on; each module of keras_transfer.models declares
+    its own in ARCHITECTURES."""
+    name: str  # --model
+    # (num_classes, input_shape, *, dropout, seed) -> keras.Model with softmax outputs; `seed`
+    # makes the initialisation reproducible, None draws from Keras' global RNG.
+    build: Callable
+    cut_points: tuple  # CutPoint, bottom to top; n counts them
+    head: tuple  # name prefixes of the layers that are always new (fc8)
+    # Factor applied after mean subtraction by the input pipeline: 1.0 feeds raw 0-255
+    # differences (Caffe's CaffeNet), 1/255 unit-scale ones.
+    input_scale: float
+    # The training crop of a 256 px image at paper scale (227 for CaffeNet, 224 for the Keras
+    # applications); None: a few pixels less than the image, for small images.
+    crop_of_256: int | None
+    # Layer n means the paper's layer n (conv1..fc7), so the paper's values per n compare.
+    paper_layers: bool
+    # One net leaves a core idle between its small ops: the grid trains several in one process.
+    packed: bool
+    about: str  # one line for --help
+
+    @property
+    def max_n(self) -> int:
+        return len(self.cut_points)
+
+    @property
+    def cut_names(self) -> tuple:
+        return tuple(cut.name for cut in self.cut_points)
+
+    def block_of(self, layer_name: str) -> str | None:
+        """The cut point (or "head") a layer belongs to, None if it matches none."""
+        owners = [cut.name for cut in self.cut_points
+                  if any(layer_name.startswith(p) for p in cut.prefixes)]
+        if any(layer_name.startswith(p) for p in self.head):
+            owners.append("head")
+        if len(owners) > 1:
+            raise ValueError(f"{self.name}: layer {layer_name!r} matches the prefixes of "
+                             f"{owners}; each layer must belong to one block")
+        return owners[0] if owners else None
+
+    def block_layers(self, model) -> dict:
+        """{cut point name, ..., "head": [layers with variables, in model order]}; ValueError if
+        a layer holding variables belongs to no block or a block has no layer."""
+        blocks = {name: [] for name in (*self.cut_names, "head")}
+        for layer in model.layers:
+            if not layer.weights:
+                continue
+            owner = self.block_of(layer.name)
+            if owner is None:
+                raise ValueError(f"{self.name}: layer {layer.name!r} holds variables but belongs "
+                                 f"to no cut point and not to the head; add its name to one")
+            blocks[owner].append(layer)
+        empty = [name for name, layers in blocks.items() if not layers]
+        if empty:
+            raise ValueError(f"{self.name}: the blocks {empty} have no layer with variables")
+        return blocks
+
+
+def first_conv(model):
+    """The network's first convolution (conv1 of CaffeNet): the layer whose filters are drawn
+    as images, since they look at pixels."""
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is not None and len(kernel.shape) == 4:
+            return layer
+    raise ValueError(f"{model.name} has no convolution")
+
+
+def multiply_adds(model) -> int:
+    """Forward multiply-adds per image of the conv and dense layers, from their built shapes.
+
+    Counts what the paper's 0.724 G counts: kernel multiply-adds only (no bias, batch
+    normalisation, ReLU, pooling, LRN or softmax). Depthwise convolutions count one input
+    channel per output channel.
+    """
+    import keras  # here: the grid reads the declarations without TensorFlow
+    total = 0
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None:
+            continue
+        if isinstance(layer, keras.layers.Dense):
+            fan_in, units = kernel.shape
+            total += fan_in * units
+        elif len(kernel.shape) == 4:  # Conv2D, SplitGroupConv2D, DepthwiseConv2D
+            kernel_h, kernel_w, in_per_group, filters = kernel.shape
+            if isinstance(layer, keras.layers.DepthwiseConv2D):
+                filters, in_per_group = in_per_group * filters, 1
+            _, out_h, out_w, _ = layer.output.shape
+            total += out_h * out_w * filters * kernel_h * kernel_w * in_per_group
+    return int(total)
+
+
+class LayerSeeds:
+    """A distinct int seed per initializer/dropout from one model seed, or None throughout.
+
+    Keras initializers with the same int seed draw the same numbers, so every layer needs its
+    own; seed * 1000 + i keeps the seeds of different model seeds apart.
+    """
+
+    def __init__(self, seed):
+        self._seed = seed
+        self._count = 0
+
+    def next(self):
+        if self._seed is None:
+            return None
+        self._count += 1
+        return int(self._seed) * 1000 + self._count
