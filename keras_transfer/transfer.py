@@ -98,7 +98,10 @@ def apply_transfer(model, *, n, source, base_weights, finetune, origin_label=Non
     name in models.NAMES (default: `model.name`).
     Returns one LayerPlan per cut point and one for the head, in order.
     """
-    arch = models.get(model_name or model.name)
+    try:
+        arch = models.get(model_name or model.name)
+    except ValueError as error:
+        raise TransferError(f"{error}: give apply_transfer the network's model_name") from error
     _check_request(model, arch, n, source, base_weights, finetune)
     blocks = arch.block_layers(model)
     copies = source in ("A", "B") and n > 0

@@ -479,3 +479,16 @@ def test_finished_net_trained_with_other_settings_is_refused_until_overwrite(tmp
     retrained = [c for c in commands_in(text) if "--source=none" in c and "--target=A" in c]
     assert len(retrained) == 1 and "--overwrite" in retrained[0]
     assert not any("--overwrite" in c for c in commands_in(text) if c not in retrained)
+
+
+def test_layers_default_to_the_cut_points_of_mains_model(tmp_path):
+    """n runs over 1..k of the network main trains: 7 layers for small, 5 cut points for
+    resnet_small (on one split 2 bases, and per n 8 nets: selffer and transfer, frozen and
+    fine-tuned, on both halves)."""
+    for model, k in (("small", 7), ("resnet_small", 5)):
+        text = dry_run(tmp_path, "--experiments=transfer", "--", f"--model={model}")
+        assert f"# {2 + 8 * k} nets in " in text, model
+        assert f"A{k}B+" in text and f"A{k + 1}B" not in text
+    with pytest.raises(grid.GridError, match=r"--layers must be values of n in 1\.\.5 \(the cut "
+                                             r"points of --model=resnet_small\), not \[6\]"):
+        dry_run(tmp_path, "--layers=5,6", "--", "--model=resnet_small")

@@ -1,10 +1,15 @@
-"""SplitGroupConv2D equals Keras' grouped Conv2D; LocalResponseNorm equals Caffe's formula."""
+"""SplitGroupConv2D equals Keras' grouped Conv2D; LocalResponseNorm equals Caffe's formula;
+FusedBatchNormalization equals Keras' BatchNormalization and keeps mirrored copies equal."""
+import json
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_transfer.layers import LocalResponseNorm, SplitGroupConv2D
+from keras_transfer.layers import FusedBatchNormalization, LocalResponseNorm, SplitGroupConv2D
 
 
 @pytest.fixture
@@ -164,3 +169,165 @@ def test_layers_train_under_jit_compile():
     before = model.layers[1].get_weights()[0]
     model.fit(x, y, epochs=1, batch_size=4, verbose=0)
     assert not np.array_equal(model.layers[1].get_weights()[0], before)
+
+
+NORM_SHAPE = (4, 6, 6, 5)  # m = 4 * 6 * 6 = 144 values per channel: m / (m - 1) = 1.007
+MOMENTUM, EPSILON = 0.9, 1e-5
+
+
+def _norm_pair(trainable=True):
+    """A FusedBatchNormalization and a keras BatchNormalization with the same momentum,
+    epsilon and (non-trivial) gamma, beta, moving mean and moving variance."""
+    rng = np.random.default_rng(0)
+    channels = NORM_SHAPE[-1]
+    weights = [rng.uniform(0.5, 2.0, channels), rng.normal(size=channels),
+               rng.normal(size=channels), rng.uniform(0.5, 2.0, channels)]
+    pair = []
+    for cls in (FusedBatchNormalization, keras.layers.BatchNormalization):
+        layer = cls(momentum=MOMENTUM, epsilon=EPSILON)
+        layer.build(NORM_SHAPE)
+        layer.set_weights([w.astype("float32") for w in weights])
+        layer.trainable = trainable
+        pair.append(layer)
+    return pair
+
+
+def _norm_input(seed=1):
+    rng = np.random.default_rng(seed)
+    return tf.constant(rng.normal(loc=2.0, scale=3.0, size=NORM_SHAPE), tf.float32)
+
+
+def _statistics(layer):
+    return layer.moving_mean.numpy(), layer.moving_variance.numpy()
+
+
+def test_fused_batch_norm_trains_as_keras_batch_norm():
+    """Training mode: the same outputs and gradients (input, gamma, beta), the same moving
+    mean; the moving variance is fed the unbiased batch variance (x m / (m - 1)) where Keras
+    feeds the biased one."""
+    fused, plain = _norm_pair()
+    start_mean, start_variance = _statistics(plain)
+    x = _norm_input()
+    upstream = tf.constant(np.random.default_rng(2).normal(size=NORM_SHAPE), tf.float32)
+
+    def output_and_gradients(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * upstream)
+        return [y, *tape.gradient(loss, [x, layer.gamma, layer.beta])]
+
+    for ours, keras_value in zip(output_and_gradients(fused), output_and_gradients(plain)):
+        np.testing.assert_allclose(ours, keras_value, rtol=1e-5, atol=1e-5)
+    (fused_mean, fused_variance), (plain_mean, plain_variance) = map(_statistics,
+                                                                     (fused, plain))
+    assert not np.allclose(plain_mean, start_mean)
+    np.testing.assert_allclose(fused_mean, plain_mean, rtol=1e-5, atol=1e-6)
+    m = np.prod(NORM_SHAPE[:-1])
+    np.testing.assert_allclose(fused_variance - MOMENTUM * start_variance,
+                               m / (m - 1) * (plain_variance - MOMENTUM * start_variance),
+                               rtol=1e-5)
+    assert not np.allclose(fused_variance, plain_variance, rtol=1e-5, atol=0)
+
+
+def test_fused_batch_norm_inference_is_keras_and_leaves_statistics():
+    fused, plain = _norm_pair()
+    start = _statistics(fused)
+    x = _norm_input()
+    np.testing.assert_allclose(fused(x, training=False), plain(x, training=False),
+                               rtol=1e-5, atol=1e-5)
+    for after, before in zip(_statistics(fused), start):
+        np.testing.assert_array_equal(after, before)
+
+
+def test_frozen_fused_batch_norm_runs_in_inference_mode_when_training():
+    """trainable=False (a frozen block): a training-mode call normalises with the moving
+    statistics, leaves them unchanged, and gamma and beta are not trainable."""
+    fused, plain = _norm_pair(trainable=False)
+    start = _statistics(fused)
+    x = _norm_input()
+    frozen = fused(x, training=True)
+    np.testing.assert_array_equal(frozen, fused(x, training=False))
+    np.testing.assert_allclose(frozen, plain(x, training=False), rtol=1e-5, atol=1e-5)
+    for after, before in zip(_statistics(fused), start):
+        np.testing.assert_array_equal(after, before)
+    assert fused.trainable_weights == []
+    # And trainable again, the same call trains: batch statistics, moving statistics updated.
+    fused.trainable = True
+    assert not np.allclose(fused(x, training=True), frozen, rtol=1e-3, atol=1e-3)
+    assert not np.allclose(_statistics(fused)[0], start[0])
+
+
+def test_fused_batch_norm_trains_under_jit_compile():
+    """The compiled train step (steps.PackSteps may XLA-compile it) gives the eager result."""
+    eager, compiled = _norm_pair()[0], _norm_pair()[0]
+    x = _norm_input()
+    want = eager(x, training=True)
+    got = tf.function(lambda x: compiled(x, training=True), jit_compile=True)(x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for ours, reference in zip(_statistics(compiled), _statistics(eager)):
+        np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_batch_norm_under_mixed_bfloat16(bfloat16_policy):
+    """bfloat16 outputs, float32 statistics close to the float32 layer's."""
+    fused = FusedBatchNormalization(momentum=MOMENTUM, epsilon=EPSILON)
+    x = _norm_input()
+    y = fused(x, training=True)
+    assert y.dtype == tf.bfloat16
+    assert fused.moving_mean.dtype == "float32" and fused.gamma.dtype == "float32"
+    keras.mixed_precision.set_global_policy("float32")
+    reference = FusedBatchNormalization(momentum=MOMENTUM, epsilon=EPSILON)
+    want = reference(x, training=True)
+    np.testing.assert_allclose(tf.cast(y, tf.float32), want, rtol=2e-2, atol=2e-2)
+    for ours, theirs in zip(_statistics(fused), _statistics(reference)):
+        np.testing.assert_allclose(ours, theirs, rtol=2e-2, atol=2e-2)
+
+
+_MIRRORED_NORM = r"""
+import json, numpy as np, tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from keras_transfer.layers import FusedBatchNormalization
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+rng = np.random.default_rng(0)
+# Each replica sees its own, differently distributed, share of the batch.
+shards = [rng.normal(loc=3.0 * i, scale=1.0 + i, size=(2, 3, 3, 4)).astype("float32")
+          for i in range(2)]
+result = {"replicas": strategy.num_replicas_in_sync, "shards": [s.tolist() for s in shards]}
+for name, cls in (("fused", FusedBatchNormalization), ("keras", keras.layers.BatchNormalization)):
+    with strategy.scope():
+        layer = cls(momentum=0.9, epsilon=1e-5)
+        layer.build((None, 3, 3, 4))
+    inputs = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(shards[context.replica_id_in_sync_group]))
+    step = tf.function(lambda x: strategy.run(lambda y: layer(y, training=True), args=(x,)))
+    step(inputs)
+    result[name] = {v.name: [t.numpy().tolist() for t in v.value.values]
+                    for v in (layer.moving_mean, layer.moving_variance)}
+print(json.dumps(result))
+"""
+
+
+def test_fused_batch_norm_keeps_mirrored_statistics_equal():
+    """Under MirroredStrategy over two devices, each replica normalising its own share of the
+    batch, the copies of the moving statistics stay one value: the mean of the replicas'
+    updates. Keras' own layer, the same step, leaves each copy with its replica's update.
+
+    A subprocess, because logical devices must be configured before TensorFlow starts."""
+    done = subprocess.run([sys.executable, "-c", _MIRRORED_NORM], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    shards = [np.asarray(s, np.float64).reshape(-1, 4) for s in result["shards"]]
+    want_mean = (1 - 0.9) * np.mean([s.mean(axis=0) for s in shards], axis=0)
+    want_variance = 0.9 + (1 - 0.9) * np.mean([s.var(axis=0, ddof=1) for s in shards], axis=0)
+    fused = result["fused"]
+    assert fused["moving_mean"][0] == fused["moving_mean"][1]
+    assert fused["moving_variance"][0] == fused["moving_variance"][1]
+    np.testing.assert_allclose(fused["moving_mean"][0], want_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused["moving_variance"][0], want_variance, rtol=1e-5)
+    keras_copies = result["keras"]["moving_mean"]
+    assert not np.allclose(keras_copies[0], keras_copies[1])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from keras_transfer import models
-from keras_transfer.layers import SplitGroupConv2D
+from keras_transfer.layers import FusedBatchNormalization, SplitGroupConv2D
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,9 @@ def test_build_dispatches_by_name():
     model = models.build("small", 3, (28, 28, 1), seed=0, dropout=0.25)
     assert model.name == "small"
     assert model.get_layer("drop6").rate == 0.25
-    assert set(models.ARCHITECTURES) == {"caffenet", "small"}
+    assert set(models.ARCHITECTURES) == {"caffenet", "small", "resnet_small", "resnet50",
+                                         "mobilenetv2"}
+    assert models.NAMES == tuple(models.ARCHITECTURES)
     with pytest.raises(ValueError, match="caffenet"):
         models.build("alexnet", 3, (28, 28, 1))
 
@@ -196,3 +198,17 @@ def test_small_model_learns_from_unit_scale_images():
     model.fit(images[:384], labels[:384], batch_size=32, epochs=3, verbose=0)
     _, accuracy = model.evaluate(images[384:], labels[384:], verbose=0)
     assert accuracy > 0.9
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenetv2"])
+def test_keras_applications_are_seeded_and_normalise_with_the_fused_layer(name):
+    """The applications' batch normalisation is layers.FusedBatchNormalization (whose moving
+    statistics stay one value across replicas); a seed still fixes every initial value."""
+    first, again = (models.build(name, 3, (32, 32, 3), seed=4) for _ in range(2))
+    kinds = {type(layer) for layer in first.layers
+             if isinstance(layer, keras.layers.BatchNormalization)}
+    assert kinds == {FusedBatchNormalization}
+    for a, b in zip(first.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    other = models.build(name, 3, (32, 32, 3), seed=5)
+    assert not np.array_equal(first.get_weights()[0], other.get_weights()[0])

@@ -117,6 +117,55 @@ def test_equals_keras_sgd_with_an_l2_regularizer_on_a_real_model():
     assert not all(np.allclose(a, b, rtol=1e-4, atol=1e-6) for a, b in zip(undecayed, reference))
 
 
+def _resnet_small_with_vectors_set(seed=0):
+    """resnet_small (conv kernels, BN gamma and beta, fc kernel and bias) with every vector
+    variable set to non-zero values, so a decay of them would show."""
+    model = models.build("resnet_small", 5, (28, 28, 1), seed=seed)
+    rng = np.random.default_rng(seed)
+    for variable in model.trainable_variables:
+        if len(variable.shape) < 2:
+            variable.assign(rng.uniform(0.5, 2.0, variable.shape).astype("float32"))
+    return model
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.0])  # the fused kernel, and Keras' plain SGD path
+def test_weight_decay_spares_batch_norm_scale_and_offset(momentum):
+    """A zero data gradient with l2_decay > 0: each kernel shrinks by lr * wd (Caffe's decay),
+    while batch normalisation's gamma and beta, like biases, stay where they are."""
+    lr, wd = 0.1, 0.5
+    model = _resnet_small_with_vectors_set()
+    variables = model.trainable_variables
+    before = {v.path: v.numpy() for v in variables}
+    optimizer = solver.CaffeSGD(lr, momentum=momentum, l2_decay=wd)
+    optimizer.apply_gradients(zip([tf.zeros_like(v) for v in variables], variables))
+    kinds = {}
+    for variable in variables:
+        kind = variable.path.split("/")[-1]
+        kinds.setdefault(kind, []).append(variable.path)
+        if kind == "kernel":
+            want = before[variable.path] * (1 - lr * wd)
+            np.testing.assert_allclose(variable.numpy(), want, rtol=1e-6, err_msg=variable.path)
+        else:
+            np.testing.assert_array_equal(variable.numpy(), before[variable.path],
+                                          err_msg=variable.path)
+    assert set(kinds) == {"kernel", "bias", "gamma", "beta"}
+
+
+@pytest.mark.parametrize("momentum", [0.9, 0.0])
+def test_batch_norm_scale_and_offset_step_at_the_base_learning_rate(momentum):
+    """A unit gradient, no decay: kernels, gamma and beta move by -lr, biases by -2 lr."""
+    lr = 0.1
+    model = _resnet_small_with_vectors_set()
+    variables = model.trainable_variables
+    before = {v.path: v.numpy() for v in variables}
+    optimizer = solver.CaffeSGD(lr, momentum=momentum, l2_decay=0.0)
+    optimizer.apply_gradients(zip([tf.ones_like(v) for v in variables], variables))
+    for variable in variables:
+        multiplier = 2.0 if variable.path.endswith("/bias") else 1.0
+        np.testing.assert_allclose(variable.numpy() - before[variable.path], -multiplier * lr,
+                                   rtol=1e-5, err_msg=variable.path)
+
+
 def test_config_round_trip_keeps_the_caffe_settings():
     optimizer = solver.CaffeSGD(0.01, momentum=0.9, l2_decay=5e-4, bias_lr_multiplier=2.0)
     again = solver.CaffeSGD.from_config(optimizer.get_config())

@@ -9,6 +9,8 @@ from keras_transfer.transfer import TransferError
 INPUT_SHAPE = (16, 16, 1)
 BASE_CLASSES = 3
 TARGET_CLASSES = 4
+# The small model's cut points are its first seven layers, one layer each; fc8 is the head.
+CUT_NAMES = models.get("small").cut_names
 
 
 def _images(count, seed):
@@ -56,16 +58,26 @@ def _snapshot(model):
 
 
 def _equal(weights, other):
-    return all(np.array_equal(a, b) for a, b in zip(weights, other))
+    return len(weights) == len(other) and all(np.array_equal(a, b)
+                                              for a, b in zip(weights, other))
 
 
-def test_read_base_weights_returns_the_saved_weights(base_files, base_weights):
+def _copy_of(base, name):
+    """The base net's weights of layer `name`, which is its own cut point in the small model."""
+    return base[name][name]
+
+
+def test_read_base_weights_returns_the_saved_weights_by_cut_point(base_files, base_weights):
+    """{cut point: {layer: weights}} of every cut point, equal to the saved net's; the head
+    (fc8), never copied, is left out."""
     saved = models.small(BASE_CLASSES, INPUT_SHAPE)
     saved.load_weights(base_files["A"])
-    assert set(base_weights["A"]) == set(models.LAYER_NAMES)
-    for name in models.LAYER_NAMES:
-        assert _equal(base_weights["A"][name], saved.get_layer(name).get_weights())
-    assert not _equal(base_weights["A"]["conv1"], base_weights["B"]["conv1"])
+    assert tuple(base_weights["A"]) == CUT_NAMES
+    assert "fc8" not in CUT_NAMES
+    for name in CUT_NAMES:
+        assert list(base_weights["A"][name]) == [name]
+        assert _equal(_copy_of(base_weights["A"], name), saved.get_layer(name).get_weights())
+    assert not _equal(_copy_of(base_weights["A"], "conv1"), _copy_of(base_weights["B"], "conv1"))
 
 
 def test_read_base_weights_names_a_missing_file(tmp_path):
@@ -99,7 +111,7 @@ def test_frozen_transfer_copies_and_keeps_layers_through_fit(base_weights):
         ("fc7", "new", True), ("fc8", "new", True)]
     start = {name: transfer.layer_sha256(model.get_layer(name)) for name in models.LAYER_NAMES}
     for name in models.LAYER_NAMES[:3]:
-        assert _equal(model.get_layer(name).get_weights(), base_weights["A"][name])
+        assert _equal(model.get_layer(name).get_weights(), _copy_of(base_weights["A"], name))
     for name in models.LAYER_NAMES[3:]:
         assert _equal(model.get_layer(name).get_weights(), fresh[name])
 
@@ -117,12 +129,12 @@ def test_finetuned_transfer_copies_then_trains_copied_layers(base_weights):
     assert [row.origin for row in plan[:3]] == ["baseB", "baseB", "new"]
     assert all(row.trainable for row in plan)
     for name in ("conv1", "conv2"):
-        assert _equal(model.get_layer(name).get_weights(), base_weights["B"][name])
+        assert _equal(model.get_layer(name).get_weights(), _copy_of(base_weights["B"], name))
 
     _fit(model)
 
     for name in ("conv1", "conv2"):
-        assert not _equal(model.get_layer(name).get_weights(), base_weights["B"][name])
+        assert not _equal(model.get_layer(name).get_weights(), _copy_of(base_weights["B"], name))
 
 
 def test_random_control_keeps_fresh_init_frozen(base_weights):
@@ -138,8 +150,8 @@ def test_random_control_keeps_fresh_init_frozen(base_weights):
     for name in models.LAYER_NAMES[:4]:
         weights = model.get_layer(name).get_weights()
         assert _equal(weights, fresh[name])
-        assert not _equal(weights, base_weights["A"][name])
-        assert not _equal(weights, base_weights["B"][name])
+        assert not _equal(weights, _copy_of(base_weights["A"], name))
+        assert not _equal(weights, _copy_of(base_weights["B"], name))
     assert not _equal(model.get_layer("conv5").get_weights(), fresh["conv5"])
 
 
@@ -170,7 +182,7 @@ def test_origin_label_names_copied_layers(base_weights):
     (dict(n=3, source="C"), "source must be one of"),
     (dict(n=3, source="random", finetune=True), "not a condition of the paper"),
     (dict(n=3, source="A", base_weights=None), "needs the base net's weights"),
-    (dict(n=3, source="A", base_weights={"conv1": []}), r"lack layers \['conv2', 'conv3'\]"),
+    (dict(n=3, source="A", base_weights={"conv1": {}}), r"lack cut points \['conv2', 'conv3'\]"),
 ])
 def test_bad_requests_are_refused(base_weights, request_kwargs, message):
     arguments = {"base_weights": base_weights["A"], "finetune": False, **request_kwargs}
@@ -179,6 +191,18 @@ def test_bad_requests_are_refused(base_weights, request_kwargs, message):
     with pytest.raises(TransferError, match=message):
         transfer.apply_transfer(model, **arguments)
     assert all(model.get_layer(name).trainable for name in models.LAYER_NAMES)
+    assert all(_equal(model.get_layer(name).get_weights(), fresh[name])
+               for name in models.LAYER_NAMES)
+
+
+def test_base_block_with_other_layers_is_refused(base_weights):
+    """A base cut point whose layers are not the target's (another architecture's block) is
+    refused before anything is copied."""
+    model = _target()
+    fresh = _snapshot(model)
+    renamed = dict(base_weights["A"], conv2={"conv2_other": _copy_of(base_weights["A"], "conv2")})
+    with pytest.raises(TransferError, match=r"cut point conv2.*conv2_other.*'conv2'"):
+        transfer.apply_transfer(model, n=2, source="A", base_weights=renamed, finetune=False)
     assert all(_equal(model.get_layer(name).get_weights(), fresh[name])
                for name in models.LAYER_NAMES)
 

@@ -9,8 +9,10 @@ n = 1..5. The head `predictions` (after global average pooling) is always new.
 (24 channels), 3-5 (32), 6-9 (64), 10-12 (96), 13-15 (160), and block 16 (320) with the 1x1
 conv to 1280 (`Conv_1`); n = 1..7. The head `predictions` is always new.
 
-Both use Keras' layer names, so a net built here loads weights saved by Keras' own builders.
-Keras' batch normalisation defaults stand (momentum 0.99: fine at paper-scale schedules).
+Both keep Keras' layer names (the cut points are declared by them). Their batch normalisation
+layers become layers.FusedBatchNormalization (same arguments and variables; Keras' defaults
+stand, momentum 0.99: fine at paper-scale schedules), whose moving statistics stay one value
+across the replicas of MirroredStrategy, where the copies of Keras' own layer drift apart.
 Inputs are unit-scale mean-subtracted images.
 """
 import random
@@ -24,15 +26,31 @@ def _seeded(builder):
     def build(num_classes, input_shape=(224, 224, 3), *, dropout=0.0, seed=None):
         del dropout  # neither network has dropout below its head
         if seed is None:
-            return builder(num_classes, input_shape)
+            return _fused_batch_norm(builder(num_classes, input_shape))
         state = random.getstate()
         random.seed(int(seed))
         try:
-            return builder(num_classes, input_shape)
+            return _fused_batch_norm(builder(num_classes, input_shape))
         finally:
             random.setstate(state)
     build.__doc__ = builder.__doc__
     return build
+
+
+def _fused_batch_norm(model):
+    """The same network with FusedBatchNormalization for Keras' BatchNormalization, and the
+    same initial values (cloning rebuilds the variables; they are copied back)."""
+    import keras  # here: the grid reads the declarations without TensorFlow
+
+    from keras_transfer.layers import FusedBatchNormalization
+
+    def clone(layer):
+        if type(layer) is keras.layers.BatchNormalization:
+            return FusedBatchNormalization.from_config(layer.get_config())
+        return layer.__class__.from_config(layer.get_config())
+    fused = keras.models.clone_model(model, clone_function=clone)
+    fused.set_weights(model.get_weights())
+    return fused
 
 
 def _resnet50(num_classes, input_shape):

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from keras_transfer import metrics, naming
+from keras_transfer import metrics, models, naming
 from keras_transfer.metrics import TOP1
 from keras_transfer.report import findings, stats
-from keras_transfer.report.runs import CONVERGED_EVALUATIONS, CONVERGED_SPAN, architecture
+from keras_transfer.report.runs import (CONVERGED_EVALUATIONS, CONVERGED_SPAN, architecture,
+                                       n_counts)
 from keras_transfer.report.tables import DECOMPOSITION, decomposition, relative_by_n
 
 
@@ -151,9 +152,13 @@ def prediction_section(path: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         return "\n".join(lines + ["Not computed yet: run `python -m keras_transfer.analyze predict "
                                   "WORKDIR`, then this report again.", ""])
-    lines += [f"CKA(baseA, baseB) per layer against the measured relative drop of AnB "
+    try:  # predictions written before they named their model are of the paper's layers
+        unit = n_counts(models.get(prediction.get("model", "small")))
+    except ValueError:
+        unit = "cut point"
+    lines += [f"CKA(baseA, baseB) per {unit} against the measured relative drop of AnB "
               f"({prediction.get('metric', 'top1')}): Spearman rho {spearman['rho']:.3f} "
-              f"({p_text}, {spearman['points']} layers).", "",
+              f"({p_text}, {spearman['points']} {unit}s).", "",
               f"![CKA vs transfer drop]({path.name.replace('.json', '.png')})", ""]
     return "\n".join(lines)
 
