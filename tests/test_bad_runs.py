@@ -184,16 +184,18 @@ def test_a_resumed_run_keeps_its_settings_or_refuses_naming_the_flag(synthetic_d
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143
     started = (run_dir / "config.json").read_text()
-    for flag, recorded in (("--lr=0.02", "--lr=0.01 (now 0.02)"),
-                           ("--batch_size=4", "--batch_size=8 (now 4)"),
-                           ("--steps=200", "--steps=300 (now 200)"),
-                           ("--fc8_outputs=12", "--fc8_outputs=0 (now 12)")):
-        refused = subprocess.run(_main(synthetic_data, tmp_path, flag), cwd=REPO, env=env,
-                                 capture_output=True, text=True, timeout=300)
-        assert refused.returncode == 2, refused.stderr[-2000:]
-        assert "was started with other settings" in refused.stderr and recorded in refused.stderr
-        assert "Traceback" not in refused.stderr
-        assert (run_dir / "config.json").read_text() == started
+    # One refused start with four changed flags: the refusal names each of them.
+    changes = {"--lr=0.02": "--lr=0.01 (now 0.02)", "--batch_size=4": "--batch_size=8 (now 4)",
+               "--steps=200": "--steps=300 (now 200)",
+               "--fc8_outputs=12": "--fc8_outputs=0 (now 12)"}
+    refused = subprocess.run(_main(synthetic_data, tmp_path, *changes), cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "was started with other settings" in refused.stderr
+    for recorded in changes.values():
+        assert recorded in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (run_dir / "config.json").read_text() == started
     resumed = subprocess.run(_main(synthetic_data, tmp_path), cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0 and "from its backup at step" in resumed.stdout

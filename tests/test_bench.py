@@ -7,13 +7,17 @@ from data_prep_helpers import run_cli
 
 
 def test_bench_measures_the_small_model_and_a_matmul():
-    done = run_cli("--only=matmul,small", "--steps=1", "--warmup_steps=1", "--small_batch=8",
-                   "--matmul_size=64", module="keras_transfer.bench", timeout=300)
+    done = run_cli("--only=matmul,small,batchnorm", "--steps=1", "--warmup_steps=1",
+                   "--small_batch=8", "--matmul_size=64", module="keras_transfer.bench",
+                   timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert re.search(r"^matmul float32 64\^2: [0-9.]+ GFLOP/s$", done.stdout, re.M)
     assert re.search(r"^small 28px float32  batch 8: \d+ images/s \(2\.17 M multiply-adds",
                      done.stdout, re.M)
     assert re.search(r"^small 28px bfloat16 batch 8: \d+ images/s", done.stdout, re.M)
+    assert re.search(r"^resnet_small 28px train step, batch 8: FusedBatchNormalization [0-9.]+ "
+                     r"ms, Keras BatchNormalization [0-9.]+ ms \([0-9.]+x slower\)$",
+                     done.stdout, re.M)
     assert "goal:" not in done.stdout  # neither goal's figures were measured
 
 
