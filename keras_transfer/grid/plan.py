@@ -181,4 +181,3 @@ def make_plan(nets, preset, *, workdir=None, flagfile=None, extra_flags=(), thre
     return Plan(nets=nets, workdir=workdir or preset.workdir, dataset=preset.dataset,
                 data_dir=preset.data_dir, flagfile=flagfile, extra_flags=list(extra_flags),
                 threads=threads, pack_sizes=sizes)
-
