@@ -102,8 +102,7 @@ def apply_transfer(model, *, n, source, base_weights, finetune, origin_label=Non
         arch = models.get(model_name or model.name)
     except ValueError as error:
         raise TransferError(f"{error}: give apply_transfer the network's model_name") from error
-    _check_request(model, arch, n, source, base_weights, finetune)
-    blocks = arch.block_layers(model)
+    blocks = _check_request(model, arch, n, source, base_weights, finetune)
     copies = source in ("A", "B") and n > 0
     if copies:  # all shapes first, so a refused request leaves the model untouched
         for cut in arch.cut_names[:n]:
@@ -135,14 +134,10 @@ def format_layer_table(rows):
     return "\n".join(lines)
 
 
-def layer_sha256(layer):
-    """sha256 of the layer's weights' bytes, in weight order: proves what was copied or frozen."""
-    return _sha256([layer])
-
-
 def block_sha256(model, model_name) -> dict:
     """{cut point or head name, as in the plan: sha256 of every variable of its layers (batch
-    normalisation's moving statistics included), in model order}."""
+    normalisation's moving statistics included), in model order}: proves what was copied or
+    frozen."""
     arch = models.get(model_name)
     return {arch.head[0] if name == "head" else name: _sha256(layers)
             for name, layers in arch.block_layers(model).items()}
@@ -162,7 +157,8 @@ def _first_line(error):
     return text.splitlines()[0][:300] if text else ""
 
 
-def _check_request(model, arch, n, source, base_weights, finetune):
+def _check_request(model, arch, n, source, base_weights, finetune) -> dict:
+    """TransferError for a request that cannot be carried out; else the model's blocks."""
     if source not in SOURCES:
         raise TransferError(f"source must be one of {SOURCES}, got {source!r}")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not (
@@ -183,7 +179,7 @@ def _check_request(model, arch, n, source, base_weights, finetune):
         raise TransferError("apply_transfer must run before model.compile: Keras ignores "
                             "trainable changes made after the train function is built")
     try:
-        arch.block_layers(model)
+        blocks = arch.block_layers(model)
     except ValueError as error:
         raise TransferError(f"model {model.name!r} is not a {arch.name} net: {error}") from error
     if source in ("A", "B") and n > 0:
@@ -192,6 +188,7 @@ def _check_request(model, arch, n, source, base_weights, finetune):
         absent = [name for name in arch.cut_names[:n] if name not in base_weights]
         if absent:
             raise TransferError(f"base net weights lack cut points {absent}")
+    return blocks
 
 
 def _check_block(cut, layers, weights):

@@ -109,7 +109,7 @@ def test_frozen_transfer_copies_and_keeps_layers_through_fit(base_weights):
         ("conv1", "baseA", False), ("conv2", "baseA", False), ("conv3", "baseA", False),
         ("conv4", "new", True), ("conv5", "new", True), ("fc6", "new", True),
         ("fc7", "new", True), ("fc8", "new", True)]
-    start = {name: transfer.layer_sha256(model.get_layer(name)) for name in models.LAYER_NAMES}
+    start = transfer.block_sha256(model, "small")
     for name in models.LAYER_NAMES[:3]:
         assert _equal(model.get_layer(name).get_weights(), _copy_of(base_weights["A"], name))
     for name in models.LAYER_NAMES[3:]:
@@ -117,8 +117,9 @@ def test_frozen_transfer_copies_and_keeps_layers_through_fit(base_weights):
 
     _fit(model)
 
+    end = transfer.block_sha256(model, "small")
     for name in models.LAYER_NAMES:
-        unchanged = transfer.layer_sha256(model.get_layer(name)) == start[name]
+        unchanged = end[name] == start[name]
         assert unchanged == (name in models.LAYER_NAMES[:3]), name
 
 
@@ -278,13 +279,13 @@ def test_format_layer_table_lists_every_layer(base_weights):
     assert lines[3].split() == ["conv3", "new", "trainable"]
 
 
-def test_layer_sha256_tracks_weights():
+def test_block_sha256_tracks_weights():
     first, same, other = _target(seed=1), _target(seed=1), _target(seed=2)
-    assert (transfer.layer_sha256(first.get_layer("conv2"))
-            == transfer.layer_sha256(same.get_layer("conv2")))
-    assert (transfer.layer_sha256(first.get_layer("conv2"))
-            != transfer.layer_sha256(other.get_layer("conv2")))
+
+    def conv2(model):
+        return transfer.block_sha256(model, "small")["conv2"]
+    assert conv2(first) == conv2(same)
+    assert conv2(first) != conv2(other)
     kernel, bias = first.get_layer("conv2").get_weights()
     first.get_layer("conv2").set_weights([kernel, bias + 1e-3])
-    assert (transfer.layer_sha256(first.get_layer("conv2"))
-            != transfer.layer_sha256(same.get_layer("conv2")))
+    assert conv2(first) != conv2(same)

@@ -183,26 +183,9 @@ def load_runs(workdir, dataset: str | None = None,
                           + (f" ({len(diverged)} diverged: "
                              f"{', '.join(d['run_dir'] for d in diverged)})" if diverged else "")
                           + " (train some with ./launch.sh, or point at the grid's workdir)")
-    df = pd.DataFrame(rows)
-    datasets = sorted(df["dataset"].dropna().unique())
-    if dataset is not None:
-        if dataset not in datasets:
-            raise ReportError(f"no runs of dataset {dataset!r} under {workdir}; it holds "
-                              f"{', '.join(datasets)}")
-        df = df[df["dataset"] == dataset]
-    elif len(datasets) > 1:
-        raise ReportError(f"{workdir} holds runs of several datasets ({', '.join(datasets)}); "
-                          "choose one with --dataset=NAME")
+    df = _runs_of_one(pd.DataFrame(rows), "dataset", dataset, workdir)
     # n counts each network's own cut points, so runs of two networks never compare per n.
-    names = sorted(df["model"].unique())
-    if model is not None:
-        if model not in names:
-            raise ReportError(f"no runs of model {model!r} under {workdir}; it holds "
-                              f"{', '.join(names)}")
-        df = df[df["model"] == model]
-    elif len(names) > 1:
-        raise ReportError(f"{workdir} holds runs of several models ({', '.join(names)}), whose n "
-                          "count different cut points; choose one with --model=NAME")
+    df = _runs_of_one(df, "model", model, workdir, ", whose n count different cut points")
     df = df.copy()
     df["series"] = [series_of(s, e) for s, e in zip(df["split"], df["examples_per_class"])]
     df["n"] = df["n"].astype(int)
@@ -211,6 +194,22 @@ def load_runs(workdir, dataset: str | None = None,
         df[metric] = pd.to_numeric(df[metric], errors="coerce")
     order = ["series", "split_dir", "seed", "condition", "n", "run"]
     return df.sort_values(order).reset_index(drop=True), notes
+
+
+def _runs_of_one(df: pd.DataFrame, column: str, chosen: str | None, workdir: Path,
+                 why: str = "") -> pd.DataFrame:
+    """The runs whose `column` (dataset, model) is `chosen`, or all of them when they share one;
+    ReportError naming the values and the option (--dataset, --model) otherwise."""
+    values = sorted(df[column].dropna().unique())
+    if chosen is not None:
+        if chosen not in values:
+            raise ReportError(f"no runs of {column} {chosen!r} under {workdir}; it holds "
+                              f"{', '.join(values)}")
+        return df[df[column] == chosen]
+    if len(values) > 1:
+        raise ReportError(f"{workdir} holds runs of several {column}s ({', '.join(values)}){why}; "
+                          f"choose one with --{column}=NAME")
+    return df
 
 
 def architecture(df: pd.DataFrame) -> models.Architecture:
