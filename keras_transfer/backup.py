@@ -1,7 +1,9 @@
 """Backups of a training run, so a killed or preempted run resumes where it stopped.
 
 A backup is a TensorFlow checkpoint of the model and the optimizer (weights, momentum and the
-step counter), written after every evaluation. TensorFlow writes the checkpoint files first
+step counter) and of the model's random state (dropout's seed generators, which Keras leaves
+out of a model's checkpoint), written after every evaluation. With the data stream replayed
+from the backup's step (data.build_dataset), a resumed run trains as an uninterrupted one. TensorFlow writes the checkpoint files first
 and then the index that names the latest one, so a crash mid-save leaves the previous backup
 in force. SIGTERM (what SLURM and most schedulers send before killing) makes the run save a
 backup at the current step and exit with status 143; SIGKILL loses at most one evaluation
@@ -38,7 +40,12 @@ class Backup:
         self.restore_from = Path(restore_from or directory)
         self.model = model
         self.optimizer = optimizer
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
+                                              random_state=random_states(model))
+        # Restored in two parts, so that a backup written before the random state was kept
+        # still restores (its dropout states stay as built) while the weights must match whole.
+        self._trained = tf.train.Checkpoint(model=model, optimizer=optimizer)
+        self._random = tf.train.Checkpoint(random_state=random_states(model))
         # A damaged `checkpoint` index file is ignored by the manager; restore() does not need it.
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=2)
 
@@ -60,7 +67,8 @@ class Backup:
         for index in candidates:
             path = str(index.with_suffix(""))
             try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
+                self._trained.restore(path).assert_existing_objects_matched().expect_partial()
+                self._random.restore(path).expect_partial()
                 return self.step()
             except (tf.errors.OpError, IndexError, ValueError, AssertionError, OSError) as e:
                 _warn(f"backup {path} is damaged ({type(e).__name__}: "
@@ -76,6 +84,12 @@ class Backup:
         except tf.errors.OpError as e:  # TF reports a full disk as ResourceExhausted
             raise OSError(f"cannot write a backup to {self.manager.directory}: "
                           f"{e.message.split('; ')[-1]}") from e
+
+
+def random_states(model) -> list:
+    """The state variables of the model's seed generators (dropout masks), in the model's
+    variable order, which is the same for every build of one architecture."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
 def _warn(message: str) -> None:

@@ -97,7 +97,7 @@ def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed
                   manifest: dict | None = None, cache_bytes: int = 1 << 30,
                   limit: int | None = None,
                   means: list[np.ndarray] | None = None,
-                  deterministic: bool = False) -> tf.data.Dataset:
+                  deterministic: bool = False, start_step: int = 0) -> tf.data.Dataset:
     """Batches of (mean-subtracted, scaled float32 images [crop, crop, C], int32 labels).
 
     The half's own mean image is subtracted; given `means` (mean images of the same shape,
@@ -112,7 +112,11 @@ def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed
 
     `batch_size` is the global batch; with an `input_context` (from
     `strategy.distribute_datasets_from_function`) each pipeline yields its replica's share.
-    Training data repeats forever; evaluation data is one deterministic pass. A split whose
+    Training data repeats forever; evaluation data is one deterministic pass. A run resumed
+    at `start_step` replays the same stream from there: the batches of the steps already
+    trained are skipped (read again, but not decoded unless they are cached) and the batches
+    after them keep their numbers, so their crops and mirrors are those of an uninterrupted
+    run. A split whose
     decoded images fit in `cache_bytes` is decoded once and cached in memory. `limit` keeps only
     the first `limit` examples (of all pipelines together) of an evaluation pass.
     """
@@ -167,17 +171,26 @@ def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed
         image = records.decode_image(example, channels)
         return tf.ensure_shape(image, [height, width, channels]), tf.cast(example["label"], tf.int32)
 
-    ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     count = manifest["counts"][split]
-    if count * height * width * channels <= cache_bytes:
+    cached = count * height * width * channels <= cache_bytes
+    if cached:
         # Small data (Fashion-MNIST, CIFAR) is decoded once and kept in memory as uint8: the
         # pipeline then costs little next to training, and evaluations stop re-decoding.
-        ds = ds.cache()
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    # This pipeline's batches per training step: the global batch, or its replicas' shares.
+    batches_per_step = 1 if global_batches or input_context is None else (
+        replicas // input_context.num_input_pipelines)
     if training:
+        # The order depends on the seed alone (not on the contents), so records shuffled
+        # before decoding come out in the order decoded images would.
         ds = ds.shuffle(_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
+        ds = ds.skip(start_step * batches_per_step * batch_size)
+    if not cached:
+        ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     # Augmentation works on whole batches: per-image map calls would cost more than the
     # small model's training step. Random draws are keyed on (seed, batch index).
-    ds = ds.batch(batch_size, drop_remainder=training).enumerate()
+    ds = ds.batch(batch_size, drop_remainder=training).enumerate(
+        start=start_step * batches_per_step if training else 0)
 
     def augment(index, raw, labels):
         raw = tf.cast(raw, tf.float32)

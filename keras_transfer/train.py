@@ -233,10 +233,10 @@ def init_seed(config: Config) -> int:
     return _seed_of(f"{config.split_dir}/{config.seed}/{config.run}")
 
 
-def data_seed(config: Config, start_step: int) -> int:
+def data_seed(config: Config) -> int:
     """The data order and augmentation of a split and seed (shared by the nets of a pack); a
-    resumed run draws a fresh order from its step rather than replaying the batches it saw."""
-    return _seed_of(f"{config.split_dir}/{config.seed}") + start_step
+    resumed run replays the same stream from its step (data.build_dataset's start_step)."""
+    return _seed_of(f"{config.split_dir}/{config.seed}")
 
 
 def _seed_of(text: str) -> int:
@@ -571,7 +571,7 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
     crop = input_shape[0]
     val_limit = config.eval_steps * config.batch_size if config.eval_steps else None
     manifest = nets[0].target_manifest
-    stream_seed = data_seed(config, start_step)
+    stream_seed = data_seed(config)
     # One input stream for the pack, centred on each mean image a net of it needs.
     mean_halves = sorted({net.config.mean_half for net in nets})
     means = [data.mean_image(config.half_dir(half)) for half in mean_halves]
@@ -579,7 +579,8 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
         lambda ctx: data.build_dataset(half_dir, "train", batch_size=config.batch_size,
                                        training=True, seed=stream_seed, input_context=ctx,
                                        crop=crop, model_name=config.model, manifest=manifest,
-                                       means=means, deterministic=config.deterministic))
+                                       means=means, deterministic=config.deterministic,
+                                       start_step=start_step))
     val_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.build_dataset(half_dir, "validation", batch_size=config.batch_size,
                                        training=False, input_context=ctx, crop=crop,

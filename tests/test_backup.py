@@ -87,3 +87,33 @@ def test_no_good_backup_is_a_real_fresh_start(two_backups, tmp_path, capsys):
     assert step == 0 and int(optimizer.iterations.numpy()) == 0
     assert _same(_weights(model), _weights(fresh_model))  # same seed, untouched by the failures
     assert "training starts afresh" in capsys.readouterr().err
+
+
+def test_dropout_rng_state_is_kept_and_a_backup_without_it_still_restores(tmp_path):
+    """The dropout layers' seed generators are in the backup; one written before they were
+    (model and optimizer alone) restores its weights and leaves them as built."""
+    model, optimizer, backup = _net(tmp_path / "backup")
+    _step(model, optimizer)
+    dropped = model(tf.ones((2, 26, 26, 1)), training=True)  # advances the dropout states
+    states = [v.numpy().copy() for v in model.variables if "seed_generator" in v.path]
+    assert len(states) == 2
+    backup.save()
+    old = tf.train.Checkpoint(model=model, optimizer=optimizer)  # as backups were written
+    tf.train.CheckpointManager(old, str(tmp_path / "old"), 2).save(checkpoint_number=1)
+
+    step, restored, _ = _restore(tmp_path / "backup")
+    assert step == 1 and _same(_weights(restored), _weights(model))
+    again = restored(tf.ones((2, 26, 26, 1)), training=True)
+    # Not the masks already drawn: the next ones, as the original model draws them.
+    np.testing.assert_array_equal(again.numpy(),
+                                  model(tf.ones((2, 26, 26, 1)), training=True).numpy())
+    assert dropped.shape == again.shape
+
+    built, _, fresh = _net(tmp_path / "elsewhere")
+    as_built = [v.numpy().copy() for v in built.variables if "seed_generator" in v.path]
+    step, from_old, _ = _restore(tmp_path / "old")
+    assert step == 1
+    seeds = [v.numpy() for v in from_old.variables if "seed_generator" in v.path]
+    assert _same(seeds, as_built) and not _same(seeds, states)
+    weights = [v.numpy() for v in from_old.trainable_variables]
+    assert _same(weights, [v.numpy() for v in model.trainable_variables])

@@ -56,11 +56,10 @@ def test_nets_of_other_splits_and_seeds_are_independent_draws(tmp_path):
                for split in ("random:0", "random:1") for seed in (0, 1)
                for source, n in (("none", 0), ("A", 3))]
     assert len({train.init_seed(c) for c in configs}) == len(configs)
-    streams = {(c.split, c.seed): train.data_seed(c, 0) for c in configs}
+    streams = {(c.split, c.seed): train.data_seed(c) for c in configs}
     assert len(set(streams.values())) == 4
     a3b = _config(tmp_path, tmp_path, split="random:1", seed=1, source="A", n=3)
-    assert train.data_seed(a3b, 0) == streams[("random:1", 1)]
-    assert train.data_seed(a3b, 200) == train.data_seed(a3b, 0) + 200  # a resumed run moves on
+    assert train.data_seed(a3b) == streams[("random:1", 1)]
 
 
 @pytest.mark.parametrize("finetune", [False, True])
@@ -240,18 +239,12 @@ class _Stop(Exception):
 
 @pytest.fixture
 def resumable(monkeypatch):
-    """Runs under op determinism whose backups are recorded (and can stop the run), and whose
-    resumed runs replay the data order of an uninterrupted run.
-
-    A real resume draws a fresh data order (train.data_seed adds the start step), so it cannot
-    equal an uninterrupted run; here the resumed run skips the batches the first run consumed
-    instead, so any difference comes from what the backup restored."""
+    """Runs under op determinism whose backups are recorded (and can stop the run)."""
     from tensorflow.python.framework import config as tf_config
 
-    from keras_transfer import data
     from keras_transfer.backup import Backup
 
-    state = {"stop_at": None, "made": [], "saved": {}, "start": 0}
+    state = {"stop_at": None, "made": [], "saved": {}}
 
     class RecordingBackup(Backup):
         def __init__(self, *args, **kwargs):
@@ -264,28 +257,15 @@ def resumable(monkeypatch):
             if self.step() == state["stop_at"]:
                 raise _Stop
 
-    original_seed, original_build = train.data_seed, data.build_dataset
-
-    def seed_of_uninterrupted_run(config, start_step):
-        state["start"] = start_step
-        return original_seed(config, 0)
-
-    def replayed(*args, **kwargs):
-        ds = original_build(*args, **kwargs)
-        return ds.skip(state["start"]) if kwargs["training"] else ds
-
     monkeypatch.setattr(train, "Backup", RecordingBackup)
-    monkeypatch.setattr(train, "data_seed", seed_of_uninterrupted_run)
-    monkeypatch.setattr(data, "build_dataset", replayed)
     yield state
     tf_config.disable_op_determinism()  # --deterministic sets it for the whole process
 
 
 def _state(model, optimizer):
-    """Copies of the model's weights and of the optimizer's variables (step counter, momentum
-    slots). Not the dropout layers' RNG states, which backups do not keep."""
-    return {"model": [v.numpy().copy() for v in model.variables
-                      if "seed_generator" not in v.path],
+    """Copies of the model's variables (weights, dropout's RNG states) and of the optimizer's
+    (step counter, momentum slots)."""
+    return {"model": [v.numpy().copy() for v in model.variables],
             "optimizer": [v.numpy().copy() for v in optimizer.variables]}
 
 
@@ -298,15 +278,15 @@ def _assert_same_state(got, want):
 
 def test_resumed_run_restores_momentum_and_learning_rate(synthetic_data, tmp_path, resumable):
     """Stopped after its backup at step 2 and resumed, a --deterministic run ends with the
-    weights, momentum, step counter and learning rate of the same run trained without a stop
-    (lr/10 at step 2, so a step counter restarted at 0 would also give the wrong lr).
-    Without dropout: backups do not keep the dropout masks' RNG state, so a resumed run would
-    draw other masks."""
+    weights, momentum, step counter, dropout RNG state and learning rate of the same run
+    trained without a stop (lr/10 at step 2, so a step counter restarted at 0 would also give
+    the wrong lr), having trained on the same batches, crops and dropout masks after the
+    resume: the data stream is replayed from the backup's step."""
     from keras_transfer import data, solver
     from keras_transfer.backup import Backup
 
     kw = dict(target="A", steps=4, eval_every=2, lr=0.05, lr_step=2, momentum=0.9,
-              dropout=0.0, deterministic=True, histogram_every=100)
+              dropout=0.5, deterministic=True, histogram_every=100)
     whole = _config(synthetic_data, tmp_path / "whole", **kw)
     whole_result = _train(whole)
     whole_end = _state(resumable["made"][-1].model, resumable["made"][-1].optimizer)
