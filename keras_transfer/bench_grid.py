@@ -8,8 +8,10 @@ each into a fresh temporary workdir:
   one-per-process  the launcher with --pack=1: one process, TensorFlow import and trace per net;
   peer       a plain PyTorch loop training the same nets serially (optional: --peer_script).
 For each it prints the wall time, nets per hour, training images per second, the mean final
-top-1 (the same nets should score alike), and where the processes spent their time (start-up,
-set-up, tracing, training, evaluation, backups, summaries), summed from the runs' result.json.
+top-1 (the same nets should score alike), where the processes spent their time (start-up,
+set-up, tracing, training, evaluation, backups, summaries, summed from the runs' result.json)
+and how many core-seconds no process used, and the FLOP the nets computed (computed_flop) as a
+rate and as a fraction of the machine's float32 matmul rate.
 Ratios are of figures measured minutes apart on one machine; on a shared machine run it twice.
 """
 from __future__ import annotations
@@ -96,6 +98,44 @@ def time_spent(results: list[dict]) -> dict:
     return totals
 
 
+def computed_flop(results: list[dict], data_dir: str, batch_size: int) -> dict:
+    """FLOP the grid's nets computed, {"train": ..., "evaluate": ...}: per training image the
+    forward pass and the gradients actually taken (models.training_flop: nothing below a net's
+    lowest trainable block), per evaluated image the forward pass; frozen blocks that packmates
+    share (steps.PackSteps) counted once per pack, as they are computed."""
+    from data_prep import layout
+    from keras_transfer import data, models, transfer
+    totals, built, shared = {"train": 0.0, "evaluate": 0.0}, {}, set()
+    for result in results:
+        manifest = json.loads(layout.manifest_path(data_dir, result["dataset"], result["split_dir"],
+                                                   result["target"]).read_text())
+        height, width, channels = manifest["image_shape"]
+        crop = data.default_crop(result["model"], min(height, width))
+        key = (result["model"], result["num_outputs"], crop, channels)
+        if key not in built:
+            model = models.build(result["model"], result["num_outputs"], (crop, crop, channels))
+            built[key] = model, models.block_multiply_adds(models.get(result["model"]), model)
+        model, blocks = built[key]
+        head = models.get(result["model"]).head[0]  # result.json names the head by its layer
+        plan = [transfer.LayerPlan(row["name"], row["origin"], row["trainable"])
+                for row in result["layers"]]
+        trainable = {"head" if row.name == head else row.name: row.trainable for row in plan}
+        train_images = result["steps"] * batch_size
+        eval_images = result["evaluations"] * manifest["counts"]["validation"]
+        totals["train"] += train_images * models.training_flop(blocks, trainable)
+        totals["evaluate"] += eval_images * 2 * sum(blocks.values())
+        digests = [row["sha256_start"] for row in result["layers"]]
+        pack = (result["split_dir"], result["seed"], tuple(result.get("pack", [result["run"]])),
+                result["data"].get("mean_half"))
+        for depth, cut in enumerate(transfer.frozen_prefix(model, result["model"], plan), 1):
+            chain = (pack, tuple(digests[:depth]))
+            if chain in shared:  # a packmate computed this block's output already
+                totals["train"] -= train_images * 2 * blocks[cut.name]
+                totals["evaluate"] -= eval_images * 2 * blocks[cut.name]
+            shared.add(chain)
+    return totals
+
+
 def report_line(way: str, seconds: float, nets: int, images: float, top1: list[float]) -> dict:
     row = {"way": way, "seconds": seconds, "nets": nets, "nets_per_hour": nets * 3600 / seconds,
            "images_per_sec": images / seconds, "mean_top1_final": float(np.mean(top1))}
@@ -107,16 +147,19 @@ def report_line(way: str, seconds: float, nets: int, images: float, top1: list[f
 
 def run(ways, *, flagfile: str, data_dir: str, dataset: str, steps: int, jobs: int,
         peer_script: str | None, peer_python: str, fashion_dir: str, keep: str | None,
-        layers=ALL_LAYERS) -> dict:
+        layers=ALL_LAYERS, matmul_gflops: float | None = None) -> dict:
     """Trains the grid each way in `ways`, prints the figures; returns them by way."""
     from keras_transfer import config as config_lib
+    from keras_transfer.train import evaluation_steps
     preset = config_lib.resolve(flagfile, [f"--data_dir={data_dir}", f"--dataset={dataset}"]
                                 + ([f"--steps={steps}"] if steps else []))
     images_per_net = preset.steps * preset.batch_size
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="kt-bench-grid-"))
     count = 2 + 5 * len(layers)
-    print(f"grid benchmark: the demo's {count} nets (n = {','.join(map(str, layers))}), {preset.steps} steps of {preset.batch_size}, "
-          f"evaluation every {preset.eval_every} steps, {jobs} processes; workdirs in {root}")
+    evaluations = evaluation_steps(preset.steps, preset.eval_every, preset.eval_last)
+    print(f"grid benchmark: the demo's {count} nets (n = {','.join(map(str, layers))}), "
+          f"{preset.steps} steps of {preset.batch_size}, evaluations at steps "
+          f"{', '.join(map(str, evaluations))}, {jobs} processes; workdirs in {root}")
     rows = {}
     for way in ways:
         workdir = root / way
@@ -140,7 +183,18 @@ def run(ways, *, flagfile: str, data_dir: str, dataset: str, steps: int, jobs: i
         parts = ", ".join(f"{phase} {s:.0f} s ({s / (seconds * jobs):.0%})"
                           for phase, s in spent.items() if s >= 0.5)
         print(f"  where the {jobs} processes' {seconds * jobs:.0f} s went: {parts}, launcher and "
-              f"idle slots {idle:.0f} s ({idle / (seconds * jobs):.0%})", flush=True)
+              f"idle cores {idle:.0f} s ({idle / (seconds * jobs):.0%})", flush=True)
+        flop = computed_flop(results, data_dir, preset.batch_size)
+        rate = sum(flop.values()) / seconds / 1e9
+        rows[way].update(flop=sum(flop.values()), gflops=rate)
+        of_matmul = ""
+        if matmul_gflops:
+            rows[way]["matmul_fraction"] = rate / matmul_gflops
+            of_matmul = (f" = {rate / matmul_gflops:.0%} of the machine's float32 matmul rate "
+                         f"({matmul_gflops:.0f} GFLOP/s)")
+        print(f"  computed {sum(flop.values()) / 1e12:.1f} TFLOP (training "
+              f"{flop['train'] / 1e12:.1f}, evaluation {flop['evaluate'] / 1e12:.1f}) in "
+              f"{seconds:.0f} s: {rate:.0f} GFLOP/s{of_matmul}", flush=True)
     for way, base in (("packed", "peer"), ("packed", "one-per-process")):
         if way in rows and base in rows:
             ratio = rows[way]["nets_per_hour"] / rows[base]["nets_per_hour"]

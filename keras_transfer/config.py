@@ -15,7 +15,7 @@ from pathlib import Path
 from absl import flags
 
 from data_prep import layout
-from keras_transfer import models, naming
+from keras_transfer import metrics, models, naming
 
 
 class ConfigError(Exception):
@@ -30,7 +30,7 @@ NET_FLAGS = ("source", "target", "n", "finetune")
 # finished or half-trained run is only ever continued or reused with the values it started with.
 RESULT_FLAGS = ("model", "fc8_outputs", "crop", "batch_size", "steps", "epochs", "lr", "lr_step",
                 "momentum", "weight_decay", "dropout", "eval_every", "eval_steps",
-                "mixed_precision")
+                "mixed_precision")  # not eval_last: evaluating trains nothing
 MEAN_IMAGES = ("base", "target")
 
 
@@ -116,6 +116,12 @@ class Config(naming.NetIdentity):
                            allowed=BELOW_ONE)
     eval_every: int = _flag(80, "Evaluate on the validation set every this many steps.",
                             allowed=POSITIVE)
+    eval_last: int = _flag(metrics.CONVERGED_EVALUATIONS,
+                           "Evaluate only at the last this many of the --eval_every points "
+                           "(a backup is written at each); 0: at all of them. The report needs "
+                           "the final evaluation and, for its convergence control, the last "
+                           f"{metrics.CONVERGED_EVALUATIONS}.",
+                           allowed=NON_NEGATIVE)
     eval_steps: int = _flag(0, "Validation batches per evaluation; 0: the whole set.",
                             allowed=NON_NEGATIVE)
     # Where and how.

@@ -14,6 +14,9 @@ import math
 import numpy as np
 
 PAPER_BEST, PAPER_EVALUATIONS = 10, 450
+# The report counts a net as converged when its last this many evaluations lie close together
+# (report.runs.converged); runs evaluate at least these by default (--eval_last).
+CONVERGED_EVALUATIONS = 3
 # Below this many evaluations the 10 best are over a tenth of the learning curve (the paper's
 # were 1/45 of it), so their mean is no longer close to where the net ended.
 MIN_EVALUATIONS_FOR_BEST10 = 100

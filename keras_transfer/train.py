@@ -250,6 +250,15 @@ def eval_points(start: int, total: int, every: int) -> list[int]:
     return points + [total] if start < total else []
 
 
+def evaluation_steps(total: int, every: int, last: int) -> list[int]:
+    """The steps at which a run evaluates: the last `last` of its backup points (every `every`
+    steps and at the end), all of them if `last` is 0; e.g. (480, 80, 3) -> [320, 400, 480].
+    The report needs only the final value and the convergence control's last evaluations;
+    the other points only write a backup."""
+    points = eval_points(0, total, every)
+    return points[-last:] if last else points
+
+
 def top_k(manifest: dict) -> int | None:
     """5 for top-5 accuracy, or None where it means nothing: a half of 5 classes or fewer
     always has its label among the 5 highest outputs."""
@@ -589,25 +598,29 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
     pack = steps_lib.PackSteps(strategy, [n.model for n in nets], [n.optimizer for n in nets],
                                global_batch=config.batch_size, top_k=top_k(manifest),
                                jit_compile=jit_compile,
-                               inputs=[mean_halves.index(n.config.mean_half) for n in nets])
+                               inputs=[mean_halves.index(n.config.mean_half) for n in nets],
+                               frozen=[_frozen_prefix(net) for net in nets])
+    for top, users in pack.shared_work():
+        print(f"frozen layers up to {top} computed once for "
+              f"{', '.join(nets[i].config.run for i in users)}", flush=True)
     iterator = iter(train_ds)
     with timing.phase("trace"):
         pack.trace(iterator, val_ds)
     step, steps_per_call = start_step, 1
     multi_worker = getattr(strategy, "cluster_resolver", None) is not None
+    evaluated = set(evaluation_steps(total_steps, config.eval_every, config.eval_last))
+    interval = _Interval(step, nets)
     try:
         for point in eval_points(start_step, total_steps, config.eval_every):
-            interval_start, seconds = step, 0.0
-            sums = [dict.fromkeys(steps_lib.TRAIN_SUMS, 0.0) for _ in nets]
             while step < point:
                 n = min(steps_per_call, point - step)
                 with timing.phase("train"):
                     call_started = time.perf_counter()
                     call_sums = pack.train(iterator, n)
                     call_seconds = time.perf_counter() - call_started
-                seconds += call_seconds
+                interval.seconds += call_seconds
                 step += n
-                for net, total, add in zip(nets, sums, call_sums):
+                for net, total, add in zip(nets, interval.sums, call_sums):
                     for key in total:
                         total[key] += add[key]
                     if net.error is None and not math.isfinite(add["loss"]):
@@ -618,26 +631,15 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
                     steps_per_call = max(1, int(SECONDS_PER_CALL * n / max(call_seconds, 1e-6)))
                 if sigterm.received and step < point:  # at `point`, evaluate first
                     _preempt(nets, step, timing)
-            with timing.phase("evaluate"):
-                evaluations = pack.evaluate(val_ds)
-            for net, evaluation in zip(nets, evaluations):
-                if net.error is None:
-                    if not math.isfinite(evaluation["loss"]):
-                        _diverged(net, step, "the validation loss", evaluation["loss"])
-                    elif not _weights_finite(net.model):
+            if point in evaluated:
+                _evaluate(nets, pack, val_ds, step, interval, timing)
+                interval = _Interval(step, nets)
+            else:
+                for net in nets:
+                    if net.error is None and not _weights_finite(net.model):
                         _diverged(net, step, "a weight", "not finite")
             if all(net.error is not None for net in nets):
                 return
-            lr = solver.current_learning_rate(nets[0].optimizer)
-
-            def record(net, evaluation, train_sums):
-                entry = net.history.add(step=step, evaluation=evaluation, train_sums=train_sums,
-                                        steps_done=step - interval_start, seconds=seconds,
-                                        learning_rate=lr)
-                with timing.phase("summaries"):
-                    net.summaries.add(entry)
-            for net, evaluation, train_sums in zip(nets, evaluations, sums):
-                _per_net([net], lambda net: record(net, evaluation, train_sums))
             with timing.phase("backup"):
                 _per_net(nets, lambda net: net.backup.save())
             if sigterm.received and step < total_steps:
@@ -651,6 +653,46 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
         raise RunError(f"the data could not be read while training ({type(e).__name__}): "
                        + "; ".join(problems) + f". Check it with `python -m data_prep verify "
                        f"{half_dir}` and prepare it again with --overwrite.") from e
+
+
+def _frozen_prefix(net: _NetInTraining) -> steps_lib.FrozenPrefix:
+    """The net's frozen bottom blocks, named by their weights' hashes at the start, so that
+    packmates with the same blocks share their forward pass."""
+    cuts = transfer.frozen_prefix(net.model, net.config.model, net.plan)
+    return steps_lib.FrozenPrefix(outputs=tuple(cut.output for cut in cuts),
+                                  digests=tuple(net.start_digests[cut.name] for cut in cuts))
+
+
+class _Interval:
+    """The training since a pack's last evaluation: its first step, seconds and, per net, the
+    summed training loss and correct top-1 (steps.TRAIN_SUMS)."""
+
+    def __init__(self, start: int, nets):
+        self.start, self.seconds = start, 0.0
+        self.sums = [dict.fromkeys(steps_lib.TRAIN_SUMS, 0.0) for _ in nets]
+
+
+def _evaluate(nets, pack, val_ds, step: int, interval: _Interval, timing: Timing) -> None:
+    """All nets of the pack in one pass over the validation set: each net's history entry and
+    summaries, or the net recorded as diverged."""
+    with timing.phase("evaluate"):
+        evaluations = pack.evaluate(val_ds)
+    for net, evaluation in zip(nets, evaluations):
+        if net.error is None:
+            if not math.isfinite(evaluation["loss"]):
+                _diverged(net, step, "the validation loss", evaluation["loss"])
+            elif not _weights_finite(net.model):
+                _diverged(net, step, "a weight", "not finite")
+    lr = solver.current_learning_rate(nets[0].optimizer)
+
+    def record(net, evaluation, train_sums):
+        entry = net.history.add(step=step, evaluation=evaluation, train_sums=train_sums,
+                                steps_done=step - interval.start, seconds=interval.seconds,
+                                learning_rate=lr)
+        with timing.phase("summaries"):
+            net.summaries.add(entry)
+    for net, evaluation, train_sums in zip(nets, evaluations, interval.sums):
+        _per_net([net], lambda net: record(net, evaluation, train_sums))
 
 
 def _weights_finite(model) -> bool:

@@ -124,6 +124,24 @@ def apply_transfer(model, *, n, source, base_weights, finetune, origin_label=Non
     return plan
 
 
+def frozen_prefix(model, model_name, plan) -> list:
+    """The cut points at the bottom of `model` that are frozen (per `plan`, apply_transfer's)
+    and computed without random draws (no dropout up to their output): their output is a
+    function of the input alone, so packmates whose blocks hold the same weights can share it
+    (steps.PackSteps). Bottom to top; empty for a net that trains its first block."""
+    arch = models.get(model_name)
+    position = {layer.name: index for index, layer in enumerate(model.layers)}
+    random_from = min((position[layer.name] for layer in model.layers
+                       if any(v.path.endswith("seed_generator_state") for v in layer.variables)),
+                      default=len(model.layers))
+    prefix = []
+    for cut, row in zip(arch.cut_points, plan):
+        if row.trainable or position[cut.output] >= random_from:
+            break
+        prefix.append(cut)
+    return prefix
+
+
 def format_layer_table(rows):
     """The plan as an aligned text table for the log, one line per cut point and the head."""
     width = max([5] + [len(row.name) for row in rows])

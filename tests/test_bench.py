@@ -47,6 +47,9 @@ def test_bench_trains_a_grid_packed_and_one_net_per_process(synthetic_data, tmp_
                      done.stdout, re.M)
     assert re.search(r"^ratio: packed / one-per-process = [0-9.]+x nets per hour$", done.stdout,
                      re.M)
+    assert re.search(r"^  computed [0-9.]+ TFLOP \(training [0-9.]+, evaluation [0-9.]+\) in \d+ "
+                     r"s: \d+ GFLOP/s = \d+% of the machine's float32 matmul rate \(\d+ GFLOP/s\)$",
+                     done.stdout, re.M), done.stdout
     packed = [json.loads(p.read_text()) for p in (tmp_path / "packed").rglob("result.json")]
     assert max(len(r["pack"]) for r in packed) > 1  # the default packs the small nets
     single = [json.loads(p.read_text()) for p in (tmp_path / "one-per-process").rglob("result.json")]

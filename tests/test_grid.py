@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from keras_transfer import config, grid, naming
+from keras_transfer.grid import nets as nets_lib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -492,3 +493,24 @@ def test_layers_default_to_the_cut_points_of_mains_model(tmp_path):
     with pytest.raises(grid.GridError, match=r"--layers must be values of n in 1\.\.5 \(the cut "
                                              r"points of --model=resnet_small\), not \[6\]"):
         dry_run(tmp_path, "--layers=5,6", "--", "--model=resnet_small")
+
+
+def test_frozen_nets_of_one_base_share_a_pack_and_fine_tuned_nets_spread():
+    """AnB for every n in one pack (their copied layers are computed once there), BnB in
+    another; the fine-tuned nets split between the two; the first pack is full, as the launcher
+    starts it alone when only some bases are done."""
+    def net(source, n, finetune):
+        return nets_lib.PlannedNet(experiment="transfer", split="random:0", split_dir="random_0",
+                                   seed=0, source=source, target="B", n=n, finetune=finetune)
+    random = [net("random", n, False) for n in range(1, 8)]
+    from_b = [net("B", n, tune) for n in range(1, 8) for tune in (False, True)]
+    from_a = [net("A", n, tune) for n in range(1, 8) for tune in (False, True)]
+    for ready in (random + from_b, random + from_b + from_a):
+        packs = nets_lib.packs(ready, lambda _: 18, set())
+        assert sorted(n.name for p in packs for n in p) == sorted(n.name for n in ready)
+        assert len(packs[0]) == 18 and all(len(p) <= 18 for p in packs)
+        for source in "AB":
+            frozen = [n.name for n in ready if n.source == source and not n.finetune]
+            assert sum(bool(set(frozen) & {n.name for n in p}) for p in packs) == min(1, len(frozen))
+    tuned = [sum(n.finetune for n in p) for p in packs]
+    assert len(packs) == 2 and abs(tuned[0] - tuned[1]) <= 1

@@ -212,3 +212,17 @@ def test_keras_applications_are_seeded_and_normalise_with_the_fused_layer(name):
         np.testing.assert_array_equal(a, b)
     other = models.build(name, 3, (32, 32, 3), seed=5)
     assert not np.array_equal(first.get_weights()[0], other.get_weights()[0])
+
+
+def test_training_flop_counts_only_the_gradients_taken():
+    """Forward everywhere; a weights' gradient per trainable block; an input gradient for each
+    block above the lowest trainable one. 2 FLOP per multiply-add."""
+    blocks = {"conv1": 10, "conv2": 20, "fc6": 30, "head": 40}
+    everything = dict.fromkeys(blocks, True)
+    assert models.training_flop(blocks, everything) == 2 * 100 + 2 * 100 + 2 * (20 + 30 + 40)
+    two_frozen = {**everything, "conv1": False, "conv2": False}
+    assert models.training_flop(blocks, two_frozen) == 2 * 100 + 2 * (30 + 40) + 2 * 40
+    small = models.build("small", 5, (26, 26, 1))
+    per_block = models.block_multiply_adds(models.get("small"), small)
+    assert sum(per_block.values()) == models.multiply_adds(small)
+    assert list(per_block) == [*models.get("small").cut_names, "head"]

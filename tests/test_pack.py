@@ -48,7 +48,9 @@ def _copy_bases(bases, workdir):
     return workdir
 
 
-NETS = ("B2B", "A2B+", "A5B", "R3B")
+# A3B, A5B and A7B share the frozen conv1..conv3 of baseA, A5B and A7B also conv4..conv5, A7B
+# alone fc6 (its fc7 is frozen too, but takes fc6's output through dropout).
+NETS = ("B2B", "A2B+", "A3B", "A5B", "A7B", "R3B")
 
 
 def test_packed_training_gives_the_results_of_separate_training(synthetic_data, bases, tmp_path):
@@ -59,7 +61,10 @@ def test_packed_training_gives_the_results_of_separate_training(synthetic_data, 
     packed = _copy_bases(bases, tmp_path / "packed")
     proc = _main(synthetic_data, packed, f"--nets={','.join(NETS)}")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "pack of 4" in proc.stdout
+    assert "pack of 6" in proc.stdout
+    assert [line for line in proc.stdout.splitlines() if "computed once" in line] == [
+        "frozen layers up to conv3 computed once for A3B, A5B, A7B",
+        "frozen layers up to conv5 computed once for A5B, A7B"]
     for name in NETS:
         alone, together = _result(separate, name), _result(packed, name)
         assert together["pack"] == list(NETS) and alone["pack"] == [name]

@@ -323,6 +323,26 @@ def test_resumed_run_restores_momentum_and_learning_rate(synthetic_data, tmp_pat
                                                                           rel=1e-6)
 
 
+def test_evaluation_points_are_the_last_ones_and_evaluating_trains_nothing(synthetic_data,
+                                                                           tmp_path, resumable):
+    """--eval_last=1 evaluates at the end only, still writes a backup at every --eval_every
+    point, and trains the very net that evaluating at every point trains."""
+    assert train.evaluation_steps(480, 80, 3) == [320, 400, 480]
+    assert train.evaluation_steps(450, 100, 3) == [300, 400, 450]
+    assert train.evaluation_steps(480, 80, 0) == [80, 160, 240, 320, 400, 480]
+    assert train.evaluation_steps(100, 80, 5) == [80, 100]
+    kw = dict(target="A", steps=6, eval_every=2, dropout=0.5, deterministic=True)
+    every = _train(_config(synthetic_data, tmp_path / "every", **kw))
+    resumable.update(saved={})
+    last = _train(_config(synthetic_data, tmp_path / "last", eval_last=1, **kw))
+    assert [h["step"] for h in every["history"]] == [2, 4, 6]
+    assert last["history"] == every["history"][-1:] and last["evaluations"] == 1
+    assert sorted(resumable["saved"]) == [2, 4, 6]
+    assert ([row["sha256_end"] for row in last["layers"]]
+            == [row["sha256_end"] for row in every["layers"]])
+    assert last["images_per_sec"] > 0
+
+
 _TWO_REPLICAS = r"""
 import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]

@@ -5,7 +5,8 @@ from keras_transfer import train
 from keras_transfer.config import Config
 
 SMOKE = dict(model="small", batch_size=8, steps=4, eval_every=2, eval_steps=2, lr=0.05,
-             lr_step=0, histogram_every=1, strategy="one_device", dataset="synthetic")
+             lr_step=0, histogram_every=1, strategy="one_device", dataset="synthetic",
+             eval_last=0)  # as flags/smoke.flags
 
 
 def smoke_config(data_dir, workdir, **kw):

@@ -194,19 +194,52 @@ def base_keys(nets) -> set:
 
 
 def packs(nets, size_of, bases) -> list[list[PlannedNet]]:
-    """The nets in packs: nets of one pack key, in order, at most `size_of(net)` per pack.
+    """The nets in packs: nets of one pack key, at most `size_of(net)` per pack, as few packs
+    as that allows, the first ones full (the launcher starts one pack per free process and
+    packs the rest again with the nets that have become ready meanwhile).
 
     Nets in `bases` (keys of nets others copy from) are packed alone, so their dependants are
     not held up by packmates; for the rest, a pack shares one input stream and compiled step.
+    The frozen nets that copy from one base (AnB for every n) go into one pack, where their
+    copied layers' forward pass is computed once (steps.PackSteps); such groups are spread
+    over the packs first. The other nets fill them with the kinds (random-features controls,
+    fine-tuned nets of each source) interleaved, so that every pack gets its share of the
+    costly fine-tuned nets.
     """
-    result, open_packs = [], {}
+    result, by_key = [], {}
     for net in nets:
         if net.key in bases or size_of(net) <= 1:
             result.append([net])
-            continue
-        pack = open_packs.get(net.pack_key)
-        if pack is None or len(pack) >= size_of(net):
-            pack = open_packs[net.pack_key] = []
-            result.append(pack)
-        pack.append(net)
+        else:
+            by_key.setdefault(net.pack_key, []).append(net)
+    for group in by_key.values():
+        size = size_of(group[0])
+        order = {net.key: index for index, net in enumerate(group)}
+        sharing, others = {}, []
+        for net in group:
+            if net.source in naming.HALVES and not net.finetune:
+                sharing.setdefault(net.source, []).append(net)
+            else:
+                others.append(net)
+        filled = [[] for _ in range(-(-len(group) // size))]
+        shared = [unit[i:i + size] for unit in sharing.values()
+                  for i in range(0, len(unit), size)]
+        for unit in sorted(shared, key=len, reverse=True):
+            room = [pack for pack in filled if len(pack) + len(unit) <= size]
+            if not room:
+                room = [[]]
+                filled.append(room[0])
+            min(room, key=len).extend(unit)
+        kinds = {}
+        for net in others:
+            kinds.setdefault((net.source, net.finetune), []).append(net)
+        share = {net.key: (kind.index(net) + 0.5) / len(kind)
+                 for kind in kinds.values() for net in kind}
+        for net in sorted(others, key=lambda net: (share[net.key], order[net.key])):
+            room = next((pack for pack in filled if len(pack) < size), None)
+            if room is None:
+                room = []
+                filled.append(room)
+            room.append(net)
+        result += [sorted(pack, key=lambda net: order[net.key]) for pack in filled if pack]
     return result

@@ -6,7 +6,8 @@ network is one module and one entry of `MODULES` (docs/architecture.md, "Adding 
 """
 import importlib
 
-from keras_transfer.models.architecture import Architecture, CutPoint, first_conv, multiply_adds
+from keras_transfer.models.architecture import (Architecture, CutPoint, block_multiply_adds,
+                                                first_conv, multiply_adds, training_flop)
 from keras_transfer.models.caffenet import (CAFFENET, LAYER_NAMES, SMALL, caffenet,
                                             small)
 
@@ -44,4 +45,5 @@ def build(name, num_classes, input_shape, *, dropout=0.5, seed=None):
 
 
 __all__ = ["ARCHITECTURES", "Architecture", "CAFFENET", "CutPoint", "LAYER_NAMES",
-           "NAMES", "SMALL", "build", "caffenet", "first_conv", "get", "multiply_adds", "small"]
+           "NAMES", "SMALL", "block_multiply_adds", "build", "caffenet", "first_conv", "get",
+           "multiply_adds", "small", "training_flop"]

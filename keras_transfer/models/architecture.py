@@ -98,22 +98,52 @@ def multiply_adds(model) -> int:
     normalisation, ReLU, pooling, LRN or softmax). Depthwise convolutions count one input
     channel per output channel.
     """
+    return sum(layer_multiply_adds(model).values())
+
+
+def layer_multiply_adds(model) -> dict:
+    """{layer name: forward multiply-adds per image} of the conv and dense layers, in model
+    order (what `multiply_adds` sums)."""
     import keras  # here: the grid reads the declarations without TensorFlow
-    total = 0
+    counts = {}
     for layer in model.layers:
         kernel = getattr(layer, "kernel", None)
         if kernel is None:
             continue
         if isinstance(layer, keras.layers.Dense):
             fan_in, units = kernel.shape
-            total += fan_in * units
+            counts[layer.name] = int(fan_in * units)
         elif len(kernel.shape) == 4:  # Conv2D, SplitGroupConv2D, DepthwiseConv2D
             kernel_h, kernel_w, in_per_group, filters = kernel.shape
             if isinstance(layer, keras.layers.DepthwiseConv2D):
                 filters, in_per_group = in_per_group * filters, 1
             _, out_h, out_w, _ = layer.output.shape
-            total += out_h * out_w * filters * kernel_h * kernel_w * in_per_group
-    return int(total)
+            counts[layer.name] = int(out_h * out_w * filters * kernel_h * kernel_w * in_per_group)
+    return counts
+
+
+def block_multiply_adds(arch: "Architecture", model) -> dict:
+    """{cut point name, ..., "head": forward multiply-adds per image}, bottom to top."""
+    blocks = {name: 0 for name in (*arch.cut_names, "head")}
+    for name, count in layer_multiply_adds(model).items():
+        blocks[arch.block_of(name)] += count
+    return blocks
+
+
+def training_flop(blocks: dict, trainable: dict) -> int:
+    """FLOP per image of one training step (2 per multiply-add), counting what is computed:
+    the forward pass everywhere; for each trainable block its weights' gradient; and the
+    gradient of each block's input from the lowest trainable block up (nothing below it is
+    differentiated, and its own input's gradient is not needed)."""
+    flop, lowest_seen = 0, False
+    for name, count in blocks.items():
+        flop += 2 * count  # forward
+        if trainable[name]:
+            flop += 2 * count  # the weights' gradient
+        if lowest_seen:
+            flop += 2 * count  # the gradient of this block's input
+        lowest_seen = lowest_seen or trainable[name]
+    return flop
 
 
 class LayerSeeds:

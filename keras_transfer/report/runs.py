@@ -23,7 +23,7 @@ RESULT_COLUMNS = ["run", "condition", "dataset", "split", "split_dir", "seed", "
                   "top1_best10_mean", "evaluations", "top5_final", "loss_final", "steps",
                   "images_per_sec", "wall_time_sec"]
 # A net has converged when its last CONVERGED_EVALUATIONS evaluations are within this top-1 span.
-CONVERGED_EVALUATIONS, CONVERGED_SPAN = 3, 0.005
+CONVERGED_EVALUATIONS, CONVERGED_SPAN = metrics.CONVERGED_EVALUATIONS, 0.005
 
 
 class ReportError(Exception):
