@@ -2,12 +2,13 @@
 
 A backup is a TensorFlow checkpoint of the model and the optimizer (weights, momentum and the
 step counter) and of the model's random state (dropout's seed generators, which Keras leaves
-out of a model's checkpoint), written after every evaluation. With the data stream replayed
-from the backup's step (data.build_dataset), a resumed run trains as an uninterrupted one. TensorFlow writes the checkpoint files first
-and then the index that names the latest one, so a crash mid-save leaves the previous backup
-in force. SIGTERM (what SLURM and most schedulers send before killing) makes the run save a
-backup at the current step and exit with status 143; SIGKILL loses at most one evaluation
-interval. A damaged backup (a truncated or missing file) is skipped for the next older one.
+out of a model's checkpoint), written every --eval_every steps. With the data stream replayed
+from the backup's step (data.build_dataset), a resumed run trains as an uninterrupted one.
+TensorFlow writes the checkpoint files first and then the index that names the latest one, so
+a crash mid-save leaves the previous backup in force. SIGTERM (what SLURM and most schedulers
+send before killing) makes the run save a backup at the current step and exit with status
+143; SIGKILL loses at most --eval_every steps. A damaged backup (a truncated or missing file)
+is skipped for the next older one.
 """
 from __future__ import annotations
 

@@ -22,11 +22,12 @@ from keras_transfer import models
 SPLITS = ("train", "validation")
 _SHUFFLE_BUFFER = 10_000
 # Parallel calls per stage and batches read ahead, set here rather than left to tf.data's
-# autotuner: its background thread can hold up the end of a run for 20-60 s while the
-# iterator is deleted (seen with two runs side by side on 2 cores, the grid's usual case:
-# the main thread waits in ~IteratorResource for it), a third of a short run's time.
-# With these values the demo's nets train as fast as autotuned and end at once.
-PARALLEL_CALLS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+# autotuner. With two runs side by side on 2 cores (the grid's usual case) a run's end can wait
+# 20-60 s while its training iterator is deleted (the main thread in ~IteratorResource, waiting
+# for a tf.data thread); without the autotuner that wait went away in one trial but not in
+# the grid benchmark, so its cause is still open. These values train the demo's nets as fast.
+PARALLEL_CALLS = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                  else os.cpu_count() or 1)
 PREFETCH_BATCHES = 4
 
 
