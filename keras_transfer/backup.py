@@ -19,6 +19,8 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from keras_transfer import models
+
 EXIT_PREEMPTED = 128 + signal.SIGTERM
 
 
@@ -42,11 +44,11 @@ class Backup:
         self.model = model
         self.optimizer = optimizer
         self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer,
-                                              random_state=random_states(model))
+                                              random_state=models.random_states(model))
         # Restored in two parts, so that a backup written before the random state was kept
         # still restores (its dropout states stay as built) while the weights must match whole.
         self._trained = tf.train.Checkpoint(model=model, optimizer=optimizer)
-        self._random = tf.train.Checkpoint(random_state=random_states(model))
+        self._random = tf.train.Checkpoint(random_state=models.random_states(model))
         # A damaged `checkpoint` index file is ignored by the manager; restore() does not need it.
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=2)
 
@@ -85,12 +87,6 @@ class Backup:
         except tf.errors.OpError as e:  # TF reports a full disk as ResourceExhausted
             raise OSError(f"cannot write a backup to {self.manager.directory}: "
                           f"{e.message.split('; ')[-1]}") from e
-
-
-def random_states(model) -> list:
-    """The state variables of the model's seed generators (dropout masks), in the model's
-    variable order, which is the same for every build of one architecture."""
-    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
 
 
 def _warn(message: str) -> None:

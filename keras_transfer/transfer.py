@@ -132,8 +132,7 @@ def frozen_prefix(model, model_name, plan) -> list:
     arch = models.get(model_name)
     position = {layer.name: index for index, layer in enumerate(model.layers)}
     random_from = min((position[layer.name] for layer in model.layers
-                       if any(v.path.endswith("seed_generator_state") for v in layer.variables)),
-                      default=len(model.layers))
+                       if models.random_states(layer)), default=len(model.layers))
     prefix = []
     for cut, row in zip(arch.cut_points, plan):
         if row.trainable or position[cut.output] >= random_from:

@@ -7,7 +7,8 @@ network is one module and one entry of `MODULES` (docs/architecture.md, "Adding 
 import importlib
 
 from keras_transfer.models.architecture import (Architecture, CutPoint, block_multiply_adds,
-                                                first_conv, multiply_adds, training_flop)
+                                                first_conv, multiply_adds, random_states,
+                                                training_flop)
 from keras_transfer.models.caffenet import (CAFFENET, LAYER_NAMES, SMALL, caffenet,
                                             small)
 
@@ -46,4 +47,4 @@ def build(name, num_classes, input_shape, *, dropout=0.5, seed=None):
 
 __all__ = ["ARCHITECTURES", "Architecture", "CAFFENET", "CutPoint", "LAYER_NAMES",
            "NAMES", "SMALL", "block_multiply_adds", "build", "caffenet", "first_conv", "get",
-           "multiply_adds", "small", "training_flop"]
+           "multiply_adds", "random_states", "small", "training_flop"]

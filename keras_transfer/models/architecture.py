@@ -81,6 +81,12 @@ class Architecture:
         return blocks
 
 
+def random_states(model_or_layer) -> list:
+    """The state variables of its seed generators (dropout masks), in variable order, which is
+    the same for every build of one architecture: what makes a layer random in training."""
+    return [v for v in model_or_layer.variables if v.path.endswith("seed_generator_state")]
+
+
 def first_conv(model):
     """The network's first convolution (conv1 of CaffeNet): the layer whose filters are drawn
     as images, since they look at pixels."""
