@@ -273,7 +273,9 @@ def pack_key(config: Config) -> Config:
 class Timing:
     """Seconds spent per phase of a process's training, for result.json and the benchmark."""
 
-    PHASES = ("startup", "setup", "trace", "train", "evaluate", "backup", "summaries", "finish")
+    # teardown: deleting the training input, where tf.data joins its threads (data.py).
+    PHASES = ("startup", "setup", "trace", "train", "evaluate", "backup", "summaries", "teardown",
+              "finish")
 
     def __init__(self, startup: float = 0.0):
         self.seconds = dict.fromkeys(self.PHASES, 0.0)
@@ -653,6 +655,9 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
         raise RunError(f"the data could not be read while training ({type(e).__name__}): "
                        + "; ".join(problems) + f". Check it with `python -m data_prep verify "
                        f"{half_dir}` and prepare it again with --overwrite.") from e
+    finally:
+        with timing.phase("teardown"):
+            del iterator
 
 
 def _frozen_prefix(net: _NetInTraining) -> steps_lib.FrozenPrefix:

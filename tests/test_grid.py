@@ -495,10 +495,11 @@ def test_layers_default_to_the_cut_points_of_mains_model(tmp_path):
         dry_run(tmp_path, "--layers=5,6", "--", "--model=resnet_small")
 
 
-def test_frozen_nets_of_one_base_share_a_pack_and_fine_tuned_nets_spread():
+def test_frozen_nets_of_one_base_share_a_pack_and_the_work_is_shared_out():
     """AnB for every n in one pack (their copied layers are computed once there), BnB in
-    another; the fine-tuned nets split between the two; the first pack is full, as the launcher
-    starts it alone when only some bases are done."""
+    another; the fine-tuned nets split between the two, and so do the random-features controls
+    that train the most layers (R1B, R2B); the first pack is full, as the launcher starts it
+    alone when only some bases are done."""
     def net(source, n, finetune):
         return nets_lib.PlannedNet(experiment="transfer", split="random:0", split_dir="random_0",
                                    seed=0, source=source, target="B", n=n, finetune=finetune)
@@ -514,3 +515,7 @@ def test_frozen_nets_of_one_base_share_a_pack_and_fine_tuned_nets_spread():
             assert sum(bool(set(frozen) & {n.name for n in p}) for p in packs) == min(1, len(frozen))
     tuned = [sum(n.finetune for n in p) for p in packs]
     assert len(packs) == 2 and abs(tuned[0] - tuned[1]) <= 1
+    pack_of = {n.name: i for i, p in enumerate(packs) for n in p}
+    assert pack_of["R1B"] != pack_of["R2B"]
+    work = [sum(nets_lib.trained_blocks(n, 7) for n in p) for p in packs]
+    assert abs(work[0] - work[1]) <= 8  # at most one fine-tuned net's share apart

@@ -201,10 +201,10 @@ def packs(nets, size_of, bases) -> list[list[PlannedNet]]:
     Nets in `bases` (keys of nets others copy from) are packed alone, so their dependants are
     not held up by packmates; for the rest, a pack shares one input stream and compiled step.
     The frozen nets that copy from one base (AnB for every n) go into one pack, where their
-    copied layers' forward pass is computed once (steps.PackSteps); such groups are spread
-    over the packs first. The other nets fill them with the kinds (random-features controls,
-    fine-tuned nets of each source) interleaved, so that every pack gets its share of the
-    costly fine-tuned nets.
+    copied layers' forward pass is computed once (steps.PackSteps). Within those bounds the
+    packs get equal shares of the work, so that packs started together end together: the
+    costliest nets (or groups) first, each into the pack with the least work so far
+    (`trained_blocks` as the measure of a net's work).
     """
     result, by_key = [], {}
     for net in nets:
@@ -215,31 +215,34 @@ def packs(nets, size_of, bases) -> list[list[PlannedNet]]:
     for group in by_key.values():
         size = size_of(group[0])
         order = {net.key: index for index, net in enumerate(group)}
-        sharing, others = {}, []
+        top = max(net.n for net in group)
+        sharing, units = {}, []
         for net in group:
             if net.source in naming.HALVES and not net.finetune:
                 sharing.setdefault(net.source, []).append(net)
             else:
-                others.append(net)
-        filled = [[] for _ in range(-(-len(group) // size))]
-        shared = [unit[i:i + size] for unit in sharing.values()
-                  for i in range(0, len(unit), size)]
-        for unit in sorted(shared, key=len, reverse=True):
-            room = [pack for pack in filled if len(pack) + len(unit) <= size]
-            if not room:
-                room = [[]]
-                filled.append(room[0])
-            min(room, key=len).extend(unit)
-        kinds = {}
-        for net in others:
-            kinds.setdefault((net.source, net.finetune), []).append(net)
-        share = {net.key: (kind.index(net) + 0.5) / len(kind)
-                 for kind in kinds.values() for net in kind}
-        for net in sorted(others, key=lambda net: (share[net.key], order[net.key])):
-            room = next((pack for pack in filled if len(pack) < size), None)
-            if room is None:
-                room = []
-                filled.append(room)
-            room.append(net)
+                units.append([net])
+        units += [unit[i:i + size] for unit in sharing.values() for i in range(0, len(unit), size)]
+        count = -(-len(group) // size)
+        capacity = [size] * (count - 1) + [len(group) - size * (count - 1)]
+        filled, work = [[] for _ in range(count)], [0] * count
+        work_of = lambda unit: sum(trained_blocks(net, top) for net in unit)
+        for unit in sorted(units, key=lambda u: (-work_of(u), -len(u), order[u[0].key])):
+            room = [i for i, pack in enumerate(filled) if len(pack) + len(unit) <= capacity[i]]
+            if not room:  # a frozen group that fits nowhere whole: a pack of its own
+                filled.append([])
+                work.append(0)
+                capacity.append(size)
+                room = [len(filled) - 1]
+            best = min(room, key=lambda i: (work[i], i))
+            filled[best] += unit
+            work[best] += work_of(unit)
         result += [sorted(pack, key=lambda net: order[net.key]) for pack in filled if pack]
     return result
+
+
+def trained_blocks(net: PlannedNet, top: int) -> int:
+    """How many of a net's blocks train, of the `top` cut points and the head above them: a
+    measure of its work in a pack that needs no model (a block's gradients cost about twice
+    its forward pass; a net's frozen bottom is mostly computed once for the pack)."""
+    return top + 1 - (0 if net.finetune else net.n)
