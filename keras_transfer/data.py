@@ -22,13 +22,25 @@ from keras_transfer import models
 SPLITS = ("train", "validation")
 _SHUFFLE_BUFFER = 10_000
 # Parallel calls per stage and batches read ahead, set here rather than left to tf.data's
-# autotuner. With two runs side by side on 2 cores (the grid's usual case) a run's end can wait
-# 20-60 s while its training iterator is deleted (the main thread in ~IteratorResource, waiting
-# for a tf.data thread); without the autotuner that wait went away in one trial but not in
-# the grid benchmark, so its cause is still open. These values train the demo's nets as fast.
+# autotuner (whose thread can hold up the deletion of an iterator: input_options). These
+# values train the demo's nets as fast.
 PARALLEL_CALLS = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                   else os.cpu_count() or 1)
 PREFETCH_BATCHES = 4
+
+
+def input_options(strategy) -> tf.distribute.InputOptions | None:
+    """How `strategy.distribute_datasets_from_function` should feed its replicas. A
+    MirroredStrategy of one replica (the grid's one-process-per-core case) reads straight from
+    this module's pipeline: by default a MultiDeviceIterator sits in between, whose device-side
+    iterator runs tf.data's autotuner with default options, and deleting it at the end of a run
+    waited 0-60 s for that thread (its optimisation rounds back off to a minute). With several
+    replicas the default stays: it prefetches to the accelerators, in runs of hours."""
+    if isinstance(strategy, tf.distribute.MirroredStrategy) and strategy.num_replicas_in_sync == 1:
+        return tf.distribute.InputOptions(
+            experimental_fetch_to_device=False,
+            experimental_replication_mode=tf.distribute.InputReplicationMode.PER_REPLICA)
+    return None
 
 
 class DataError(Exception):

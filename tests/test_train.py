@@ -343,6 +343,24 @@ def test_evaluation_points_are_the_last_ones_and_evaluating_trains_nothing(synth
     assert last["images_per_sec"] > 0
 
 
+def test_one_mirrored_replica_reads_its_pipeline_directly_and_trains_the_same_net(
+        synthetic_data, tmp_path):
+    """A MirroredStrategy of one replica (each process of the grid) is fed straight from the
+    pipeline (data.input_options: no MultiDeviceIterator, whose autotuner thread held up the
+    end of a run) and trains the very net OneDeviceStrategy trains."""
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0"])
+    options = data.input_options(mirrored)
+    assert options.experimental_replication_mode == tf.distribute.InputReplicationMode.PER_REPLICA
+    assert not options.experimental_fetch_to_device
+    assert data.input_options(tf.distribute.OneDeviceStrategy("/cpu:0")) is None
+    kw = dict(target="A", steps=4, eval_every=2, dropout=0.5, deterministic=True)
+    alone = _train(_config(synthetic_data, tmp_path / "one", **kw))
+    through = train.run(_config(synthetic_data, tmp_path / "mirrored", **kw), mirrored)
+    assert through["history"] == alone["history"]
+    assert ([row["sha256_end"] for row in through["layers"]]
+            == [row["sha256_end"] for row in alone["layers"]])
+
+
 _TWO_REPLICAS = r"""
 import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
