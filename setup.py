@@ -9,6 +9,9 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["data_prep", "data_prep.*",
                                     "keras_transfer", "keras_transfer.*"]),
+    # The authors' per-net results, read by `python -m keras_transfer.report --paper`.
+    package_data={"keras_transfer.report": ["data/yosinski2014_nets.csv",
+                                            "data/yosinski2014_nets.md"]},
     install_requires=[
         "tensorflow==2.21.0",
         "keras==3.15.1",

@@ -17,19 +17,22 @@ PAPER_N = tuple(range(1, 8))
 
 CONDITIONS = ("base", "selffer", "selffer+", "transfer", "transfer+", "random")
 
-_RUN_RE = re.compile(r"^(?:base(?P<base>[AB])|(?P<src>[ABR])(?P<n>[1-9][0-9]*)(?P<tgt>[AB])(?P<ft>\+?))$")
+_RUN_RE = re.compile(r"^(?:base(?P<base>[AB])|(?P<src>[ABR])(?P<n>[1-9][0-9]*)(?P<tgt>[AB])(?P<ft>\+?))"
+                     r"(?:-x(?P<stretch>[2-9]|[1-9][0-9]+))?$")
 
 
 def other_half(half: str) -> str:
     return {"A": "B", "B": "A"}[half]
 
 
-def run_name(source: str, target: str, n: int, finetune: bool) -> str:
-    """`baseB`, `A3B`, `A3B+`, `B3B`, `R3B` ... (the paper's names; R = random features)."""
+def run_name(source: str, target: str, n: int, finetune: bool, stretch: int = 1) -> str:
+    """`baseB`, `A3B`, `A3B+`, `B3B`, `R3B` ... (the paper's names; R = random features);
+    `baseB-x2` for a net trained on a schedule `stretch` times as long (the convergence control)."""
+    suffix = f"-x{stretch}" if stretch > 1 else ""
     if source == "none" or n == 0:
-        return f"base{target}"
+        return f"base{target}{suffix}"
     letter = "R" if source == "random" else source
-    return f"{letter}{n}{target}{'+' if finetune else ''}"
+    return f"{letter}{n}{target}{'+' if finetune else ''}{suffix}"
 
 
 def condition(source: str, target: str, n: int, finetune: bool) -> str:
@@ -43,29 +46,33 @@ def condition(source: str, target: str, n: int, finetune: bool) -> str:
 
 
 def parse_run_name(name: str) -> dict:
-    """Inverse of run_name: {'source', 'target', 'n', 'finetune'}; ValueError if not a run name."""
+    """Inverse of run_name: {'source', 'target', 'n', 'finetune', 'stretch'}; ValueError if not
+    a run name."""
     m = _RUN_RE.match(name)
     if not m:
-        raise ValueError(f"not a run name: {name!r} (expected e.g. baseB, A3B, A3B+, R3B)")
+        raise ValueError(f"not a run name: {name!r} (expected e.g. baseB, A3B, A3B+, R3B, baseB-x2)")
+    stretch = int(m.group("stretch") or 1)
     if m.group("base"):
-        return {"source": "none", "target": m.group("base"), "n": 0, "finetune": False}
+        return {"source": "none", "target": m.group("base"), "n": 0, "finetune": False,
+                "stretch": stretch}
     src = {"R": "random"}.get(m.group("src"), m.group("src"))
     return {"source": src, "target": m.group("tgt"), "n": int(m.group("n")),
-            "finetune": m.group("ft") == "+"}
+            "finetune": m.group("ft") == "+", "stretch": stretch}
 
 
 class NetIdentity:
-    """Which net an object describes, from its four defining fields: its name (`A3B+`) and its
-    condition (`transfer+`). Main's Config and the grid's nets both inherit it, so the two
+    """Which net an object describes, from its defining fields: its name (`A3B+`, `baseB-x2`)
+    and its condition (`transfer+`). Main's Config and the grid's nets both inherit it, so the two
     derive a net's identity in one place."""
     source: str
     target: str
     n: int
     finetune: bool
+    stretch: int
 
     @property
     def name(self) -> str:
-        return run_name(self.source, self.target, self.n, self.finetune)
+        return run_name(self.source, self.target, self.n, self.finetune, self.stretch)
 
     @property
     def condition(self) -> str:

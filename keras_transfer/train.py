@@ -212,8 +212,8 @@ def _set_precision(name: str) -> None:
 
 def _total_steps(config: Config, train_count: int) -> int:
     if config.steps:
-        return config.steps
-    return max(1, math.ceil(config.epochs * train_count / config.batch_size))
+        return config.stretched(config.steps)
+    return max(1, math.ceil(config.stretched(config.epochs) * train_count / config.batch_size))
 
 
 def _digests(model, model_name: str) -> dict[str, str]:
@@ -548,8 +548,8 @@ def _build(net: _NetInTraining, strategy, input_shape, num_classes: int) -> None
             net.model, n=config.n, source=config.source, base_weights=net.base_weights,
             finetune=config.finetune, model_name=config.model,
             origin_label=f"base{config.source}" if config.source in naming.HALVES else None)
-        net.optimizer = solver.make_optimizer(config.lr, config.lr_step, config.momentum,
-                                              config.weight_decay)
+        net.optimizer = solver.make_optimizer(config.lr, config.stretched(config.lr_step),
+                                              config.momentum, config.weight_decay)
         if config.mixed_precision == "float16":
             net.optimizer = keras.optimizers.LossScaleOptimizer(net.optimizer)
         # Momentum slots exist once built; restoring a backup needs them to exist.
@@ -612,10 +612,11 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
         pack.trace(iterator, val_ds)
     step, steps_per_call = start_step, 1
     multi_worker = getattr(strategy, "cluster_resolver", None) is not None
-    evaluated = set(evaluation_steps(total_steps, config.eval_every, config.eval_last))
+    eval_every = config.stretched(config.eval_every)
+    evaluated = set(evaluation_steps(total_steps, eval_every, config.eval_last))
     interval = _Interval(step, nets)
     try:
-        for point in eval_points(start_step, total_steps, config.eval_every):
+        for point in eval_points(start_step, total_steps, eval_every):
             while step < point:
                 n = min(steps_per_call, point - step)
                 with timing.phase("train"):

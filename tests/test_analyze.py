@@ -229,6 +229,12 @@ def test_predict_overlays_cka_and_the_measured_drop(grid, monkeypatch, capsys):
     assert pooled["cka"] == [on_b["cka"][name] for name in models.get(SMOKE["model"]).cut_names]
     expected = stats.spearman(pooled["cka"][:3], pooled["relative_drop"][:3])
     assert result["spearman"] == expected and expected["points"] == 3
+    # Depth alone, over the same n, is the baseline the CKA is set beside.
+    depth = stats.spearman(list(TRANSFER_NS), pooled["relative_drop"][:3])
+    assert result["spearman_depth"] == depth
+    assert result["better_predictor"] == stats.stronger_predictor(
+        {"CKA": expected, "depth": depth})
+    assert "depth alone vs the drop" in stdout and "better predictor of the drop" in stdout
 
     # A second run reuses the CKA of unchanged nets and data.
     code, stdout, _ = _run_cli(monkeypatch, capsys, "predict", str(seed_dir), "--batch_size", "8")
@@ -377,5 +383,8 @@ def test_predict_on_resnet_nets_runs_over_its_cut_points(resnet_grid, tmp_path):
     assert [None if d is None else round(d, 9) for d in pooled["relative_drop"]] == [
         drops.get(n) for n in range(1, k + 1)]
     assert result["spearman"]["points"] == 3
+    # The drops rise with n at the three cut points: depth ranks them perfectly.
+    assert result["spearman_depth"]["rho"] == pytest.approx(1.0)
+    assert result["better_predictor"] in {"depth", "neither"}
     files = predict.write_predict(result, tmp_path / "report")
     assert matplotlib.image.imread(files["predict.png"]).ndim == 3

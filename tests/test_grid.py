@@ -100,6 +100,20 @@ def test_dissimilar_and_reduced_experiments():
     assert {net.split_dir for net in imagenet} == {"natman"}
 
 
+def test_convergence_control_trains_each_base_again_on_a_longer_schedule():
+    nets = nets_of(splits=["random:0", "random:1"], experiments=["transfer", "convergence"],
+                   n_values=[1])
+    control = [net for net in nets if net.experiment == "convergence"]
+    assert sorted((net.split_dir, net.name) for net in control) == [
+        (f"random_{s}", f"base{h}-x2") for s in (0, 1) for h in "AB"]
+    assert all(net.needs == () and "--stretch=2" in net.main_flags() for net in control)
+    # They train alone (another solver), and nothing copies from them.
+    plan_packs = nets_lib.packs([n for n in nets if n.needs or n.stretch > 1], lambda _: 18,
+                                nets_lib.base_keys(nets))
+    assert all(len(pack) == 1 for pack in plan_packs if pack[0].stretch > 1)
+    assert not {net.key for net in control} & nets_lib.base_keys(nets)
+
+
 def test_random_control_whole_is_ra_on_the_whole_dataset_and_half_is_rnb_on_splits():
     nets = nets_of(splits=["random:0", "random:1"], seeds=[0, 1], experiments=["random"])
     names = ["baseA"] + [f"R{n}A" for n in range(1, 8)]

@@ -1,5 +1,6 @@
 """The report's statistics match values worked out by hand, and it writes its table, summary,
 figures and HParams from result.json files alone, leaving missing conditions out with a note."""
+import json
 import math
 import subprocess
 import sys
@@ -61,8 +62,8 @@ def test_report_writes_csv_summary_decomposition_and_figures(tmp_path):
     write_grid(workdir)
     result = report.make_report(workdir, reference="yosinski2014")
     out = workdir / "report"
-    assert set(result["files"]) == {"results.csv", "summary.md", "figure2.png", "figure3.png",
-                                    "hparams"}
+    assert set(result["files"]) == {"results.csv", "findings.csv", "summary.md", "figure2.png",
+                                    "figure3.png", "hparams"}
     table = pd.read_csv(out / "results.csv")
     assert len(table) == 3 * (1 + 5 * 7)
     assert set(table["condition"]) == {"base", "selffer", "selffer+", "transfer", "transfer+",
@@ -273,10 +274,28 @@ def test_summary_includes_the_cka_prediction_once_computed(tmp_path):
     report.make_report(tmp_path, hparams=False)
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "analyze predict" in summary and "Spearman" not in summary
-    (tmp_path / "report" / "predict.json").write_text(
-        '{"spearman": {"rho": -0.75, "p_value": 0.05, "p_value_method": "exact permutation", '
-        '"points": 7}}')
+    cka = {"rho": -0.75, "p_value": 0.05, "p_value_method": "exact permutation", "points": 7}
+    (tmp_path / "report" / "predict.json").write_text(json.dumps({"spearman": cka}))
     report.make_report(tmp_path, hparams=False)
     summary = (tmp_path / "report" / "summary.md").read_text()
-    assert "Spearman rho -0.750 (exact permutation p 0.05, 7 layers)" in summary
+    assert "over 7 layers" in summary
+    assert "| CKA(baseA, baseB) per layer | rho -0.750 (exact permutation p 0.05) |" in summary
+    assert "Depth alone as the baseline predictor: not in this predict.json" in summary
     assert "(predict.png)" in summary
+    depth = {**cka, "rho": 0.9, "p_value": 0.01}
+    (tmp_path / "report" / "predict.json").write_text(json.dumps(
+        {"spearman": cka, "spearman_depth": depth, "better_predictor": "depth"}))
+    report.make_report(tmp_path, hparams=False)
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "| depth alone (layer n) | rho +0.900 (exact permutation p 0.01) |" in summary
+    assert "Better predictor of the drop (larger rank correlation in size): **depth**" in summary
+
+
+@pytest.mark.parametrize("rhos, better", [
+    ((-0.93, 0.96), "depth"), ((-0.96, 0.93), "CKA"), ((-0.9642857142857145, 0.9642857142857143),
+                                                       "neither"),
+    ((None, 0.5), "depth"), ((None, None), "neither"),
+])
+def test_the_better_predictor_is_the_larger_rank_correlation_in_size(rhos, better):
+    correlations = {name: {"rho": rho} for name, rho in zip(("CKA", "depth"), rhos)}
+    assert stats.stronger_predictor(correlations) == better

@@ -35,10 +35,15 @@ def test_the_papers_network_keeps_the_papers_ranges_and_values(tmp_path):
     assert [r["effect"] for r in rows] == [
         "baseB − BnB, mean over n = 3-5", "BnB+ − BnB, mean over n = 3-5",
         "slope of BnB − AnB over n = 1-7, per layer", "AnB+ − BnB+, mean over n = 1-7"]
-    assert [f"{r['paper']:+.4f}" for r in rows] == ["+0.0183", "+0.0233", "+0.0119", "+0.0156"]
+    # The paper's figure 2 means, pooled over halves against its base 0.625.
+    assert [f"{r['paper_figure2']:+.4f}" for r in rows] == [
+        "+0.0183", "+0.0233", "+0.0119", "+0.0156"]
     table1 = findings.measure_table1(df, "top1_final")
-    assert [f"{r['paper']:+.4f}" for r in table1] == [
+    assert [f"{r['paper_figure2']:+.4f}" for r in table1] == [
         "+0.0170", "+0.0156", "+0.0192", "+0.0152", "+0.0210", "+0.0177"]
+    # The authors' nets through the same estimator: counts of their splits behind each.
+    assert [r["paper"]["count"] for r in rows] == [4, 2, 4, 0]
+    assert [r["paper"]["count"] for r in table1] == [2, 0, 2, 0, 1, 0]
     text = report.summary_markdown(tmp_path, df, report.summarize(df), [], "top1_final")
     assert ("Cut points of small, n = 1-7: conv1, conv2, conv3, conv4, conv5, fc6, fc7"
             in text)
@@ -64,13 +69,13 @@ def test_a_network_of_five_cut_points(tmp_path):
     assert rows[4]["effect"] == "AnB+ − BnB+, mean over n = 1-5"
     for number, effect in zip((1, 2, 3, 4), EFFECTS.values()):
         assert rows[number]["mean"] == pytest.approx(effect, abs=1e-9), number
-        assert rows[number]["paper"] is None
-    # AnB+ both ways and BnB+ at n = 1..5 on 4 splits.
-    assert rows[4]["runs"] == 4 * 5 * 3
+        assert rows[number]["paper"] is None and rows[number]["paper_figure2"] is None
+    # AnB+ and BnB+ on half B at n = 1..5 on 4 splits; BnA+ has no AnA+ on half A.
+    assert rows[4]["runs"] == 4 * 5 * 2
     table1 = findings.measure_table1(df, "top1_final")
     assert [r["difference"] for r in table1][::2] == [
         "AnB+ − baseB, n = 1-5", "AnB+ − baseB, n = 3-5"]
-    assert all(r["paper"] is None for r in table1)
+    assert all(r["paper"] is None and r["paper_figure2"] is None for r in table1)
     # AnB+ − BnB+ over n = 3-5: the 0.015 beyond training at every n.
     assert table1[3]["mean"] == pytest.approx(0.015)
 
@@ -78,13 +83,19 @@ def test_a_network_of_five_cut_points(tmp_path):
     assert "model resnet50;" in text
     assert "Cut points of resnet50, n = 1-5: conv1, conv2, conv3, conv4, conv5" in text
     assert "The paper column is n/a" in text
-    # The paper column (the third) of the findings and of Table 1: no value of another network.
+    # The paper's columns of the findings and of Table 1: no value of another network.
     rows_of = {"## Findings": (("| 1. ", "| 2. ", "| 3. ", "| 4. "), 4),
                "## Table 1": (("| AnB+ − ",), 4)}
     for heading, (starts, count) in rows_of.items():
         section = text.split(heading, 1)[1].split("\n## ", 1)[0]
-        cells = [line.split(" | ")[2] for line in section.splitlines() if line.startswith(starts)]
-        assert cells == ["n/a"] * count, heading
+        lines = section.splitlines()
+        header = next(line for line in lines if line.startswith("| finding |")
+                      or line.startswith("| difference |")).strip("| ").split(" | ")
+        paper = [i for i, name in enumerate(header) if name.startswith("paper")]
+        assert paper, heading
+        cells = [[line.strip("| ").split(" | ")[i] for i in paper]
+                 for line in lines if line.startswith(starts)]
+        assert cells == [["n/a"] * len(paper)] * count, heading
     glance = text.split("## At a glance", 1)[1].split("\n## ", 1)[0]
     assert [line.split(" | ")[0] for line in glance.splitlines() if line[:3] in
             {f"| {n}" for n in range(10)}] == ["| 1", "| 2", "| 3", "| 4", "| 5"]
@@ -101,7 +112,8 @@ def test_a_network_of_seven_cut_points_that_are_not_the_papers_layers(tmp_path):
     df = report.load_runs(tmp_path)[0]
     rows = findings.measure_findings(df, "top1_final")
     assert rows[0]["effect"] == "baseB − BnB, mean over n = 3-5"
-    assert all(r["paper"] is None for r in rows + findings.measure_table1(df, "top1_final"))
+    assert all(r["paper"] is None and r["paper_figure2"] is None
+               for r in rows + findings.measure_table1(df, "top1_final"))
 
 
 def _mixed(workdir):

@@ -233,6 +233,20 @@ def test_learning_rate_drops_tenfold_at_lr_step(synthetic_data, tmp_path):
         want, rel=1e-6)
 
 
+def test_stretch_trains_the_whole_schedule_longer_under_its_own_name(synthetic_data, tmp_path):
+    """--stretch=2 (the convergence control): twice the steps, the lr step and the evaluation
+    interval, in baseA-x2 beside baseA."""
+    config = _config(synthetic_data, tmp_path, target="A", steps=2, eval_every=1, lr=0.05,
+                     lr_step=2, histogram_every=100, stretch=2)
+    _train(config)
+    assert config.run_dir.name == "baseA-x2"
+    history = json.loads((config.run_dir / "history.json").read_text())["history"]
+    got = {entry["step"]: entry["learning_rate"] for entry in history}
+    assert got == pytest.approx({2: 0.05, 4: 0.005}, rel=1e-6)
+    result = json.loads((config.run_dir / "result.json").read_text())
+    assert result["run"] == "baseA-x2" and result["steps"] == 4
+
+
 class _Stop(Exception):
     """Stands for a kill right after a backup."""
 

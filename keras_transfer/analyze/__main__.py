@@ -95,8 +95,12 @@ def main(argv=None) -> int:
                                  pooled["relative_drop"]):
             print(f"| {n} | {name} | {outputs.fmt(c)} | {outputs.fmt(d)} |")
         if result["spearman"]:
-            print(f"[analyze] Spearman rho {outputs.fmt(result['spearman']['rho'])}, "
-                  f"{result['spearman']['p_value_method']} p {result['spearman']['p_value']}")
+            for name, key in (("CKA", "spearman"), ("depth alone", "spearman_depth")):
+                print(f"[analyze] Spearman rho, {name} vs the drop: "
+                      f"{outputs.fmt(result[key]['rho'])}, {result[key]['p_value_method']} p "
+                      f"{result[key]['p_value']}")
+            print(f"[analyze] better predictor of the drop (larger |rho|): "
+                  f"{result['better_predictor']}")
         else:
             print(f"[analyze] note: {result['note']}")
         for path in files.values():

@@ -1,8 +1,10 @@
 """Layer similarity as a cheap predictor of the transfer curve: CKA(baseA, baseB) at each cut
 point n = 1..k of the nets' model for every finished base pair, against the measured relative
 drop of the frozen transfer nets, (base - AnB) / base per n (BnA against baseA likewise), pooled
-over directions and seeds and compared by Spearman rank correlation. All base pairs pooled must
-be nets of one model, so that n means the same cut point in each.
+over directions and seeds and compared by Spearman rank correlation. Beside it, depth alone (the
+cut point's index n) as the predictor of the same drop, over the same n: CKA falls with depth,
+so it is worth something only where it ranks the drop better than depth does. All base pairs
+pooled must be nets of one model, so that n means the same cut point in each.
 
 Outputs predict.json and predict.png (beside the report by default). Each pair's CKA is a
 `similarity` folder, reused while its inputs (weights, data, batching) are unchanged.
@@ -98,10 +100,11 @@ def predict(path, *, data_dir=None, metric=metrics.HEADLINE, batch_size=DEFAULT_
     pooled = _pool(pairs, architecture)
     usable = [i for i, d in enumerate(pooled["relative_drop"])
               if d is not None and pooled["cka"][i] is not None]
-    correlation = None
+    correlation = depth = None
     if len(usable) >= 3:
-        correlation = stats.spearman([pooled["cka"][i] for i in usable],
-                                     [pooled["relative_drop"][i] for i in usable])
+        drops = [pooled["relative_drop"][i] for i in usable]
+        correlation = stats.spearman([pooled["cka"][i] for i in usable], drops)
+        depth = stats.spearman([pooled["n"][i] for i in usable], drops)
     return {
         "model": architecture.name,
         "metric": metric,
@@ -109,10 +112,13 @@ def predict(path, *, data_dir=None, metric=metrics.HEADLINE, batch_size=DEFAULT_
                          "per target half; pooled: mean over halves and seeds",
         "reading": "Spearman rho < 0: cut points whose features are more alike across the two "
                    "halves lose less when transferred, as the paper's generality argument "
-                   "predicts",
+                   "predicts. spearman_depth: the cut point's index n against the same drops, "
+                   "the baseline; better_predictor: the one of larger |rho| (neither if equal)",
         "pairs": pairs,
         "pooled": pooled,
         "spearman": correlation,
+        "spearman_depth": depth,
+        "better_predictor": stats.stronger_predictor({"CKA": correlation, "depth": depth}),
         "note": None if correlation else (
             f"rank correlation needs at least 3 cut points with both CKA and a finished AnB/BnA "
             f"net; found {len(usable)}"),
@@ -141,13 +147,16 @@ def predict_png(result: dict) -> bytes:
                      color="#d62728", alpha=0.35)
     drop_ax.set_ylabel(f"(base - AnB) / base, {result['metric']}", color="#d62728")
     drop_ax.axhline(0.0, color="#d62728", lw=0.5, alpha=0.5)
-    correlation = result["spearman"]
+    correlation, depth = result["spearman"], result.get("spearman_depth")
     if correlation:
-        p = correlation["p_value"]
-        method = "exact " if correlation["p_value_method"] == "exact permutation" else ""
-        title = (f"Spearman rho = {fmt(correlation['rho'])} over {correlation['points']} "
-                 "cut points"
-                 + (f" ({method}p = {p:.3f})" if p is not None else ""))
+        def rho(c):
+            method = "exact " if c["p_value_method"] == "exact permutation" else ""
+            return f"rho = {fmt(c['rho'])}" + (f" ({method}p = {c['p_value']:.3f})"
+                                                 if c["p_value"] is not None else "")
+        title = f"Spearman over {correlation['points']} cut points: CKA {rho(correlation)}"
+        if depth:
+            title += (f"; depth alone {rho(depth)}\nbetter predictor of the drop: "
+                      f"{result['better_predictor']}")
     else:
         title = "no finished transfer nets to compare with"
     ax.set_title(title, fontsize=10)

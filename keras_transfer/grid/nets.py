@@ -12,8 +12,10 @@ from data_prep.splits import WHOLE as WHOLE_SPLIT  # the split of every class, i
 from keras_transfer import naming
 from keras_transfer.grid.errors import GridError
 
-EXPERIMENTS = ("transfer", "random", "dissimilar", "reduced")
+EXPERIMENTS = ("transfer", "random", "dissimilar", "reduced", "convergence")
 DEFAULT_EXPERIMENTS = ("transfer", "random")
+# The convergence control trains each base net again on a schedule this many times as long.
+CONVERGENCE_STRETCH = 2
 # Where the random-features control and the reduced-volume base nets train: `whole`, the
 # paper's, on the whole dataset (data_prep's split `whole`, every class in half A) against a
 # whole-dataset baseA; `half`, on the halves of the class splits (RnB against baseB; baseA and
@@ -37,6 +39,9 @@ class PlannedNet(naming.NetIdentity):
     # solver of its own (the paper's reduced-volume nets).
     steps: int = 0
     lr_step: int = 0
+    # Main's --stretch: the convergence control's base nets train on a schedule this many
+    # times as long (named e.g. baseB-x2).
+    stretch: int = 1
 
     @property
     def key(self) -> tuple:
@@ -50,7 +55,7 @@ class PlannedNet(naming.NetIdentity):
     def pack_key(self) -> tuple:
         """Nets with equal keys can train as one pack: same data stream, seed and solver."""
         return (self.split, self.split_dir, self.seed, self.target, self.examples_per_class,
-                self.steps, self.lr_step)
+                self.steps, self.lr_step, self.stretch)
 
     @property
     def needs(self) -> tuple:
@@ -64,6 +69,8 @@ class PlannedNet(naming.NetIdentity):
                  f"--target={self.target}", f"--n={self.n}"]
         if self.finetune:
             flags.append("--finetune")
+        if self.stretch > 1:  # a pack's --nets names carry it instead
+            flags.append(f"--stretch={self.stretch}")
         return flags + self.shared_flags()
 
     def shared_flags(self) -> list[str]:
@@ -156,6 +163,10 @@ def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMEN
             if "transfer" in experiments:
                 nets += transfer_set("transfer", split, seed, targets, n_values,
                                      selffer_targets=selffer_targets)
+            if "convergence" in experiments:
+                nets += [PlannedNet("convergence", split, naming.split_dir(split), seed, "none",
+                                    h, 0, False, stretch=CONVERGENCE_STRETCH)
+                         for h in naming.HALVES]
             if "random" in experiments and random_control == "half" and split in random_splits:
                 sd = naming.split_dir(split)
                 nets += [PlannedNet("random", split, sd, seed, "random", "B", n, False)

@@ -10,27 +10,33 @@ import sys
 
 from keras_transfer import metrics, models
 from keras_transfer.metrics import TOP1
-from keras_transfer.report.findings import REFERENCES
-from keras_transfer.report.make import make_report
+from keras_transfer.report.findings import PAPER_METRIC, REFERENCES
+from keras_transfer.report.make import make_paper_report, make_report
 from keras_transfer.report.runs import ReportError
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m keras_transfer.report",
                                 description="Table and figures of the transfer grid in WORKDIR.")
-    p.add_argument("workdir", help="root of the run directories (the grid's --workdir)")
+    p.add_argument("workdir", nargs="?", default=None,
+                   help="root of the run directories (the grid's --workdir); none with --paper")
+    p.add_argument("--paper", action="store_true",
+                   help="report the authors' own nets (github.com/yosinski/convnet_transfer, "
+                        "shipped in keras_transfer/report/data; no network access) instead of "
+                        "a WORKDIR; needs --out")
     p.add_argument("--out", default=None, help="where to write the report (default WORKDIR/report)")
     p.add_argument("--reference", choices=sorted(REFERENCES), default=None,
-                   help="overlay a published result on figure 2")
+                   help="overlay a published result on figure 2 (with --paper: yosinski2014)")
     p.add_argument("--dataset", default=None, help="which dataset, when WORKDIR holds several")
     p.add_argument("--model", choices=models.NAMES, default=None,
                    help="which network, when WORKDIR holds runs of several (n counts each "
                         "network's own cut points, so one report is on one network)")
-    p.add_argument("--metric", choices=list(TOP1), default=metrics.HEADLINE,
+    p.add_argument("--metric", choices=list(TOP1), default=None,
                    help="top-1 used by the findings, figures and decomposition: top1_final (the "
-                        "default), top1_best_fraction (the mean of the best 10/450 of a net's "
-                        "evaluations, the paper's rule in its proportion) or top1_best10_mean "
-                        "(refused for runs with fewer than "
+                        f"default; with --paper {PAPER_METRIC}, the paper's), top1_best_fraction "
+                        "(the mean of the best 10/450 of a net's evaluations, the paper's rule "
+                        "in its proportion) or top1_best10_mean (refused for runs with fewer "
+                        "than "
                         f"{metrics.MIN_EVALUATIONS_FOR_BEST10} evaluations)")
     p.add_argument("--no_hparams", dest="hparams", action="store_false",
                    help="skip writing TensorBoard HParams summaries (no TensorFlow import)")
@@ -38,9 +44,21 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
-    report = make_report(args.workdir, args.out, reference=args.reference, dataset=args.dataset,
-                         model=args.model, metric=args.metric, hparams=args.hparams)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.paper:
+        if args.workdir or args.dataset or args.model:
+            p.error("--paper reports the authors' nets: give no WORKDIR, --dataset or --model")
+        if not args.out:
+            p.error("--paper needs --out=DIR (there is no WORKDIR to write into)")
+        report = make_paper_report(args.out, reference=args.reference or "yosinski2014",
+                                   metric=args.metric or PAPER_METRIC, hparams=args.hparams)
+    elif args.workdir is None:
+        p.error("give the WORKDIR of a grid, or --paper for the authors' nets")
+    else:
+        report = make_report(args.workdir, args.out, reference=args.reference,
+                             dataset=args.dataset, model=args.model,
+                             metric=args.metric or metrics.HEADLINE, hparams=args.hparams)
     print(f"[report] {report['runs']} runs")
     for note in report["notes"]:
         print(f"[report] note: {note}")

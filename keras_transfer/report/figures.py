@@ -42,7 +42,8 @@ def missing_conditions(df: pd.DataFrame, series: str, conditions) -> list[str]:
 def figure2(df: pd.DataFrame, path: Path, metric: str, reference: dict | None) -> list[str]:
     """The paper's figure 2. Top: every run a marker, offset by condition. Bottom: the means per
     n of top-1 relative to each net's own base (so AnB and BnA pool fairly), with 95% CI bands
-    over splits; with a reference, the paper's means relative to its base on the same axis."""
+    over splits; with a reference, the paper's figure 2 means relative to its one base level on
+    the same axis (pooled over halves, as the figure pooled them)."""
     plt = pyplot()
     arch = architecture(df)
     main = df[(df["series"] == "main") & df["condition"].isin(list(FIGURE2_STYLE))]
@@ -75,7 +76,7 @@ def figure2(df: pd.DataFrame, path: Path, metric: str, reference: dict | None) -
                 continue
             bottom.plot(naming.PAPER_N, [v - reference["base"] for v in values], linestyle=":",
                         marker="x", color=FIGURE2_STYLE[cond][1], linewidth=1.2,
-                        label=f"paper {FIGURE2_STYLE[cond][0]}")
+                        label=f"paper's figure 2 {FIGURE2_STYLE[cond][0]}")
     label = TOP1[metric]
     top.set_ylabel(f"top-1 ({label})")
     bottom.set_ylabel(f"top-1 ({label}) minus its base net's,\nmean and 95% CI band")

@@ -1,5 +1,6 @@
-"""The whole report from a WORKDIR: every file rendered into a staging folder first and then
-moved into place, so a failed report leaves the previous one untouched.
+"""The whole report from a WORKDIR, or from the authors' own nets: every file rendered into a
+staging folder first and then moved into place, so a failed report leaves the previous one
+untouched.
 """
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pandas as pd
+
 from data_prep import atomic
 from keras_transfer import metrics
+from keras_transfer.report import convergence, paper_nets
 from keras_transfer.report.figures import figure2, figure3, reduced_figure
-from keras_transfer.report.findings import REFERENCES
+from keras_transfer.report.findings import PAPER_METRIC, REFERENCES
 from keras_transfer.report.hparams import write_hparams
 from keras_transfer.report.runs import (ReportError, architecture, drop_unpaired_bases,
                                         load_diverged, load_runs)
 from keras_transfer.report.summary import prediction_section, summary_markdown
-from keras_transfer.report.tables import decomposition_notes, summarize
+from keras_transfer.report.tables import decomposition_notes, findings_table, summarize
 
 
 def make_report(workdir, out=None, *, reference: str | None = None, dataset: str | None = None,
@@ -36,20 +40,47 @@ def make_report(workdir, out=None, *, reference: str | None = None, dataset: str
         metrics.check_metric(metric, df["evaluations"].fillna(0))
     except metrics.MetricError as e:
         raise ReportError(str(e)) from None
+    return _write_report(df, notes, out, title=workdir, metric=metric, reference=reference,
+                         hparams=hparams, diverged=diverged,
+                         prediction=out / "predict.json")
+
+
+def make_paper_report(out, *, reference: str | None = "yosinski2014",
+                      metric: str = PAPER_METRIC, hparams: bool = True) -> dict:
+    """The same report of the authors' nets (paper_nets.load(), from the shipped CSV; no
+    network access), with their metric by default and figure 2 overlaid with the paper's."""
+    df = paper_nets.load()
+    short = df[df["evaluations"] < metrics.MIN_EVALUATIONS_FOR_BEST10]
+    notes = [f"{r['paper_dir']}: its log holds {int(r['evaluations'])} evaluations "
+             f"(up to iteration {int(r['steps'])}); its {metric} is over those"
+             for _, r in short.iterrows()]
+    return _write_report(df, notes, Path(out), title=f"the authors' nets, {paper_nets.REPOSITORY}",
+                         metric=metric, reference=reference, hparams=hparams, paper=True)
+
+
+def _write_report(df: pd.DataFrame, notes: list[str], out: Path, *, title, metric: str,
+                  reference: str | None, hparams: bool, diverged=(), prediction=None,
+                  paper: bool = False) -> dict:
     if df[metric].isna().all():
         notes.append(f"no run has {metric}; figures use top1_final")
         metric = "top1_final"
-    all_runs = df
-    df = drop_unpaired_bases(df, notes)
+    all_runs = df  # results.csv and the convergence control; the rest leaves the longer twins out
+    df = drop_unpaired_bases(convergence.without_longer(df), notes)
     summary = summarize(df)
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
     written = {}
     try:
         all_runs.to_csv(staging / "results.csv", index=False)
+        pairs = convergence.control_pairs(all_runs, metric)
+        if not pairs.empty:
+            pairs.insert(0, "metric", metric)
+            pairs.to_csv(staging / "convergence.csv", index=False, float_format="%.8g")
         if "main" in set(df["series"]):
             figure_notes = figure2(df, staging / "figure2.png", metric,
                                    REFERENCES[reference] if reference else None)
+            findings_table(df, metric, with_paper=not paper).to_csv(
+                staging / "findings.csv", index=False)
         else:
             figure_notes = ["figure2.png: no random-split runs (--experiments=transfer)"]
         if set(df["condition"]) & {"random"} or "dissimilar" in set(df["series"]):
@@ -62,9 +93,11 @@ def make_report(workdir, out=None, *, reference: str | None = None, dataset: str
         else:
             figure_notes.append("reduced.png: no reduced-volume runs (--experiments=reduced)")
         all_notes = notes + decomposition_notes(df) + figure_notes
-        (staging / "summary.md").write_text(
-            summary_markdown(workdir, df, summary, all_notes, metric, diverged)
-            + prediction_section(out / "predict.json"))
+        text = summary_markdown(title, df, summary, all_notes, metric, diverged, paper=paper,
+                                runs=all_runs)
+        if prediction is not None:
+            text += "\n" + prediction_section(prediction)  # a blank line before its heading
+        (staging / "summary.md").write_text(text)
         if hparams:
             write_hparams(df, staging / "hparams")
         for item in sorted(staging.iterdir()):

@@ -35,10 +35,13 @@ def is_whole(split) -> bool:
     return str(split) == WHOLE
 
 
-def series_of(split: str, examples_per_class) -> str:
+def series_of(split: str, examples_per_class, stretch: int = 1) -> str:
     """Which experiment a run belongs to: the main random-split series, dissimilar, reduced
-    (on halves or on the whole dataset), or whole (the whole dataset with every example: the
-    paper's random-features control and its base)."""
+    (on halves or on the whole dataset), whole (the whole dataset with every example: the
+    paper's random-features control and its base), or convergence (a base net trained again
+    on a longer schedule, `baseB-x2`: report.convergence)."""
+    if stretch > 1:
+        return "convergence"
     if examples_per_class and not pd.isna(examples_per_class):
         return "reduced"
     if str(split) in DISSIMILAR_SPLITS:
@@ -187,7 +190,9 @@ def load_runs(workdir, dataset: str | None = None,
     # n counts each network's own cut points, so runs of two networks never compare per n.
     df = _runs_of_one(df, "model", model, workdir, ", whose n count different cut points")
     df = df.copy()
-    df["series"] = [series_of(s, e) for s, e in zip(df["split"], df["examples_per_class"])]
+    df["stretch"] = [naming.parse_run_name(run)["stretch"] for run in df["run"]]
+    df["series"] = [series_of(s, e, x) for s, e, x in
+                    zip(df["split"], df["examples_per_class"], df["stretch"])]
     df["n"] = df["n"].astype(int)
     df["seed"] = df["seed"].astype(int)
     for metric in TOP1:

@@ -98,3 +98,15 @@ def spearman(x, y) -> dict:
     else:
         p_value, method = float(scipy_stats.spearmanr(x, y).pvalue), "asymptotic t"
     return {"rho": rho, "p_value": p_value, "p_value_method": method, "points": int(len(x))}
+
+
+def stronger_predictor(correlations: dict) -> str:
+    """The name of the predictor whose rank correlation is largest in size (|rho|, either
+    sign), "neither" when the largest sizes are equal or none is defined."""
+    sizes = {name: abs(c["rho"]) for name, c in correlations.items()
+             if c is not None and c.get("rho") is not None}
+    if not sizes:
+        return "neither"
+    best = max(sizes.values())
+    leaders = [name for name, size in sizes.items() if math.isclose(size, best, abs_tol=1e-9)]
+    return leaders[0] if len(leaders) == 1 else "neither"

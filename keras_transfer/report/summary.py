@@ -1,5 +1,9 @@
-"""summary.md: the findings first, then the paper's Table 1, convergence, the tables per
-condition and n, the decomposition and notes, as Markdown.
+"""summary.md: the findings first, then the paper's Table 1, convergence (each base net against
+its longer twin, report.convergence), the tables per condition and n, the decomposition and
+notes, as Markdown. Each finding and Table 1 row names
+what it compared in which target half; beside it stand the paper's value by the same estimator
+on the authors' nets, with its interval and verdict, and the value of the paper's figure 2
+means. A report of the authors' nets (`paper`) starts with where they come from.
 """
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import pandas as pd
 
 from keras_transfer import metrics, models, naming
 from keras_transfer.metrics import TOP1
-from keras_transfer.report import findings, stats
+from keras_transfer.report import convergence, findings, paper_nets, stats
 from keras_transfer.report.runs import (CONVERGED_EVALUATIONS, CONVERGED_SPAN, architecture,
                                        n_counts)
 from keras_transfer.report.tables import DECOMPOSITION, decomposition, relative_by_n
@@ -24,6 +28,8 @@ def _cell(mean, ci, count) -> str:
 
 
 def _interval(row) -> str:
+    if row.get("not_computable"):
+        return findings.NOT_COMPUTABLE
     if pd.isna(row["mean"]):
         return "–"
     if pd.isna(row["ci95"]):
@@ -31,7 +37,17 @@ def _interval(row) -> str:
     return f"{row['mean']:+.4f} [{row['low']:+.4f}, {row['high']:+.4f}]"
 
 
-def _paper(value) -> str:
+def _paper(measured) -> str:
+    """The paper's nets through the report's estimator: interval, splits (nets), verdict."""
+    if measured is None:
+        return "n/a"
+    if measured["not_computable"]:
+        return measured["verdict"]
+    return (f"{_interval(measured)}, {_units(measured['count'], ['split_dir'])} "
+            f"({measured['runs']} nets): {measured['verdict']}")
+
+
+def _figure2(value) -> str:
     return "n/a" if value is None else f"{value:+.4f}"
 
 
@@ -40,65 +56,172 @@ def _units(count: int, clusters: list[str]) -> str:
         f"{count} seed{'s' if count != 1 else ''} of one split"
 
 
-def findings_section(df: pd.DataFrame, metric: str) -> list[str]:
-    """The paper's four findings, each with its effect, 95% CI, count and verdict."""
+def _within(row) -> str:
+    return row["within"] or "–"
+
+
+def _paper_columns_text(with_paper: bool) -> str:
+    base = findings.YOSINSKI2014_TOP1["base"]
+    figure2 = (f"*paper's figure 2 (pooled)*: the paper's figure 2 means pooled over halves, "
+               f"minus its one base level {base:.3f}: another estimator, with no interval.")
+    if not with_paper:
+        return figure2
+    return (f"*paper's nets*: the same estimator, interval and verdict on the authors' own nets "
+            f"({findings.paper_splits()} random splits; `python -m keras_transfer.report "
+            f"--paper` reports them in full) with their metric, the mean of the best "
+            f"{metrics.PAPER_BEST} of {metrics.PAPER_EVALUATIONS} evaluations "
+            f"(`{findings.PAPER_METRIC}`), and its count of splits and nets. "
+            + figure2)
+
+
+def findings_section(df: pd.DataFrame, metric: str, with_paper: bool = True) -> list[str]:
+    """The paper's four findings, each with its effect, 95% CI, count and verdict, and the
+    paper's value by the same estimator (`with_paper`) and from its figure 2."""
     rel = findings.relative(df, metric)
     if rel.empty:
         return []
     clusters = stats.cluster_columns(rel)
     units = _units(len(rel[clusters].drop_duplicates()), clusters)
+    rows = findings.measure_findings(df, metric, with_paper)
+    shows_paper = with_paper and rows[0]["paper"] is not None
     lines = ["## Findings", "",
-             f"Each effect on top-1 ({TOP1[metric]}) relative to each net's own base net, "
-             f"averaged within each split, with its 95% CI over {units} "
-             "(Student t; nets of one split share their base nets, so the split is the "
-             "independent unit). Verdict: *holds* when the whole interval has the paper's sign, "
-             "*reversed* when it has the other, *not detected* when it includes 0.", ""]
+             f"Each effect on top-1 ({TOP1[metric]}) is taken within one target half: each net "
+             "minus its own base net (same split, seed and half), then per split and half the "
+             "difference of the two conditions' means over the n of the range, in the halves "
+             "that have both (*compared within*, with how many splits or seeds each half "
+             "gives); those are averaged over the halves of a split, with a 95% CI over "
+             f"{units} (Student t; nets of one split share their base nets, so the split is "
+             "the independent unit). A difference that no half has both conditions for is "
+             "*not computable*. Verdict: *holds* when the whole interval has the paper's sign, "
+             "*reversed* when it has the other, *not detected* when it includes 0.", "",
+             _paper_columns_text(shows_paper), ""]
     if clusters != ["split_dir"]:
         lines += ["One split only: the intervals are over its seeds and leave out how much the "
                   "choice of split matters.", ""]
-    lines += ["| finding | effect | paper | measured [95% CI] | splits/seeds (runs) | verdict |",
-              "|---|---|---|---|---|---|"]
-    for row in findings.measure_findings(df, metric):
-        lines.append(f"| {row['finding']}. {row['claim']} | {row['effect']} | "
-                     f"{_paper(row['paper'])} | "
-                     f"{_interval(row)} | {row['count']} ({row['runs']}) | **{row['verdict']}** |")
-    return lines + [""]
-
-
-def table1_section(df: pd.DataFrame, metric: str) -> list[str]:
-    """The paper's Table 1: AnB+ against baseB and against BnB+, pooled over ranges of n."""
-    rows = findings.measure_table1(df, metric)
-    if not any(r["count"] for r in rows):
-        return []
-    lines = ["## Table 1 of the paper: what transfer plus fine-tuning gains", "",
-             "Top-1 relative to each net's base, pooled over directions and the n of each range, "
-             "95% CI over splits. AnB+ − baseB is what a practitioner gains over training on the "
-             "target alone, extra training included; AnB+ − BnB+ is the gain of the transferred "
-             "features themselves, BnB+ having had the same training.", "",
-             "| difference | what it measures | paper | measured [95% CI] | splits/seeds (runs) |",
-             "|---|---|---|---|---|"]
+    paper_head, paper_rule = ("paper's nets [95% CI], splits (nets): verdict | ", "---|") \
+        if shows_paper else ("", "")
+    lines += [f"| finding | effect | compared within | measured [95% CI] | splits/seeds (runs) "
+              f"| verdict | {paper_head}paper's figure 2 (pooled) |",
+              f"|---|---|---|---|---|---|{paper_rule}---|"]
     for row in rows:
-        lines.append(f"| {row['difference']} | {row['measures']} | {_paper(row['paper'])} | "
-                     f"{_interval(row)} | {row['count']} ({row['runs']}) |")
+        paper = f"{_paper(row['paper'])} | " if shows_paper else ""
+        lines.append(f"| {row['finding']}. {row['claim']} | {row['effect']} | {_within(row)} | "
+                     f"{_interval(row)} | {row['count']} ({row['runs']}) | "
+                     f"**{row['verdict']}** | {paper}{_figure2(row['paper_figure2'])} |")
     return lines + [""]
 
 
-def convergence_section(df: pd.DataFrame) -> list[str]:
-    """Whether the base nets ended on a plateau, as the paper's converged nets did."""
-    bases = df[df["condition"] == "base"]
-    if bases.empty or bases["converged"].isna().all():
+def table1_section(df: pd.DataFrame, metric: str, with_paper: bool = True) -> list[str]:
+    """The paper's Table 1: AnB+ against baseB and against BnB+, pooled over ranges of n."""
+    rel = findings.relative(df, metric)
+    if rel.empty or not (rel["condition"] == "transfer+").any():
         return []
+    rows = findings.measure_table1(df, metric, with_paper)
+    shows_paper = with_paper and rows[0]["paper"] is not None
+    lines = ["## Table 1 of the paper: what transfer plus fine-tuning gains", "",
+             "Top-1 relative to each net's base, compared within each target half over the n of "
+             "each range as the findings are, 95% CI over splits. AnB+ − baseB is what a "
+             "practitioner gains over training on the target alone, extra training included; "
+             "AnB+ − BnB+ is the gain of the transferred features themselves, BnB+ having had "
+             "the same training.", "", _paper_columns_text(shows_paper), ""]
+    paper_head, paper_rule = ("paper's nets [95% CI], splits (nets): verdict | ", "---|") \
+        if shows_paper else ("", "")
+    lines += [f"| difference | what it measures | compared within | measured [95% CI] | "
+              f"splits/seeds (runs) | verdict | {paper_head}paper's figure 2 (pooled) |",
+              f"|---|---|---|---|---|---|{paper_rule}---|"]
+    for row in rows:
+        paper = f"{_paper(row['paper'])} | " if shows_paper else ""
+        lines.append(f"| {row['difference']} | {row['measures']} | {_within(row)} | "
+                     f"{_interval(row)} | {row['count']} ({row['runs']}) | **{row['verdict']}** | "
+                     f"{paper}{_figure2(row['paper_figure2'])} |")
+    return lines + [""]
+
+
+def _times(stretch: int) -> str:
+    return "twice" if stretch == 2 else f"{stretch} times"
+
+
+def convergence_section(runs: pd.DataFrame, metric: str, paper: bool = False) -> list[str]:
+    """Whether the base nets converged: against their longer twins where the grid trained them
+    (report.convergence), else only whether they ended on a plateau, which cannot tell a
+    converged net from one stalled under a decayed learning rate. `runs`: every run read,
+    before drop_unpaired_bases, so that a baseA trained only as a source is checked too."""
+    pairs = convergence.control_pairs(runs, metric)
+    bases = runs[(runs["condition"] == "base") & (runs["series"] != convergence.SERIES)]
+    if bases.empty and pairs.empty:
+        return []
+    lines = ["## Convergence", ""]
+    if not pairs.empty:
+        lines += _control_lines(pairs, bases, metric)
+    elif paper:
+        lines += ["The authors' nets have no longer twins: only the plateau check below applies.",
+                  ""]
+    else:
+        lines += ["The convergence control was not run: no base net has a longer twin (`baseB-x2`, "
+                  "the same net trained on a schedule twice as long). Train them with the grid's "
+                  "`--experiments=transfer,convergence` (the demo's default) and make this report "
+                  "again.", ""]
+    return lines + _plateau_lines(runs, bases, control=not pairs.empty)
+
+
+def _control_lines(pairs: pd.DataFrame, bases: pd.DataFrame, metric: str) -> list[str]:
+    """The control's rule, the longer nets' gain per target half, each pair, and the names of
+    the base nets that did not converge (the demo prints these lines in a terminal)."""
+    gain = convergence.CONVERGED_GAIN * 100
+    stretches = sorted(int(s) for s in set(pairs["stretch"]))
+    times = " or ".join(_times(s) for s in stretches)
+    lines = [f"Control: each base net trained again on a schedule {times} as long (`baseB-x"
+             f"{stretches[0]}`: steps, learning-rate steps and evaluation interval multiplied). "
+             f"Rule: a base net is converged when its longer twin ends at most {gain:.1f} point "
+             f"higher on top-1 ({TOP1[metric]}): {convergence.WHY}.", "",
+             "Gain of the longer nets (longer − base) per target half, mean with 95% CI over "
+             "splits:", "",
+             "| target half | longer − base [95% CI] | splits/seeds (pairs) |", "|---|---|---|"]
+    for half, interval in convergence.gains_per_half(pairs).items():
+        lines.append(f"| {half} | {_interval(interval)} | "
+                     f"{_units(interval['count'], interval['clusters'])} ({interval['runs']}) |")
+    lines += ["", "| base net | base | longer | gain | converged |", "|---|---|---|---|---|"]
+    for _, row in pairs.iterrows():
+        lines.append(f"| {row['run_dir']} | {row['base']:.4f} | {row['longer']:.4f} "
+                     f"(x{int(row['stretch'])}) | {row['gain']:+.4f} | "
+                     f"{'yes' if row['converged'] else '**no**'} |")
+    lines.append("")
+    late = convergence.unconverged(pairs)
+    if late:
+        lines += [f"Not converged: {len(late)} of {len(pairs)} base nets (their longer twin ends "
+                  f"more than {gain:.1f} point higher; every comparison against them measures a "
+                  "net still learning):", ""]
+        lines += [f"- {line}" for line in late] + [""]
+    else:
+        lines += [f"Not converged: none of the {len(pairs)} base nets (every longer twin within "
+                  f"{gain:.1f} point).", ""]
+    random_splits = bases[bases["series"] == "main"]
+    unchecked = sorted(set(random_splits["run_dir"]) - set(pairs["run_dir"]))
+    if unchecked:
+        lines += [f"No longer twin, not checked by the control: {', '.join(unchecked)}.", ""]
+    return lines
+
+
+def _plateau_lines(runs: pd.DataFrame, bases: pd.DataFrame, control: bool) -> list[str]:
+    """How many nets ended on a plateau, with what that cannot show, and the base nets that did
+    not (still rising or falling: unconverged either way)."""
     known = bases.dropna(subset=["converged"])
+    if known.empty:
+        return []
     done = int(known["converged"].astype(bool).sum())
-    others = df[(df["condition"] != "base")].dropna(subset=["converged"])
-    lines = ["## Convergence", "",
-             f"Base nets whose last {CONVERGED_EVALUATIONS} evaluations are within "
-             f"{CONVERGED_SPAN * 100:.1f} points of top-1: {done} of {len(known)}; other nets: "
-             f"{int(others['converged'].astype(bool).sum())} of {len(others)}.", ""]
+    others = runs[runs["condition"] != "base"].dropna(subset=["converged"])
+    other_text = (f"; other nets: {int(others['converged'].astype(bool).sum())} of {len(others)}"
+                  if len(others) else "")
+    lines = [f"Plateau check: base nets whose last {CONVERGED_EVALUATIONS} evaluations are within "
+             f"{CONVERGED_SPAN * 100:.1f} points of top-1: {done} of {len(known)}{other_text}. "
+             "It cannot detect a net stalled under a decayed learning rate: after the learning "
+             "rate's last step down every curve is flat, converged or not"
+             + ("; the control above can." if control else
+                ", so a net that passes it may still be short of converged."), ""]
     late = known[~known["converged"].astype(bool)]
     if len(late):
-        lines += ["Not converged (their numbers measure a net still learning; a longer schedule, "
-                  "`--steps`, would change them):", ""]
+        lines += ["Not on a plateau (their numbers measure a net still learning; a longer "
+                  "schedule, `--steps`, would change them):", ""]
         lines += [f"- {r['run_dir']}: last top-1 {r['last_top1']}" for _, r in late.iterrows()]
         lines.append("")
     return lines
@@ -106,21 +229,21 @@ def convergence_section(df: pd.DataFrame) -> list[str]:
 
 def glance_table(df: pd.DataFrame, metric: str) -> list[str]:
     """The random-split means per n and condition as one table, relative to each net's own
-    base net (the two directions pool fairly only so): the numbers behind figure 2."""
+    base net, within each target half and then averaged over halves and splits: the numbers
+    behind figure 2's lower panel."""
     rel = findings.relative(df, metric)
     if rel.empty:
         return []
     bases = stats.clustered(df[(df["series"] == "main") & (df["condition"] == "base")], metric)
     conditions = [c for c in naming.CONDITIONS[1:] if c in set(rel["condition"])]
+    per_condition = {c: relative_by_n(df, c, "base", metric).set_index("n") for c in conditions}
     lines = [f"## At a glance: mean top-1 ({TOP1[metric]}) per n, relative to each net's base",
              "", f"Base nets: mean top-1 {bases['mean']:.4f} ({bases['runs']} nets). Each cell: "
-             "the mean over splits of (net − its base).", "",
-             "| n | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
+             "net − its base, averaged within each target half, then over halves and splits.",
+             "", "| n | " + " | ".join(conditions) + " |", "|---|" + "---|" * len(conditions)]
     for n in sorted(set(rel["n"]) - {0}):
-        cells = []
-        for cond in conditions:
-            value = stats.clustered(rel[(rel["condition"] == cond) & (rel["n"] == n)], metric)
-            cells.append(f"{value['mean']:+.4f}" if value["count"] else "–")
+        cells = [f"{table.loc[n, 'mean']:+.4f}" if n in table.index else "–"
+                 for table in per_condition.values()]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -142,13 +265,19 @@ def whole_control_section(df: pd.DataFrame, metric: str) -> list[str]:
     return lines + [""]
 
 
+def _rho(correlation: dict) -> str:
+    return (f"rho {correlation['rho']:+.3f} ({correlation['p_value_method']} p "
+            f"{correlation['p_value']:.3g})")
+
+
 def prediction_section(path: Path) -> str:
-    """The CKA-vs-transfer panel of `python -m keras_transfer.analyze predict`, when it has run."""
+    """The CKA-vs-transfer panel of `python -m keras_transfer.analyze predict`, when it has run,
+    beside depth alone as the predictor of the same drop."""
     lines = ["## Predicting transfer from layer similarity", ""]
     try:
         prediction = json.loads(path.read_text())
         spearman = prediction["spearman"]
-        p_text = f"{spearman['p_value_method']} p {spearman['p_value']:.3g}"
+        cka_text = _rho(spearman)
     except (OSError, ValueError, KeyError, TypeError):
         return "\n".join(lines + ["Not computed yet: run `python -m keras_transfer.analyze predict "
                                   "WORKDIR`, then this report again.", ""])
@@ -156,15 +285,84 @@ def prediction_section(path: Path) -> str:
         unit = n_counts(models.get(prediction.get("model", "small")))
     except ValueError:
         unit = "cut point"
-    lines += [f"CKA(baseA, baseB) per {unit} against the measured relative drop of AnB "
-              f"({prediction.get('metric', 'top1')}): Spearman rho {spearman['rho']:.3f} "
-              f"({p_text}, {spearman['points']} {unit}s).", "",
-              f"![CKA vs transfer drop]({path.name.replace('.json', '.png')})", ""]
+    lines += [f"Spearman rank correlation with the measured relative drop of AnB "
+              f"({prediction.get('metric', 'top1')}) over {spearman['points']} {unit}s:", "",
+              "| predictor | Spearman rho (p) |", "|---|---|",
+              f"| CKA(baseA, baseB) per {unit} | {cka_text} |"]
+    depth = prediction.get("spearman_depth")
+    if depth:
+        lines += [f"| depth alone ({unit} n) | {_rho(depth)} |", "",
+                  f"Better predictor of the drop (larger rank correlation in size): "
+                  f"**{prediction['better_predictor']}**.", ""]
+    else:
+        lines += ["", "Depth alone as the baseline predictor: not in this predict.json (written "
+                  "before it was added); run `python -m keras_transfer.analyze predict` again.",
+                  ""]
+    lines += [f"![CKA vs transfer drop]({path.name.replace('.json', '.png')})", ""]
     return "\n".join(lines)
 
 
+def _listing(items) -> str:
+    items = [str(item) for item in items]
+    return " and ".join([", ".join(items[:-1]), items[-1]]) if len(items) > 1 else items[0]
+
+
+def paper_source_section(df: pd.DataFrame, metric: str) -> list[str]:
+    """For a report of the authors' nets: where they come from, which fine-tuned nets exist,
+    what rests on them, and what the differences no half computes give across halves."""
+    directories = pd.read_csv(paper_nets.CSV)
+    main = df[df["series"] == "main"]
+    evaluations = int(main["evaluations"].max())
+    lines = ["## The authors' nets", "",
+             f"From {paper_nets.REPOSITORY}, commit `{paper_nets.COMMIT}`, folder `results/`: "
+             f"{len(directories)} net directories, {len(df)} with a training log (the others are "
+             f"left out), their Caffe logs read into `keras_transfer/report/data/"
+             f"{paper_nets.CSV.name}` (how: `{paper_nets.CSV.with_suffix('.md').name}` beside "
+             "it). This report reads only that file. "
+             + ("Each net was trained once. " if df["seed"].nunique() == 1 else "")
+             + f"Metric: `{metric}` ({TOP1[metric]}); a full log holds {evaluations} "
+             f"evaluations, one every {int(main['steps'].max()) // evaluations} iterations.", ""]
+    tuned = main[main["finetune"]]
+    splits = sorted(tuned["split"].str.replace("random:", "").unique())
+    per_half = tuned.groupby(["condition", "target"]).size()
+    one_half = tuned.groupby("condition")["target"].nunique().max() == 1
+    lines += [f"Fine-tuned nets exist only for random split{'s' if len(splits) != 1 else ''} "
+              f"{_listing(splits)} of the {main['split'].nunique()}"
+              + (", and only on one target half each: " if one_half else "; ")
+              + _listing(f"{count} {findings.net_label(condition, half)} nets on half {half}"
+                         for (condition, half), count in per_half.items())
+              + ". What compares fine-tuned nets rests on these alone:", ""]
+    table1 = findings.measure_table1(df, metric, with_paper=False)
+    rows = ([(f"finding {r['finding']} ({r['effect']})", r)
+             for r in findings.measure_findings(df, metric, with_paper=False)]
+            + [(f"Table 1 {r['difference']}", r) for r in table1])
+    lines += [f"- {name}: " + (row["verdict"] if row["not_computable"]
+                               else f"{row['within']}, {_interval(row)}")
+              for name, row in rows if any(c.endswith("+") for c in row["conditions"])]
+    uncomputable = {r["difference"] for r in table1 if r["not_computable"]}
+    across = [r for r in findings.measure_across_halves(df, metric)
+              if r["difference"] in uncomputable]
+    if across:
+        lines += ["", "Compared across halves instead (each net still against its own base), "
+                  "which sets nets of different tasks against each other and is no finding of "
+                  "this report:", "",
+                  "| difference | compared | across halves [95% CI] | splits (nets) | verdict |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {r['difference']} | {r['within']} | {_interval(r)} | {r['count']} "
+                  f"({r['runs']}) | {r['verdict']} |" for r in across]
+    return lines + [""]
+
+
 def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: list[str],
-                     metric: str, diverged=()) -> str:
+                     metric: str, diverged=(), *, paper: bool = False,
+                     runs: pd.DataFrame | None = None) -> str:
+    """summary.md of runs from `workdir`; `paper`: the runs are the authors' nets
+    (paper_nets.load()), so their source is described and the paper's nets are not set
+    beside themselves. `runs`: every run read, before drop_unpaired_bases (default `df`), for
+    the convergence section; the longer twins of the convergence control enter that section
+    alone."""
+    runs = df if runs is None else runs
+    df = convergence.without_longer(df)
     lines = [f"# Transfer results: {workdir}", ""]
     arch = architecture(df)
     datasets = ", ".join(sorted(df["dataset"].dropna().unique()))
@@ -179,11 +377,14 @@ def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: li
     lines += [f"Top-1 on the validation set of the target half; the headline is "
               f"*{TOP1[metric]}* (`{metric}`). *final*: at the last step; *best 10/450*: the mean "
               f"of the best {metrics.PAPER_BEST}/{metrics.PAPER_EVALUATIONS} of a net's "
-              "evaluations (the paper's rule in its proportion). Departures from the paper's "
-              "protocol: docs/fidelity.md.", ""]
-    lines += findings_section(df, metric)
-    lines += table1_section(df, metric)
-    lines += convergence_section(df)
+              "evaluations (the paper's rule in its proportion)."
+              + ("" if paper else " Departures from the paper's protocol: docs/fidelity.md."),
+              ""]
+    if paper:
+        lines += paper_source_section(df, metric)
+    lines += findings_section(df, metric, with_paper=not paper)
+    lines += table1_section(df, metric, with_paper=not paper)
+    lines += convergence_section(runs, metric, paper)
     lines += glance_table(df, metric)
     titles = {"main": "Random splits",
               "whole": "Whole dataset (the random-features control and its base)",
@@ -211,9 +412,10 @@ def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: li
     table = decomposition(df, metric)
     if not table.empty:
         lines += [f"## Decomposition per n (top-1 {TOP1[metric]})", "",
-                  "On top-1 relative to each net's base, 95% CI over splits: lost co-adaptation = "
-                  "base − selffer (baseB − BnB), specificity = selffer − transfer (BnB − AnB), "
-                  "fine-tuning gain = transfer+ − base (AnB+ − baseB).", "",
+                  "On top-1 relative to each net's base, within each target half as the "
+                  "findings are, 95% CI over splits: lost co-adaptation = base − selffer "
+                  "(baseB − BnB), specificity = selffer − transfer (BnB − AnB), fine-tuning "
+                  "gain = transfer+ − base (AnB+ − baseB).", "",
                   "| n | " + " | ".join(name for name, _, _ in DECOMPOSITION) + " |",
                   "|---|" + "---|" * len(DECOMPOSITION)]
         for n, group in table.groupby("n"):

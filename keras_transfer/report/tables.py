@@ -1,6 +1,8 @@
-"""The report's numbers as tables: per condition and n, and the paper's decomposition per n.
+"""The report's numbers as tables: per condition and n, the paper's decomposition per n, and
+the findings with the paper's values (findings.csv).
 
 Every interval is over splits (stats.clustered): nets of one split share their base nets.
+Differences between conditions are taken within each target half (findings.Difference).
 """
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import pandas as pd
 
 from keras_transfer import naming
 from keras_transfer.metrics import TOP1
-from keras_transfer.report import findings, stats
+from keras_transfer.report import convergence, findings, stats
 from keras_transfer.report.runs import is_whole
 
 # The decomposition of the paper's section 4.1, per n, on accuracy relative to each net's base.
@@ -21,12 +23,14 @@ DECOMPOSITION = (
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Per series, condition and n: mean, std, count (of independent clusters: splits, or the
-    seeds of a single split), runs and 95% CI half-width of each top-1 metric."""
+    seeds of a single split), runs and 95% CI half-width of each top-1 metric. The longer twins
+    of the convergence control are left out: they are that control alone (report.convergence)."""
     def add(row, group):
         for metric in TOP1:
             for stat, value in stats.clustered(group, metric).items():
                 row[f"{metric}_{stat}"] = value
         return row
+    df = convergence.without_longer(df)
     rows = []
     for (series, cond, n), group in df[df["series"] != "reduced"].groupby(
             ["series", "condition", "n"], sort=True):
@@ -48,7 +52,8 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
 
 def relative_by_n(df: pd.DataFrame, plus: str, minus: str, metric: str,
                   series: str = "main") -> pd.DataFrame:
-    """Per n, `plus` minus `minus` on top-1 relative to each net's base, with clustered CIs."""
+    """Per n, `plus` minus `minus` on top-1 relative to each net's base, within each target
+    half (findings.Difference), with CIs over splits; n that no half computes are left out."""
     part = df[df["series"] == series].assign(series="main")
     rel = findings.relative(part, metric)
     rows = []
@@ -71,3 +76,27 @@ def decomposition_notes(df: pd.DataFrame) -> list[str]:
     have = set(decomposition(df, "top1_final")["effect"])
     return [f"decomposition: no {name} ({first} and {second} runs of the same split, seed and "
             "target are needed)" for name, first, second in DECOMPOSITION if name not in have]
+
+
+_INTERVAL = ("mean", "low", "high", "ci95", "count", "runs", "verdict")
+
+
+def findings_table(df: pd.DataFrame, metric: str, with_paper: bool = True) -> pd.DataFrame:
+    """The findings and Table 1 as one table (findings.csv): each effect, what was compared in
+    which half, its interval, count, nets and verdict, the same for the paper's nets
+    (`paper_*`, empty when not shown) and the paper's figure 2 value."""
+    rows = [("finding", f"{r['finding']}. {r['effect']}", r)
+            for r in findings.measure_findings(df, metric, with_paper)]
+    rows += [("table1", r["difference"], r)
+             for r in findings.measure_table1(df, metric, with_paper)]
+    table = []
+    for kind, name, row in rows:
+        paper = row["paper"] or {}
+        table.append({"table": kind, "effect": name, "metric": metric,
+                      "compared_within": row["within"],
+                      **{key: row[key] for key in _INTERVAL},
+                      "paper_metric": findings.PAPER_METRIC if paper else None,
+                      **{f"paper_{key}": paper.get(key) for key in _INTERVAL},
+                      "paper_compared_within": paper.get("within"),
+                      "paper_figure2": row["paper_figure2"]})
+    return pd.DataFrame(table)
