@@ -586,19 +586,20 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
     # One input stream for the pack, centred on each mean image a net of it needs.
     mean_halves = sorted({net.config.mean_half for net in nets})
     means = [data.mean_image(config.half_dir(half)) for half in mean_halves]
+    input_options = data.input_options(strategy)
     train_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.build_dataset(half_dir, "train", batch_size=config.batch_size,
                                        training=True, seed=stream_seed, input_context=ctx,
                                        crop=crop, model_name=config.model, manifest=manifest,
                                        means=means, deterministic=config.deterministic,
                                        start_step=start_step),
-        options=data.input_options(strategy))
+        options=input_options)
     val_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.build_dataset(half_dir, "validation", batch_size=config.batch_size,
                                        training=False, input_context=ctx, crop=crop,
                                        model_name=config.model, manifest=manifest,
                                        limit=val_limit, means=means),
-        options=data.input_options(strategy))
+        options=input_options)
     pack = steps_lib.PackSteps(strategy, [n.model for n in nets], [n.optimizer for n in nets],
                                global_batch=config.batch_size, top_k=top_k(manifest),
                                jit_compile=jit_compile,

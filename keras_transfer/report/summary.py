@@ -98,16 +98,8 @@ def findings_section(df: pd.DataFrame, metric: str, with_paper: bool = True) -> 
     if clusters != ["split_dir"]:
         lines += ["One split only: the intervals are over its seeds and leave out how much the "
                   "choice of split matters.", ""]
-    paper_head, paper_rule = ("paper's nets [95% CI], splits (nets): verdict | ", "---|") \
-        if shows_paper else ("", "")
-    lines += [f"| finding | effect | compared within | measured [95% CI] | splits/seeds (runs) "
-              f"| verdict | {paper_head}paper's figure 2 (pooled) |",
-              f"|---|---|---|---|---|---|{paper_rule}---|"]
-    for row in rows:
-        paper = f"{_paper(row['paper'])} | " if shows_paper else ""
-        lines.append(f"| {row['finding']}. {row['claim']} | {row['effect']} | {_within(row)} | "
-                     f"{_interval(row)} | {row['count']} ({row['runs']}) | "
-                     f"**{row['verdict']}** | {paper}{_figure2(row['paper_figure2'])} |")
+    lines += _measured_table(("finding", "effect"), rows, shows_paper,
+                             lambda row: (f"{row['finding']}. {row['claim']}", row["effect"]))
     return lines + [""]
 
 
@@ -124,17 +116,27 @@ def table1_section(df: pd.DataFrame, metric: str, with_paper: bool = True) -> li
              "practitioner gains over training on the target alone, extra training included; "
              "AnB+ − BnB+ is the gain of the transferred features themselves, BnB+ having had "
              "the same training.", "", _paper_columns_text(shows_paper), ""]
+    lines += _measured_table(("difference", "what it measures"), rows, shows_paper,
+                             lambda row: (row["difference"], row["measures"]))
+    return lines + [""]
+
+
+def _measured_table(heads: tuple, rows: list[dict], shows_paper: bool, first_cells) -> list[str]:
+    """The findings' and Table 1's Markdown table: two columns of their own (`heads`, each row's
+    `first_cells(row)`), then what was compared, the measured interval, its count, verdict, the
+    paper's nets (`shows_paper`) and the paper's figure 2 value."""
     paper_head, paper_rule = ("paper's nets [95% CI], splits (nets): verdict | ", "---|") \
         if shows_paper else ("", "")
-    lines += [f"| difference | what it measures | compared within | measured [95% CI] | "
-              f"splits/seeds (runs) | verdict | {paper_head}paper's figure 2 (pooled) |",
-              f"|---|---|---|---|---|---|{paper_rule}---|"]
+    lines = [f"| {heads[0]} | {heads[1]} | compared within | measured [95% CI] | "
+             f"splits/seeds (runs) | verdict | {paper_head}paper's figure 2 (pooled) |",
+             f"|---|---|---|---|---|---|{paper_rule}---|"]
     for row in rows:
+        first, second = first_cells(row)
         paper = f"{_paper(row['paper'])} | " if shows_paper else ""
-        lines.append(f"| {row['difference']} | {row['measures']} | {_within(row)} | "
-                     f"{_interval(row)} | {row['count']} ({row['runs']}) | **{row['verdict']}** | "
+        lines.append(f"| {first} | {second} | {_within(row)} | {_interval(row)} | "
+                     f"{row['count']} ({row['runs']}) | **{row['verdict']}** | "
                      f"{paper}{_figure2(row['paper_figure2'])} |")
-    return lines + [""]
+    return lines
 
 
 def _times(stretch: int) -> str:
