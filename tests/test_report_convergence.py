@@ -92,6 +92,22 @@ def test_a_base_net_stalled_under_a_decayed_learning_rate_is_named_not_converged
     assert stalled["longer_run_dir"] == STALLED + "-x2"
 
 
+def test_with_the_control_the_plateau_check_lists_no_net(tmp_path):
+    """A base net whose curve still rises at its last evaluations is judged by its twin (here
+    within the rule), not listed again as off its plateau."""
+    write_stalled_grid(tmp_path)
+    rising = naming.run_dir(tmp_path, "fashion_mnist", "random_1", 0, "baseB") / "result.json"
+    result = json.loads(rising.read_text())
+    for evaluation, top1 in zip(result["history"][-3:], (0.80, 0.85, result["top1_final"])):
+        evaluation["top1"] = top1
+    rising.write_text(json.dumps(result))
+    section = _section(report.make_report(tmp_path, hparams=False)["files"]["summary.md"]
+                       .read_text(), "## Convergence")
+    assert "within 0.5 points of top-1: 7 of 8" in section
+    assert "Not on a plateau" not in section
+    assert section.count("| **no** |") == 1
+
+
 def test_each_target_half_shows_the_longer_nets_gain_over_splits(tmp_path):
     write_stalled_grid(tmp_path)
     text = report.make_report(tmp_path, hparams=False)["files"]["summary.md"].read_text()

@@ -221,7 +221,9 @@ def _plateau_lines(runs: pd.DataFrame, bases: pd.DataFrame, control: bool) -> li
              + ("; the control above can." if control else
                 ", so a net that passes it may still be short of converged."), ""]
     late = known[~known["converged"].astype(bool)]
-    if len(late):
+    # With the control, its verdict per net is the one that counts; the plateau list would
+    # repeat the lr schedule's shape (a curve still rising at the last step down) as noise.
+    if len(late) and not control:
         lines += ["Not on a plateau (their numbers measure a net still learning; a longer "
                   "schedule, `--steps`, would change them):", ""]
         lines += [f"- {r['run_dir']}: last top-1 {r['last_top1']}" for _, r in late.iterrows()]
