@@ -22,7 +22,9 @@ Usage:
       `python -m data_prep --split=whole`). Re-running it resumes: finished nets are skipped.
       --model=NAME trains another network the same way (main's --model, e.g. resnet_small:
       batch normalisation and residual blocks, n = 1..5 cut points) into runs_NAME/, with its
-      report in runs_NAME/report/.
+      report in runs_NAME/report/. --workdir=DIR trains, analyses and reports in DIR;
+      --dry_run prints the nets' commands and compute and prepares nothing. The steps are
+      keras_transfer/demo.py.
 
   ./launch.sh [--backend=local|slurm] [--jobs=N] [--splits=0,1] [--seeds=0] [--dry_run]
               [--flagfile=F] [--experiments=transfer,random,dissimilar,reduced] ... [-- flags for main]
@@ -41,87 +43,15 @@ else
 fi
 
 demo() {
-  # The demo prepares random splits itself, so its --splits are integers; checked before set-up.
-  local arg
-  for arg in "$@"; do
-    case "$arg" in
-      --splits=*)
-        if ! [[ ${arg#--splits=} =~ ^[0-9]+(,[0-9]+)*$ ]]; then
-          echo "launch.sh: error: $arg: the demo trains on random splits; give their numbers," \
-               "e.g. --splits=0,1 (the grid, ./launch.sh without demo, takes other splits)" >&2
-          exit 2
-        fi ;;
-    esac
-  done
-  # --model=NAME is main's flag: it goes after `--`, and the nets into a folder of their own
-  # (a report or a CKA prediction covers the nets of one network).
-  local model="" own=() main=() seen_dashes=0
-  for arg in "$@"; do
-    if [ "$seen_dashes" = 1 ]; then
-      case "$arg" in --model=*) model=${arg#--model=} ;; *) main+=("$arg") ;; esac
-    elif [ "$arg" = "--" ]; then
-      seen_dashes=1
-    else
-      case "$arg" in --model=*) model=${arg#--model=} ;; *) own+=("$arg") ;; esac
-    fi
-  done
-  local runs=runs
-  if [ -n "$model" ]; then
-    main+=("--model=$model")
-    [ "$model" = small ] || runs=runs_$model
-  fi
-  set -- "${own[@]}"
-  [ ${#main[@]} -eq 0 ] || set -- "$@" -- "${main[@]}"
+  # The demo's logic is keras_transfer/demo.py; here only what needs no Python: set-up. Its
+  # options are checked first whenever a Python with the package is at hand (a typo stops the
+  # demo before set-up); on a fresh machine the same check runs right after set-up.
   cd "$repo"
+  if "$python" -c "import absl, keras_transfer" 2>/dev/null; then
+    "$python" -m keras_transfer.demo --check_args "$@"
+  fi
   ./bootstrap.sh
-  python=.venv/bin/python
-  # The paper's nets on random splits, every one trained on half B (as the paper's fine-tuned
-  # nets were), so that each comparison is made within one half; baseA is trained as the source
-  # of AnB. Four splits (the paper's count, and enough for intervals that decide within the
-  # 30 minutes on 2 cores) and the convergence control (baseA-x2, baseB-x2);
-  # --experiments=transfer,convergence,random adds the random-features control on half B of the
-  # first split (--random_control=half: the demo prepares random splits only).
-  local splits=0,1,2,3
-  for arg in "$@"; do
-    case "$arg" in --splits=*) splits=${arg#--splits=} ;; esac
-  done
-  # A --random_control of the caller's replaces the demo's half-split control on its first split.
-  local random=(--random_control=half --random_splits="${splits%%,*}")
-  for arg in "$@"; do
-    case "$arg" in --random_control=*) random=() ;; esac
-  done
-  local grid=(--flagfile=flags/fashion_mnist.flags --workdir="$runs" --splits="$splits" --seeds=0
-              --experiments=transfer,convergence --targets=B "${random[@]}" "$@")
-  # Every other option (--seeds, --layers, --jobs, flags for main, ...) is checked before any
-  # data is prepared: a typo stops the demo at once (exit 2), not after the data preparation.
-  "$python" -m keras_transfer.grid --check_args "${grid[@]}"
-  local split
-  for split in ${splits//,/ }; do
-    if [ -f "data/fashion_mnist/random_$split/A/manifest.json" ] && [ -f "data/fashion_mnist/random_$split/B/manifest.json" ]; then
-      echo "[demo] data/fashion_mnist/random_$split is prepared"
-    else
-      "$python" -m data_prep --source=fashion_mnist --split="random:$split" --out=data
-    fi
-  done
-  local status=0
-  "$python" -m keras_transfer.grid "${grid[@]}" || status=$?
-  # Beyond the paper: per-layer CKA of the two bases against the measured transfer drop, and
-  # their conv1 filters. Optional extras: a failure here does not fail the demo.
-  "$python" -m keras_transfer.analyze predict "$runs" || echo "[demo] analyze predict failed; see above"
-  "$python" -m keras_transfer.analyze filters "$runs/fashion_mnist/random_${splits%%,*}/seed0/base"{A,B} \
-      || echo "[demo] analyze filters failed; see above"
-  # The report is written even when some nets failed: it leaves missing ones out with a note.
-  # It comes last so its summary.md includes the CKA prediction.
-  "$python" -m keras_transfer.report "$runs"
-  echo
-  # The findings and the bases' convergence from summary.md: each heading down to the next.
-  sed -n '/^## Findings/,/^## /p' "$runs/report/summary.md" | sed '$d'
-  sed -n '/^## Convergence/,/^## /p' "$runs/report/summary.md" | sed '$d'
-  echo "[demo] figure:  $repo/$runs/report/figure2.png"
-  echo "[demo] table:   $repo/$runs/report/summary.md"
-  echo "[demo] CKA vs transfer drop: $repo/$runs/report/predict.png"
-  echo "[demo] training curves: $repo/.venv/bin/tensorboard --logdir $repo/$runs"
-  return $status
+  exec .venv/bin/python -m keras_transfer.demo "$@"
 }
 
 case "${1:-}" in
