@@ -56,22 +56,10 @@ class Diverged(Exception):
 
 def check_config(config: Config) -> None:
     arch = models.get(config.model)
-    if not 0 <= config.n <= arch.max_n:
-        raise RunError(f"--n={config.n} is out of range: n counts copied cut points, 0 (a base "
-                       f"net) to {arch.max_n} for --model={config.model} "
-                       f"({', '.join(arch.cut_names)}; the head is always new).")
-    if config.source == "none" and config.n != 0:
-        raise RunError(f"--source=none trains a base net, which copies nothing; drop --n={config.n} "
-                       "or choose --source=A, B or random.")
-    if config.n == 0 and config.source != "none":
-        raise RunError(f"--source={config.source} needs --n between 1 and {arch.max_n} "
-                       "(the number of cut points to copy).")
-    if config.finetune and config.n == 0:
-        raise RunError(f"--finetune needs copied layers to fine-tune: give --n between 1 and "
-                       f"{arch.max_n} (a base net with --n=0 is always trained from scratch).")
-    if config.finetune and config.source == "random":
-        raise RunError("--finetune with --source=random is not one of the paper's conditions: the "
-                       "random-features control keeps its random layers frozen. Drop --finetune.")
+    problem = naming.net_problem(config.source, config.n, config.finetune, model=arch.name,
+                                 cut_names=arch.cut_names, flag="--")
+    if problem:
+        raise RunError(problem + ".")
     try:
         config_lib.check_values(config)
     except config_lib.ConfigError as e:

@@ -213,10 +213,13 @@ def main(argv=None, out=sys.stdout) -> int:
     if not (math.isfinite(args.images_per_sec) and args.images_per_sec > 0):
         raise GridError(f"--images_per_sec must be a positive number, not {args.images_per_sec}")
     preset = resolve_preset(args.flagfile, extra)
-    max_n = models.get(preset.model).max_n
+    arch = models.get(preset.model)
+    max_n = arch.max_n
     if args.layers is None:
         args.layers = list(range(1, max_n + 1))
-    bad_layers = [n for n in args.layers if not 1 <= n <= max_n]
+    # A value of --layers is the n of the nets that copy cut points (AnB, BnB, ...).
+    bad_layers = [n for n in args.layers if naming.net_problem(
+        "A", n, False, model=arch.name, cut_names=arch.cut_names)]
     if bad_layers or not args.layers:
         raise GridError(f"--layers must be values of n in 1..{max_n} (the cut points of "
                         f"--model={preset.model}), not {bad_layers or 'empty'}")
