@@ -11,6 +11,7 @@ import math
 import os
 import sys
 
+from keras_transfer import config as config_lib
 from keras_transfer import models, naming
 from keras_transfer.grid.cost import dry_run
 from keras_transfer.grid.errors import GridError
@@ -30,10 +31,10 @@ def _int_list(text: str) -> list[int]:
 
 def _seed_list(text: str) -> list[int]:
     seeds = _int_list(text)
-    bad = [s for s in seeds if not 0 <= s < 2**31]
+    allowed, rule = config_lib.SEED_RANGE  # main's --seed
+    bad = [s for s in seeds if not allowed(s)]
     if bad:
-        raise argparse.ArgumentTypeError(f"seeds are integers from 0 to 2**31 - 1, not "
-                                         f"{','.join(map(str, bad))}")
+        raise argparse.ArgumentTypeError(f"{rule}, not {','.join(map(str, bad))}")
     return seeds
 
 
