@@ -13,9 +13,10 @@ from pathlib import Path
 
 HALVES = ("A", "B")
 SOURCES = ("none", "A", "B", "random")
-# The paper's n = 1..7 (conv1..conv5, fc6, fc7; fc8 is always new). Other networks have their
-# own number of cut points (models.get(name).max_n); a run name allows any n >= 1.
-PAPER_N = tuple(range(1, 8))
+# The paper's cut points: n = 1..7 copies conv1..conv5, fc6, fc7 (fc8 is always new). Other
+# networks have their own cut points (models.get(name).cut_names); a run name allows any n >= 1.
+PAPER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
+PAPER_N = tuple(range(1, len(PAPER_LAYERS) + 1))
 
 CONDITIONS = ("base", "selffer", "selffer+", "transfer", "transfer+", "random")
 

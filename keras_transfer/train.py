@@ -728,7 +728,10 @@ def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, num_c
         "split": config.split, "split_dir": config.split_dir, "seed": config.seed,
         "examples_per_class": config.examples_per_class or None,
         "source": config.source, "target": config.target, "n": config.n,
-        "finetune": config.finetune, "model": config.model, "num_outputs": num_classes,
+        "finetune": config.finetune, "model": config.model,
+        # What n counts, for readers without the model registry (the report): `layers` names the
+        # cut points, this says whether they are the paper's layers.
+        "paper_layers": models.get(config.model).paper_layers, "num_outputs": num_classes,
         **metrics.top1_metrics(entries),
         "top5_final": final["top5"], "loss_final": final["loss"],
         "history": [{k: e[k] for k in ("step", "top1", "top5", "loss")} for e in entries],
