@@ -1,10 +1,10 @@
 """Every absl flag of data_prep, defined once.
 
-Only `data_prep.__main__` and the `data_prep.splits` command read FLAGS; the library takes
-explicit arguments. Importing this module in a process that also defines keras_transfer's
-flags would clash on shared names (--source, --split), so tests run the CLIs in subprocesses.
-The defaults of the library's arguments are read from `prepare` and `SyntheticSpec`, so each is
-written once.
+Only the two commands, `data_prep.__main__` and `data_prep.splits.__main__`, read FLAGS; the
+library takes explicit arguments. Importing this module in a process that also defines
+keras_transfer's flags would clash on shared names (--source, --split), so tests run the CLIs in
+subprocesses. The defaults of the library's arguments are read from `prepare` and
+`SyntheticSpec`, so each is written once.
 """
 import dataclasses
 import inspect

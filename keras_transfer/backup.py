@@ -21,8 +21,6 @@ import tensorflow as tf
 
 from keras_transfer import models
 
-EXIT_PREEMPTED = 128 + signal.SIGTERM
-
 
 class Preempted(Exception):
     """Training stopped on SIGTERM after saving a backup."""

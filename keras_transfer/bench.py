@@ -24,6 +24,8 @@ import numpy as np
 from absl import app, flags
 
 from data_prep import layout
+from data_prep.splits import split_dirname
+from keras_transfer import naming
 
 BENCHMARKS = ("matmul", "caffenet", "small", "groups", "batchnorm", "pipeline", "grid")
 DEFAULT_BENCHMARKS = BENCHMARKS[:-1]  # the grid trains 37 nets several times: ask for it
@@ -65,7 +67,7 @@ _GRID_DATA_DIR = flags.DEFINE_string("grid_data_dir", "data",
                                      "data_prep's output holding <dataset>/random_0/{A,B}.")
 _GRID_DATASET = flags.DEFINE_string("grid_dataset", "fashion_mnist", "Dataset of the grid.")
 _GRID_STEPS = flags.DEFINE_integer("grid_steps", 0, "Steps per net; 0: the preset's.")
-_GRID_LAYERS = flags.DEFINE_list("grid_layers", [str(n) for n in range(1, 8)],
+_GRID_LAYERS = flags.DEFINE_list("grid_layers", [str(n) for n in naming.PAPER_N],
                                  "Values of n in the grid (default 1..7, the demo's 37 nets).")
 _GRID_JOBS = flags.DEFINE_integer("grid_jobs", 0, "Processes at once (and the peer's threads); "
                                   "0: the number of cores.")
@@ -317,7 +319,8 @@ def main(argv):
         if unknown_ways:
             raise app.UsageError(f"--grid_ways: unknown {unknown_ways}; choose from "
                                  f"{bench_grid.WAYS}")
-        half = Path(_GRID_DATA_DIR.value) / _GRID_DATASET.value / "random_0" / "B"
+        half = layout.half_dir(_GRID_DATA_DIR.value, _GRID_DATASET.value,
+                               split_dirname("random:0"), "B")  # bench_grid.GRID_ARGS' split
         if not (half / layout.MANIFEST).is_file():
             raise app.UsageError(f"--grid_data_dir: {half} holds no prepared data; run "
                                  f"python -m data_prep --source={_GRID_DATASET.value} "
@@ -327,7 +330,7 @@ def main(argv):
             layers = sorted({int(n) for n in _GRID_LAYERS.value})
         except ValueError:
             layers = []
-        if not layers or not set(layers) <= set(range(1, 8)):
+        if not layers or not set(layers) <= set(naming.PAPER_N):
             raise app.UsageError(f"--grid_layers: values of n in 1..7, not "
                                  f"{','.join(_GRID_LAYERS.value)!r}")
         rate = matmul_gflops(_MATMUL_SIZE.value)

@@ -27,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_transfer import naming
+
 # RnB on half B (--random_control=half), as the PyTorch peer trains it: one split's data.
 GRID_ARGS = ["--splits=0", "--seeds=0", "--experiments=transfer,random", "--random_control=half",
              "--targets=B"]
-ALL_LAYERS = list(range(1, 8))
+ALL_LAYERS = list(naming.PAPER_N)  # the PyTorch peer's n: the paper's layers
 WAYS = ("packed", "one-per-process", "peer")
 
 

@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 from keras_transfer import config as config_lib  # noqa: E402
+from keras_transfer import exit_status  # noqa: E402
 
 config_lib.define_flags()
 FLAGS = flags.FLAGS
@@ -79,12 +80,12 @@ def main(argv):
         sys.exit(2)
     except backup.Preempted as e:
         print(f"{label}: {e}", file=sys.stderr)
-        sys.exit(backup.EXIT_PREEMPTED)
+        sys.exit(exit_status.PREEMPTED)
     except lost_worker_errors() as e:
         if config.strategy != "multi_worker":
             raise
         print(f"error: {label} stopped: {lost_worker_message(e, configs)}", file=sys.stderr)
-        sys.exit(EXIT_LOST_WORKER)
+        sys.exit(exit_status.LOST_WORKER)
     except OSError as e:  # e.g. the disk filled up; result.json is written last, so none exists
         print(f"error: {label} stopped: {e}. {_OSERROR_FIX}", file=sys.stderr)
         sys.exit(1)
@@ -94,7 +95,7 @@ def main(argv):
         prefix = "" if len(configs) == 1 else f"{c.run}: "
         if isinstance(error, (*bad_input, train.Diverged)):
             print(f"error: {prefix}{error}", file=sys.stderr)
-            codes.add(EXIT_DIVERGED if isinstance(error, train.Diverged) else 2)
+            codes.add(exit_status.DIVERGED if isinstance(error, train.Diverged) else 2)
         else:
             print(f"error: {c.run} stopped: {error}. {_OSERROR_FIX}", file=sys.stderr)
             codes.add(1)
@@ -105,8 +106,6 @@ def main(argv):
         sys.exit(min(codes))  # 1 (files) before 2 (bad input) before 3 (diverged)
 
 
-EXIT_DIVERGED = 3  # a net's loss or weights became NaN or infinite (see train.Diverged)
-EXIT_LOST_WORKER = 4  # a worker of a multi-worker run died or cannot be reached
 _OSERROR_FIX = ("Free space or fix the path, then run the same command again to resume from the "
                 "last backup.")
 

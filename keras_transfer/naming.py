@@ -1,19 +1,22 @@
 """Names of the nets of the grid and where their run directories live.
 
 One place decides that `--source=A --n=3 --finetune` (target B) is `A3B+`, a `transfer+` net, in
-`WORKDIR/<dataset>/<split_dir>/seed<k>/A3B+`; main, the grid, the report and the analysis tools
-all ask here.
+`WORKDIR/<dataset>/<split_dir>/seed<k>/A3B+`, and that `--source=random --finetune` is no net of
+the paper (`net_problem`); main, transfer, the grid, the report and the analysis tools all ask
+here.
 """
 from __future__ import annotations
 
+import numbers
 import re
 from pathlib import Path
 
 HALVES = ("A", "B")
 SOURCES = ("none", "A", "B", "random")
-# The paper's n = 1..7 (conv1..conv5, fc6, fc7; fc8 is always new). Other networks have their
-# own number of cut points (models.get(name).max_n); a run name allows any n >= 1.
-PAPER_N = tuple(range(1, 8))
+# The paper's cut points: n = 1..7 copies conv1..conv5, fc6, fc7 (fc8 is always new). Other
+# networks have their own cut points (models.get(name).cut_names); a run name allows any n >= 1.
+PAPER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
+PAPER_N = tuple(range(1, len(PAPER_LAYERS) + 1))
 
 CONDITIONS = ("base", "selffer", "selffer+", "transfer", "transfer+", "random")
 
@@ -43,6 +46,36 @@ def condition(source: str, target: str, n: int, finetune: bool) -> str:
         return "random"
     kind = "selffer" if source == target else "transfer"
     return kind + ("+" if finetune else "")
+
+
+def net_problem(source: str, n, finetune: bool, *, model: str, cut_names,
+                flag: str = "") -> str | None:
+    """What makes (source, n, finetune) no net of the paper on the network `model` with cut
+    points `cut_names`, or None if it is one: a base net (source none, n 0), a selffer or
+    transfer net (A or B, n 1..k, frozen or fine-tuned) or the random-features control (random,
+    n 1..k, frozen). The rules are stated here only: main, transfer and the grid ask here.
+    `flag` spells the settings as the caller takes them: "--" for main's flags, "" for
+    arguments."""
+    k = len(cut_names)
+    if source not in SOURCES:
+        return f"{flag}source must be one of {', '.join(SOURCES)}, not {source!r}"
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= k:
+        return (f"{flag}n={n!r} is out of range: n counts copied cut points, a whole number "
+                f"from 0 (a base net) to {k} for {model} ({', '.join(cut_names)}; the head is "
+                "always new)")
+    if source == "none" and n != 0:
+        return (f"{flag}source=none is a base net, which copies nothing, and needs {flag}n=0, "
+                f"not {flag}n={n}; choose {flag}source=A, B or random to copy {n} cut points")
+    if finetune and n == 0:
+        return (f"{flag}finetune needs copied layers to fine-tune: give {flag}n between 1 and "
+                f"{k} (a base net, {flag}n=0, trains every layer from scratch anyway)")
+    if finetune and source == "random":
+        return (f"{flag}finetune with {flag}source=random is not a condition of the paper: the "
+                f"random-features control keeps its random layers frozen; drop {flag}finetune")
+    if n == 0 and source != "none":
+        return (f"{flag}source={source} needs {flag}n between 1 and {k} (the number of cut "
+                "points to copy)")
+    return None
 
 
 def parse_run_name(name: str) -> dict:

@@ -56,22 +56,10 @@ class Diverged(Exception):
 
 def check_config(config: Config) -> None:
     arch = models.get(config.model)
-    if not 0 <= config.n <= arch.max_n:
-        raise RunError(f"--n={config.n} is out of range: n counts copied cut points, 0 (a base "
-                       f"net) to {arch.max_n} for --model={config.model} "
-                       f"({', '.join(arch.cut_names)}; the head is always new).")
-    if config.source == "none" and config.n != 0:
-        raise RunError(f"--source=none trains a base net, which copies nothing; drop --n={config.n} "
-                       "or choose --source=A, B or random.")
-    if config.n == 0 and config.source != "none":
-        raise RunError(f"--source={config.source} needs --n between 1 and {arch.max_n} "
-                       "(the number of cut points to copy).")
-    if config.finetune and config.n == 0:
-        raise RunError(f"--finetune needs copied layers to fine-tune: give --n between 1 and "
-                       f"{arch.max_n} (a base net with --n=0 is always trained from scratch).")
-    if config.finetune and config.source == "random":
-        raise RunError("--finetune with --source=random is not one of the paper's conditions: the "
-                       "random-features control keeps its random layers frozen. Drop --finetune.")
+    problem = naming.net_problem(config.source, config.n, config.finetune, model=arch.name,
+                                 cut_names=arch.cut_names, flag="--")
+    if problem:
+        raise RunError(problem + ".")
     try:
         config_lib.check_values(config)
     except config_lib.ConfigError as e:
@@ -740,7 +728,10 @@ def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, num_c
         "split": config.split, "split_dir": config.split_dir, "seed": config.seed,
         "examples_per_class": config.examples_per_class or None,
         "source": config.source, "target": config.target, "n": config.n,
-        "finetune": config.finetune, "model": config.model, "num_outputs": num_classes,
+        "finetune": config.finetune, "model": config.model,
+        # What n counts, for readers without the model registry (the report): `layers` names the
+        # cut points, this says whether they are the paper's layers.
+        "paper_layers": models.get(config.model).paper_layers, "num_outputs": num_classes,
         **metrics.top1_metrics(entries),
         "top5_final": final["top5"], "loss_final": final["loss"],
         "history": [{k: e[k] for k in ("step", "top1", "top5", "loss")} for e in entries],

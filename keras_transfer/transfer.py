@@ -28,9 +28,7 @@ import warnings
 
 import numpy as np
 
-from keras_transfer import models
-
-SOURCES = ("none", "A", "B", "random")
+from keras_transfer import models, naming
 
 
 class TransferError(Exception):
@@ -90,10 +88,10 @@ def apply_transfer(model, *, n, source, base_weights, finetune, origin_label=Non
                    model_name=None):
     """Copy/freeze cut points 1..n of `model` in place for one condition; call before compile.
 
-    source: "none" (a base net; n must be 0), "A" or "B" (copy cut points 1..n from
-    `base_weights`, as returned by `read_base_weights`), "random" (keep the fresh init of cut
-    points 1..n, frozen). Copied blocks are frozen unless `finetune`. n = 0 with any source is
-    a base net: nothing copied, everything trains. `origin_label` names the origin of copied
+    source: "none" (a base net, n = 0: nothing copied, everything trains), "A" or "B" (copy
+    cut points 1..n from `base_weights`, as returned by `read_base_weights`), "random" (keep the
+    fresh init of cut points 1..n, frozen). Copied blocks are frozen unless `finetune`. The
+    combinations allowed are naming.net_problem's. `origin_label` names the origin of copied
     blocks in the returned plan, "base" + source by default. `model_name` is the network's
     name in models.NAMES (default: `model.name`).
     Returns one LayerPlan per cut point and one for the head, in order.
@@ -176,22 +174,9 @@ def _first_line(error):
 
 def _check_request(model, arch, n, source, base_weights, finetune) -> dict:
     """TransferError for a request that cannot be carried out; else the model's blocks."""
-    if source not in SOURCES:
-        raise TransferError(f"source must be one of {SOURCES}, got {source!r}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not (
-            0 <= n <= arch.max_n):
-        raise TransferError(f"n must be an integer in 0..{arch.max_n} for {arch.name} (cut "
-                            f"points {', '.join(arch.cut_names)}; the head is always new), "
-                            f"got {n!r}")
-    if source == "none" and n != 0:
-        raise TransferError(f"source='none' is a base net and needs n=0, got n={n}; "
-                            f"choose source A, B or random to transfer {n} cut points")
-    if finetune and n == 0:
-        raise TransferError("finetune needs copied layers: n=0 is a base net, which trains "
-                            "every layer anyway; drop finetune or set n >= 1")
-    if finetune and source == "random":
-        raise TransferError("finetune with source='random' is not a condition of the paper "
-                            "(fine-tuned random layers are just a base net); drop finetune")
+    problem = naming.net_problem(source, n, finetune, model=arch.name, cut_names=arch.cut_names)
+    if problem:
+        raise TransferError(problem)
     if getattr(model, "compiled", False):
         raise TransferError("apply_transfer must run before model.compile: Keras ignores "
                             "trainable changes made after the train function is built")

@@ -7,6 +7,19 @@ from keras_transfer import models, naming
 SPLIT_NOISE = (-1.5, -0.5, 0.5, 1.5)  # per split, times a noise scale: mean 0, std 1.29
 
 
+def recorded_layers(model):
+    """result.json's `layers` of a `model` net: one row per cut point, then the head."""
+    arch = models.get(model)
+    return [{"name": name, "origin": "new", "trainable": True}
+            for name in (*arch.cut_names, arch.head[0])]
+
+
+def network_columns(model):
+    """The runs table's columns that describe the network (report.runs.NETWORK_COLUMNS)."""
+    arch = models.get(model)
+    return {"cut_points": ",".join(arch.cut_names), "paper_layers": arch.paper_layers}
+
+
 def write_run(workdir, *, source, target, n, finetune=False, split="random:0", seed=0,
               top1_final, curve=(), dataset="fashion_mnist", examples_per_class=None,
               steps=100, model="small"):
@@ -26,7 +39,7 @@ def write_run(workdir, *, source, target, n, finetune=False, split="random:0", s
         "finetune": finetune, "model": model, "top1_final": top1_final, "top5_final": None,
         "top1_best10_mean": max(top1s), "loss_final": 0.3, "history": history,
         "steps": steps, "images_per_sec": 1000.0, "wall_time_sec": 1.5,
-        "layers": [{"name": "conv1", "origin": "new", "trainable": True}],
+        "paper_layers": models.get(model).paper_layers, "layers": recorded_layers(model),
     }
     config = {"source": source, "target": target, "n": n, "finetune": finetune, "lr": 0.01,
               "model": model, "batch_size": 8, "steps": steps, "run": name, "run_dir": str(run_dir)}

@@ -53,3 +53,14 @@ def test_imports_only_from_its_own_layer_or_earlier_ones(module):
 
 def test_every_layer_is_found():
     assert {LAYERS[layer_of(m)] for m in MODULES} == set(LAYERS)
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if layer_of(m) == LAYERS.index(
+    "keras_transfer.report")))
+def test_the_report_imports_no_model_code(module):
+    """The report reads what n counts (the cut points, whether they are the paper's layers)
+    from the runs' result.json, so it works on runs of any network without the model registry."""
+    found = [f"{MODULES[module].relative_to(REPO)}:{line} imports {name}"
+             for name, line in imports_of(MODULES[module])
+             if name == "keras_transfer.models" or name.startswith("keras_transfer.models.")]
+    assert not found, "\n".join(found)

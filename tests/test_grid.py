@@ -323,7 +323,7 @@ def test_bad_input_is_named(tmp_path, args, message):
 @pytest.mark.parametrize("args,message", [
     (["--splits=abc"], "argument --splits: unknown --split=abc"),
     (["--splits=random:-1"], "argument --splits: bad --split=random:-1"),
-    (["--seeds=-1"], "argument --seeds: seeds are integers from 0 to 2**31 - 1, not -1"),
+    (["--seeds=-1"], "argument --seeds: a seed is an integer from 0 to 2**31 - 1, not -1"),
     (["--seeds=x"], "argument --seeds: expected comma-separated integers"),
     (["--random_control=all"], "--random_control=all is invalid"),
     (["demo", "--splits=abc"], "--splits=abc: the demo trains on random splits"),

@@ -30,6 +30,7 @@ def test_one_step_end_to_end(synthetic_data, tmp_path):
     assert config["steps"] == 1 and config["model"] == "small" and config["run"] == "baseA"
     result = json.loads((run_dir / "result.json").read_text())
     assert result["steps"] == 1 and len(result["history"]) == 1
+    assert result["paper_layers"] is True  # small: n counts the paper's layers (the report reads it)
     assert (run_dir / "model.weights.h5").stat().st_size > 0
     assert list((run_dir / "tb").glob("events.out.tfevents.*"))
     assert "baseA done" in proc.stdout and "jit_compile=False" in proc.stdout

@@ -1,4 +1,7 @@
-"""Run names are the paper's and round-trip; conditions pool the two directions."""
+"""Run names are the paper's and round-trip; conditions pool the two directions; a combination
+that is no net of the paper is named with what is wrong."""
+import re
+
 import pytest
 
 from keras_transfer import naming
@@ -28,3 +31,27 @@ def test_names_and_conditions(args, name, cond):
 def test_parse_rejects_non_names(bad):
     with pytest.raises(ValueError):
         naming.parse_run_name(bad)
+
+
+CUTS = ("conv1", "conv2", "conv3")
+
+
+@pytest.mark.parametrize("source, n, finetune", [
+    ("none", 0, False), ("A", 1, False), ("B", 3, True), ("random", 2, False)])
+def test_the_papers_nets_have_no_problem(source, n, finetune):
+    assert naming.net_problem(source, n, finetune, model="m", cut_names=CUTS) is None
+
+
+@pytest.mark.parametrize("source, n, finetune, flag, message", [
+    ("C", 1, False, "", "source must be one of none, A, B, random, not 'C'"),
+    ("A", 4, False, "--", "--n=4 is out of range: .* to 3 for m \\(conv1, conv2, conv3;"),
+    ("A", -1, False, "", "n=-1 is out of range"),
+    ("A", True, False, "", "n=True is out of range"),
+    ("none", 2, False, "--", "--source=none is a base net, .* needs --n=0"),
+    ("none", 0, True, "", "finetune needs copied layers"),
+    ("random", 2, True, "--", "--finetune with --source=random is not a condition"),
+    ("B", 0, False, "--", "--source=B needs --n between 1 and 3"),
+])
+def test_other_combinations_are_named(source, n, finetune, flag, message):
+    problem = naming.net_problem(source, n, finetune, model="m", cut_names=CUTS, flag=flag)
+    assert problem is not None and re.search(message, problem), problem

@@ -10,7 +10,7 @@ from scipy import stats as scipy_stats
 
 from keras_transfer import models, report
 from keras_transfer.report import findings, paper_nets
-from report_fixtures import write_run
+from report_fixtures import network_columns, write_run
 
 METRIC = "top1_final"
 
@@ -18,7 +18,7 @@ METRIC = "top1_final"
 def net(split, target, condition, n, top1):
     return {"series": "main", "split": f"random:{split}", "split_dir": f"random_{split}",
             "seed": 0, "target": target, "condition": condition, "n": n, "model": "small",
-            METRIC: top1}
+            **network_columns("small"), METRIC: top1}
 
 
 def same(measured, expected):
@@ -223,7 +223,7 @@ def test_the_paper_column_is_the_estimator_on_the_authors_nets(tmp_path):
 
 
 def test_no_paper_column_for_a_network_of_other_cut_points():
-    rows = [{**net(s, "B", c, n, 0.9), "model": "resnet50"}
+    rows = [{**net(s, "B", c, n, 0.9), "model": "resnet50", **network_columns("resnet50")}
             for s in range(2) for c, n in (("base", 0), ("transfer", 3))]
     row = findings.measure_findings(pd.DataFrame(rows), METRIC)[0]
     assert row["paper"] is None and row["paper_figure2"] is None

@@ -1,6 +1,7 @@
 """The report on networks other than the paper's: n ranges over the network's own k cut points,
 the paper's values are shown only where n means its layers, and one report is on one network."""
 import json
+import re
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ from keras_transfer import models, report
 from keras_transfer.outputs import pyplot
 from keras_transfer.report import findings
 from keras_transfer.report.figures import n_axis
-from report_fixtures import write_protocol, write_run
+from report_fixtures import recorded_layers, write_protocol, write_run
 
 EFFECTS = {"co_adaptation": 0.02, "recovery": 0.03, "specificity_slope": 0.01,
            "beyond_training": 0.015}
@@ -155,21 +156,51 @@ def test_a_diverged_net_of_another_network_is_left_out(tmp_path):
     assert "random_9/seed0/A6B: by step 5" in text and "A4B" not in text
 
 
-@pytest.mark.parametrize("model, n, message", [
-    ("resnet50", 6, "n is 6, beyond the 5 cut points of resnet50"),
-    ("small", 8, "n is 8, beyond the 7 cut points of small"),
-    ("vgg", 3, "unknown model 'vgg'"),
-    (None, 3, "model is None"),
+@pytest.mark.parametrize("model, layers, n, message", [
+    ("resnet50", recorded_layers("resnet50"), 6, "n=6 is out of range: .* to 5 for resnet50"),
+    ("small", recorded_layers("small"), 8, "n=8 is out of range: .* to 7 for small"),
+    ("vgg", [], 3, "its layers do not name the cut points of its network"),
+    ("vgg", [{"origin": "new"}], 3, "its layers do not name the cut points of its network"),
+    (None, recorded_layers("small"), 3, "model is None"),
 ])
-def test_a_run_beyond_its_networks_cut_points_is_malformed(tmp_path, model, n, message):
+def test_a_run_beyond_its_networks_cut_points_is_malformed(tmp_path, model, layers, n, message):
     write_run(tmp_path, source="none", target="B", n=0, top1_final=0.9)
     bad = write_run(tmp_path, source="A", target="B", n=n, top1_final=0.8)
-    result = {**json.loads((bad / "result.json").read_text()), "model": model}
+    result = {**json.loads((bad / "result.json").read_text()), "model": model, "layers": layers}
     (bad / "result.json").write_text(json.dumps(result))
     made = report.make_report(tmp_path, hparams=False)
     assert made["runs"] == 1
-    assert any(f"skipped malformed {bad / 'result.json'}: {message}" in note
-               for note in made["notes"]), made["notes"]
+    assert any(re.search(f"skipped malformed {re.escape(str(bad / 'result.json'))}: {message}",
+                         note) for note in made["notes"]), made["notes"]
+
+
+def test_what_n_counts_comes_from_the_records(tmp_path):
+    """A network the model registry does not know is reported from what its result.json files
+    record: its cut points (`layers`) and whether they are the paper's layers."""
+    layers = [{"name": name} for name in ("stage1", "stage2", "stage3", "head")]
+    for source, n in (("none", 0), ("A", 1), ("A", 3)):
+        run_dir = write_run(tmp_path, source=source, target="B", n=n, top1_final=0.9)
+        result = json.loads((run_dir / "result.json").read_text())
+        result.update(model="unregistered", layers=layers, paper_layers=False)
+        (run_dir / "result.json").write_text(json.dumps(result))
+    arch = report.runs.architecture(report.load_runs(tmp_path)[0])
+    assert (arch.name, arch.cut_names, arch.max_n, arch.paper_layers) == (
+        "unregistered", ("stage1", "stage2", "stage3"), 3, False)
+
+
+@pytest.mark.parametrize("cut_names, paper_layers", [
+    (("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7"), True),
+    (("stem", "block1", "block2"), False),
+])
+def test_records_written_before_paper_layers_read_it_from_their_cut_points(
+        tmp_path, cut_names, paper_layers):
+    run_dir = write_run(tmp_path, source="none", target="B", n=0, top1_final=0.9)
+    result = json.loads((run_dir / "result.json").read_text())
+    del result["paper_layers"]
+    result["layers"] = [{"name": name} for name in (*cut_names, "fc8")]
+    (run_dir / "result.json").write_text(json.dumps(result))
+    arch = report.runs.architecture(report.load_runs(tmp_path)[0])
+    assert arch.cut_names == cut_names and arch.paper_layers is paper_layers
 
 
 @pytest.mark.parametrize("model, label", [("resnet50", "cut point n"), ("small", "layer n")])

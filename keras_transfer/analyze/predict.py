@@ -107,6 +107,7 @@ def predict(path, *, data_dir=None, metric=metrics.HEADLINE, batch_size=DEFAULT_
         depth = stats.spearman([pooled["n"][i] for i in usable], drops)
     return {
         "model": architecture.name,
+        "paper_layers": architecture.paper_layers,  # what n counts, for the report
         "metric": metric,
         "relative_drop": "(top-1 of base - top-1 of the frozen transfer net AnB) / top-1 of base, "
                          "per target half; pooled: mean over halves and seeds",

@@ -11,6 +11,7 @@ import math
 import os
 import sys
 
+from keras_transfer import config as config_lib
 from keras_transfer import models, naming
 from keras_transfer.grid.cost import dry_run
 from keras_transfer.grid.errors import GridError
@@ -30,10 +31,10 @@ def _int_list(text: str) -> list[int]:
 
 def _seed_list(text: str) -> list[int]:
     seeds = _int_list(text)
-    bad = [s for s in seeds if not 0 <= s < 2**31]
+    allowed, rule = config_lib.SEED_RANGE  # main's --seed
+    bad = [s for s in seeds if not allowed(s)]
     if bad:
-        raise argparse.ArgumentTypeError(f"seeds are integers from 0 to 2**31 - 1, not "
-                                         f"{','.join(map(str, bad))}")
+        raise argparse.ArgumentTypeError(f"{rule}, not {','.join(map(str, bad))}")
     return seeds
 
 
@@ -213,10 +214,13 @@ def main(argv=None, out=sys.stdout) -> int:
     if not (math.isfinite(args.images_per_sec) and args.images_per_sec > 0):
         raise GridError(f"--images_per_sec must be a positive number, not {args.images_per_sec}")
     preset = resolve_preset(args.flagfile, extra)
-    max_n = models.get(preset.model).max_n
+    arch = models.get(preset.model)
+    max_n = arch.max_n
     if args.layers is None:
         args.layers = list(range(1, max_n + 1))
-    bad_layers = [n for n in args.layers if not 1 <= n <= max_n]
+    # A value of --layers is the n of the nets that copy cut points (AnB, BnB, ...).
+    bad_layers = [n for n in args.layers if naming.net_problem(
+        "A", n, False, model=arch.name, cut_names=arch.cut_names)]
     if bad_layers or not args.layers:
         raise GridError(f"--layers must be values of n in 1..{max_n} (the cut points of "
                         f"--model={preset.model}), not {bad_layers or 'empty'}")

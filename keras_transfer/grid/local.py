@@ -19,11 +19,9 @@ import subprocess
 import sys
 import time
 
+from keras_transfer import exit_status
 from keras_transfer.grid.plan import Plan
 
-# main's exit status after SIGTERM with a backup saved (keras_transfer.backup.EXIT_PREEMPTED,
-# not imported: it would bring TensorFlow into the launcher).
-EXIT_PREEMPTED = 128 + signal.SIGTERM
 from keras_transfer.locking import RunLock
 
 
@@ -98,7 +96,7 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
                     if plan.is_done(net):
                         done.add(net.key)
                         say(f"finished {net.label} in {secs:.0f}s")
-                    elif code == EXIT_PREEMPTED:
+                    elif code == exit_status.PREEMPTED:
                         preempted[net.key] = r.log_path
                         say(f"preempted {net.label}: stopped by SIGTERM with a backup saved; "
                             "the next launch resumes it")
@@ -161,7 +159,7 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
         print(f"[grid]   failed {key[0]}/seed{key[1]}/{key[2]}: {why}", file=out)
     if failed:
         return 1
-    return EXIT_PREEMPTED if resumable else 0
+    return exit_status.PREEMPTED if resumable else 0
 
 
 def _claim_pack(plan: Plan, ready):

@@ -15,9 +15,10 @@ solver's (solver.CaffeSGD), as in Caffe.
 """
 import dataclasses
 
+from keras_transfer import naming
 from keras_transfer.models.architecture import Architecture, CutPoint, LayerSeeds
 
-LAYER_NAMES = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+LAYER_NAMES = (*naming.PAPER_LAYERS, "fc8")
 
 # Caffe's LRN in CaffeNet (norm1, norm2).
 LRN_SIZE, LRN_ALPHA, LRN_BETA = 5, 1e-4, 0.75

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from keras_transfer import metrics, models
+from keras_transfer import metrics
 from keras_transfer.metrics import TOP1
 from keras_transfer.report.findings import PAPER_METRIC, REFERENCES
 from keras_transfer.report.make import make_paper_report, make_report
@@ -28,9 +28,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", choices=sorted(REFERENCES), default=None,
                    help="overlay a published result on figure 2 (with --paper: yosinski2014)")
     p.add_argument("--dataset", default=None, help="which dataset, when WORKDIR holds several")
-    p.add_argument("--model", choices=models.NAMES, default=None,
-                   help="which network, when WORKDIR holds runs of several (n counts each "
-                        "network's own cut points, so one report is on one network)")
+    p.add_argument("--model", default=None,
+                   help="which network (main's --model), when WORKDIR holds runs of several (n "
+                        "counts each network's own cut points, so one report is on one network)")
     p.add_argument("--metric", choices=list(TOP1), default=None,
                    help="top-1 used by the findings, figures and decomposition: top1_final (the "
                         f"default; with --paper {PAPER_METRIC}, the paper's), top1_best_fraction "

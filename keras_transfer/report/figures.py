@@ -31,7 +31,7 @@ def n_axis(ax, arch, first: int, label: str) -> None:
     ns = range(first, arch.max_n + 1)
     ax.set_xticks(list(ns))
     ax.set_xticklabels([f"{n}\n{arch.cut_names[n - 1]}" if n else "0\nbase" for n in ns])
-    ax.set_xlabel(f"{n_counts(arch)} n{label}")
+    ax.set_xlabel(f"{n_counts(arch.paper_layers)} n{label}")
 
 
 def missing_conditions(df: pd.DataFrame, series: str, conditions) -> list[str]:

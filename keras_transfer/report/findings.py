@@ -214,7 +214,7 @@ def _paper_specificity_slope() -> float:
 
 
 def findings_of(arch) -> tuple:
-    """The paper's four findings over the cut points of `arch` (a models.Architecture)."""
+    """The paper's four findings over the cut points of `arch` (a runs.Network)."""
     k, middle = arch.max_n, middle_n(arch.max_n)
     co_adaptation = Difference(f"baseB − BnB, {_ranges(middle)}", "", "base", "selffer", middle)
     recovery = Difference(f"BnB+ − BnB, {_ranges(middle)}", "", "selffer+", "selffer", middle)
@@ -230,7 +230,7 @@ def findings_of(arch) -> tuple:
                 recovery.measure, recovery.figure2),
         Finding(3, "Specificity grows with n: the gap between selffer and transfer nets "
                    "(BnB − AnB) widens toward the top layers.",
-                f"slope of BnB − AnB over {_ranges(all_n(k))}, per {n_counts(arch)}",
+                f"slope of BnB − AnB over {_ranges(all_n(k))}, per {n_counts(arch.paper_layers)}",
                 _specificity_slope(all_n(k)), _paper_specificity_slope),
         Finding(4, "Transfer plus fine-tuning (AnB+) beats training on the target alone, beyond "
                    "the extra training: AnB+ is above the fine-tuned selffer BnB+.",

@@ -17,8 +17,8 @@ from keras_transfer.report import convergence, paper_nets
 from keras_transfer.report.figures import figure2, figure3, reduced_figure
 from keras_transfer.report.findings import PAPER_METRIC, REFERENCES
 from keras_transfer.report.hparams import write_hparams
-from keras_transfer.report.runs import (ReportError, architecture, drop_unpaired_bases,
-                                        load_diverged, load_runs)
+from keras_transfer.report.runs import (NETWORK_COLUMNS, ReportError, architecture,
+                                        drop_unpaired_bases, load_diverged, load_runs)
 from keras_transfer.report.summary import prediction_section, summary_markdown
 from keras_transfer.report.tables import decomposition_notes, findings_table, summarize
 
@@ -71,7 +71,7 @@ def _write_report(df: pd.DataFrame, notes: list[str], out: Path, *, title, metri
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".staging-"))
     written = {}
     try:
-        all_runs.to_csv(staging / "results.csv", index=False)
+        all_runs.drop(columns=NETWORK_COLUMNS).to_csv(staging / "results.csv", index=False)
         pairs = convergence.control_pairs(all_runs, metric)
         if not pairs.empty:
             pairs.insert(0, "metric", metric)

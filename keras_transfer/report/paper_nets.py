@@ -28,7 +28,6 @@ COLUMNS = ["run", "condition", "dataset", "split", "split_dir", "seed", "example
            "source", "target", "n", "finetune", "model", "top1_final", "top1_best_fraction",
            "top1_best10_mean", "evaluations", "steps", "converged", "last_top1", "paper_dir",
            "paper_logs"]
-LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")  # n counts these
 
 # Their directory names: half0A (baseA of split 0), transfer0A0B_1_3 (A3B: copies 3 layers of
 # half0A, trains on 0B), transfer-ft... (fine-tuned), natman halves, netbase (the whole dataset),
@@ -107,11 +106,12 @@ def _layers(prototxt: str) -> list[tuple[str, float]]:
 def _n_and_finetune(prototxt: str, has_base: bool) -> tuple[int, bool]:
     """n and fine-tuning as the training prototxt sets them: the first n layers are copied
     (named as in the base net) or frozen (blobs_lr 0); fine-tuned when copied ones learn."""
-    layers = [(name, lr) for name, lr in _layers(prototxt) if name.split("-")[0] in LAYERS]
+    layers = [(name, lr) for name, lr in _layers(prototxt)
+              if name.split("-")[0] in naming.PAPER_LAYERS]
     kept = [(name, lr) for name, lr in layers
             if (has_base and not name.endswith("-new")) or lr == 0]
     n = len(kept)
-    if [name.split("-")[0] for name, _ in kept] != list(LAYERS[:n]):
+    if [name.split("-")[0] for name, _ in kept] != list(naming.PAPER_LAYERS[:n]):
         raise ValueError("copied/frozen layers are not the first n")
     return n, any(lr > 0 for _, lr in kept)
 
@@ -219,6 +219,7 @@ def load(path=CSV, series: str | None = None) -> pd.DataFrame:
                                            "False": False})
     df["series"] = [series_of(s, e) for s, e in zip(df["split"], df["examples_per_class"])]
     df["run_dir"] = df["paper_dir"]
+    df["cut_points"], df["paper_layers"] = ",".join(naming.PAPER_LAYERS), True  # CaffeNet's
     if series is not None:
         df = df[df["series"] == series]
     order = ["series", "split_dir", "seed", "condition", "n", "run"]

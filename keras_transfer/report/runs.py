@@ -2,10 +2,12 @@
 experiment series it belongs to, and whether it converged.
 
 The report reads only these files, so runs from any launcher or machine can be reported on;
-the top-1 metrics are recomputed from each run's history with the code that wrote them.
+the top-1 metrics are recomputed from each run's history with the code that wrote them. What n
+counts (the network's cut points) comes from the records too, not from the model registry.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -13,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_prep.splits import WHOLE
-from keras_transfer import metrics, models, naming
+from keras_transfer import metrics, naming
 from keras_transfer.metrics import TOP1
 from keras_transfer.run_records import DIVERGED
 
@@ -22,6 +24,9 @@ RESULT_COLUMNS = ["run", "condition", "dataset", "split", "split_dir", "seed", "
                   "source", "target", "n", "finetune", "model", "top1_final", "top1_best_fraction",
                   "top1_best10_mean", "evaluations", "top5_final", "loss_final", "steps",
                   "images_per_sec", "wall_time_sec"]
+# The columns of the runs table that describe the network (`Network`), not a net: left out of
+# results.csv, which lists the nets.
+NETWORK_COLUMNS = ["cut_points", "paper_layers"]
 # A net has converged when its last CONVERGED_EVALUATIONS evaluations are within this top-1 span.
 CONVERGED_EVALUATIONS, CONVERGED_SPAN = metrics.CONVERGED_EVALUATIONS, 0.005
 
@@ -66,6 +71,34 @@ def records(workdir: Path, name: str) -> list[Path]:
                   if not any(part.startswith(".") for part in path.relative_to(workdir).parts))
 
 
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """The network the report's runs trained, as their result.json records it: what n counts."""
+    name: str  # main's --model
+    cut_names: tuple  # the cut points, bottom to top: n copies the first n
+    paper_layers: bool  # whether n means the paper's layer n, so the paper's values compare
+
+    @property
+    def max_n(self) -> int:
+        return len(self.cut_names)
+
+
+def cut_names_of(result: dict) -> tuple | None:
+    """The cut points a result.json records: its `layers` (one per cut point, then the head)
+    without the head; None if they are not recorded."""
+    layers = result.get("layers")
+    if not isinstance(layers, list) or not all(
+            isinstance(row, dict) and isinstance(row.get("name"), str) for row in layers):
+        return None
+    return tuple(row["name"] for row in layers[:-1]) or None
+
+
+def paper_layers_of(result: dict, cut_names: tuple) -> bool:
+    """Whether a run's n are the paper's layers; records written before they said so are, when
+    their cut points are the paper's conv1..fc7 (as for caffenet and small)."""
+    return bool(result.get("paper_layers", cut_names == naming.PAPER_LAYERS))
+
+
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -84,16 +117,17 @@ def malformed(result) -> str | None:
     model = result.get("model")
     if not isinstance(model, str):
         return f"model is {model!r}, not a network's name"
-    try:
-        max_n = models.get(model).max_n
-    except ValueError as e:
-        return str(e)
+    cut_names = cut_names_of(result)
+    if cut_names is None:
+        return "its layers do not name the cut points of its network"
     for key in ("n", "seed"):
         value = result.get(key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             return f"{key} is {value!r}"
-    if result["n"] > max_n:
-        return f"n is {result['n']}, beyond the {max_n} cut points of {model}"
+    problem = naming.net_problem(result.get("source"), result["n"], result.get("finetune"),
+                                 model=model, cut_names=cut_names)
+    if problem:
+        return problem
     for key in ("dataset", "split", "split_dir", "target"):
         if not isinstance(result.get(key), str):
             return f"{key} is {result.get(key)!r}, not text"
@@ -159,6 +193,9 @@ def load_runs(workdir, dataset: str | None = None,
             notes.append(f"skipped malformed {path}: {problem}")
             continue
         row = {k: result.get(k) for k in RESULT_COLUMNS}
+        cut_names = cut_names_of(result)
+        row.update(cut_points=",".join(cut_names),
+                   paper_layers=paper_layers_of(result, cut_names))
         history = result.get("history") or []
         if history:
             row.update(metrics.top1_metrics(history))
@@ -217,18 +254,25 @@ def _runs_of_one(df: pd.DataFrame, column: str, chosen: str | None, workdir: Pat
     return df
 
 
-def architecture(df: pd.DataFrame) -> models.Architecture:
-    """The network of the report's runs (load_runs keeps one): what n counts."""
+def architecture(df: pd.DataFrame) -> Network:
+    """The network of the report's runs (load_runs keeps one): what n counts, as their records
+    say."""
     names = sorted(df["model"].unique())
     if len(names) != 1:
         raise ReportError(f"a report is on the runs of one model, not of {len(names)} "
                           f"({', '.join(names)}); choose one with --model=NAME")
-    return models.get(names[0])
+    described = sorted(set(zip(df["cut_points"], df["paper_layers"])))
+    if len(described) != 1:
+        raise ReportError(f"the runs of {names[0]} record different cut points "
+                          f"({'; '.join(cuts for cuts, _ in described)}): their n do not "
+                          "compare; report on the runs of one version of the network")
+    cut_points, paper_layers = described[0]
+    return Network(names[0], tuple(cut_points.split(",")), bool(paper_layers))
 
 
-def n_counts(arch: models.Architecture) -> str:
+def n_counts(paper_layers: bool) -> str:
     """What n counts, in the report's words: the paper's layers, or the network's cut points."""
-    return "layer" if arch.paper_layers else "cut point"
+    return "layer" if paper_layers else "cut point"
 
 
 def drop_unpaired_bases(df: pd.DataFrame, notes: list[str]) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from keras_transfer import metrics, models, naming
+from keras_transfer import metrics, naming
 from keras_transfer.metrics import TOP1
 from keras_transfer.report import convergence, findings, paper_nets, stats
 from keras_transfer.report.runs import (CONVERGED_EVALUATIONS, CONVERGED_SPAN, architecture,
@@ -285,10 +285,11 @@ def prediction_section(path: Path) -> str:
     except (OSError, ValueError, KeyError, TypeError):
         return "\n".join(lines + ["Not computed yet: run `python -m keras_transfer.analyze predict "
                                   "WORKDIR`, then this report again.", ""])
-    try:  # predictions written before they named their model are of the paper's layers
-        unit = n_counts(models.get(prediction.get("model", "small")))
-    except ValueError:
-        unit = "cut point"
+    # Predictions written before they said so: of the paper's layers if they name no model
+    # (n counted nothing else then) or name the paper's conv1..fc7 as their cut points.
+    paper_layers = prediction.get("paper_layers", "model" not in prediction or tuple(
+        prediction.get("pooled", {}).get("layers") or ()) == naming.PAPER_LAYERS)
+    unit = n_counts(paper_layers)
     lines += [f"Spearman rank correlation with the measured relative drop of AnB "
               f"({prediction.get('metric', 'top1')}) over {spearman['points']} {unit}s:", "",
               "| predictor | Spearman rho (p) |", "|---|---|",

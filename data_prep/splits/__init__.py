@@ -284,34 +284,3 @@ def manifest_record(spec, examples_per_class=None):
     if parsed.file is not None:
         record["file"] = parsed.file
     return record
-
-
-def main(argv):
-    """Prints {"A": [...], "B": [...]} for --num_classes and --split (and --dataset)."""
-    from data_prep.cli_flags import FLAGS
-    if len(argv) > 1:
-        raise DataPrepError(f"unexpected arguments {argv[1:]}; use --num_classes and --split")
-    num_classes = FLAGS.num_classes
-    if num_classes is None and FLAGS.dataset in DISSIMILAR:
-        num_classes = len(DISSIMILAR[FLAGS.dataset][0])
-    if num_classes is None:
-        raise DataPrepError("pass --num_classes=K (the number of classes of the dataset)")
-    halves = resolve(FLAGS.split, num_classes, dataset=FLAGS.dataset)
-    print(json.dumps({"A": list(halves.A), "B": list(halves.B)}))
-
-
-if __name__ == "__main__":
-    import sys
-
-    from absl import app
-
-    import data_prep.cli_flags  # noqa: F401  (defines the flags before parsing)
-
-    def _main(argv):
-        try:
-            main(argv)
-        except DataPrepError as e:
-            print(f"data_prep.splits: error: {e}", file=sys.stderr)
-            sys.exit(1)
-
-    app.run(_main)
