@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Launches the Yosinski et al. 2014 grid of nets (locally or on SLURM), or the one-command demo.
-# The logic lives in keras_transfer/grid/; this wrapper picks the Python and runs the demo steps.
+# The logic lives in keras_transfer/grid/ (the demo in grid/demo.py); this wrapper picks the Python
+# and sets up .venv for the demo.
 set -euo pipefail
 # The grid runs in the caller's directory (relative --workdir and --flagfile are the caller's);
 # the demo runs in the repository, where bootstrap.sh, flags/, data/ and runs/ are.
@@ -24,7 +25,7 @@ Usage:
       batch normalisation and residual blocks, n = 1..5 cut points) into runs_NAME/, with its
       report in runs_NAME/report/. --workdir=DIR trains, analyses and reports in DIR;
       --dry_run prints the nets' commands and compute and prepares nothing. The steps are
-      keras_transfer/demo.py.
+      keras_transfer/grid/demo.py.
 
   ./launch.sh [--backend=local|slurm] [--jobs=N] [--splits=0,1] [--seeds=0] [--dry_run]
               [--flagfile=F] [--experiments=transfer,random,dissimilar,reduced] ... [-- flags for main]
@@ -43,15 +44,15 @@ else
 fi
 
 demo() {
-  # The demo's logic is keras_transfer/demo.py; here only what needs no Python: set-up. Its
+  # The demo's logic is keras_transfer/grid/demo.py; here only what needs no Python: set-up. Its
   # options are checked first whenever a Python with the package is at hand (a typo stops the
   # demo before set-up); on a fresh machine the same check runs right after set-up.
   cd "$repo"
   if "$python" -c "import absl, keras_transfer" 2>/dev/null; then
-    "$python" -m keras_transfer.demo --check_args "$@"
+    "$python" -m keras_transfer.grid.demo --check_args "$@"
   fi
   ./bootstrap.sh
-  exec .venv/bin/python -m keras_transfer.demo "$@"
+  exec .venv/bin/python -m keras_transfer.grid.demo "$@"
 }
 
 case "${1:-}" in

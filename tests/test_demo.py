@@ -1,4 +1,4 @@
-"""The demo's own logic (keras_transfer/demo.py): which grid it runs, and that its options are
+"""The demo's own logic (keras_transfer/grid/demo.py): which grid it runs, and that its options are
 honoured, not only passed on. The whole demo end to end is the README's demo command."""
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from keras_transfer import demo
+from keras_transfer.grid import demo
 from keras_transfer.grid.errors import GridError
 
 
@@ -40,7 +40,7 @@ def test_splits_that_are_not_random_split_numbers_are_refused():
 
 def test_a_dry_run_plans_the_callers_workdir_and_seeds_and_prepares_nothing(tmp_path):
     workdir = tmp_path / "elsewhere"
-    done = subprocess.run([sys.executable, "-m", "keras_transfer.demo", "--dry_run",
+    done = subprocess.run([sys.executable, "-m", "keras_transfer.grid.demo", "--dry_run",
                            f"--workdir={workdir}", "--splits=1", "--seeds=3"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))

@@ -19,7 +19,7 @@ CONVERGED_GAIN = 0.01
 WHY = ("the paper's effects are 1-2 points of top-1 (its finding 4 is +1.6, finding 1 +1.8), so "
        "a base net still a point short of its own longer training would move every comparison "
        "against it by as much as an effect")
-SERIES = "convergence"  # runs.series_of's name for the longer nets
+SERIES = "convergence"  # the series of the longer nets (runs.series_of)
 _KEY = ["split_dir", "seed", "target"]
 
 

@@ -17,6 +17,7 @@ import pandas as pd
 from data_prep.splits import WHOLE
 from keras_transfer import metrics, naming
 from keras_transfer.metrics import TOP1
+from keras_transfer.report import convergence
 from keras_transfer.run_records import DIVERGED
 
 DISSIMILAR_SPLITS = ("dissimilar", "natman")
@@ -46,7 +47,7 @@ def series_of(split: str, examples_per_class, stretch: int = 1) -> str:
     paper's random-features control and its base), or convergence (a base net trained again
     on a longer schedule, `baseB-x2`: report.convergence)."""
     if stretch > 1:
-        return "convergence"
+        return convergence.SERIES
     if examples_per_class and not pd.isna(examples_per_class):
         return "reduced"
     if str(split) in DISSIMILAR_SPLITS:

@@ -1,7 +1,7 @@
 """The one-command demo: the paper's experiment on Fashion-MNIST, from data to findings.
 
 `./launch.sh demo [grid options] [-- flags for main]` sets up .venv and runs
-`python -m keras_transfer.demo` with the same arguments, in the repository (where flags/,
+`python -m keras_transfer.grid.demo` with the same arguments, in the repository (where flags/,
 data/ and runs/ are). In order: every option is checked (a typo stops the demo before any
 data is prepared), the random splits' halves are prepared where missing, the grid trains its
 nets, the two base nets are compared layer by layer with CKA, the report is written and its
@@ -29,7 +29,7 @@ from keras_transfer.grid.plan import resolve_preset
 
 # The demo runs in the repository: its preset, data/ and runs/ are there (relative --workdir
 # and data paths are the repository's, as before the demo moved out of launch.sh).
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FLAGFILE = "flags/fashion_mnist.flags"
 DEFAULT_SPLITS = "0,1,2,3"  # the paper's count of splits, and enough for intervals that decide
 DEFAULT_RUNS = "runs"
