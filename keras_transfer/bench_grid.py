@@ -104,11 +104,12 @@ def computed_flop(results: list[dict], data_dir: str, batch_size: int) -> dict:
     lowest trainable block), per evaluated image the forward pass; frozen blocks that packmates
     share (steps.PackSteps) counted once per pack, as they are computed."""
     from data_prep import layout
+    from data_prep.manifest import load_manifest
     from keras_transfer import data, models, transfer
     totals, built, shared = {"train": 0.0, "evaluate": 0.0}, {}, set()
     for result in results:
-        manifest = json.loads(layout.manifest_path(data_dir, result["dataset"], result["split_dir"],
-                                                   result["target"]).read_text())
+        manifest = load_manifest(layout.half_dir(data_dir, result["dataset"], result["split_dir"],
+                                                 result["target"]))
         height, width, channels = manifest["image_shape"]
         crop = data.default_crop(result["model"], min(height, width))
         key = (result["model"], result["num_outputs"], crop, channels)

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import layout
 from data_prep.atomic import write_bytes_atomic, write_json_atomic
-from data_prep.manifest import sha256_file
+from data_prep.manifest import load_manifest, sha256_file
 from keras_transfer import data, metrics, models, naming
 from keras_transfer.report import stats
 from keras_transfer.outputs import fmt, png_bytes, pyplot
@@ -196,7 +195,7 @@ def _inputs_key(net_a: TrainedNet, net_b: TrainedNet, half_dir, batch_size, max_
                 architecture: models.Architecture) -> str:
     """What a similarity.json depends on: both weight files, the data, the batching, the cut
     points compared."""
-    manifest = json.loads((Path(half_dir) / layout.MANIFEST).read_text())
+    manifest = load_manifest(half_dir)
     shards = [s.get("sha256") for s in manifest["shards"]["validation"]]
     parts = [sha256_file(net_a.weights), sha256_file(net_b.weights), json.dumps(shards),
              str(batch_size), str(max_examples), ",".join(architecture.cut_names)]
