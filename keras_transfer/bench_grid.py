@@ -81,7 +81,8 @@ def _quiet_env() -> dict:
 
 
 def finished_runs(workdir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(workdir.rglob("result.json"))]
+    from keras_transfer.run_records import RunDir
+    return [run.load_result() for run in RunDir.find(workdir)]
 
 
 def time_spent(results: list[dict]) -> dict:
