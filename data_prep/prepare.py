@@ -75,7 +75,7 @@ def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
                                progress)
         for h in names:
             _finish_half(tmp[h], header[h], totals[h], target)
-        _publish(tmp, half_dirs, parent)
+        _publish(tmp, half_dirs)
         published = True
     finally:
         for d in tmp.values():
@@ -342,24 +342,20 @@ def _finish_half(directory, header, result, target):
     atomic.write_json_atomic(directory / manifest.MANIFEST, body)
 
 
-def _publish(tmp, half_dirs, parent):
+def _publish(tmp, half_dirs):
     """Moves complete halves into place, replacing older output."""
     for h in tmp:
-        final = half_dirs[h]
-        old = None
-        if final.exists():
-            old = parent / f".{h}.old-{os.getpid()}"
-            os.rename(final, old)
-        os.rename(tmp[h], final)
-        if old is not None:
-            shutil.rmtree(old)
+        atomic.replace_dir(tmp[h], half_dirs[h])
 
 
 def _remove_stale(parent):
-    """Removes temp directories left by interrupted runs whose process is gone."""
+    """Removes temp directories left by interrupted runs whose process is gone: halves being
+    written (.A.partial-<pid>) and replaced ones (atomic.replace_dir's .old-A-<pid>; .A.old-<pid>
+    from versions before it)."""
     for d in parent.glob(".*-*"):
         name, _, pid = d.name.rpartition("-")
-        if not (name.endswith(".partial") or name.endswith(".old")) or not pid.isdigit():
+        leftover = name.endswith((".partial", ".old")) or name.startswith(".old-")
+        if not leftover or not pid.isdigit():
             continue
         try:
             os.kill(int(pid), 0)

@@ -83,7 +83,8 @@ def _quiet_env() -> dict:
 
 
 def finished_runs(workdir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(workdir.rglob("result.json"))]
+    from keras_transfer.run_records import RunDir
+    return [run.load_result() for run in RunDir.find(workdir)]
 
 
 def time_spent(results: list[dict]) -> dict:
@@ -106,11 +107,12 @@ def computed_flop(results: list[dict], data_dir: str, batch_size: int) -> dict:
     lowest trainable block), per evaluated image the forward pass; frozen blocks that packmates
     share (steps.PackSteps) counted once per pack, as they are computed."""
     from data_prep import layout
+    from data_prep.manifest import load_manifest
     from keras_transfer import data, models, transfer
     totals, built, shared = {"train": 0.0, "evaluate": 0.0}, {}, set()
     for result in results:
-        manifest = json.loads(layout.manifest_path(data_dir, result["dataset"], result["split_dir"],
-                                                   result["target"]).read_text())
+        manifest = load_manifest(layout.half_dir(data_dir, result["dataset"], result["split_dir"],
+                                                 result["target"]))
         height, width, channels = manifest["image_shape"]
         crop = data.default_crop(result["model"], min(height, width))
         key = (result["model"], result["num_outputs"], crop, channels)

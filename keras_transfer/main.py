@@ -120,13 +120,13 @@ def lost_worker_errors() -> tuple:
 
 def lost_worker_message(error, configs) -> str:
     """Names the lost worker's error and how to resume: every worker again, same command."""
-    from keras_transfer import run_records
+    from keras_transfer.run_records import RunDir
 
     text = getattr(error, "message", "") or str(error)
     grpc = re.search(r'grpc_message:"([^"]+)"', text)
     lines = [line for line in text.splitlines() if line.strip()]
     first_line = grpc.group(1) if grpc else (lines[-1] if lines else "no message")
-    steps = [run_records.backup_step(c.run_dir) for c in configs]
+    steps = [RunDir(c.run_dir).backup_step() for c in configs]
     resume = ("from its last backup (step " + ", ".join(str(s) for s in steps) + ")"
               if all(steps) else "from scratch (no backup yet)")
     return (f"a worker of this multi-worker run died or cannot be reached "

@@ -1,29 +1,52 @@
-"""What a run directory holds, read without TensorFlow: its records (config.json, result.json,
-diverged.json), whether it has a backup, and whether a finished run still answers for a config.
+"""A run directory and everything in it: its files' names, its records (config.json,
+result.json, diverged.json), its lock, its state (done, diverged, stale, resumable), the set-aside
+of an earlier run for --overwrite and the final write. Nothing else opens a run's files by name
+(tests/test_run_records.py checks it), so train, the grid, the report and the analysis agree on
+what a run directory holds and when a net is done.
 
-main decides with these whether to skip, resume, refuse or retrain a net, and the grid whether a
-finished net of its plan is stale, so the two agree.
+Reading needs no TensorFlow: the report and the grid import this module cheaply.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time
 from pathlib import Path
 
+from data_prep.atomic import write_json_atomic
 from keras_transfer import config as config_lib
 from keras_transfer import naming
 from keras_transfer.config import Config
+from keras_transfer.locking import RunLock
 
-DIVERGED = "diverged.json"  # written instead of result.json when a net's loss becomes NaN or inf
-REPLACED_PREFIX = ".replaced-"  # --overwrite sets an earlier run aside in <run>/.replaced-<time>/
+
+class RecordError(ValueError):
+    """A run's record cannot be used: `kind` is "unreadable" (missing, not JSON) or "malformed"
+    (JSON, but not an object); the message is the problem alone, for callers to place."""
+
+    def __init__(self, path: Path, kind: str, problem: str):
+        super().__init__(problem)
+        self.path, self.kind = path, kind
+
+
+def load_record(path: Path) -> dict:
+    """A JSON object an earlier run wrote, or RecordError saying why it cannot be used."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RecordError(Path(path), "unreadable", str(e)) from e
+    if not isinstance(record, dict):
+        raise RecordError(Path(path), "malformed", "not a JSON object")
+    return record
 
 
 def read_record(path: Path) -> dict | None:
     """A JSON object an earlier run wrote, or None if it is missing or unreadable."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return load_record(path)
+    except RecordError:
         return None
-    return record if isinstance(record, dict) else None
 
 
 def settings_changed(config: Config, recorded: dict) -> list[str]:
@@ -41,41 +64,229 @@ def settings_changed(config: Config, recorded: dict) -> list[str]:
     return changed
 
 
-def why_stale(config: Config, target_manifest: dict | None) -> list[str]:
-    """Why a finished run no longer answers for `config`: it was trained with other settings,
-    on other classes than `target_manifest` lists (None: not checked), or from a base net that
-    has been retrained since. Empty if it still does, or if its records cannot tell."""
-    run_dir = config.run_dir
-    result = read_record(run_dir / "result.json")
-    if result is None:
-        return ["its result.json is unreadable"]
-    reasons = []
-    recorded = read_record(run_dir / "config.json")
-    if recorded is None and (run_dir / "config.json").exists():
-        reasons.append("its config.json is unreadable")
-    elif recorded is not None and (changed := settings_changed(config, recorded)):
-        reasons.append(f"it was trained with {', '.join(changed)}")
-    if target_manifest is not None:
-        classes = [c["original_index"] for c in target_manifest["classes"]]
-        trained_on = (result.get("data") or {}).get("classes", classes)
-        if trained_on != classes:
-            reasons.append(f"half {config.target} has been prepared again with other classes "
-                           f"({trained_on} then, {classes} now)")
-    if config.source in naming.HALVES:
-        base = read_record(config.base_run_dir(config.source) / "result.json") or {}
-        base_end = {row.get("name"): row.get("sha256_end") for row in base.get("layers", [])}
-        copied = [row for row in result.get("layers", [])
-                  if row.get("origin") == f"base{config.source}"]
-        if any(base_end.get(row.get("name")) != row.get("sha256_start") for row in copied):
-            reasons.append(f"base{config.source} has been retrained since it copied its layers")
-    return reasons
+class RunDir:
+    """One net's run directory (or a non-chief worker's scratch copy of one).
 
+    config.json is written when a run starts, model.weights.h5 and then result.json when it
+    ends: a run is done when result.json exists, and a diverged run leaves diverged.json
+    instead. backup/ holds the checkpoints a killed run resumes from, history.json its
+    evaluations so far, tb/ its TensorBoard events.
+    """
+    CONFIG = "config.json"
+    RESULT = "result.json"
+    WEIGHTS = "model.weights.h5"  # Keras 3 needs the .weights.h5 ending
+    DIVERGED = "diverged.json"  # instead of result.json when a net's loss becomes NaN or inf
+    HISTORY = "history.json"
+    BACKUP = "backup"
+    START_DIGESTS = "layers_start.json"  # in backup/: the layers' hashes when training began
+    SUMMARIES = "tb"
+    LOCK = ".lock"
+    REPLACED_PREFIX = ".replaced-"  # --overwrite sets an earlier run aside in .replaced-<time>/
+    FINISHED = (CONFIG, RESULT, WEIGHTS)  # what a finished run can be reopened from
 
-def has_backup(out_dir: Path) -> bool:
-    return any((out_dir / "backup").glob("ckpt-*.index"))
+    def __init__(self, path):
+        self.path = Path(path)
 
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
 
-def backup_step(out_dir: Path) -> int:
-    """The step of the newest backup in a run directory (0: none)."""
-    return max((int(p.stem.split("-")[1]) for p in (out_dir / "backup").glob("ckpt-*.index")),
-               default=0)
+    @classmethod
+    def find(cls, workdir, record: str = RESULT) -> list[RunDir]:
+        """The run directories under `workdir` holding `record` (RESULT: the finished ones),
+        sorted, leaving out hidden folders (runs set aside by --overwrite, staging folders)."""
+        workdir = Path(workdir)
+        return [cls(path.parent) for path in sorted(workdir.rglob(record))
+                if not any(part.startswith(".") for part in path.relative_to(workdir).parts)]
+
+    # ------------------------------------------------------------ file names
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def result_path(self) -> Path:
+        return self.path / self.RESULT
+
+    @property
+    def weights_path(self) -> Path:
+        return self.path / self.WEIGHTS
+
+    @property
+    def diverged_path(self) -> Path:
+        return self.path / self.DIVERGED
+
+    @property
+    def history_path(self) -> Path:
+        return self.path / self.HISTORY
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.path / self.BACKUP
+
+    @property
+    def start_digests_path(self) -> Path:
+        return self.backup_dir / self.START_DIGESTS
+
+    @property
+    def summaries_dir(self) -> Path:
+        return self.path / self.SUMMARIES
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / self.LOCK
+
+    # ------------------------------------------------------------ records
+
+    def config(self) -> dict | None:
+        """config.json (the flags the run started with), None if missing or unreadable."""
+        return read_record(self.config_path)
+
+    def result(self) -> dict | None:
+        """result.json, None while the run has not finished (or if it is unreadable)."""
+        return read_record(self.result_path)
+
+    def diverged(self) -> dict | None:
+        """diverged.json (where and how the net diverged), None if absent or unreadable."""
+        return read_record(self.diverged_path)
+
+    def load_config(self) -> dict:
+        """config.json, or RecordError saying why it cannot be used."""
+        return load_record(self.config_path)
+
+    def load_result(self) -> dict:
+        """result.json, or RecordError saying why it cannot be used."""
+        return load_record(self.result_path)
+
+    def missing(self, names=FINISHED) -> list[str]:
+        """Which of the files `names` the directory lacks."""
+        return [name for name in names if not (self.path / name).is_file()]
+
+    # ------------------------------------------------------------ state
+
+    def is_done(self) -> bool:
+        """Whether the run has finished: its result.json exists (whether it still answers for a
+        config is why_stale's question)."""
+        return self.result_path.exists()
+
+    def result_mtime(self) -> int | None:
+        """When result.json was written (ns), None if there is none: tells a result from the one
+        that replaces it."""
+        try:
+            return self.result_path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def is_diverged(self) -> bool:
+        """Whether the net diverged: diverged.json exists (readable or not) and it never
+        finished. The same settings would diverge again, so it is retrained only on purpose."""
+        return self.diverged_path.exists() and not self.is_done()
+
+    def has_backup(self) -> bool:
+        return any(self.backup_dir.glob("ckpt-*.index"))
+
+    def backup_step(self) -> int:
+        """The step of the newest backup (0: none)."""
+        return max((int(p.stem.split("-")[1]) for p in self.backup_dir.glob("ckpt-*.index")),
+                   default=0)
+
+    def why_stale(self, config: Config, target_manifest: dict | None) -> list[str]:
+        """Why this finished run no longer answers for `config`: it was trained with other
+        settings, on other classes than `target_manifest` lists (None: not checked), or from a
+        base net that has been retrained since. Empty if it still does, or if its records
+        cannot tell."""
+        result = self.result()
+        if result is None:
+            return [f"its {self.RESULT} is unreadable"]
+        reasons = []
+        recorded = self.config()
+        if recorded is None and self.config_path.exists():
+            reasons.append(f"its {self.CONFIG} is unreadable")
+        elif recorded is not None and (changed := settings_changed(config, recorded)):
+            reasons.append(f"it was trained with {', '.join(changed)}")
+        if target_manifest is not None:
+            classes = [c["original_index"] for c in target_manifest["classes"]]
+            trained_on = (result.get("data") or {}).get("classes", classes)
+            if trained_on != classes:
+                reasons.append(f"half {config.target} has been prepared again with other classes "
+                               f"({trained_on} then, {classes} now)")
+        if config.source in naming.HALVES:
+            base = RunDir(config.base_run_dir(config.source)).result() or {}
+            base_end = {row.get("name"): row.get("sha256_end") for row in base.get("layers", [])}
+            copied = [row for row in result.get("layers", [])
+                      if row.get("origin") == f"base{config.source}"]
+            if any(base_end.get(row.get("name")) != row.get("sha256_start") for row in copied):
+                reasons.append(f"base{config.source} has been retrained since it copied its layers")
+        return reasons
+
+    def resume_problem(self, config: Config) -> str | None:
+        """Why this unfinished run cannot go on as `config` (what to do included), or None: it
+        diverged (the same settings would diverge again), or it has a backup and started with
+        other settings (its backup holds the old model and optimizer) or unknown ones."""
+        if self.diverged_path.exists():
+            record = self.diverged() or {}
+            quantity, value = record.get("quantity", "its loss"), record.get("value", "not finite")
+            return (f"{config.run} diverged by step {record.get('step', '?')} ({quantity} was "
+                    f"{value}; see {self.diverged_path}). The same settings would diverge again: "
+                    "change them (e.g. a lower --lr) and add --overwrite to train it from "
+                    "scratch.")
+        if not self.has_backup():
+            return None
+        recorded = self.config()
+        if recorded is None:
+            return (f"{config.run} has a backup in {self.backup_dir} but its {self.CONFIG} is "
+                    "missing or unreadable, so the settings it started with are unknown. "
+                    "Start it again with --overwrite.")
+        changed = settings_changed(config, recorded)
+        if changed:
+            return (f"{config.run} was started with other settings and resumes from its "
+                    f"backup in {self.backup_dir}: {', '.join(changed)}. Give the settings "
+                    "it started with to resume it, or add --overwrite to start it again.")
+        return None
+
+    # ------------------------------------------------------------ writing
+
+    def lock(self) -> RunLock:
+        """The run's lock (not yet taken: call acquire)."""
+        return RunLock(self.lock_path)
+
+    def write_config(self, record: dict) -> None:
+        write_json_atomic(self.config_path, record)
+
+    def write_diverged(self, record: dict) -> Path:
+        write_json_atomic(self.diverged_path, record)
+        return self.diverged_path
+
+    def read_start_digests(self) -> dict:
+        return json.loads(self.start_digests_path.read_text())
+
+    def write_start_digests(self, digests: dict) -> None:
+        self.backup_dir.mkdir(exist_ok=True)
+        write_json_atomic(self.start_digests_path, digests)
+
+    def set_aside(self) -> Path | None:
+        """--overwrite: moves an earlier run's files into <run>/.replaced-<time>/ (the lock
+        stays), where they are kept until the new run is done and ignored by everything else.
+        Returns that folder, None if there was nothing to set aside."""
+        old = [p for p in self.path.iterdir()
+               if p.name != self.LOCK and not p.name.startswith(self.REPLACED_PREFIX)]
+        if not old:
+            return None
+        stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        aside = self.path / f"{self.REPLACED_PREFIX}{stamp}"
+        aside.mkdir()
+        for path in old:
+            os.replace(path, aside / path.name)
+        return aside
+
+    def finish(self, model, result: dict) -> None:
+        """The final write: the weights, then result.json, which marks the run done; then the
+        backups and any run set aside by --overwrite go."""
+        tmp = self.path / f".tmp-{os.getpid()}-{self.WEIGHTS}"  # keeps the .weights.h5 ending
+        model.save_weights(str(tmp))
+        os.replace(tmp, self.weights_path)
+        write_json_atomic(self.result_path, result)
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
+        # --overwrite: the new run is done, so the one it replaces goes.
+        for aside in self.path.glob(self.REPLACED_PREFIX + "*"):
+            shutil.rmtree(aside, ignore_errors=True)

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -26,14 +24,13 @@ import keras
 import tensorflow as tf
 
 from data_prep.manifest import verify as verify_shards
-from data_prep.atomic import write_json_atomic
-from keras_transfer import (data, metrics, models, naming, progress, run_records, solver,
-                            transfer)
+from keras_transfer import data, metrics, models, naming, progress, solver, transfer
 from keras_transfer import steps as steps_lib
 from keras_transfer.backup import Backup, Preempted, SigtermFlag
 from keras_transfer import config as config_lib
 from keras_transfer.config import Config
 from keras_transfer.locking import RunLock
+from keras_transfer.run_records import RecordError, RunDir, load_record
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +67,7 @@ def base_command(config: Config, half: str) -> str:
     """The command that trains (or, if it is finished, retrains) the base net a transfer run
     needs, with this run's data and solver (quoted in error messages)."""
     base = dataclasses.replace(config, source="none", target=half, n=0, finetune=False)
-    return config_lib.command(base, overwrite=(base.run_dir / "result.json").exists())
+    return config_lib.command(base, overwrite=RunDir(base.run_dir).is_done())
 
 
 def check_base(config: Config, target_manifest: dict, base_manifest: dict) -> Path | None:
@@ -78,14 +75,13 @@ def check_base(config: Config, target_manifest: dict, base_manifest: dict) -> Pa
     was trained on the classes `base_manifest` (its half, as prepared now) lists."""
     if config.source not in naming.HALVES:
         return None
-    base_dir = config.base_run_dir(config.source)
-    weights = base_dir / "model.weights.h5"
-    if not (base_dir / "result.json").exists() or not weights.exists():
+    base = RunDir(config.base_run_dir(config.source))
+    if not base.is_done() or not base.weights_path.exists():
         raise RunError(f"{config.run} copies layers from base{config.source}, which has not been "
-                       f"trained: {base_dir} holds no finished run. Train it first:\n  "
+                       f"trained: {base.path} holds no finished run. Train it first:\n  "
                        + base_command(config, config.source))
-    base_config = _read_base_record(config, base_dir / "config.json")
-    base_data = _read_base_record(config, base_dir / "result.json").get("data", {})
+    base_config = _read_base_record(config, base.config_path)
+    base_data = _read_base_record(config, base.result_path).get("data", {})
     expected = {"dataset": target_manifest["dataset"], "split": target_manifest["split"]["spec"],
                 "model": config.model}
     found = {"dataset": base_data.get("dataset", base_config.get("dataset")),
@@ -98,21 +94,18 @@ def check_base(config: Config, target_manifest: dict, base_manifest: dict) -> Pa
         found["image shape"] = base_data.get("image_shape", expected["image shape"])
     for key in expected:
         if found[key] != expected[key]:
-            raise RunError(f"base{config.source} in {base_dir} was trained with {key} "
+            raise RunError(f"base{config.source} in {base.path} was trained with {key} "
                            f"{found[key]!r}, but this run's data has {expected[key]!r}; its "
                            "layers do not transfer here. Retrain it:\n  "
                            + base_command(config, config.source))
-    return weights
+    return base.weights_path
 
 
 def _read_base_record(config: Config, path: Path) -> dict:
     """A base net's config.json or result.json, or a RunError that says how to retrain it."""
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(record, dict):
-            raise ValueError("not a JSON object")
-        return record
-    except (OSError, ValueError) as e:
+        return load_record(path)
+    except RecordError as e:
         raise RunError(f"base{config.source}'s {path.name} in {path.parent} is unreadable ({e}); "
                        "its layers cannot be trusted. Retrain it:\n  "
                        + base_command(config, config.source)) from e
@@ -163,7 +156,7 @@ def check_inputs(config: Config) -> tuple[dict, dict | None]:
     weights_path = check_base(config, target_manifest, source_manifest or target_manifest)
     if weights_path is None:
         return target_manifest, None
-    base_result = _read_base_record(config, weights_path.parent / "result.json")
+    base_result = _read_base_record(config, RunDir(config.base_run_dir(config.source)).result_path)
     try:
         base_weights = transfer.read_base_weights(
             weights_path, config.model, input_shape_of(config, target_manifest),
@@ -206,12 +199,6 @@ def _total_steps(config: Config, train_count: int) -> int:
 
 def _digests(model, model_name: str) -> dict[str, str]:
     return transfer.block_sha256(model, model_name)
-
-
-def _save_weights_atomically(model, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # Keras needs the .weights.h5 ending.
-    model.save_weights(str(tmp))
-    os.replace(tmp, path)
 
 
 def init_seed(config: Config) -> int:
@@ -287,7 +274,7 @@ class _NetInTraining:
     config: Config
     target_manifest: dict
     base_weights: dict | None
-    out_dir: Path  # where this process writes: the run directory, or a non-chief's scratch
+    out: RunDir  # where this process writes: the run directory, or a non-chief's scratch
     lock: RunLock | None  # None on non-chief workers: the chief holds the run's lock
     label: str = ""  # the run's name on its console lines, when it shares them with packmates
     model: object = None
@@ -357,7 +344,7 @@ def run_pack(configs: list[Config], strategy: tf.distribute.Strategy,
             if net.lock is not None:
                 net.lock.release()
             else:
-                shutil.rmtree(net.out_dir, ignore_errors=True)
+                shutil.rmtree(net.out.path, ignore_errors=True)
     return [outcomes[c.run] for c in configs]
 
 
@@ -365,94 +352,55 @@ def _claim(config: Config, strategy, chief: bool):
     """Checks one net's inputs and takes its lock: its _NetInTraining, or its result if it is
     already done with these settings and data."""
     target_manifest, base_weights = check_inputs(config)
-    run_dir = config.run_dir
-    if (run_dir / "result.json").exists() and not config.overwrite:
-        return _finished(config, target_manifest)
+    run = RunDir(config.run_dir)
+    if run.is_done() and not config.overwrite:
+        return _finished(config, run, target_manifest)
     if not chief:
         # Non-chief workers of a multi-worker job train too (their saves are collective), but
         # only the chief writes the run directory: theirs go to a scratch folder, deleted after.
         scratch = tempfile.mkdtemp(
             prefix=f"keras_transfer-{config.run}-worker{strategy.cluster_resolver.task_id}-")
-        return _NetInTraining(config, target_manifest, base_weights, Path(scratch), None)
-    out_dir = run_dir
+        return _NetInTraining(config, target_manifest, base_weights, RunDir(scratch), None)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(out_dir / ".lock")
+        run.path.mkdir(parents=True, exist_ok=True)
+        lock = run.lock()
         locked = lock.acquire()
     except OSError as e:
-        raise RunError(f"cannot write the run directory {out_dir}: {e.strerror}. "
+        raise RunError(f"cannot write the run directory {run.path}: {e.strerror}. "
                        "Choose a writable --workdir.") from e
     if not locked:
-        raise RunError(f"another process is training {config.run} in {out_dir} right now "
-                       f"(see {out_dir / '.lock'}); wait for it, or stop it first.")
+        raise RunError(f"another process is training {config.run} in {run.path} right now "
+                       f"(see {run.lock_path}); wait for it, or stop it first.")
     try:
-        if (run_dir / "result.json").exists() and not config.overwrite:
+        if run.is_done() and not config.overwrite:
             lock.release()  # finished while we waited for the lock
-            return _finished(config, target_manifest)
+            return _finished(config, run, target_manifest)
         if config.overwrite:
-            _set_aside(out_dir)
-        else:
-            _check_resumable(config, out_dir)
-        write_json_atomic(out_dir / "config.json", config.to_json())
+            aside = run.set_aside()
+            if aside is not None:
+                print(f"--overwrite: the earlier run of {run.path.name} is set aside in {aside} "
+                      "until the new one is done", flush=True)
+        elif problem := run.resume_problem(config):
+            raise RunError(problem)
+        run.write_config(config.to_json())
     except BaseException:
         lock.release()
         raise
-    return _NetInTraining(config, target_manifest, base_weights, out_dir, lock)
+    return _NetInTraining(config, target_manifest, base_weights, run, lock)
 
 
-def _finished(config: Config, target_manifest: dict) -> dict:
+def _finished(config: Config, run: RunDir, target_manifest: dict) -> dict:
     """The result of a finished run, if it still answers for `config`; else a RunError."""
-    reasons = run_records.why_stale(config, target_manifest)
+    reasons = run.why_stale(config, target_manifest)
     if reasons:
         other_settings = any(r.startswith("it was trained with") for r in reasons)
         raise RunError(f"{config.run} is finished, but {'; '.join(reasons)}: its result does not "
                        "answer for this run. Retrain it with --overwrite (the old run is kept "
                        "until the new one is done)"
                        + (", or give the settings it was trained with." if other_settings else "."))
-    path = config.run_dir / "result.json"
-    print(f"{config.run} is already done: {path} (--overwrite trains it again)", flush=True)
-    return run_records.read_record(path)
-
-
-def _check_resumable(config: Config, out_dir: Path) -> None:
-    """Refuses to continue a diverged run, or a started one with other settings than it began
-    with (its backup holds the old model and optimizer)."""
-    diverged = out_dir / run_records.DIVERGED
-    if diverged.exists():
-        record = run_records.read_record(diverged) or {}
-        quantity, value = record.get("quantity", "its loss"), record.get("value", "not finite")
-        raise RunError(f"{config.run} diverged by step {record.get('step', '?')} ({quantity} was "
-                       f"{value}; see {diverged}). The same settings would diverge again: "
-                       "change them (e.g. a lower --lr) and add --overwrite to train it from "
-                       "scratch.")
-    if not run_records.has_backup(out_dir):
-        return
-    recorded = run_records.read_record(out_dir / "config.json")
-    if recorded is None:
-        raise RunError(f"{config.run} has a backup in {out_dir / 'backup'} but its config.json is "
-                       "missing or unreadable, so the settings it started with are unknown. "
-                       "Start it again with --overwrite.")
-    changed = run_records.settings_changed(config, recorded)
-    if changed:
-        raise RunError(f"{config.run} was started with other settings and resumes from its "
-                       f"backup in {out_dir / 'backup'}: {', '.join(changed)}. Give the settings "
-                       "it started with to resume it, or add --overwrite to start it again.")
-
-
-def _set_aside(out_dir: Path) -> None:
-    """--overwrite: moves an earlier run's files into <run>/.replaced-<time>/ (the lock stays),
-    where they are kept until the new run is done and ignored by everything else."""
-    old = [p for p in out_dir.iterdir()
-           if p.name != ".lock" and not p.name.startswith(run_records.REPLACED_PREFIX)]
-    if not old:
-        return
-    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    aside = out_dir / f"{run_records.REPLACED_PREFIX}{stamp}"
-    aside.mkdir()
-    for path in old:
-        os.replace(path, aside / path.name)
-    print(f"--overwrite: the earlier run of {out_dir.name} is set aside in {aside} until the new "
-          "one is done", flush=True)
+    print(f"{config.run} is already done: {run.result_path} (--overwrite trains it again)",
+          flush=True)
+    return run.result()
 
 
 def _fail(net: _NetInTraining, error: Exception) -> None:
@@ -544,23 +492,19 @@ def _build(net: _NetInTraining, strategy, input_shape, num_classes: int) -> None
         net.optimizer.build(net.model.trainable_variables)
         # Every worker resumes from the chief's backup (on a filesystem they share); under
         # --overwrite the chief sets that aside and all start afresh.
-        restore_from = None if config.overwrite else config.run_dir / "backup"
-        net.backup = Backup(net.out_dir / "backup", net.model, net.optimizer,
-                            restore_from=restore_from)
+        resume_from = net.out if config.overwrite else RunDir(config.run_dir)
+        net.backup = Backup(net.out.backup_dir, net.model, net.optimizer,
+                            restore_from=resume_from.backup_dir)
         net.start_step = net.backup.restore()
-    digests_path = (restore_from or net.out_dir / "backup") / "layers_start.json"
-    history_path = net.out_dir / "history.json"
     if net.start_step:
-        net.start_digests = json.loads(digests_path.read_text())
+        net.start_digests = resume_from.read_start_digests()
     else:
         net.start_digests = _digests(net.model, config.model)
-        digests_path = net.out_dir / "backup" / "layers_start.json"
-        digests_path.parent.mkdir(exist_ok=True)
-        write_json_atomic(digests_path, net.start_digests)
-        history_path.unlink(missing_ok=True)  # left by a run killed before its first backup
-    net.history = progress.EvalHistory(history_path, images_per_step=config.batch_size,
+        net.out.write_start_digests(net.start_digests)
+        net.out.history_path.unlink(missing_ok=True)  # left by a run killed before its first backup
+    net.history = progress.EvalHistory(net.out.history_path, images_per_step=config.batch_size,
                                        up_to_step=net.start_step, label=net.label)
-    net.summaries = progress.Summaries(net.out_dir / "tb", net.model,
+    net.summaries = progress.Summaries(net.out.summaries_dir, net.model,
                                        histogram_every=config.histogram_every)
 
 
@@ -698,11 +642,10 @@ def _weights_finite(model) -> bool:
 
 def _diverged(net: _NetInTraining, step: int, quantity: str, value) -> None:
     """Records a diverged net in its diverged.json and takes it out of its pack."""
-    path = net.out_dir / run_records.DIVERGED
     record = {"run": net.config.run, "condition": net.config.condition, "step": step,
               "quantity": quantity, "value": str(value)}
     try:
-        write_json_atomic(path, record)
+        path = net.out.write_diverged(record)
     except OSError as e:
         _fail(net, e)
         return
@@ -718,7 +661,7 @@ def _preempt(nets, step: int, timing: Timing):
 
 def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, num_classes: int,
             timing: Timing, started: float, pack: list[str]) -> None:
-    config, run_dir = net.config, net.config.run_dir
+    config, run = net.config, RunDir(net.config.run_dir)
     net.summaries.close(net.backup.step())
     end_digests = _digests(net.model, config.model)
     entries = net.history.entries
@@ -753,14 +696,9 @@ def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, num_c
                    for row in net.plan],
     }
     if chief:
-        _save_weights_atomically(net.model, run_dir / "model.weights.h5")
-        write_json_atomic(run_dir / "result.json", result)
-        shutil.rmtree(net.out_dir / "backup", ignore_errors=True)
-        # --overwrite: the new run is done, so the one it replaces goes.
-        for aside in run_dir.glob(run_records.REPLACED_PREFIX + "*"):
-            shutil.rmtree(aside, ignore_errors=True)
+        run.finish(net.model, result)
     net.result = result
-    written = (f"-> {run_dir / 'result.json'}" if chief else
+    written = (f"-> {run.result_path}" if chief else
                f"(worker {strategy.cluster_resolver.task_id}: the chief writes the result)")
     print(f"{config.run} done: top-1 {result['top1_final']:.4f} final, "
           f"{result['top1_best_fraction']:.4f} best {metrics.best_count(result['evaluations'])} "

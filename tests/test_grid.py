@@ -496,6 +496,22 @@ def test_finished_net_trained_with_other_settings_is_refused_until_overwrite(tmp
     assert not any("--overwrite" in c for c in commands_in(text) if c not in retrained)
 
 
+def test_a_diverged_net_is_refused_until_overwrite_even_if_its_record_is_unreadable(tmp_path):
+    """The grid counts a net as diverged by the same rule as main (RunDir.is_diverged): a
+    diverged.json, readable or not, and no result.json."""
+    base = naming.run_dir(tmp_path / "runs", "fashion_mnist", "random_0", 0, "baseA")
+    base.mkdir(parents=True)
+    (base / "diverged.json").write_text("{cut short")
+    args = ["--dry_run", f"--workdir={tmp_path / 'runs'}", "--experiments=transfer", "--",
+            "--steps=10", "--batch_size=4"]
+    with pytest.raises(grid.GridError, match=r"(?s)random_0/seed0/baseA: it diverged by step \? "
+                                             r"\(diverged.json\).*--overwrite"):
+        grid.main(args, out=io.StringIO())
+    retrained = [c for c in commands_in(dry_run(tmp_path, "--overwrite", *args[2:]))
+                 if "--source=none" in c and "--target=A" in c]
+    assert len(retrained) == 1 and "--overwrite" in retrained[0]
+
+
 def test_layers_default_to_the_cut_points_of_mains_model(tmp_path):
     """n runs over 1..k of the network main trains: 7 layers for small, 5 cut points for
     resnet_small (on one split 2 bases, and per n 8 nets: selffer and transfer, frozen and

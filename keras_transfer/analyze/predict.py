@@ -17,16 +17,16 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import layout
 from data_prep.atomic import write_bytes_atomic, write_json_atomic
-from data_prep.manifest import sha256_file
+from data_prep.manifest import load_manifest, sha256_file
 from keras_transfer import data, metrics, models, naming
+from keras_transfer.run_records import RunDir
 from keras_transfer.report import stats
 from keras_transfer.outputs import fmt, png_bytes, pyplot
 from keras_transfer.analyze.similarity import DEFAULT_BATCH_SIZE, similarity, write_similarity
 from keras_transfer.analyze.trained_nets import (AnalysisError, TrainedNet, analysis_dir,
                                                  common_architecture, find_seed_dirs, open_run,
-                                                 read_result, training_half_dir)
+                                                 training_half_dir)
 
 METRICS = tuple(metrics.TOP1)
 
@@ -36,12 +36,12 @@ def relative_drops(seed_dir: Path, metric: str, max_n: int) -> dict:
     that finished."""
     drops = {}
     for target in naming.HALVES:
-        base = read_result(seed_dir / f"base{target}")
+        base = RunDir(seed_dir / f"base{target}").result()
         if base is None or not base.get(metric):
             continue
         source = naming.other_half(target)
         for n in range(1, max_n + 1):
-            result = read_result(seed_dir / naming.run_name(source, target, n, False))
+            result = RunDir(seed_dir / naming.run_name(source, target, n, False)).result()
             if result is not None and result.get(metric) is not None:
                 drops.setdefault(target, {})[n] = (base[metric] - result[metric]) / base[metric]
     return drops
@@ -197,7 +197,7 @@ def _inputs_key(net_a: TrainedNet, net_b: TrainedNet, half_dir, batch_size, max_
                 architecture: models.Architecture) -> str:
     """What a similarity.json depends on: both weight files, the data, the batching, the cut
     points compared."""
-    manifest = json.loads((Path(half_dir) / layout.MANIFEST).read_text())
+    manifest = load_manifest(half_dir)
     shards = [s.get("sha256") for s in manifest["shards"]["validation"]]
     parts = [sha256_file(net_a.weights), sha256_file(net_b.weights), json.dumps(shards),
              str(batch_size), str(max_examples), ",".join(architecture.cut_names)]

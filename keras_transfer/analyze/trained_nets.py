@@ -9,7 +9,6 @@ missing or unfinished run, weights that do not fit the data, no prepared data) r
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import keras
 from data_prep import layout
 from keras_transfer import config as config_lib
 from keras_transfer import data, models, naming, transfer
+from keras_transfer.run_records import RecordError, RunDir
 
 _SEED_DIR_RE = re.compile(r"^seed\d+$")
 
@@ -60,7 +60,7 @@ class TrainedNet:
 
     @property
     def weights(self) -> Path:
-        return self.run_dir / "model.weights.h5"
+        return RunDir(self.run_dir).weights_path
 
     def input_shape(self, image_shape) -> tuple:
         """The net's input for images of `image_shape`: its configured crop, or the default one."""
@@ -74,22 +74,21 @@ class TrainedNet:
 
 
 def open_run(run_dir) -> TrainedNet:
-    """A finished run (config.json, result.json and model.weights.h5 present), or AnalysisError."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise AnalysisError(f"run directory not found: {run_dir} (give a folder such as "
+    """A finished run (RunDir.FINISHED: config.json, result.json and model.weights.h5 present),
+    or AnalysisError."""
+    run = RunDir(run_dir)
+    if not run.path.is_dir():
+        raise AnalysisError(f"run directory not found: {run.path} (give a folder such as "
                             "runs/fashion_mnist/random_0/seed0/baseA)")
-    missing = [name for name in ("config.json", "result.json", "model.weights.h5")
-               if not (run_dir / name).is_file()]
+    missing = run.missing(RunDir.FINISHED)
     if missing:
-        raise AnalysisError(f"{run_dir} is not a finished run: it lacks {', '.join(missing)}. "
-                            f"Train it to the end: {_train_command(run_dir)}")
+        raise AnalysisError(f"{run.path} is not a finished run: it lacks {', '.join(missing)}. "
+                            f"Train it to the end: {_train_command(run)}")
     try:
-        config = json.loads((run_dir / "config.json").read_text())
-        result = json.loads((run_dir / "result.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise AnalysisError(f"cannot read the run record in {run_dir}: {e}") from e
-    return TrainedNet(run_dir, config, result)
+        config, result = run.load_config(), run.load_result()
+    except RecordError as e:
+        raise AnalysisError(f"cannot read the run record in {run.path}: {e}") from e
+    return TrainedNet(run.path, config, result)
 
 
 def common_architecture(*nets: TrainedNet) -> models.Architecture:
@@ -102,14 +101,14 @@ def common_architecture(*nets: TrainedNet) -> models.Architecture:
     return nets[0].architecture
 
 
-def _train_command(run_dir: Path) -> str:
+def _train_command(run: RunDir) -> str:
     """The command that trains the net of an unfinished or damaged run directory to the end."""
     try:
-        recorded = config_lib.from_record(json.loads((run_dir / "config.json").read_text()))
-    except (OSError, ValueError, TypeError):
+        recorded = config_lib.from_record(run.load_config())
+    except (RecordError, ValueError, TypeError):
         return ("python -m keras_transfer.main with the flags it was started with, and "
                 "--overwrite if it has a result.json (or ./launch.sh for its grid)")
-    return config_lib.command(recorded, overwrite=(run_dir / "result.json").exists())
+    return config_lib.command(recorded, overwrite=run.is_done())
 
 
 def load_model(net: TrainedNet, image_shape) -> keras.Model:
@@ -122,17 +121,6 @@ def load_model(net: TrainedNet, image_shape) -> keras.Model:
             f"{net.name} ({net.run_dir}) does not fit images of shape {tuple(image_shape)} "
             f"(input {input_shape}): {e}\nGive data of the kind the net was trained on (same "
             "image size and channels), e.g. a half prepared by data_prep for its dataset.") from e
-
-
-def read_result(run_dir: Path):
-    """The run's result.json, or None while it has not finished (or the file is unreadable)."""
-    path = run_dir / "result.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 def launch_dir(net: TrainedNet) -> Path:
@@ -187,7 +175,7 @@ def find_seed_dirs(path) -> list[Path]:
         p for p in path.rglob("seed*") if p.is_dir() and _SEED_DIR_RE.match(p.name)
         and "analysis" not in p.relative_to(path).parts and "logs" not in p.relative_to(path).parts)
     found = [p for p in candidates
-             if all((p / f"base{h}" / "result.json").is_file() for h in naming.HALVES)]
+             if all(RunDir(p / f"base{h}").is_done() for h in naming.HALVES)]
     if not found:
         raise AnalysisError(f"no finished base pair under {path}: predict needs baseA and baseB "
                             "with result.json in a WORKDIR/<dataset>/<split_dir>/seed<k> folder. "

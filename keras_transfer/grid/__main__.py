@@ -248,9 +248,7 @@ def main(argv=None, out=sys.stdout) -> int:
                         "(each old run is kept until its new one is done), or give the settings "
                         "they were trained with.")
     if stale:
-        result_paths = {key: plan.run_dir(key) / "result.json" for key in stale}
-        plan.retrain = {key: path.stat().st_mtime_ns if path.exists() else None
-                        for key, path in result_paths.items()}
+        plan.retrain = {key: plan.run(key).result_mtime() for key in stale}
         print(f"[grid] --overwrite: training {len(stale)} nets again:\n  {listing}", file=out)
     if args.dry_run:
         dry_run(plan, preset, args.images_per_sec, out=out)

@@ -5,12 +5,13 @@ of the preset's own model) comes before a single net is started, and it writes n
 """
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
 
 from data_prep import layout
+from data_prep import manifest as manifest_lib
+from data_prep.errors import DataPrepError
 from keras_transfer import models
 from keras_transfer.grid.nets import PlannedNet, stages
 from keras_transfer.grid.plan import Plan
@@ -25,20 +26,29 @@ def images_per_net(preset, plan: Plan, net: PlannedNet) -> float | None:
     steps = net.steps or preset.steps
     if steps > 0:
         return float(steps * preset.batch_size)
-    manifest = layout.manifest_path(plan.data_dir, plan.dataset, net.split_dir, net.target)
-    if not manifest.is_file():
+    manifest = _target_manifest(plan, net)
+    if manifest is None:
         return None
-    return preset.epochs * json.loads(manifest.read_text())["counts"]["train"]
+    return preset.epochs * manifest["counts"]["train"]
+
+
+def _target_manifest(plan: Plan, net: PlannedNet) -> dict | None:
+    """The manifest of the net's target half, None while it is not prepared (or unreadable:
+    main names the problem when the net needs it)."""
+    try:
+        return manifest_lib.load_manifest(
+            layout.half_dir(plan.data_dir, plan.dataset, net.split_dir, net.target))
+    except DataPrepError:
+        return None
 
 
 def multiply_adds(preset, plan: Plan) -> tuple[float, str]:
     """Forward multiply-adds per image of the preset's model, and where the number comes from."""
     shape, classes, note = None, preset.fc8_outputs or None, ""
     for net in plan.nets:
-        manifest = layout.manifest_path(plan.data_dir, plan.dataset, net.split_dir, net.target)
-        if manifest.is_file():
-            m = json.loads(manifest.read_text())
-            shape, classes = m["image_shape"], classes or m["num_classes"]
+        manifest = _target_manifest(plan, net)
+        if manifest is not None:
+            shape, classes = manifest["image_shape"], classes or manifest["num_classes"]
             break
     if shape is None:  # not prepared yet: the paper's 256 px photos, or the 28 px default dataset
         shape = [256, 256, 3] if models.get(preset.model).crop_of_256 else [28, 28, 1]

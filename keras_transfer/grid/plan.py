@@ -13,10 +13,11 @@ from pathlib import Path
 from data_prep import layout
 from data_prep import manifest as manifest_lib
 from data_prep.errors import DataPrepError
-from keras_transfer import models, naming, run_records
+from keras_transfer import models, naming
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid import nets as nets_lib
 from keras_transfer.grid.nets import PlannedNet
+from keras_transfer.run_records import RunDir
 
 # Flags of main the grid sets on every command; giving them after `--` would contradict the grid.
 GRID_OWNED_FLAGS = ("source", "target", "n", "finetune", "nets", "split", "seed", "workdir",
@@ -95,14 +96,17 @@ class Plan:
         split_dir, seed, name = net_or_key.key if isinstance(net_or_key, PlannedNet) else net_or_key
         return naming.run_dir(self.workdir, self.dataset, split_dir, seed, name)
 
+    def run(self, net_or_key) -> RunDir:
+        return RunDir(self.run_dir(net_or_key))
+
     def is_done(self, net_or_key) -> bool:
-        """Whether the net has a result.json, and it is not one this launch retrains."""
+        """Whether the net is done (RunDir.is_done, main's rule), and not with the result this
+        launch retrains."""
         key = net_or_key.key if isinstance(net_or_key, PlannedNet) else net_or_key
-        try:
-            mtime = (self.run_dir(key) / "result.json").stat().st_mtime_ns
-        except OSError:
+        run = self.run(key)
+        if not run.is_done():
             return False
-        return not (key in self.retrain and self.retrain[key] == mtime)
+        return not (key in self.retrain and self.retrain[key] == run.result_mtime())
 
     def log_path(self, net: PlannedNet) -> Path:
         return Path(self.workdir) / "logs" / self.dataset / net.split_dir / f"seed{net.seed}" / f"{net.name}.log"
@@ -133,16 +137,17 @@ class Plan:
 
 def stale_nets(plan: Plan, preset) -> dict:
     """Nets of the plan to train again only with --overwrite, with the reasons: finished nets
-    whose result no longer answers for it (run_records.why_stale: other settings, re-prepared
+    whose result no longer answers for it (RunDir.why_stale: other settings, re-prepared
     data, a retrained base net), the finished dependants of such a base net, which will copy
-    from the retrained one, and nets that diverged."""
+    from the retrained one, and nets that diverged (RunDir.is_diverged, as main refuses them)."""
     stale = {}
     for net in plan.nets:
-        diverged = run_records.read_record(plan.run_dir(net) / run_records.DIVERGED)
+        run = plan.run(net)
         if not plan.is_done(net):
-            if diverged is not None:  # the same settings would diverge again
+            if run.is_diverged():  # the same settings would diverge again
+                diverged = run.diverged() or {}
                 stale[net.key] = [f"it diverged by step {diverged.get('step', '?')} "
-                                  f"({run_records.DIVERGED})"]
+                                  f"({RunDir.DIVERGED})"]
             continue
         config = dataclasses.replace(
             preset, split=net.split, seed=net.seed, source=net.source, target=net.target, n=net.n,
@@ -153,7 +158,7 @@ def stale_nets(plan: Plan, preset) -> dict:
             target_manifest = manifest_lib.load_manifest(config.half_dir(net.target))
         except DataPrepError:
             target_manifest = None  # main names missing data when a net needs it
-        reasons = run_records.why_stale(config, target_manifest)
+        reasons = run.why_stale(config, target_manifest)
         retrained = [key[2] for key in net.needs if key in stale]
         if retrained:
             reasons.append(f"its base net {', '.join(retrained)} is retrained")

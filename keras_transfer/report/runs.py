@@ -8,7 +8,6 @@ counts (the network's cut points) comes from the records too, not from the model
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from data_prep.splits import WHOLE
 from keras_transfer import metrics, naming
 from keras_transfer.metrics import TOP1
 from keras_transfer.report import convergence
-from keras_transfer.run_records import DIVERGED
+from keras_transfer.run_records import RecordError, RunDir
 
 DISSIMILAR_SPLITS = ("dissimilar", "natman")
 RESULT_COLUMNS = ["run", "condition", "dataset", "split", "split_dir", "seed", "examples_per_class",
@@ -65,13 +64,6 @@ def converged(history) -> bool | None:
     return max(values) - min(values) <= CONVERGED_SPAN + 1e-12
 
 
-def records(workdir: Path, name: str) -> list[Path]:
-    """Every file `name` under workdir, leaving out hidden folders (runs set aside by
-    --overwrite, staging folders)."""
-    return sorted(path for path in workdir.rglob(name)
-                  if not any(part.startswith(".") for part in path.relative_to(workdir).parts))
-
-
 @dataclasses.dataclass(frozen=True)
 class Network:
     """The network the report's runs trained, as their result.json records it: what n counts."""
@@ -98,7 +90,6 @@ def paper_layers_of(result: dict, cut_names: tuple) -> bool:
     """Whether a run's n are the paper's layers; records written before they said so are, when
     their cut points are the paper's conv1..fc7 (as for caffenet and small)."""
     return bool(result.get("paper_layers", cut_names == naming.PAPER_LAYERS))
-
 
 def _is_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -143,30 +134,19 @@ def malformed(result) -> str | None:
     return None
 
 
-def _model_of(config_path: Path) -> str | None:
-    """The --model of a run from its config.json (written when it starts), None if unreadable."""
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, ValueError):
-        return None
-    return config.get("model") if isinstance(config, dict) else None
-
-
 def load_diverged(workdir) -> list[dict]:
     """The nets that diverged (a diverged.json and no result.json), with where, their model
     (None if unknown) and how."""
     workdir = Path(workdir)
     found = []
-    for path in records(workdir, DIVERGED):
-        if (path.parent / "result.json").exists():
+    for run in RunDir.find(workdir, RunDir.DIVERGED):
+        if not run.is_diverged():  # trained again since, and finished
             continue
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError):
-            record = {}
-        record = record if isinstance(record, dict) else {}
-        found.append({"run_dir": str(path.parent.relative_to(workdir)),
-                      "model": _model_of(path.parent / "config.json"),
+        record = run.diverged() or {}
+        # The --model it started with (config.json is written when a run starts).
+        model = (run.config() or {}).get("model")
+        found.append({"run_dir": str(run.path.relative_to(workdir)),
+                      "model": model,
                       "step": record.get("step", "?"),
                       "what": f"{record.get('quantity', 'its loss')} was "
                               f"{record.get('value', 'not finite')}"})
@@ -183,15 +163,15 @@ def load_runs(workdir, dataset: str | None = None,
         raise ReportError(f"{workdir} is not a directory; give the --workdir of the grid "
                           "(e.g. runs)")
     rows, notes = [], []
-    for path in records(workdir, "result.json"):
+    for run in RunDir.find(workdir, RunDir.RESULT):
         try:
-            result = json.loads(path.read_text())
-        except (OSError, ValueError) as e:
-            notes.append(f"skipped unreadable {path}: {e}")
+            result = run.load_result()
+        except RecordError as e:
+            notes.append(f"skipped {e.kind} {e.path}: {e}")
             continue
         problem = malformed(result)
         if problem:
-            notes.append(f"skipped malformed {path}: {problem}")
+            notes.append(f"skipped malformed {run.result_path}: {problem}")
             continue
         row = {k: result.get(k) for k in RESULT_COLUMNS}
         cut_names = cut_names_of(result)
@@ -202,20 +182,16 @@ def load_runs(workdir, dataset: str | None = None,
             row.update(metrics.top1_metrics(history))
         row["converged"] = converged(history)
         row["last_top1"] = ", ".join(f"{e['top1']:.4f}" for e in history[-CONVERGED_EVALUATIONS:])
-        config_path = path.parent / "config.json"
-        if config_path.is_file():
+        if run.config_path.is_file():
             try:
-                config = json.loads(config_path.read_text())
-            except (OSError, ValueError) as e:
-                notes.append(f"ignored unreadable {config_path}: {e}")
-                config = {}
-            if not isinstance(config, dict):
-                notes.append(f"ignored malformed {config_path}: not a JSON object")
+                config = run.load_config()
+            except RecordError as e:
+                notes.append(f"ignored {e.kind} {e.path}: {e}")
                 config = {}
             for k, v in config.items():
                 if k not in row and not isinstance(v, (dict, list)):
                     row[f"flag_{k}"] = v
-        row["run_dir"] = str(path.parent.relative_to(workdir))
+        row["run_dir"] = str(run.path.relative_to(workdir))
         rows.append(row)
     if not rows:
         diverged = load_diverged(workdir)
