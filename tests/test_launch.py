@@ -160,34 +160,34 @@ def test_a_diverged_base_fails_its_dependants_and_is_no_result(tmp_path, data_di
     assert not (run_dirs(tmp_path)["baseA"] / "diverged.json").exists()
 
 
-def _pack_workers():
-    """pid -> the --nets list of every running `keras_transfer.main --nets=...` process."""
-    workers = {}
+def _main_processes_in(cwd):
+    """(pid, argv) of every running `keras_transfer.main` process started in `cwd`: this
+    test's grid only, never another run on the machine (a demo or a second test session)."""
     for proc in Path("/proc").iterdir():
         try:
-            argv = (proc / "cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        args = [a.decode(errors="replace") for a in argv]
-        if "keras_transfer.main" in args:
-            nets = [a.split("=", 1)[1] for a in args if a.startswith("--nets=")]
-            if nets:
-                workers[int(proc.name)] = nets[0].split(",")
-    return workers
-
-
-
-def _main_processes(target):
-    """pids of running `keras_transfer.main` processes training a net of half `target` alone."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
+            if Path(os.readlink(proc / "cwd")) != Path(cwd).resolve():
+                continue
             args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except (OSError, ValueError):
             continue
-        if "keras_transfer.main" in args and f"--target={target}" in args:
-            pids.append(int(proc.name))
-    return pids
+        if "keras_transfer.main" in args:
+            yield int(proc.name), args
+
+
+def _pack_workers(cwd):
+    """pid -> the --nets list of every `keras_transfer.main --nets=...` process of this test."""
+    workers = {}
+    for pid, args in _main_processes_in(cwd):
+        nets = [a.split("=", 1)[1] for a in args if a.startswith("--nets=")]
+        if nets:
+            workers[pid] = nets[0].split(",")
+    return workers
+
+
+def _main_processes(cwd, target):
+    """pids of this test's `keras_transfer.main` processes training a net of half `target`
+    alone."""
+    return [pid for pid, args in _main_processes_in(cwd) if f"--target={target}" in args]
 
 
 def test_a_preempted_base_is_resumable_not_failed(tmp_path, data_dir):
@@ -196,7 +196,7 @@ def test_a_preempted_base_is_resumable_not_failed(tmp_path, data_dir):
     first = launch(tmp_path, *long)
     base_a = run_dirs(tmp_path)["baseA"]
     wait_for(lambda: list((base_a / "backup").glob("ckpt-*.index")), first)
-    for pid in _main_processes("A"):  # SIGTERM to baseA's process alone, as a scheduler does
+    for pid in _main_processes(tmp_path, "A"):  # SIGTERM to baseA's process alone, as a scheduler does
         os.kill(pid, signal.SIGTERM)
     out = first.communicate(timeout=300)[0]
     assert first.returncode == 128 + signal.SIGTERM, out
@@ -219,7 +219,7 @@ def test_a_killed_pack_resumes_only_its_unfinished_nets(tmp_path, data_dir):
     victims = {}
 
     def pack_has_a_backup():
-        for pid, nets in _pack_workers().items():
+        for pid, nets in _pack_workers(tmp_path).items():
             if all((dirs[n] / "backup" / "checkpoint").exists() for n in nets):
                 victims.update(pid=pid, nets=nets)
                 return True
