@@ -1,4 +1,5 @@
-"""What a training run reports as it goes: its evaluation history and its TensorBoard summaries.
+"""What a training run reports as it goes: its evaluation history, its TensorBoard summaries and
+the seconds it spent per phase.
 
 The history is rewritten to `history.json` after every evaluation, so a run resumed from its
 backup still reports the evaluations made before it was killed. The summaries are scalars at
@@ -7,7 +8,9 @@ every `histogram_every` evaluations and at the end.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +100,26 @@ class Summaries:
                 tf.summary.histogram(f"weights/{weight.path}", np.asarray(weight.numpy(), np.float32))
         grid = filter_images.filter_grid(models.first_conv(self.model).get_weights()[0])
         tf.summary.image("conv1_filters", grid[None], max_outputs=1)
+
+
+class Timing:
+    """Seconds spent per phase of a process's training, for result.json and the benchmark."""
+
+    # teardown: deleting the training input, where tf.data joins its threads (data.py).
+    PHASES = ("startup", "setup", "trace", "train", "evaluate", "backup", "summaries", "teardown",
+              "finish")
+
+    def __init__(self, startup: float = 0.0):
+        self.seconds = dict.fromkeys(self.PHASES, 0.0)
+        self.seconds["startup"] = startup
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - started
+
+    def as_dict(self) -> dict:
+        return {k: round(v, 3) for k, v in self.seconds.items()}

@@ -2,14 +2,18 @@
 target half together, `run_pack(configs, strategy)` (one input stream and one compiled step for
 all, see steps.py; each net keeps its own run directory, lock, backups and result.json).
 
-Order matters and is the point of this module: check every input before writing anything;
-build each model, copy and freeze layers (before the train step is traced, which is when the set
-of trainable variables is fixed), inside the strategy scope; train with a backup after every
-evaluation; write the weights and then result.json, which marks the run done.
+It reads as its phases, in the order they run:
+  claim   `resolve.resolve` checks every input and returns the run's plan before anything is
+          written; then the run directory's lock (run_records.RunDir), or the finished result;
+  build   each model with its copied and frozen layers (before the train step is traced, which
+          is when the set of trainable variables is fixed), its optimizer and backup, inside
+          the strategy scope (`_build`);
+  train   the pack's compiled step over one input stream, an evaluation or a backup at each
+          point, a stop with a backup on SIGTERM (`_train_group`);
+  record  the weights and then result.json, which marks the run done (`_finish`).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -27,16 +31,13 @@ from data_prep.manifest import verify as verify_shards
 from keras_transfer import data, metrics, models, naming, progress, solver, transfer
 from keras_transfer import steps as steps_lib
 from keras_transfer.backup import Backup, Preempted, SigtermFlag
-from keras_transfer import config as config_lib
 from keras_transfer.config import Config
 from keras_transfer.locking import RunLock
-from keras_transfer.run_records import RecordError, RunDir, load_record
+from keras_transfer.progress import Timing
+from keras_transfer.resolve import Resolved, RunError, resolve
+from keras_transfer.run_records import RunDir
 
 log = logging.getLogger(__name__)
-
-
-class RunError(Exception):
-    """A run cannot start: the message says what is wrong and how to fix it."""
 
 
 class Diverged(Exception):
@@ -48,126 +49,6 @@ class Diverged(Exception):
                          f"{path}, not as a result. Train it again with other settings (e.g. a "
                          "lower --lr) and --overwrite.")
 
-
-# ---------------------------------------------------------------- checks before anything is written
-
-def check_config(config: Config) -> None:
-    arch = models.get(config.model)
-    problem = naming.net_problem(config.source, config.n, config.finetune, model=arch.name,
-                                 cut_names=arch.cut_names, flag="--")
-    if problem:
-        raise RunError(problem + ".")
-    try:
-        config_lib.check_values(config)
-    except config_lib.ConfigError as e:
-        raise RunError(str(e)) from None
-
-
-def base_command(config: Config, half: str) -> str:
-    """The command that trains (or, if it is finished, retrains) the base net a transfer run
-    needs, with this run's data and solver (quoted in error messages)."""
-    base = dataclasses.replace(config, source="none", target=half, n=0, finetune=False)
-    return config_lib.command(base, overwrite=RunDir(base.run_dir).is_done())
-
-
-def check_base(config: Config, target_manifest: dict, base_manifest: dict) -> Path | None:
-    """The weights file of the base net to copy from, after checking it fits the target and
-    was trained on the classes `base_manifest` (its half, as prepared now) lists."""
-    if config.source not in naming.HALVES:
-        return None
-    base = RunDir(config.base_run_dir(config.source))
-    if not base.is_done() or not base.weights_path.exists():
-        raise RunError(f"{config.run} copies layers from base{config.source}, which has not been "
-                       f"trained: {base.path} holds no finished run. Train it first:\n  "
-                       + base_command(config, config.source))
-    base_config = _read_base_record(config, base.config_path)
-    base_data = _read_base_record(config, base.result_path).get("data", {})
-    expected = {"dataset": target_manifest["dataset"], "split": target_manifest["split"]["spec"],
-                "model": config.model}
-    found = {"dataset": base_data.get("dataset", base_config.get("dataset")),
-             "split": base_data.get("split", base_config.get("split")),
-             "model": base_config.get("model")}
-    if "classes" in base_data:  # the same split name prepared from other data or options
-        expected["classes"] = [c["original_index"] for c in base_manifest["classes"]]
-        found["classes"] = base_data["classes"]
-        expected["image shape"] = list(base_manifest["image_shape"])
-        found["image shape"] = base_data.get("image_shape", expected["image shape"])
-    for key in expected:
-        if found[key] != expected[key]:
-            raise RunError(f"base{config.source} in {base.path} was trained with {key} "
-                           f"{found[key]!r}, but this run's data has {expected[key]!r}; its "
-                           "layers do not transfer here. Retrain it:\n  "
-                           + base_command(config, config.source))
-    return base.weights_path
-
-
-def _read_base_record(config: Config, path: Path) -> dict:
-    """A base net's config.json or result.json, or a RunError that says how to retrain it."""
-    try:
-        return load_record(path)
-    except RecordError as e:
-        raise RunError(f"base{config.source}'s {path.name} in {path.parent} is unreadable ({e}); "
-                       "its layers cannot be trusted. Retrain it:\n  "
-                       + base_command(config, config.source)) from e
-
-
-def input_shape_of(config: Config, manifest: dict) -> tuple[int, int, int]:
-    height, width, channels = manifest["image_shape"]
-    crop = config.crop or data.default_crop(config.model, min(height, width))
-    return (crop, crop, channels)
-
-
-def check_inputs(config: Config) -> tuple[dict, dict | None]:
-    """Everything that can be checked before a file is written: config, data, the base net,
-    whose weights are read here. Returns the target's manifest and the base's layer weights."""
-    check_config(config)
-    try:
-        config.split_dir  # parses --split
-    except ValueError as e:
-        raise RunError(f"--split={config.split!r}: {e}") from e
-    try:
-        target_manifest = data.load_half(config.half_dir(config.target),
-                                         verify_data=config.verify_data)
-    except data.DataError as e:
-        raise RunError(str(e)) from e
-    source_manifest = None
-    if config.source in naming.HALVES and config.source != config.target:
-        try:
-            source_manifest = data.load_half(config.half_dir(config.source))
-        except data.DataError as e:
-            raise RunError(str(e)) from e
-    if (source_manifest and config.mean_half == config.source
-            and source_manifest["image_shape"] != target_manifest["image_shape"]):
-        raise RunError(f"--mean_image=base subtracts half {config.source}'s mean image, but its "
-                       f"images are {source_manifest['image_shape']} and half {config.target}'s "
-                       f"{target_manifest['image_shape']}; use --mean_image=target.")
-    height, width, _ = target_manifest["image_shape"]
-    if config.crop > min(height, width):
-        raise RunError(f"--crop={config.crop} is larger than the {height}x{width} images of half "
-                       f"{config.target}: give at most {min(height, width)}, or 0 for the model's "
-                       "own crop.")
-    train_count = target_manifest["counts"]["train"]
-    if config.batch_size > train_count:
-        raise RunError(f"--batch_size={config.batch_size} is larger than the {train_count} "
-                       f"training images of half {config.target}: give at most {train_count}.")
-    if 0 < config.fc8_outputs < target_manifest["num_classes"]:
-        raise RunError(f"--fc8_outputs={config.fc8_outputs} is smaller than the "
-                       f"{target_manifest['num_classes']} classes of half {config.target}.")
-    weights_path = check_base(config, target_manifest, source_manifest or target_manifest)
-    if weights_path is None:
-        return target_manifest, None
-    base_result = _read_base_record(config, RunDir(config.base_run_dir(config.source)).result_path)
-    try:
-        base_weights = transfer.read_base_weights(
-            weights_path, config.model, input_shape_of(config, target_manifest),
-            int(base_result["num_outputs"]))
-    except (transfer.TransferError, KeyError, TypeError, ValueError) as e:
-        raise RunError(f"{e}\nRetrain base{config.source}:\n  "
-                       + base_command(config, config.source)) from e
-    return target_manifest, base_weights
-
-
-# ---------------------------------------------------------------- training
 
 # ---------------------------------------------------------------- training
 
@@ -189,12 +70,6 @@ def _is_chief(strategy) -> bool:
 def _set_precision(name: str) -> None:
     policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[name]
     keras.mixed_precision.set_global_policy(policy)
-
-
-def _total_steps(config: Config, train_count: int) -> int:
-    if config.steps:
-        return config.stretched(config.steps)
-    return max(1, math.ceil(config.stretched(config.epochs) * train_count / config.batch_size))
 
 
 def _digests(model, model_name: str) -> dict[str, str]:
@@ -234,46 +109,15 @@ def evaluation_steps(total: int, every: int, last: int) -> list[int]:
     return points[-last:] if last else points
 
 
-def top_k(manifest: dict) -> int | None:
-    """5 for top-5 accuracy, or None where it means nothing: a half of 5 classes or fewer
-    always has its label among the 5 highest outputs."""
-    return 5 if manifest["num_classes"] > 5 else None
-
-
 def pack_key(config: Config) -> Config:
     """What the nets of one pack share: everything but which layers come from where."""
     return dataclasses.replace(config, source="none", n=0, finetune=False)
 
 
-class Timing:
-    """Seconds spent per phase of a process's training, for result.json and the benchmark."""
-
-    # teardown: deleting the training input, where tf.data joins its threads (data.py).
-    PHASES = ("startup", "setup", "trace", "train", "evaluate", "backup", "summaries", "teardown",
-              "finish")
-
-    def __init__(self, startup: float = 0.0):
-        self.seconds = dict.fromkeys(self.PHASES, 0.0)
-        self.seconds["startup"] = startup
-
-    @contextlib.contextmanager
-    def phase(self, name: str):
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] += time.perf_counter() - started
-
-    def as_dict(self) -> dict:
-        return {k: round(v, 3) for k, v in self.seconds.items()}
-
-
 @dataclasses.dataclass
 class _NetInTraining:
-    """One net while its pack trains: config, files, model, optimizer and progress."""
-    config: Config
-    target_manifest: dict
-    base_weights: dict | None
+    """One net while its pack trains: its plan, files, model, optimizer and progress."""
+    resolved: Resolved
     out: RunDir  # where this process writes: the run directory, or a non-chief's scratch
     lock: RunLock | None  # None on non-chief workers: the chief holds the run's lock
     label: str = ""  # the run's name on its console lines, when it shares them with packmates
@@ -287,6 +131,10 @@ class _NetInTraining:
     start_digests: dict = None
     result: dict | None = None
     error: Exception | None = None
+
+    @property
+    def config(self) -> Config:
+        return self.resolved.config
 
 
 def run(config: Config, strategy: tf.distribute.Strategy, startup_seconds: float = 0.0) -> dict:
@@ -351,16 +199,16 @@ def run_pack(configs: list[Config], strategy: tf.distribute.Strategy,
 def _claim(config: Config, strategy, chief: bool):
     """Checks one net's inputs and takes its lock: its _NetInTraining, or its result if it is
     already done with these settings and data."""
-    target_manifest, base_weights = check_inputs(config)
+    resolved = resolve(config)
     run = RunDir(config.run_dir)
     if run.is_done() and not config.overwrite:
-        return _finished(config, run, target_manifest)
+        return _finished(config, run, resolved.target_manifest)
     if not chief:
         # Non-chief workers of a multi-worker job train too (their saves are collective), but
         # only the chief writes the run directory: theirs go to a scratch folder, deleted after.
         scratch = tempfile.mkdtemp(
             prefix=f"keras_transfer-{config.run}-worker{strategy.cluster_resolver.task_id}-")
-        return _NetInTraining(config, target_manifest, base_weights, RunDir(scratch), None)
+        return _NetInTraining(resolved, RunDir(scratch), None)
     try:
         run.path.mkdir(parents=True, exist_ok=True)
         lock = run.lock()
@@ -374,7 +222,7 @@ def _claim(config: Config, strategy, chief: bool):
     try:
         if run.is_done() and not config.overwrite:
             lock.release()  # finished while we waited for the lock
-            return _finished(config, run, target_manifest)
+            return _finished(config, run, resolved.target_manifest)
         if config.overwrite:
             aside = run.set_aside()
             if aside is not None:
@@ -386,7 +234,7 @@ def _claim(config: Config, strategy, chief: bool):
     except BaseException:
         lock.release()
         raise
-    return _NetInTraining(config, target_manifest, base_weights, run, lock)
+    return _NetInTraining(resolved, run, lock)
 
 
 def _finished(config: Config, run: RunDir, target_manifest: dict) -> dict:
@@ -420,7 +268,8 @@ def _per_net(nets, action) -> None:
                 _fail(net, e)
 
 
-def _train(nets: list[_NetInTraining], strategy, chief: bool, timing: Timing, started: float) -> None:
+def _train(nets: list[_NetInTraining], strategy, chief: bool, timing: Timing,
+           started: float) -> None:
     config = nets[0].config  # what the pack shares (pack_key)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -429,17 +278,15 @@ def _train(nets: list[_NetInTraining], strategy, chief: bool, timing: Timing, st
     if config.xla and not jit_compile:
         log.warning("--deterministic disables XLA: training without jit_compile")
     _set_precision(config.mixed_precision)
-    target_manifest = nets[0].target_manifest
-    input_shape = input_shape_of(config, target_manifest)
-    num_classes = config.fc8_outputs or target_manifest["num_classes"]
-    total_steps = _total_steps(config, target_manifest["counts"]["train"])
+    shared = nets[0].resolved  # the pack's nets share their data and schedule (pack_key)
+    input_shape, num_classes = shared.input_shape, shared.num_classes
     packed = len(nets) > 1
 
     with timing.phase("setup"):
         for net in nets:
             net.label = net.config.run if packed else ""
             try:
-                _build(net, strategy, input_shape, num_classes)
+                _build(net, strategy)
             except OSError as e:
                 _fail(net, e)
         nets = [net for net in nets if net.error is None]
@@ -467,21 +314,23 @@ def _train(nets: list[_NetInTraining], strategy, chief: bool, timing: Timing, st
         by_start.setdefault(net.start_step, []).append(net)
     with SigtermFlag() as sigterm:
         for start_step, group in sorted(by_start.items()):
-            _train_group(group, strategy, config, start_step, total_steps, input_shape,
-                         num_classes, jit_compile, sigterm, timing)
+            _train_group(group, strategy, start_step, jit_compile, sigterm, timing)
 
     with timing.phase("finish"):
-        _per_net(nets, lambda net: _finish(net, strategy, chief, jit_compile, num_classes,
-                                           timing, started, [n.config.run for n in nets]))
+        _per_net(nets, lambda net: _finish(net, strategy, chief, jit_compile, timing, started,
+                                           [n.config.run for n in nets]))
 
 
-def _build(net: _NetInTraining, strategy, input_shape, num_classes: int) -> None:
-    config = net.config
+def _build(net: _NetInTraining, strategy) -> None:
+    """The net's model (with its copied and frozen layers), optimizer and backup, inside the
+    strategy's scope; restored from its backup if it has one."""
+    config, resolved = net.config, net.resolved
     with strategy.scope():
-        net.model = models.build(config.model, num_classes, input_shape, dropout=config.dropout,
+        net.model = models.build(config.model, resolved.num_classes, resolved.input_shape,
+                                 dropout=config.dropout,
                                  seed=init_seed(config))
         net.plan = transfer.apply_transfer(
-            net.model, n=config.n, source=config.source, base_weights=net.base_weights,
+            net.model, n=config.n, source=config.source, base_weights=resolved.base_weights,
             finetune=config.finetune, model_name=config.model,
             origin_label=f"base{config.source}" if config.source in naming.HALVES else None)
         net.optimizer = solver.make_optimizer(config.lr, config.stretched(config.lr_step),
@@ -508,12 +357,16 @@ def _build(net: _NetInTraining, strategy, input_shape, num_classes: int) -> None
                                        histogram_every=config.histogram_every)
 
 
-def _train_group(nets, strategy, config: Config, start_step: int, total_steps: int, input_shape,
-                 num_classes: int, jit_compile: bool, sigterm: SigtermFlag, timing: Timing):
+def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: SigtermFlag,
+                 timing: Timing):
+    """Trains the nets resumed at `start_step` together to the end of their schedule: one input
+    stream, one compiled step, an evaluation or a backup at each point (or a stop on SIGTERM)."""
+    shared = nets[0].resolved  # what the pack's nets share (pack_key)
+    config, total_steps = shared.config, shared.total_steps
     half_dir = config.half_dir(config.target)
-    crop = input_shape[0]
+    crop = shared.input_shape[0]
     val_limit = config.eval_steps * config.batch_size if config.eval_steps else None
-    manifest = nets[0].target_manifest
+    manifest = shared.target_manifest
     stream_seed = data_seed(config)
     # One input stream for the pack, centred on each mean image a net of it needs.
     mean_halves = sorted({net.config.mean_half for net in nets})
@@ -533,7 +386,7 @@ def _train_group(nets, strategy, config: Config, start_step: int, total_steps: i
                                        limit=val_limit, means=means),
         options=input_options)
     pack = steps_lib.PackSteps(strategy, [n.model for n in nets], [n.optimizer for n in nets],
-                               global_batch=config.batch_size, top_k=top_k(manifest),
+                               global_batch=config.batch_size, top_k=shared.top_k,
                                jit_compile=jit_compile,
                                inputs=[mean_halves.index(n.config.mean_half) for n in nets],
                                frozen=[_frozen_prefix(net) for net in nets])
@@ -659,8 +512,9 @@ def _preempt(nets, step: int, timing: Timing):
     raise Preempted(step)
 
 
-def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, num_classes: int,
-            timing: Timing, started: float, pack: list[str]) -> None:
+def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, timing: Timing,
+            started: float, pack: list[str]) -> None:
+    """The net's result.json (written last, after its weights: it marks the run done)."""
     config, run = net.config, RunDir(net.config.run_dir)
     net.summaries.close(net.backup.step())
     end_digests = _digests(net.model, config.model)
@@ -674,7 +528,8 @@ def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, num_c
         "finetune": config.finetune, "model": config.model,
         # What n counts, for readers without the model registry (the report): `layers` names the
         # cut points, this says whether they are the paper's layers.
-        "paper_layers": models.get(config.model).paper_layers, "num_outputs": num_classes,
+        "paper_layers": models.get(config.model).paper_layers,
+        "num_outputs": net.resolved.num_classes,
         **metrics.top1_metrics(entries),
         "top5_final": final["top5"], "loss_final": final["loss"],
         "history": [{k: e[k] for k in ("step", "top1", "top5", "loss")} for e in entries],
@@ -685,10 +540,10 @@ def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, num_c
         "replicas": strategy.num_replicas_in_sync,
         "pack": pack,
         "timing": timing.as_dict(),
-        "data": {"dataset": net.target_manifest["dataset"],
-                 "split": net.target_manifest["split"]["spec"],
-                 "classes": [c["original_index"] for c in net.target_manifest["classes"]],
-                 "image_shape": list(net.target_manifest["image_shape"]),
+        "data": {"dataset": net.resolved.target_manifest["dataset"],
+                 "split": net.resolved.target_manifest["split"]["spec"],
+                 "classes": [c["original_index"] for c in net.resolved.target_manifest["classes"]],
+                 "image_shape": list(net.resolved.target_manifest["image_shape"]),
                  "mean_half": config.mean_half},
         "layers": [{"name": row.name, "origin": row.origin, "trainable": row.trainable,
                     "sha256_start": net.start_digests[row.name],

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_transfer import data, models, train
+from keras_transfer import data, models, resolve, train
 from train_helpers import smoke_config as _config
 from train_helpers import train_on_cpu as _train
 
@@ -89,7 +89,7 @@ def _validation_loss(config, result, mean_half):
     """The saved net's loss on the validation images its evaluations saw, centred on the mean
     image of `mean_half`."""
     manifest = data.load_half(config.half_dir(config.target))
-    shape = train.input_shape_of(config, manifest)
+    shape = resolve.input_shape_of(config, manifest)
     model = models.build(config.model, result["num_outputs"], shape, dropout=config.dropout)
     model.load_weights(config.run_dir / "model.weights.h5")
     ds = data.build_dataset(config.half_dir(config.target), "validation",
@@ -315,7 +315,7 @@ def test_resumed_run_restores_momentum_and_learning_rate(synthetic_data, tmp_pat
 
     # The backup itself, restored into a fresh model and optimizer as train.py builds them.
     manifest = data.load_half(split.half_dir("A"))
-    model = models.build("small", manifest["num_classes"], train.input_shape_of(split, manifest),
+    model = models.build("small", manifest["num_classes"], resolve.input_shape_of(split, manifest),
                          seed=12345)
     optimizer = solver.make_optimizer(split.lr, split.lr_step, split.momentum,
                                       split.weight_decay)

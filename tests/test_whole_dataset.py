@@ -10,7 +10,7 @@ import pytest
 
 from data_prep.prepare import prepare
 from data_prep.sources import SyntheticSpec
-from keras_transfer import grid, naming, report, train
+from keras_transfer import grid, naming, report, resolve
 from train_helpers import smoke_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def test_the_dry_run_counts_epochs_of_the_whole_dataset(tmp_path, data_dir):
 def test_main_refuses_half_b_of_the_whole_dataset(tmp_path, data_dir, source, target):
     config = smoke_config(data_dir, tmp_path, split="whole", source=source, target=target,
                           n=0 if source == "none" else 2)
-    with pytest.raises(train.RunError, match="split whole has every class in half A and no "
+    with pytest.raises(resolve.RunError, match="split whole has every class in half A and no "
                                              r"half B; train its nets on half A \(--target=A"):
-        train.check_inputs(config)
+        resolve.check_inputs(config)
     assert not any(tmp_path.iterdir())

@@ -1,0 +1,174 @@
+"""One step turns a run's Config into a checked, immutable plan: `resolve(config) -> Resolved`.
+
+Every check that can be made before a file is written happens here, once: the flags, the data
+(the target half's manifest, and the source half's where its mean image is used), the base net
+a transfer run copies from (finished, trained on these classes with this model, its weights
+readable for this input shape), and what follows from them: the input shape, the number of
+outputs, the steps. train takes the plan and checks none of it again.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+from keras_transfer import config as config_lib
+from keras_transfer import data, models, naming, transfer
+from keras_transfer.config import Config
+from keras_transfer.run_records import RecordError, RunDir, load_record
+
+
+class RunError(Exception):
+    """A run cannot start: the message says what is wrong and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolved:
+    """One net's checked inputs and what follows from them."""
+    config: Config
+    target_manifest: dict  # the half it trains and evaluates on
+    base_weights: dict | None  # the base net's layer weights it copies (None: copies none)
+    input_shape: tuple  # (crop, crop, channels)
+    num_classes: int  # fc8's outputs
+    total_steps: int  # the whole schedule, --stretch included
+    top_k: int | None  # 5 for top-5 accuracy, or None where it means nothing
+
+
+def resolve(config: Config) -> Resolved:
+    """The plan for `config`, or a RunError naming what is wrong and how to fix it. Reads the
+    manifests and the base net's records and weights; writes nothing."""
+    target_manifest, base_weights = check_inputs(config)
+    return Resolved(
+        config=config, target_manifest=target_manifest, base_weights=base_weights,
+        input_shape=input_shape_of(config, target_manifest),
+        num_classes=config.fc8_outputs or target_manifest["num_classes"],
+        total_steps=total_steps(config, target_manifest["counts"]["train"]),
+        top_k=top_k(target_manifest))
+
+
+def total_steps(config: Config, train_count: int) -> int:
+    if config.steps:
+        return config.stretched(config.steps)
+    return max(1, math.ceil(config.stretched(config.epochs) * train_count / config.batch_size))
+
+
+def top_k(manifest: dict) -> int | None:
+    """5 for top-5 accuracy, or None where it means nothing: a half of 5 classes or fewer
+    always has its label among the 5 highest outputs."""
+    return 5 if manifest["num_classes"] > 5 else None
+
+
+def check_config(config: Config) -> None:
+    arch = models.get(config.model)
+    problem = naming.net_problem(config.source, config.n, config.finetune, model=arch.name,
+                                 cut_names=arch.cut_names, flag="--")
+    if problem:
+        raise RunError(problem + ".")
+    try:
+        config_lib.check_values(config)
+    except config_lib.ConfigError as e:
+        raise RunError(str(e)) from None
+
+
+def base_command(config: Config, half: str) -> str:
+    """The command that trains (or, if it is finished, retrains) the base net a transfer run
+    needs, with this run's data and solver (quoted in error messages)."""
+    base = dataclasses.replace(config, source="none", target=half, n=0, finetune=False)
+    return config_lib.command(base, overwrite=RunDir(base.run_dir).is_done())
+
+
+def check_base(config: Config, target_manifest: dict, base_manifest: dict) -> Path | None:
+    """The weights file of the base net to copy from, after checking it fits the target and
+    was trained on the classes `base_manifest` (its half, as prepared now) lists."""
+    if config.source not in naming.HALVES:
+        return None
+    base = RunDir(config.base_run_dir(config.source))
+    if not base.is_done() or not base.weights_path.exists():
+        raise RunError(f"{config.run} copies layers from base{config.source}, which has not been "
+                       f"trained: {base.path} holds no finished run. Train it first:\n  "
+                       + base_command(config, config.source))
+    base_config = _read_base_record(config, base.config_path)
+    base_data = _read_base_record(config, base.result_path).get("data", {})
+    expected = {"dataset": target_manifest["dataset"], "split": target_manifest["split"]["spec"],
+                "model": config.model}
+    found = {"dataset": base_data.get("dataset", base_config.get("dataset")),
+             "split": base_data.get("split", base_config.get("split")),
+             "model": base_config.get("model")}
+    if "classes" in base_data:  # the same split name prepared from other data or options
+        expected["classes"] = [c["original_index"] for c in base_manifest["classes"]]
+        found["classes"] = base_data["classes"]
+        expected["image shape"] = list(base_manifest["image_shape"])
+        found["image shape"] = base_data.get("image_shape", expected["image shape"])
+    for key in expected:
+        if found[key] != expected[key]:
+            raise RunError(f"base{config.source} in {base.path} was trained with {key} "
+                           f"{found[key]!r}, but this run's data has {expected[key]!r}; its "
+                           "layers do not transfer here. Retrain it:\n  "
+                           + base_command(config, config.source))
+    return base.weights_path
+
+
+def _read_base_record(config: Config, path: Path) -> dict:
+    """A base net's config.json or result.json, or a RunError that says how to retrain it."""
+    try:
+        return load_record(path)
+    except RecordError as e:
+        raise RunError(f"base{config.source}'s {path.name} in {path.parent} is unreadable ({e}); "
+                       "its layers cannot be trusted. Retrain it:\n  "
+                       + base_command(config, config.source)) from e
+
+
+def input_shape_of(config: Config, manifest: dict) -> tuple[int, int, int]:
+    height, width, channels = manifest["image_shape"]
+    crop = config.crop or data.default_crop(config.model, min(height, width))
+    return (crop, crop, channels)
+
+
+def check_inputs(config: Config) -> tuple[dict, dict | None]:
+    """Everything that can be checked before a file is written: config, data, the base net,
+    whose weights are read here. Returns the target's manifest and the base's layer weights."""
+    check_config(config)
+    try:
+        config.split_dir  # parses --split
+    except ValueError as e:
+        raise RunError(f"--split={config.split!r}: {e}") from e
+    try:
+        target_manifest = data.load_half(config.half_dir(config.target),
+                                         verify_data=config.verify_data)
+    except data.DataError as e:
+        raise RunError(str(e)) from e
+    source_manifest = None
+    if config.source in naming.HALVES and config.source != config.target:
+        try:
+            source_manifest = data.load_half(config.half_dir(config.source))
+        except data.DataError as e:
+            raise RunError(str(e)) from e
+    if (source_manifest and config.mean_half == config.source
+            and source_manifest["image_shape"] != target_manifest["image_shape"]):
+        raise RunError(f"--mean_image=base subtracts half {config.source}'s mean image, but its "
+                       f"images are {source_manifest['image_shape']} and half {config.target}'s "
+                       f"{target_manifest['image_shape']}; use --mean_image=target.")
+    height, width, _ = target_manifest["image_shape"]
+    if config.crop > min(height, width):
+        raise RunError(f"--crop={config.crop} is larger than the {height}x{width} images of half "
+                       f"{config.target}: give at most {min(height, width)}, or 0 for the model's "
+                       "own crop.")
+    train_count = target_manifest["counts"]["train"]
+    if config.batch_size > train_count:
+        raise RunError(f"--batch_size={config.batch_size} is larger than the {train_count} "
+                       f"training images of half {config.target}: give at most {train_count}.")
+    if 0 < config.fc8_outputs < target_manifest["num_classes"]:
+        raise RunError(f"--fc8_outputs={config.fc8_outputs} is smaller than the "
+                       f"{target_manifest['num_classes']} classes of half {config.target}.")
+    weights_path = check_base(config, target_manifest, source_manifest or target_manifest)
+    if weights_path is None:
+        return target_manifest, None
+    base_result = _read_base_record(config, RunDir(config.base_run_dir(config.source)).result_path)
+    try:
+        base_weights = transfer.read_base_weights(
+            weights_path, config.model, input_shape_of(config, target_manifest),
+            int(base_result["num_outputs"]))
+    except (transfer.TransferError, KeyError, TypeError, ValueError) as e:
+        raise RunError(f"{e}\nRetrain base{config.source}:\n  "
+                       + base_command(config, config.source)) from e
+    return target_manifest, base_weights
