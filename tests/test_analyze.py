@@ -77,6 +77,7 @@ def _activations(run_dir, half_dir, layers):
                             for b in batches]) for i in range(len(layers))]
 
 
+@pytest.mark.slow
 def test_similarity_cli_writes_json_heatmap_and_tensorboard(grid, monkeypatch, capsys, tmp_path):
     _, seed_dir, split_dir = grid
     out = tmp_path / "sim"
@@ -99,6 +100,7 @@ def test_similarity_cli_writes_json_heatmap_and_tensorboard(grid, monkeypatch, c
     assert not list(tmp_path.glob(".staging-*"))
 
 
+@pytest.mark.slow
 def test_similarity_matches_cka_of_all_activations(grid):
     # The streamed pipeline (per-batch centring, float32 Gram matrices) against numpy CKA of
     # the activations held in memory. 1e-4: float32 Gram matrices against float64 ones.
@@ -271,6 +273,7 @@ def test_filters_cli_writes_one_png_per_net(grid, monkeypatch, capsys, tmp_path)
     assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 2
 
 
+@pytest.mark.slow
 def test_filters_of_a_resnet_net_are_its_stem_convolution(resnet_grid, monkeypatch, capsys,
                                                           tmp_path):
     _, seed_dir, _ = resnet_grid
@@ -295,6 +298,7 @@ def _tiles(image, kernel_shape, pad=1):
             for r in range(rows) for c in range(cols)]
 
 
+@pytest.mark.slow
 def test_similarity_of_resnet_nets_is_one_value_per_cut_point(resnet_grid):
     # Each value is CKA of the output layer of the cut point (stem_pool, block1_out, ...), as
     # numpy computes it from the activations held in memory.
@@ -311,6 +315,7 @@ def test_similarity_of_resnet_nets_is_one_value_per_cut_point(resnet_grid):
         assert result["cka"][name] == pytest.approx(cka.cka(acts_a[i], acts_b[i]), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_resnet_net_against_itself_is_one_at_every_cut_point(resnet_grid, monkeypatch, capsys,
                                                              tmp_path):
     _, seed_dir, split_dir = resnet_grid
@@ -359,6 +364,7 @@ def test_nets_of_different_models_are_refused(grid, resnet_grid, monkeypatch, ca
     assert not (tmp_path / "mixed" / "analysis").exists()
 
 
+@pytest.mark.slow
 def test_predict_on_resnet_nets_runs_over_its_cut_points(resnet_grid, tmp_path):
     # A copy of the trained base pair, with baseB's top-1 and the results of A1B, A3B and AkB
     # (k: the last cut point) written as predict reads them, so the drops are known.

@@ -42,6 +42,7 @@ def test_out_of_range_flags_are_refused_by_main_and_the_grid(flag, tmp_path):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_a_diverged_net_is_recorded_as_diverged_never_as_done(synthetic_data, tmp_path):
     config = _config(synthetic_data, tmp_path, target="A", lr=1e30)
     with pytest.raises(train.Diverged, match="baseA diverged by step 2: the training loss is nan"):
@@ -68,6 +69,7 @@ def test_a_diverged_net_is_recorded_as_diverged_never_as_done(synthetic_data, tm
     assert not list(run_dir.glob(".replaced-*"))
 
 
+@pytest.mark.slow
 def test_a_diverged_net_in_the_main_process_exits_non_zero(synthetic_data, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "keras_transfer.main", f"--flagfile={REPO / 'flags/smoke.flags'}",
@@ -111,6 +113,7 @@ def test_a_result_with_wrong_types_is_skipped_with_a_note(tmp_path, change, mess
                for n in made["notes"]), made["notes"]
 
 
+@pytest.mark.slow
 def test_a_finished_net_is_reused_only_with_its_settings_and_overwrite_retrains_it(
         synthetic_data, tmp_path, capsys):
     config = _config(synthetic_data, tmp_path, target="A")
@@ -130,6 +133,7 @@ def test_a_finished_net_is_reused_only_with_its_settings_and_overwrite_retrains_
     assert not list(config.run_dir.glob(".replaced-*"))  # the old run goes once the new is done
 
 
+@pytest.mark.slow
 def test_a_finished_net_whose_data_or_base_changed_is_stale(synthetic_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(synthetic_data, data)
@@ -173,6 +177,7 @@ def _main(data_dir, workdir, *extra):
             "--steps=300", "--eval_every=10", "--eval_steps=1", "--histogram_every=1000", *extra]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_keeps_its_settings_or_refuses_naming_the_flag(synthetic_data, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     run_dir = tmp_path / "synthetic" / "random_0" / "seed0" / "baseB"
@@ -205,6 +210,7 @@ def test_a_resumed_run_keeps_its_settings_or_refuses_naming_the_flag(synthetic_d
     assert config["batch_size"] == 8 and config["lr"] == 0.01
 
 
+@pytest.mark.slow
 def test_the_retrain_hint_for_a_damaged_base_retrains_it(synthetic_data, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     base = _config(synthetic_data, tmp_path, target="A")
@@ -226,6 +232,7 @@ def test_the_retrain_hint_for_a_damaged_base_retrains_it(synthetic_data, tmp_pat
 
 @pytest.mark.parametrize("record, damage", [("config.json", b"{trunc"), ("result.json", b"\xff\xfe"),
                                             ("result.json", b"[1, 2]")])
+@pytest.mark.slow
 def test_a_corrupt_base_record_is_named_with_the_command_that_retrains_it(
         synthetic_data, tmp_path, record, damage):
     base = _config(synthetic_data, tmp_path, target="A")

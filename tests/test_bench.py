@@ -3,9 +3,12 @@ is the machine's, not the code's)."""
 import json
 import re
 
+import pytest
+
 from data_prep_helpers import run_cli
 
 
+@pytest.mark.slow
 def test_bench_measures_the_small_model_and_a_matmul():
     done = run_cli("--only=matmul,small,batchnorm", "--steps=1", "--warmup_steps=1",
                    "--small_batch=8", "--matmul_size=64", module="keras_transfer.bench",
@@ -21,6 +24,7 @@ def test_bench_measures_the_small_model_and_a_matmul():
     assert "goal:" not in done.stdout  # neither goal's figures were measured
 
 
+@pytest.mark.slow
 def test_bench_refuses_bad_batch_sizes_and_data_dirs(tmp_path):
     bad_batch = run_cli("--only=caffenet", "--caffenet_batch=256,abc",
                         module="keras_transfer.bench")
@@ -31,6 +35,7 @@ def test_bench_refuses_bad_batch_sizes_and_data_dirs(tmp_path):
     assert "manifest.json does not exist" in no_data.stderr
 
 
+@pytest.mark.slow
 def test_bench_trains_a_grid_packed_and_one_net_per_process(synthetic_data, tmp_path):
     """The grid benchmark on tiny data: both ways train the same 7 nets and it says where the
     processes' time went (its ratios are the machine's and are not checked)."""
@@ -57,6 +62,7 @@ def test_bench_trains_a_grid_packed_and_one_net_per_process(synthetic_data, tmp_
     assert "ratio: packed / peer" not in done.stdout  # the peer was not asked for and "goal:" not in done.stdout
 
 
+@pytest.mark.slow
 def test_bench_grid_refuses_data_that_is_not_prepared(tmp_path):
     done = run_cli("--only=grid", f"--grid_data_dir={tmp_path}", module="keras_transfer.bench")
     assert done.returncode != 0

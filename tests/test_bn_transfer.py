@@ -132,6 +132,7 @@ def random_control(family):
     return family.transferred("random", finetune=False)
 
 
+@pytest.mark.slow
 def test_base_net_statistics_moved_away_from_fresh(family):
     """What the copy tests rely on: a trained base net's moving statistics are not the fresh
     ones, so copying them is seen."""
@@ -144,6 +145,7 @@ def test_base_net_statistics_moved_away_from_fresh(family):
                        zip(weights, family.base.get_layer(name).get_weights())), name
 
 
+@pytest.mark.slow
 def test_copied_blocks_hold_every_base_variable_and_the_rest_stays_fresh(family, frozen):
     """Cut points 1..n hold the base net's variables, moving mean and variance included;
     the cut points above n and the head keep the target's fresh initialisation."""
@@ -193,6 +195,7 @@ def _block_outputs(model, cut_point, x):
         model.set_weights(saved)
 
 
+@pytest.mark.slow
 def test_frozen_blocks_normalise_with_their_moving_statistics(family, frozen, finetuned):
     """A frozen block runs batch normalisation in inference mode even when the net trains:
     the output of cut point n is the same under training=True and training=False. A trainable
@@ -233,6 +236,7 @@ def test_new_blocks_start_from_fresh_statistics_and_train(family, frozen):
         assert not _is_fresh(*frozen["trained_statistics"][name]), name
 
 
+@pytest.mark.slow
 def test_random_control_keeps_fresh_frozen_blocks(family, random_control):
     """The random-features control: cut points 1..n keep the target's fresh initialisation,
     fresh statistics included, and stay so through training; the blocks above train."""
@@ -250,6 +254,7 @@ def test_random_control_keeps_fresh_frozen_blocks(family, random_control):
                for name in _names(blocks, family.above))
 
 
+@pytest.mark.slow
 def test_block_sha256_covers_moving_statistics(family):
     """Changing one moving variance of a block changes that block's hash and no other."""
     model = family.base
@@ -290,6 +295,7 @@ def test_every_variable_belongs_to_exactly_one_block(family):
         model.get_layer(cut.output)  # the representation layer exists
 
 
+@pytest.mark.slow
 def test_n_outside_the_cut_points_is_refused_naming_k(family):
     """n must be one of 0..k, k the family's number of cut points; a refused request
     leaves the model as it was. n = k, every cut point, is accepted."""

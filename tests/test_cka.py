@@ -109,6 +109,7 @@ def test_minibatch_mean_equals_full_hsic_over_all_partitions():
     assert np.mean(means) == pytest.approx(cka.hsic_unbiased(k, l), rel=1e-10)
 
 
+@pytest.mark.slow
 def test_minibatch_cka_matches_the_full_batch_one():
     x, y = _related(n=2000, noise=3.0, seed=6)
     batch = 200

@@ -129,6 +129,7 @@ def test_crop_larger_than_the_images_is_refused(synthetic_data):
         data.build_dataset(_half(synthetic_data), "train", batch_size=4, training=True, crop=40)
 
 
+@pytest.mark.slow
 def test_training_images_are_crops_of_the_originals_some_mirrored(synthetic_data):
     half = _half(synthetic_data)
     manifest = data.load_half(half)

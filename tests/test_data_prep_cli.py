@@ -80,6 +80,7 @@ def test_unknown_positional_argument_is_refused():
     _refused(run_cli("prepare"), "unexpected arguments")
 
 
+@pytest.mark.slow
 def test_prepare_verify_and_refuse_a_different_manifest(tmp_path):
     out = tmp_path / "out"
     done = run_cli(f"--source_dir={_fashion_dir(tmp_path)}", "--split=dissimilar",

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.skipif(
            "apt-get install -y dataset-fashion-mnist (bootstrap.sh does it as root)")
 
 
+@pytest.mark.slow
 def test_full_fashion_mnist_prepares_into_5_plus_5_classes(tmp_path):
     start = time.perf_counter()
     halves = prepare("fashion_mnist", "random:0", tmp_path, progress=True)

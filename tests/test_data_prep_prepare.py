@@ -274,6 +274,7 @@ def test_folder_photos_are_jpeg_at_256_by_default(tmp_path):
     assert ex["image"].shape == (256, 256, 3)
 
 
+@pytest.mark.slow
 def test_tfds_source_reads_a_prepared_builder(tmp_path):
     name = build_tiny_tfds(tmp_path / "tfds")
     halves = prepare(f"tfds:{name}", "random:0", tmp_path / "out",

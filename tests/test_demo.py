@@ -38,6 +38,7 @@ def test_splits_that_are_not_random_split_numbers_are_refused():
         demo.grid_argv(["--splits=0,natman"])
 
 
+@pytest.mark.slow
 def test_a_dry_run_plans_the_callers_workdir_and_seeds_and_prepares_nothing(tmp_path):
     workdir = tmp_path / "elsewhere"
     done = subprocess.run([sys.executable, "-m", "keras_transfer.grid.demo", "--dry_run",

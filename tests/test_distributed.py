@@ -19,6 +19,8 @@ from data_prep import prepare, sources
 from distributed_helpers import (REPO, SAME_AS_ONE_PROCESS, assert_same_training,
                                  main_command, run_dir, train_one_process)
 
+pytestmark = pytest.mark.cluster  # several worker processes
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):

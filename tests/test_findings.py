@@ -82,6 +82,7 @@ def test_best_fraction_keeps_the_papers_proportion():
     assert values["evaluations"] == 90
 
 
+@pytest.mark.slow
 def test_best10_is_refused_for_runs_with_few_evaluations(tmp_path):
     write_run(tmp_path, source="none", target="B", n=0, top1_final=0.9, curve=[0.5] * 9)
     command = [sys.executable, "-m", "keras_transfer.report", str(tmp_path), "--no_hparams"]

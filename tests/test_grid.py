@@ -392,6 +392,7 @@ def _finish(workdir, split_dir, name):
     (done / "result.json").write_text("{}")
 
 
+@pytest.mark.slow
 def test_slurm_dependants_wait_for_their_own_base_task(tmp_path):
     env, log = _fake_sbatch_env(tmp_path)
     workdir = tmp_path / "runs"

@@ -65,6 +65,7 @@ def lock_is_free(path):
         return True
 
 
+@pytest.mark.slow
 def test_sigterm_then_sigkill_then_two_launchers_resume(tmp_path, data_dir):
     (tmp_path / "data").symlink_to(data_dir)
     dirs = run_dirs(tmp_path)
@@ -112,6 +113,7 @@ def test_sigterm_then_sigkill_then_two_launchers_resume(tmp_path, data_dir):
     assert made["files"]["figure2.png"].stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_failed_base_fails_its_dependants_at_once(tmp_path, data_dir):
     for half in "AB":
         src = data_dir / "synthetic" / "random_0" / half
@@ -136,6 +138,7 @@ def test_failed_base_fails_its_dependants_at_once(tmp_path, data_dir):
 
 
 
+@pytest.mark.slow
 def test_a_diverged_base_fails_its_dependants_and_is_no_result(tmp_path, data_dir):
     (tmp_path / "data").symlink_to(data_dir)
     proc = launch(tmp_path, *GRID, "--lr=1e30")
@@ -190,6 +193,7 @@ def _main_processes(cwd, target):
     return [pid for pid, args in _main_processes_in(cwd) if f"--target={target}" in args]
 
 
+@pytest.mark.slow
 def test_a_preempted_base_is_resumable_not_failed(tmp_path, data_dir):
     (tmp_path / "data").symlink_to(data_dir)
     long = GRID + ["--steps=200", "--eval_every=10", "--eval_steps=1", "--histogram_every=1000"]
@@ -210,6 +214,7 @@ def test_a_preempted_base_is_resumable_not_failed(tmp_path, data_dir):
     assert all((d / "result.json").exists() for d in run_dirs(tmp_path).values())
     assert "resuming baseA from its backup" in log_of(tmp_path, "baseA").read_text()
 
+@pytest.mark.slow
 def test_a_killed_pack_resumes_only_its_unfinished_nets(tmp_path, data_dir):
     (tmp_path / "data").symlink_to(data_dir)
     dirs = run_dirs(tmp_path)

@@ -154,6 +154,7 @@ def test_layers_under_mixed_bfloat16(bfloat16_policy):
     np.testing.assert_allclose(tf.cast(y, tf.float32), reference, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.slow
 def test_layers_train_under_jit_compile():
     inputs = keras.Input((8, 8, 4))
     x = SplitGroupConv2D(6, 3, groups=2, padding="same", activation="relu")(inputs)
@@ -310,6 +311,7 @@ print(json.dumps(result))
 """
 
 
+@pytest.mark.slow
 def test_fused_batch_norm_keeps_mirrored_statistics_equal():
     """Under MirroredStrategy over two devices, each replica normalising its own share of the
     batch, the copies of the moving statistics stay one value: the mean of the replicas'

@@ -22,6 +22,7 @@ def _smoke(data_dir, workdir, *extra):
                  *extra)
 
 
+@pytest.mark.slow
 def test_one_step_end_to_end(synthetic_data, tmp_path):
     proc = _smoke(synthetic_data, tmp_path, "--target=A")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -47,6 +48,7 @@ def test_one_step_end_to_end(synthetic_data, tmp_path):
     (["--crop=40"], "--crop=40 is larger than the 28x28 images of half B"),
     (["--batch_size=5000"], "--batch_size=5000 is larger than the 120 training images"),
 ])
+@pytest.mark.slow
 def test_bad_input_exits_non_zero_and_writes_nothing(synthetic_data, tmp_path, args, message):
     proc = _smoke(synthetic_data, tmp_path, *args)
     assert proc.returncode != 0
@@ -72,6 +74,7 @@ def test_flag_defaults_are_the_fashion_mnist_preset():
         assert str(default) == value or (isinstance(default, float) and float(value) == default), name
 
 
+@pytest.mark.slow
 def test_corrupt_base_weights_are_named_not_a_traceback(synthetic_data, tmp_path):
     assert _smoke(synthetic_data, tmp_path, "--target=A").returncode == 0
     weights = tmp_path / "synthetic" / "random_0" / "seed0" / "baseA" / "model.weights.h5"

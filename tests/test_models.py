@@ -200,6 +200,7 @@ def test_small_model_learns_from_unit_scale_images():
     assert accuracy > 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet50", "mobilenetv2"])
 def test_keras_applications_are_seeded_and_normalise_with_the_fused_layer(name):
     """The applications' batch normalisation is layers.FusedBatchNormalization (whose moving

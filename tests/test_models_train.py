@@ -40,6 +40,7 @@ def _by_name(result):
     return {row["name"]: row for row in result["layers"]}
 
 
+@pytest.mark.slow
 def test_result_lists_every_cut_point_and_the_head(trained):
     model, base, _ = trained
     arch = models.get(model)

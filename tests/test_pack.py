@@ -53,6 +53,7 @@ def _copy_bases(bases, workdir):
 NETS = ("B2B", "A2B+", "A3B", "A5B", "A7B", "R3B")
 
 
+@pytest.mark.slow
 def test_packed_training_gives_the_results_of_separate_training(synthetic_data, bases, tmp_path):
     separate = _copy_bases(bases, tmp_path / "separate")
     for name in NETS:
@@ -75,6 +76,7 @@ def test_packed_training_gives_the_results_of_separate_training(synthetic_data, 
     assert len({_result(packed, name)["layers"][-1]["sha256_end"] for name in NETS}) == len(NETS)
 
 
+@pytest.mark.slow
 def test_a_finished_net_in_a_pack_is_left_alone(synthetic_data, bases, tmp_path):
     workdir = _copy_bases(bases, tmp_path)
     assert _main(synthetic_data, workdir, "--nets=B2B").returncode == 0
@@ -85,6 +87,7 @@ def test_a_finished_net_in_a_pack_is_left_alone(synthetic_data, bases, tmp_path)
     assert _result(workdir, "A2B")["pack"] == ["A2B"]  # trained alone: its packmate was done
 
 
+@pytest.mark.slow
 def test_a_failing_net_does_not_take_its_packmates_down(synthetic_data, bases, tmp_path):
     workdir = _copy_bases(bases, tmp_path)
     weights = _run_dir(workdir, "baseA") / "model.weights.h5"
@@ -108,6 +111,7 @@ def test_a_failing_net_does_not_take_its_packmates_down(synthetic_data, bases, t
     (["--nets=A2X"], "not a run name"),
     (["--nets=A2B", "--n=3"], "--nets"),
 ])
+@pytest.mark.slow
 def test_bad_packs_are_refused_before_anything_is_written(synthetic_data, bases, tmp_path,
                                                           args, message):
     workdir = _copy_bases(bases, tmp_path)

@@ -122,6 +122,7 @@ def test_n_and_finetuning_from_the_prototxt():
     assert paper_nets._n_and_finetune(proto([("conv1", 0.0), ("fc8", 1.0)]), False) == (1, False)
 
 
+@pytest.mark.slow
 def test_the_paper_command_reports_the_authors_nets(tmp_path):
     out = tmp_path / "paper"
     command = [sys.executable, "-m", "keras_transfer.report", "--paper", f"--out={out}",

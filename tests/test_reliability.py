@@ -61,6 +61,7 @@ def _steps_in_order(result):
     return [h["step"] for h in result["history"]]
 
 
+@pytest.mark.slow
 def test_sigkill_resumes_from_the_last_backup(synthetic_data, tmp_path):
     proc = _start(synthetic_data, tmp_path, *LONG)
     seen = _wait_for_step(proc, _run_dir(tmp_path), 50)
@@ -79,6 +80,7 @@ def test_sigkill_resumes_from_the_last_backup(synthetic_data, tmp_path):
     assert not (_run_dir(tmp_path) / "backup").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_backup_and_the_rerun_continues_from_that_step(synthetic_data, tmp_path):
     proc = _start(synthetic_data, tmp_path, *LONG)
     _wait_for_step(proc, _run_dir(tmp_path), 30)
@@ -96,6 +98,7 @@ def test_sigterm_saves_a_backup_and_the_rerun_continues_from_that_step(synthetic
     assert _steps_in_order(result) == list(range(10, 301, 10))
 
 
+@pytest.mark.slow
 def test_two_processes_never_train_the_same_net(synthetic_data, tmp_path):
     first = _start(synthetic_data, tmp_path, *LONG)
     try:
@@ -112,6 +115,7 @@ def test_two_processes_never_train_the_same_net(synthetic_data, tmp_path):
     assert third.returncode == 0, third.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_deterministic_runs_give_identical_results(synthetic_data, tmp_path):
     results = []
     for name in ("one", "two"):
@@ -124,6 +128,7 @@ def test_deterministic_runs_give_identical_results(synthetic_data, tmp_path):
     assert [r["sha256_end"] for r in a["layers"]] == [r["sha256_end"] for r in b["layers"]]
 
 
+@pytest.mark.slow
 def test_shard_corrupted_after_preparation_stops_the_run_naming_it(synthetic_data, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(synthetic_data, data)
@@ -150,6 +155,7 @@ def test_shard_corrupted_after_preparation_stops_the_run_naming_it(synthetic_dat
     ("--split=halves:3", "halves"),
     ("--n=-1", "--n=-1"),
 ])
+@pytest.mark.slow
 def test_unknown_flag_values_are_named(synthetic_data, tmp_path, flag, named):
     proc = _run(synthetic_data, tmp_path, flag)
     assert proc.returncode != 0
@@ -157,6 +163,7 @@ def test_unknown_flag_values_are_named(synthetic_data, tmp_path, flag, named):
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_unwritable_workdir_is_refused(synthetic_data, tmp_path):
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("a file where the workdir should be\n")
@@ -178,6 +185,7 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(mount)], check=False)
 
 
+@pytest.mark.slow
 def test_disk_full_fails_cleanly_without_a_result(synthetic_data, tiny_disk):
     proc = _run(synthetic_data, tiny_disk, "--steps=20", "--eval_every=10")
     assert proc.returncode != 0
@@ -214,6 +222,7 @@ def test_folder_source_with_an_empty_class_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_folder_source_with_an_undecodable_image_names_it(tmp_path):
     root = _image_folder(tmp_path / "root", {c: [(16, 16)] * 4 for c in "abcd"})
     (root / "b" / "9.png").write_bytes(b"not a png")
@@ -223,6 +232,7 @@ def test_folder_source_with_an_undecodable_image_names_it(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_folder_images_of_another_size_are_resized_to_the_common_shape(tmp_path):
     """A photo folder mixes sizes (ImageNet does); every record comes out at --image_size."""
     from data_prep import records

@@ -57,6 +57,7 @@ def test_t_interval_by_hand():
     assert single["count"] == 1 and single["mean"] == 0.5 and math.isnan(single["ci95"])
 
 
+@pytest.mark.slow
 def test_report_writes_csv_summary_decomposition_and_figures(tmp_path):
     workdir = tmp_path / "runs"
     write_grid(workdir)
@@ -127,6 +128,7 @@ def _section(text, heading):
     return text.split(heading, 1)[1].split("\n## ", 1)[0]
 
 
+@pytest.mark.slow
 def test_whole_dataset_control_is_figure3s_random_line_and_leaves_the_main_series_alone(tmp_path):
     write_grid(tmp_path)
     before = report.make_report(tmp_path, tmp_path / "before", hparams=False)
@@ -167,6 +169,7 @@ def test_without_whole_dataset_runs_figure3_keeps_the_rnb_line(tmp_path):
     assert "random features, whole dataset (RnA)" not in lines
 
 
+@pytest.mark.slow
 def test_reference_overlay_changes_figure2(tmp_path):
     write_grid(tmp_path)
     plain = report.make_report(tmp_path, tmp_path / "plain", hparams=False)
@@ -228,6 +231,7 @@ def test_reduced_series_on_the_whole_dataset_is_apart_from_the_halves(tmp_path):
     assert "| base (halves) | 10 | 2 | 0.5000 (1)" in text
 
 
+@pytest.mark.slow
 def test_rerun_replaces_the_report(tmp_path):
     write_grid(tmp_path)
     report.make_report(tmp_path, hparams=False)
@@ -269,6 +273,7 @@ def test_base_of_a_half_no_net_targets_is_left_out_of_the_base_level(tmp_path):
     assert "| base | 0 | 2 | 0.8800" in (tmp_path / "report" / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_summary_includes_the_cka_prediction_once_computed(tmp_path):
     write_grid(tmp_path)
     report.make_report(tmp_path, hparams=False)

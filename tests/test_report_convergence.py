@@ -92,6 +92,7 @@ def test_a_base_net_stalled_under_a_decayed_learning_rate_is_named_not_converged
     assert stalled["longer_run_dir"] == STALLED + "-x2"
 
 
+@pytest.mark.slow
 def test_with_the_control_the_plateau_check_lists_no_net(tmp_path):
     """A base net whose curve still rises at its last evaluations is judged by its twin (here
     within the rule), not listed again as off its plateau."""
@@ -119,6 +120,7 @@ def test_each_target_half_shows_the_longer_nets_gain_over_splits(tmp_path):
     assert "| A | +0.0020 [+0.0020, +0.0020] | 4 splits (4) |" in section
 
 
+@pytest.mark.slow
 def test_x2_runs_leave_findings_table1_and_every_table_and_figure_unchanged(tmp_path):
     write_stalled_grid(tmp_path / "with")
     without = tmp_path / "without"

@@ -51,6 +51,7 @@ def test_the_papers_network_keeps_the_papers_ranges_and_values(tmp_path):
     assert "n/a" not in text
 
 
+@pytest.mark.slow
 def test_a_network_of_five_cut_points(tmp_path):
     write_protocol(tmp_path, **EFFECTS, model="resnet50", middle=(3,))
     for s in range(4):  # random features: figure 3's line
@@ -126,6 +127,7 @@ def _mixed(workdir):
               split="random:1")
 
 
+@pytest.mark.slow
 def test_runs_of_several_networks_are_refused_until_one_is_chosen(tmp_path):
     workdir = tmp_path / "runs"
     _mixed(workdir)

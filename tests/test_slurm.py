@@ -27,11 +27,11 @@ GRID = ["--backend=slurm", "--experiments=transfer", "--targets=B", "--layers=1"
 MAIN = ["--", "--dataset=synthetic", "--data_dir=data", "--threads=1"]
 NETS = ("baseA", "baseB", "B1B", "B1B+", "A1B", "A1B+")
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.cluster, pytest.mark.skipif(  # a real SLURM cluster on this machine
     bool(slurm_cluster.missing_commands()) or os.geteuid() != 0,
     reason=f"needs root and Debian's {slurm_cluster.PACKAGES} (bootstrap.sh installs them with "
            "apt-get where it runs as root); missing: "
-           + (", ".join(slurm_cluster.missing_commands()) or "root"))
+           + (", ".join(slurm_cluster.missing_commands()) or "root"))]
 
 
 def _free_ports(count):

@@ -91,6 +91,7 @@ def test_weight_decay_is_added_to_kernel_gradients_only(strategy_fn, jit_compile
     np.testing.assert_allclose(db, [-0.2], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_equals_keras_sgd_with_an_l2_regularizer_on_a_real_model():
     """Caffe's decay in the solver == an L2(wd / 2) kernel regularizer + Keras' momentum SGD."""
     wd, lr = 5e-3, 0.05
@@ -200,6 +201,7 @@ print(json.dumps({"replicas": strategy.num_replicas_in_sync,
 """
 
 
+@pytest.mark.slow
 def test_every_replica_gets_the_same_fused_update():
     """Under MirroredStrategy with two replicas, the fused kernel updates each device's copy.
 

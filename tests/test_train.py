@@ -26,6 +26,7 @@ def bases(synthetic_data, tmp_path_factory):
     return workdir, results
 
 
+@pytest.mark.slow
 def test_base_net_writes_its_run_directory(synthetic_data, bases):
     workdir, results = bases
     run_dir = _config(synthetic_data, workdir, target="B").run_dir
@@ -101,6 +102,7 @@ def _validation_loss(config, result, mean_half):
     return float(np.mean(np.concatenate(losses)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mean_image, subtracted", [("base", "A"), ("target", "B")])
 def test_a_transfer_net_subtracts_the_mean_image_it_is_asked_for(synthetic_data, bases,
                                                                  tmp_path, mean_image, subtracted):
@@ -218,6 +220,7 @@ def _tb_scalars(tb_dir, tag):
     return values
 
 
+@pytest.mark.slow
 def test_learning_rate_drops_tenfold_at_lr_step(synthetic_data, tmp_path):
     """A real run with --lr_step=3 of 4 steps: the lr it records (history.json and
     TensorBoard, at each evaluation: the lr of the optimizer's current step) is --lr for
@@ -290,6 +293,7 @@ def _assert_same_state(got, want):
             np.testing.assert_array_equal(a, b, err_msg=f"{part} variable {index}")
 
 
+@pytest.mark.slow
 def test_resumed_run_restores_momentum_and_learning_rate(synthetic_data, tmp_path, resumable):
     """Stopped after its backup at step 2 and resumed, a --deterministic run ends with the
     weights, momentum, step counter, dropout RNG state and learning rate of the same run
@@ -337,6 +341,7 @@ def test_resumed_run_restores_momentum_and_learning_rate(synthetic_data, tmp_pat
                                                                           rel=1e-6)
 
 
+@pytest.mark.slow
 def test_evaluation_points_are_the_last_ones_and_evaluating_trains_nothing(synthetic_data,
                                                                            tmp_path, resumable):
     """--eval_last=1 evaluates at the end only, still writes a backup at every --eval_every
@@ -357,6 +362,7 @@ def test_evaluation_points_are_the_last_ones_and_evaluating_trains_nothing(synth
     assert last["images_per_sec"] > 0
 
 
+@pytest.mark.slow
 def test_one_mirrored_replica_reads_its_pipeline_directly_and_trains_the_same_net(
         synthetic_data, tmp_path):
     """A MirroredStrategy of one replica (each process of the grid) is fed straight from the
@@ -398,6 +404,7 @@ for eval_steps in (4, 9):
 """
 
 
+@pytest.mark.slow
 def test_two_replicas_evaluate_a_partial_last_batch_and_refuse_an_odd_batch(synthetic_data,
                                                                            tmp_path):
     """A subprocess: logical devices must be configured before TensorFlow starts."""

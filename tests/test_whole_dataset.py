@@ -33,6 +33,7 @@ def grid_args(workdir, data_dir, *main_flags, layers="2"):
             "--dataset=synthetic", f"--data_dir={data_dir}", *main_flags]
 
 
+@pytest.mark.slow
 def test_the_grid_trains_the_whole_dataset_control_and_the_report_draws_it(tmp_path, data_dir):
     workdir = tmp_path / "runs"
     out = io.StringIO()
