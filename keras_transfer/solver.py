@@ -93,6 +93,13 @@ def make_optimizer(lr: float, lr_step: int, momentum: float, weight_decay: float
                     l2_decay=weight_decay)
 
 
+def optimizer_for(config) -> CaffeSGD:
+    """The solver a run's Config describes (its schedule stretched by --stretch): the one place
+    the solver's flags are read, so a new schedule flag touches config.py and this module."""
+    return make_optimizer(config.lr, config.stretched(config.lr_step), config.momentum,
+                          config.weight_decay)
+
+
 def current_learning_rate(optimizer) -> float:
     """The learning rate of weights at the optimizer's current step (biases get twice this)."""
     lr = optimizer.learning_rate

@@ -333,8 +333,7 @@ def _build(net: _NetInTraining, strategy) -> None:
             net.model, n=config.n, source=config.source, base_weights=resolved.base_weights,
             finetune=config.finetune, model_name=config.model,
             origin_label=f"base{config.source}" if config.source in naming.HALVES else None)
-        net.optimizer = solver.make_optimizer(config.lr, config.stretched(config.lr_step),
-                                              config.momentum, config.weight_decay)
+        net.optimizer = solver.optimizer_for(config)
         if config.mixed_precision == "float16":
             net.optimizer = keras.optimizers.LossScaleOptimizer(net.optimizer)
         # Momentum slots exist once built; restoring a backup needs them to exist.
