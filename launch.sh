@@ -47,6 +47,10 @@ demo() {
   # The demo's logic is keras_transfer/grid/demo.py; here only what needs no Python: set-up. Its
   # options are checked first whenever a Python with the package is at hand (a typo stops the
   # demo before set-up); on a fresh machine the same check runs right after set-up.
+  local arg
+  for arg in "$@"; do
+    case "$arg" in -h|--help) usage; exit 0 ;; --) break ;; esac
+  done
   cd "$repo"
   if "$python" -c "import absl, keras_transfer" 2>/dev/null; then
     "$python" -m keras_transfer.grid.demo --check_args "$@"
