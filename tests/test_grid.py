@@ -497,6 +497,49 @@ def test_finished_net_trained_with_other_settings_is_refused_until_overwrite(tmp
     assert not any("--overwrite" in c for c in commands_in(text) if c not in retrained)
 
 
+def test_a_finished_convergence_twin_is_judged_by_its_own_settings(tmp_path):
+    """baseA-x2 was trained with --stretch=2: that is the twin's own setting, not a change; a
+    twin trained with another --lr is stale like any finished net."""
+    twin = naming.run_dir(tmp_path / "runs", "fashion_mnist", "random_0", 0, "baseA-x2")
+    twin.mkdir(parents=True)
+    trained = {"run": "baseA-x2", "stretch": 2, "lr": 0.05, "target": "A", "mean_half": "A"}
+    (twin / "config.json").write_text(json.dumps(trained))
+    (twin / "result.json").write_text(json.dumps({"run": "baseA-x2", "layers": []}))
+    args = ["--dry_run", f"--workdir={tmp_path / 'runs'}", "--experiments=transfer,convergence",
+            "--", "--steps=10", "--batch_size=4"]
+    planned = commands_in(dry_run(tmp_path, *args[1:]))
+    assert not any("--stretch=2" in c and "--target=A" in c for c in planned)
+    (twin / "config.json").write_text(json.dumps({**trained, "lr": 0.5}))
+    with pytest.raises(grid.GridError, match=r"random_0/seed0/baseA-x2: it was trained with "
+                                             r"--lr=0.5 \(now 0.05\)"):
+        grid.main(args, out=io.StringIO())
+
+
+def test_a_started_net_with_other_settings_is_refused_until_overwrite(tmp_path):
+    """A net killed with a backup resumes only with the settings it started with (main refuses
+    other ones): the grid lists it before it starts anything, as it lists a stale finished net."""
+    base = naming.run_dir(tmp_path / "runs", "fashion_mnist", "random_0", 0, "baseA")
+    (base / "backup").mkdir(parents=True)
+    (base / "backup" / "ckpt-5.index").write_bytes(b"")
+    args = ["--dry_run", f"--workdir={tmp_path / 'runs'}", "--experiments=transfer", "--",
+            "--steps=10", "--batch_size=4"]
+    started = {"run": "baseA", "lr": 0.5, "target": "A", "mean_half": "A"}
+    (base / "config.json").write_text(json.dumps(started))
+    with pytest.raises(grid.GridError, match=r"(?s)random_0/seed0/baseA: it was started with "
+                                             r"--lr=0.5 \(now 0.05\) and has a backup.*--overwrite"):
+        grid.main(args, out=io.StringIO())
+    (base / "config.json").write_text("{cut short")
+    with pytest.raises(grid.GridError, match="baseA: it has a backup but its config.json is "
+                                             "unreadable"):
+        grid.main(args, out=io.StringIO())
+    retrained = [c for c in commands_in(dry_run(tmp_path, "--overwrite", *args[2:]))
+                 if "--source=none" in c and "--target=A" in c]
+    assert len(retrained) == 1 and "--overwrite" in retrained[0]
+    # With the settings it started with, it is resumed, not refused.
+    (base / "config.json").write_text(json.dumps({**started, "lr": 0.05}))
+    grid.main(args, out=io.StringIO())
+
+
 def test_a_diverged_net_is_refused_until_overwrite_even_if_its_record_is_unreadable(tmp_path):
     """The grid counts a net as diverged by the same rule as main (RunDir.is_diverged): a
     diverged.json, readable or not, and no result.json."""
