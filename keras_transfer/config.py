@@ -26,11 +26,6 @@ STRATEGIES = ("mirrored", "multi_worker", "one_device")
 PRECISIONS = ("float32", "bfloat16", "float16")
 # The flags that say which net to train; --nets gives them per net instead.
 NET_FLAGS = ("source", "target", "n", "finetune", "stretch")
-# The flags that change what a trained net is (besides the ones in its run directory's path): a
-# finished or half-trained run is only ever continued or reused with the values it started with.
-RESULT_FLAGS = ("model", "fc8_outputs", "crop", "batch_size", "steps", "epochs", "lr", "lr_step",
-                "stretch", "momentum", "weight_decay", "dropout", "eval_every", "eval_steps",
-                "mixed_precision")  # not eval_last: evaluating trains nothing
 MEAN_IMAGES = ("base", "target")
 
 

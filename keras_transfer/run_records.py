@@ -13,12 +13,20 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from data_prep.atomic import write_json_atomic
-from keras_transfer import config as config_lib
 from keras_transfer import naming
-from keras_transfer.config import Config
 from keras_transfer.locking import RunLock
+
+if TYPE_CHECKING:  # config builds --model's choices from the model registry: the report needs neither
+    from keras_transfer.config import Config
+
+# The flags that change what a trained net is (besides the ones in its run directory's path): a
+# finished or half-trained run is only ever continued or reused with the values it started with.
+RESULT_FLAGS = ("model", "fc8_outputs", "crop", "batch_size", "steps", "epochs", "lr", "lr_step",
+                "stretch", "momentum", "weight_decay", "dropout", "eval_every", "eval_steps",
+                "mixed_precision")  # not eval_last: evaluating trains nothing
 
 
 class RecordError(ValueError):
@@ -54,7 +62,7 @@ def settings_changed(config: Config, recorded: dict) -> list[str]:
     differs from `config`'s, as `--lr=0.05 (now 0.1)`; and the mean image, by the half it came
     from (what --mean_image means for this net)."""
     now = config.to_json()
-    changed = [f"--{name}={recorded[name]} (now {now[name]})" for name in config_lib.RESULT_FLAGS
+    changed = [f"--{name}={recorded[name]} (now {now[name]})" for name in RESULT_FLAGS
                if name in recorded and recorded[name] != now[name]]
     # Runs recorded before --mean_image existed subtracted their target half's mean.
     mean_then = recorded.get("mean_half", recorded.get("target", now["target"]))
