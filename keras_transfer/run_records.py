@@ -227,30 +227,39 @@ class RunDir:
                 reasons.append(f"base{config.source} has been retrained since it copied its layers")
         return reasons
 
-    def resume_problem(self, config: Config) -> str | None:
-        """Why this unfinished run cannot go on as `config` (what to do included), or None: it
-        diverged (the same settings would diverge again), or it has a backup and started with
-        other settings (its backup holds the old model and optimizer) or unknown ones."""
+    def why_not_resumable(self, config: Config) -> str | None:
+        """Why this unfinished run cannot go on as `config`, as "it ...", or None: it diverged
+        (the same settings would diverge again), or it has a backup and started with other
+        settings (its backup holds the old model and optimizer) or unknown ones. The grid lists
+        these nets before it starts; main refuses them (resume_problem)."""
         if self.diverged_path.exists():
             record = self.diverged() or {}
-            quantity, value = record.get("quantity", "its loss"), record.get("value", "not finite")
-            return (f"{config.run} diverged by step {record.get('step', '?')} ({quantity} was "
-                    f"{value}; see {self.diverged_path}). The same settings would diverge again: "
-                    "change them (e.g. a lower --lr) and add --overwrite to train it from "
-                    "scratch.")
+            return (f"it diverged by step {record.get('step', '?')} "
+                    f"({record.get('quantity', 'its loss')} was {record.get('value', 'not finite')};"
+                    f" see {self.diverged_path})")
         if not self.has_backup():
             return None
         recorded = self.config()
         if recorded is None:
-            return (f"{config.run} has a backup in {self.backup_dir} but its {self.CONFIG} is "
-                    "missing or unreadable, so the settings it started with are unknown. "
-                    "Start it again with --overwrite.")
-        changed = settings_changed(config, recorded)
-        if changed:
-            return (f"{config.run} was started with other settings and resumes from its "
-                    f"backup in {self.backup_dir}: {', '.join(changed)}. Give the settings "
-                    "it started with to resume it, or add --overwrite to start it again.")
+            return (f"it has a backup but its {self.CONFIG} is missing or unreadable: the "
+                    "settings it started with are unknown")
+        if changed := settings_changed(config, recorded):
+            return f"it was started with {', '.join(changed)} and has a backup"
         return None
+
+    def resume_problem(self, config: Config) -> str | None:
+        """why_not_resumable as main's refusal, with what to do."""
+        reason = self.why_not_resumable(config)
+        if reason is None:
+            return None
+        if self.diverged_path.exists():
+            fix = ("The same settings would diverge again: change them (e.g. a lower --lr) and add "
+                   "--overwrite to train it from scratch.")
+        elif self.config() is None:
+            fix = "Start it again with --overwrite."
+        else:
+            fix = "Give the settings it started with to resume it, or add --overwrite to start it again."
+        return f"{config.run}: {reason}. {fix}"
 
     # ------------------------------------------------------------ writing
 

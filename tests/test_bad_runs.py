@@ -196,7 +196,7 @@ def test_a_resumed_run_keeps_its_settings_or_refuses_naming_the_flag(synthetic_d
     refused = subprocess.run(_main(synthetic_data, tmp_path, *changes), cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2, refused.stderr[-2000:]
-    assert "was started with other settings" in refused.stderr
+    assert "was started with --" in refused.stderr and "has a backup" in refused.stderr
     for recorded in changes.values():
         assert recorded in refused.stderr
     assert "Traceback" not in refused.stderr

@@ -17,7 +17,7 @@ from keras_transfer import models, naming
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid import nets as nets_lib
 from keras_transfer.grid.nets import PlannedNet
-from keras_transfer.run_records import RunDir, settings_changed
+from keras_transfer.run_records import RunDir
 
 # Flags of main the grid sets on every command; giving them after `--` would contradict the grid.
 GRID_OWNED_FLAGS = ("source", "target", "n", "finetune", "nets", "split", "seed", "workdir",
@@ -139,8 +139,8 @@ def stale_nets(plan: Plan, preset) -> dict:
     """Nets of the plan to train again only with --overwrite, with the reasons: finished nets
     whose result no longer answers for it (RunDir.why_stale: other settings, re-prepared
     data, a retrained base net), the finished dependants of such a base net, which will copy
-    from the retrained one, nets that diverged (RunDir.is_diverged) and started nets whose
-    backup holds other or unknown settings: main refuses to resume both."""
+    from the retrained one, and unfinished nets main refuses to resume (RunDir.why_not_resumable:
+    they diverged, or their backup holds other or unknown settings)."""
     stale = {}
     for net in plan.nets:
         run = plan.run(net)
@@ -150,18 +150,8 @@ def stale_nets(plan: Plan, preset) -> dict:
             steps=net.steps or preset.steps, lr_step=net.lr_step or preset.lr_step,
             stretch=net.stretch, workdir=plan.workdir)
         if not plan.is_done(net):
-            if run.is_diverged():  # the same settings would diverge again
-                diverged = run.diverged() or {}
-                stale[net.key] = [f"it diverged by step {diverged.get('step', '?')} "
-                                  f"({RunDir.DIVERGED})"]
-            elif run.has_backup():  # main refuses to resume it with other settings
-                recorded = run.config()
-                if recorded is None:
-                    stale[net.key] = [f"it has a backup but its {RunDir.CONFIG} is unreadable: "
-                                      "the settings it started with are unknown"]
-                elif changed := settings_changed(config, recorded):
-                    stale[net.key] = [f"it was started with {', '.join(changed)} and has a "
-                                      "backup"]
+            if reason := run.why_not_resumable(config):  # main refuses to resume it
+                stale[net.key] = [reason]
             continue
         try:
             target_manifest = manifest_lib.load_manifest(config.half_dir(net.target))
