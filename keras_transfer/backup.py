@@ -19,7 +19,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from keras_transfer import models
+from keras_transfer import models, run_records
 
 
 class Preempted(Exception):
@@ -47,7 +47,7 @@ class Backup:
         # still restores (its dropout states stay as built) while the weights must match whole.
         self._trained = tf.train.Checkpoint(model=model, optimizer=optimizer)
         self._random = tf.train.Checkpoint(random_state=models.random_states(model))
-        # A damaged `checkpoint` index file is ignored by the manager; restore() does not need it.
+        _drop_damaged_index(self.directory)  # restore() does not need it; the manager would fail
         self.manager = tf.train.CheckpointManager(self.checkpoint, str(directory), max_to_keep=2)
 
     def step(self) -> int:
@@ -59,14 +59,13 @@ class Backup:
         Backups are found on disk (ckpt-<step>.index), not only through the index file. A
         damaged one is skipped with a warning for the next older; if none reads back, the
         variables are put back as they were and the run starts afresh (0)."""
-        candidates = sorted(self.restore_from.glob("ckpt-*.index"),
-                            key=lambda p: int(p.stem.split("-")[1]), reverse=True)
+        candidates = [path for _, path in sorted(run_records.backups(self.restore_from).items(),
+                                                 reverse=True)]
         if not candidates:
             return 0
         variables = list(self.model.variables) + list(self.optimizer.variables)
         initial = [v.numpy() for v in variables]
-        for index in candidates:
-            path = str(index.with_suffix(""))
+        for path in map(str, candidates):
             try:
                 self._trained.restore(path).assert_existing_objects_matched().expect_partial()
                 self._random.restore(path).expect_partial()
@@ -85,6 +84,17 @@ class Backup:
         except tf.errors.OpError as e:  # TF reports a full disk as ResourceExhausted
             raise OSError(f"cannot write a backup to {self.manager.directory}: "
                           f"{e.message.split('; ')[-1]}") from e
+
+
+def _drop_damaged_index(directory: Path) -> None:
+    """Removes the `checkpoint` file (TensorFlow's list of the backups, rewritten at every save)
+    if it cannot be read: an empty or garbled one stops tf.train.CheckpointManager."""
+    try:
+        tf.train.get_checkpoint_state(str(directory))
+    except (ValueError, UnicodeDecodeError, tf.errors.OpError) as e:
+        index = directory / "checkpoint"
+        _warn(f"{index} is damaged ({type(e).__name__}); it is rewritten at the next backup")
+        index.unlink(missing_ok=True)
 
 
 def _warn(message: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -27,6 +28,20 @@ if TYPE_CHECKING:  # config builds --model's choices from the model registry: th
 RESULT_FLAGS = ("model", "fc8_outputs", "crop", "batch_size", "steps", "epochs", "lr", "lr_step",
                 "stretch", "momentum", "weight_decay", "dropout", "eval_every", "eval_steps",
                 "mixed_precision")  # not eval_last: evaluating trains nothing
+
+
+# A backup is a TensorFlow checkpoint named ckpt-<step> (tf.train.CheckpointManager's prefix),
+# found by its .index file; anything else in backup/ (a copy's `ckpt-300 (copy).index`) is not one.
+_BACKUP_INDEX = re.compile(r"ckpt-([0-9]+)\.index")
+
+
+def backups(directory) -> dict[int, Path]:
+    """The backups in `directory` by step, each as its checkpoint's path prefix (ckpt-<step>)."""
+    found = {}
+    for index in Path(directory).glob("ckpt-*.index"):
+        if match := _BACKUP_INDEX.fullmatch(index.name):
+            found[int(match[1])] = index.with_suffix("")
+    return found
 
 
 class RecordError(ValueError):
@@ -191,12 +206,11 @@ class RunDir:
         return self.diverged_path.exists() and not self.is_done()
 
     def has_backup(self) -> bool:
-        return any(self.backup_dir.glob("ckpt-*.index"))
+        return bool(backups(self.backup_dir))
 
     def backup_step(self) -> int:
         """The step of the newest backup (0: none)."""
-        return max((int(p.stem.split("-")[1]) for p in self.backup_dir.glob("ckpt-*.index")),
-                   default=0)
+        return max(backups(self.backup_dir), default=0)
 
     def why_stale(self, config: Config, target_manifest: dict | None) -> list[str]:
         """Why this finished run no longer answers for `config`: it was trained with other

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from keras_transfer import models, solver
 from keras_transfer.backup import Backup
+from keras_transfer.run_records import RunDir
 
 
 def _net(directory):
@@ -71,11 +72,29 @@ def test_a_damaged_newest_backup_falls_back_to_the_older(two_backups, damage, ca
         assert "ckpt-2 is damaged" in capsys.readouterr().err
 
 
-def test_a_damaged_index_file_still_finds_the_backups(two_backups):
+@pytest.mark.parametrize("content", [b"\x00garbage{{", b"", b"\xff\xfe not UTF-8"],
+                         ids=["garbled", "empty", "not_utf8"])
+def test_a_damaged_index_file_still_finds_the_backups_and_saves_again(two_backups, content,
+                                                                       capsys):
     directory, saved = two_backups
-    (directory / "checkpoint").write_bytes(b"\x00garbage{{")
+    (directory / "checkpoint").write_bytes(content)
+    step, model, optimizer = _restore(directory)
+    assert step == 2 and _same(_weights(model), saved[2])
+    _step(model, optimizer)
+    Backup(directory, model, optimizer).save()  # and the next backup is found again
+    assert _restore(directory)[0] == 3
+
+
+def test_a_stray_file_beside_the_backups_is_no_backup(two_backups):
+    """A copy made by hand or a file manager (`ckpt-300 (copy).index`) is neither restored nor
+    counted as a step: only TensorFlow's own ckpt-<step> names are backups."""
+    directory, saved = two_backups
+    for name in ("ckpt-300 (copy).index", "ckpt-.index", "ckpt-2.index~"):
+        (directory / name).write_bytes((directory / "ckpt-1.index").read_bytes())
     step, model, _ = _restore(directory)
     assert step == 2 and _same(_weights(model), saved[2])
+    run = RunDir(directory.parent)
+    assert run.has_backup() and run.backup_step() == 2
 
 
 def test_no_good_backup_is_a_real_fresh_start(two_backups, tmp_path, capsys):
