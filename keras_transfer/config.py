@@ -37,8 +37,9 @@ def _flag(default, help: str, *, choices=None, allowed=None):
 
 
 # The values a numeric flag may take (NaN and infinity never): a test and the rule in words.
-NON_NEGATIVE = (lambda v: v >= 0), "it must be 0 or more"
-POSITIVE = (lambda v: v > 0), "it must be positive"
+# Counts stay below 2**31: TensorFlow's int32 shapes and a run's list of evaluation points.
+NON_NEGATIVE = (lambda v: 0 <= v < 2**31), "it must be from 0 to 2**31 - 1"
+POSITIVE = (lambda v: 0 < v < 2**31), "it must be positive and below 2**31"
 BELOW_ONE = (lambda v: 0 <= v < 1), "it must be at least 0 and below 1"
 SEED_RANGE = (lambda v: 0 <= v < 2**31), "a seed is an integer from 0 to 2**31 - 1"
 

@@ -9,6 +9,7 @@ net) or `train.run_pack` (several).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -27,11 +28,40 @@ config_lib.define_flags()
 FLAGS = flags.FLAGS
 
 
+def tf_config_problem(text: str) -> str | None:
+    """Why TF_CONFIG (the cluster this worker belongs to, as JSON) cannot be used, or None.
+    TensorFlow reads it for the mirrored strategies too, and fails with a traceback."""
+    try:
+        spec = json.loads(text)
+    except ValueError as e:
+        return f"is not JSON ({e})"
+    if not isinstance(spec, dict):
+        return "is not a JSON object"
+    cluster, task = spec.get("cluster", {}), spec.get("task", {})
+    if not (isinstance(cluster, dict)
+            and all(isinstance(a, list) and a for a in cluster.values())):
+        return 'has a "cluster" that is not {"worker": ["host:port", ...], ...}'
+    if not isinstance(task, dict):
+        return 'has a "task" that is not {"type": "worker", "index": N}'
+    if not task:
+        return None if not cluster else 'has a "cluster" but no "task" saying which one this is'
+    kind, index = task.get("type"), task.get("index", 0)
+    if kind not in cluster:
+        return f'names task type {kind!r}, which its "cluster" does not list ({", ".join(cluster)})'
+    if not (isinstance(index, int) and 0 <= index < len(cluster[kind])):
+        return (f'names {kind} {index!r}, but its "cluster" lists {len(cluster[kind])} '
+                f"{kind} address(es): the index is 0 to {len(cluster[kind]) - 1}")
+    return None
+
+
 def make_strategy(name: str):
     """MirroredStrategy over local devices, MultiWorkerMirroredStrategy across machines
     (TF_CONFIG, or a SLURM allocation), or one device."""
     import tensorflow as tf
 
+    if os.environ.get("TF_CONFIG") and (problem := tf_config_problem(os.environ["TF_CONFIG"])):
+        raise config_lib.ConfigError(f"TF_CONFIG {problem}. Fix it, or unset TF_CONFIG to train "
+                                     "on this machine alone.")
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "one_device":

@@ -58,6 +58,10 @@ def top_k(manifest: dict) -> int | None:
     return 5 if manifest["num_classes"] > 5 else None
 
 
+# More evaluation points (each writes a backup) than this is a mistake in the flags.
+MAX_EVALUATION_POINTS = 1_000_000
+
+
 def check_config(config: Config) -> None:
     arch = models.get(config.model)
     problem = naming.net_problem(config.source, config.n, config.finetune, model=arch.name,
@@ -68,6 +72,49 @@ def check_config(config: Config) -> None:
         config_lib.check_values(config)
     except config_lib.ConfigError as e:
         raise RunError(str(e)) from None
+    if config.steps == 0 and config.epochs == 0:
+        raise RunError("--steps=0 and --epochs=0 train nothing: give --steps (e.g. 720) or "
+                       "--epochs.")
+    if config.stretched(config.steps) >= 2**31:
+        raise RunError(f"--steps={config.steps} x --stretch={config.stretch} is more steps than "
+                       "a run can count (2**31 - 1): give fewer.")
+
+
+def check_schedule(config: Config, total: int) -> None:
+    """The run's length in steps and evaluation points can be counted and held."""
+    if total >= 2**31:
+        raise RunError(f"--epochs={config.epochs} is {total} steps, more than a run can count "
+                       "(2**31 - 1): give fewer.")
+    points = total // config.stretched(config.eval_every)
+    if points > MAX_EVALUATION_POINTS:
+        raise RunError(f"--eval_every={config.eval_every} over {total} steps is {points} "
+                       f"evaluation points, each writing a backup (at most "
+                       f"{MAX_EVALUATION_POINTS:,}): give a larger --eval_every.")
+
+
+def check_images(config: Config, manifest: dict) -> None:
+    """The target half holds a classification problem and images the network can take."""
+    if manifest["num_classes"] < 2:
+        raise RunError(f"half {config.target} of {config.split_dir} has "
+                       f"{manifest['num_classes']} class: a classifier needs at least 2. "
+                       "Prepare a split with at least 2 classes per half (data_prep --split).")
+    height, width, _ = manifest["image_shape"]
+    if config.crop > min(height, width):
+        raise RunError(f"--crop={config.crop} is larger than the {height}x{width} images of half "
+                       f"{config.target}: give at most {min(height, width)}, or 0 for the model's "
+                       "own crop.")
+    crop = input_shape_of(config, manifest)[0]
+    arch = models.get(config.model)
+    if not config.crop and crop > min(height, width):
+        raise RunError(f"--model={arch.name} crops {crop}x{crop} pixels, larger than the "
+                       f"{height}x{width} images of half {config.target}: prepare larger images "
+                       "(data_prep --image_size=256) or give a --crop of at most "
+                       f"{min(height, width)}.")
+    if crop < arch.min_input:
+        given = f"--crop={crop}" if config.crop else f"the {height}x{width} images cropped to {crop}"
+        raise RunError(f"--model={arch.name} takes crops of at least {arch.min_input}x"
+                       f"{arch.min_input} pixels, not {given}: prepare larger images "
+                       f"(data_prep --image_size) or give a larger --crop.")
 
 
 def base_command(config: Config, half: str) -> str:
@@ -148,12 +195,9 @@ def check_inputs(config: Config) -> tuple[dict, dict | None]:
         raise RunError(f"--mean_image=base subtracts half {config.source}'s mean image, but its "
                        f"images are {source_manifest['image_shape']} and half {config.target}'s "
                        f"{target_manifest['image_shape']}; use --mean_image=target.")
-    height, width, _ = target_manifest["image_shape"]
-    if config.crop > min(height, width):
-        raise RunError(f"--crop={config.crop} is larger than the {height}x{width} images of half "
-                       f"{config.target}: give at most {min(height, width)}, or 0 for the model's "
-                       "own crop.")
+    check_images(config, target_manifest)
     train_count = target_manifest["counts"]["train"]
+    check_schedule(config, total_steps(config, train_count))
     if config.batch_size > train_count:
         raise RunError(f"--batch_size={config.batch_size} is larger than the {train_count} "
                        f"training images of half {config.target}: give at most {train_count}.")

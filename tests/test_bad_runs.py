@@ -31,7 +31,9 @@ REPO = Path(__file__).resolve().parents[1]
                                   "--epochs=nan", "--epochs=-1", "--seed=-1", "--threads=-1",
                                   "--weight_decay=-1", "--weight_decay=inf", "--lr_step=-5",
                                   "--eval_steps=-1", "--batch_size=0", "--histogram_every=0",
-                                  "--fc8_outputs=-2", "--crop=-1", "--examples_per_class=-1"])
+                                  "--fc8_outputs=-2", "--crop=-1", "--examples_per_class=-1",
+                                  "--steps=99999999999999999999", "--eval_steps=2147483648",
+                                  "--batch_size=4294967296", "--stretch=2147483648"])
 def test_out_of_range_flags_are_refused_by_main_and_the_grid(flag, tmp_path):
     name = flag[2:].split("=")[0]
     with pytest.raises(config_lib.ConfigError, match=f"--{name}=.* is out of range"):
@@ -253,5 +255,41 @@ def test_a_damaged_mean_image_is_named_before_anything_is_written(synthetic_data
     (data / "synthetic" / "random_0" / "B" / "mean.npy").write_bytes(damage)
     config = _config(data, tmp_path / "runs", target="B")
     with pytest.raises(train.RunError, match="the mean image .*mean.npy is damaged.*--overwrite"):
+        _train(config)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def odd_data(tmp_path_factory):
+    """Halves of one class each, and of 1x1 images: data_prep makes both, no net can use them."""
+    out = tmp_path_factory.mktemp("odd")
+    for name, spec in {"one_class": dict(num_classes=2, image_size=28),
+                       "one_pixel": dict(num_classes=4, image_size=1)}.items():
+        prepare(source="synthetic", split="random:0", out=out / name, progress=False,
+                synthetic=SyntheticSpec(channels=1, train_per_class=8, validation_per_class=4,
+                                        seed=0, **spec))
+    return out
+
+
+@pytest.mark.parametrize("data, flags, message", [
+    (None, dict(steps=0, epochs=0), r"--steps=0 and --epochs=0 train nothing"),
+    (None, dict(steps=2_000_000_000, stretch=2), r"more steps than a run can count"),
+    (None, dict(steps=0, epochs=1e9), r"--epochs=1000000000.0 is \d+ steps, more than"),
+    (None, dict(steps=2_000_000_000, eval_every=1), r"2000000000 evaluation points.*larger "
+                                                     r"--eval_every"),
+    ("one_class", {}, r"half A of random_0 has 1 class: a classifier needs at least 2"),
+    ("one_pixel", {}, r"--model=small takes crops of at least 1x1 pixels, not the 1x1 images "
+                      r"cropped to -1"),
+    ("one_pixel", dict(model="caffenet"), r"--model=caffenet crops 227x227 pixels, larger than "
+                                          r"the 1x1 images.*--image_size"),
+    (None, dict(model="caffenet", crop=20), r"--model=caffenet takes crops of at least 67x67 "
+                                            r"pixels, not --crop=20"),
+], ids=["no_steps", "too_many_steps", "too_many_epochs", "too_many_evaluations", "one_class",
+        "one_pixel", "default_crop_too_large", "crop_too_small"])
+def test_a_run_that_means_nothing_is_refused_before_anything_is_written(
+        synthetic_data, odd_data, tmp_path, data, flags, message):
+    data_dir = odd_data / data if data else synthetic_data
+    config = _config(data_dir, tmp_path / "runs", target="A", **flags)
+    with pytest.raises(train.RunError, match=message):
         _train(config)
     assert not (tmp_path / "runs").exists()

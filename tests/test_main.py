@@ -10,16 +10,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _main(*args, cwd=REPO):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+def _main(*args, cwd=REPO, env=None):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **(env or {})}
     return subprocess.run([sys.executable, "-m", "keras_transfer.main", *args], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=300)
 
 
-def _smoke(data_dir, workdir, *extra):
+def _smoke(data_dir, workdir, *extra, env=None):
     return _main(f"--flagfile={REPO / 'flags' / 'smoke.flags'}", f"--data_dir={data_dir}",
                  "--dataset=synthetic", f"--workdir={workdir}", "--steps=1", "--eval_every=1",
-                 *extra)
+                 *extra, env=env)
 
 
 @pytest.mark.slow
@@ -83,3 +83,44 @@ def test_corrupt_base_weights_are_named_not_a_traceback(synthetic_data, tmp_path
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "model.weights.h5" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "synthetic" / "random_0" / "seed0" / "A2B").exists()  # nothing written
+
+
+TWO_WORKERS = {"worker": ["localhost:12345", "localhost:12346"]}
+
+
+@pytest.mark.parametrize("tf_config, problem", [
+    ("{bad", "is not JSON"),
+    ("[1, 2]", "is not a JSON object"),
+    (json.dumps({"cluster": {"worker": "localhost:1"}, "task": {"type": "worker", "index": 0}}),
+     '"cluster" that is not'),
+    (json.dumps({"cluster": TWO_WORKERS}), 'no "task"'),
+    (json.dumps({"cluster": TWO_WORKERS, "task": {"type": "chief", "index": 0}}),
+     "task type 'chief', which its \"cluster\" does not list (worker)"),
+    (json.dumps({"cluster": TWO_WORKERS, "task": {"type": "worker", "index": 2}}),
+     "lists 2 worker address(es): the index is 0 to 1"),
+    (json.dumps({"cluster": TWO_WORKERS, "task": {"type": "worker", "index": "1"}}),
+     "names worker '1'"),
+    (json.dumps({"cluster": TWO_WORKERS, "task": {"type": "worker", "index": 1}}), None),
+    (json.dumps({"cluster": {"chief": ["h:1"], "worker": ["h:2"]},
+                 "task": {"type": "worker", "index": 0}}), None),
+    ("{}", None),
+])
+def test_a_tf_config_that_cannot_work_is_named(tf_config, problem):
+    from keras_transfer.main import tf_config_problem
+    found = tf_config_problem(tf_config)
+    assert found == problem if problem is None else problem in found
+
+
+@pytest.mark.parametrize("strategy, tf_config", [
+    ("mirrored", "{bad"),
+    ("multi_worker", json.dumps({"cluster": TWO_WORKERS, "task": {"type": "worker", "index": 3}})),
+])
+@pytest.mark.slow
+def test_a_bad_tf_config_is_one_line_before_anything_is_written(synthetic_data, tmp_path,
+                                                                strategy, tf_config):
+    proc = _smoke(synthetic_data, tmp_path, "--target=A", f"--strategy={strategy}",
+                  env={"TF_CONFIG": tf_config})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "error: TF_CONFIG " in proc.stderr and "unset TF_CONFIG" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not any(tmp_path.iterdir())

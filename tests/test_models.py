@@ -227,3 +227,16 @@ def test_training_flop_counts_only_the_gradients_taken():
     per_block = models.block_multiply_adds(models.get("small"), small)
     assert sum(per_block.values()) == models.multiply_adds(small)
     assert list(per_block) == [*models.get("small").cut_names, "head"]
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=[pytest.mark.slow] if models.get(n).crop_of_256 == 224 else [])
+    for n in models.NAMES if models.get(n).min_input > 1])  # the Keras applications build slowly
+def test_the_smallest_input_a_network_declares_is_the_smallest_it_takes(name):
+    """resolve refuses crops below min_input before anything is written, so it must be true:
+    the network builds at it and not one pixel below."""
+    arch = models.get(name)
+    channels = 3
+    arch.build(5, (arch.min_input, arch.min_input, channels), dropout=0.5, seed=0)
+    with pytest.raises(ValueError):
+        arch.build(5, (arch.min_input - 1, arch.min_input - 1, channels), dropout=0.5, seed=0)

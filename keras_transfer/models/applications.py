@@ -89,9 +89,11 @@ ARCHITECTURES = (
     Architecture(name="resnet50", build=_seeded(_resnet50), cut_points=RESNET50_CUT_POINTS,
                  head=("predictions",), input_scale=1.0 / 255.0, crop_of_256=224,
                  paper_layers=False, packed=False,
-                 about="keras.applications.ResNet50, 224 px: stem and 4 stages"),
+                 about="keras.applications.ResNet50, 224 px: stem and 4 stages",
+                 min_input=32),  # as keras.applications documents
     Architecture(name="mobilenetv2", build=_seeded(_mobilenetv2),
                  cut_points=MOBILENETV2_CUT_POINTS, head=("predictions",),
                  input_scale=1.0 / 255.0, crop_of_256=224, paper_layers=False, packed=False,
-                 about="keras.applications.MobileNetV2, 224 px: stem and 6 block groups"),
+                 about="keras.applications.MobileNetV2, 224 px: stem and 6 block groups",
+                 min_input=32),
 )

@@ -43,6 +43,9 @@ class Architecture:
     # One net leaves a core idle between its small ops: the grid trains several in one process.
     packed: bool
     about: str  # one line for --help
+    # The smallest crop (pixels per side) its layers can take: smaller ones leave a pooling or a
+    # strided convolution nothing to work on (tests/test_models.py builds both sides of it).
+    min_input: int = 1
 
     @property
     def max_n(self) -> int:

@@ -124,7 +124,8 @@ _CUT_POINTS = tuple(CutPoint(name, (name,), name) for name in LAYER_NAMES[:-1])
 CAFFENET_ARCHITECTURE = Architecture(
     name="caffenet", build=caffenet, cut_points=_CUT_POINTS, head=("fc8",), input_scale=1.0,
     crop_of_256=227, paper_layers=True, packed=False,
-    about="the paper's CaffeNet, 227 px crops")
+    about="the paper's CaffeNet, 227 px crops",
+    min_input=67)  # conv1 (11, stride 4) and three 3x3 stride-2 'valid' pools leave 1x1 at 67
 SMALL_ARCHITECTURE = Architecture(
     name="small", build=small, cut_points=_CUT_POINTS, head=("fc8",), input_scale=1.0 / 255.0,
     crop_of_256=None, paper_layers=True, packed=True,
