@@ -26,7 +26,8 @@ def _collect(ds, batches=None):
 def test_evaluation_is_the_centre_crop_of_the_mean_subtracted_images_in_file_order(synthetic_data):
     half = _half(synthetic_data)
     manifest = data.load_half(half)
-    x, y = _collect(data.build_dataset(half, "validation", batch_size=7, training=False, crop=24))
+    evaluation = data.InputSettings(batch_size=7, training=False, crop=24)
+    x, y = _collect(data.build_dataset(half, "validation", evaluation))
     raw = list(records.read_examples(data.shard_paths(half, manifest, "validation")))
     assert len(x) == len(raw) == manifest["counts"]["validation"]
     mean = np.load(half / "mean.npy")
@@ -35,7 +36,7 @@ def test_evaluation_is_the_centre_crop_of_the_mean_subtracted_images_in_file_ord
         want = ((example["image"].astype(np.float32) - mean) * scale)[2:26, 2:26]
         np.testing.assert_allclose(got, want, atol=1e-5)
         assert label == example["label"]
-    again, _ = _collect(data.build_dataset(half, "validation", batch_size=7, training=False, crop=24))
+    again, _ = _collect(data.build_dataset(half, "validation", evaluation))
     np.testing.assert_array_equal(x, again)
 
 
@@ -46,8 +47,9 @@ def test_one_stream_centred_on_several_mean_images(synthetic_data, training):
     half, other = _half(synthetic_data, "B"), _half(synthetic_data, "A")
     own_mean, other_mean = data.mean_image(half), data.mean_image(other)
     assert not np.allclose(own_mean, other_mean)
-    make = lambda **kw: data.build_dataset(half, "train" if training else "validation",
-                                           batch_size=8, training=training, seed=3, crop=24, **kw)
+    make = lambda **kw: data.build_dataset(
+        half, "train" if training else "validation",
+        data.InputSettings(batch_size=8, training=training, seed=3, crop=24, **kw))
     usual = list(make().take(3))
     both = list(make(means=[other_mean, own_mean]).take(3))
     scale = data.input_scale("small")
@@ -66,8 +68,8 @@ def test_one_stream_centred_on_several_mean_images(synthetic_data, training):
 
 def test_training_batches_are_cropped_mirrored_shuffled_and_reproducible(synthetic_data):
     half = _half(synthetic_data)
-    make = lambda seed: data.build_dataset(half, "train", batch_size=16, training=True,
-                                           seed=seed, crop=24)
+    make = lambda seed: data.build_dataset(
+        half, "train", data.InputSettings(batch_size=16, training=True, seed=seed, crop=24))
     x0, y0 = _collect(make(0), batches=6)
     x0b, y0b = _collect(make(0), batches=6)
     x1, y1 = _collect(make(1), batches=6)
@@ -88,7 +90,9 @@ def test_per_replica_batches_and_disjoint_pipelines(synthetic_data):
     for pipeline in range(2):
         ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pipeline,
                                          num_replicas_in_sync=2)
-        ds = data.build_dataset(half, "validation", batch_size=8, training=False, input_context=ctx)
+        ds = data.build_dataset(half, "validation",
+                                data.InputSettings(batch_size=8, training=False),
+                                input_context=ctx)
         x, y = _collect(ds)
         assert next(iter(ds))[0].shape[0] == 4  # the global batch of 8 split over 2 replicas
         parts.append(x.reshape(len(x), -1))
@@ -126,7 +130,8 @@ def test_missing_manifest_says_how_to_prepare(tmp_path):
 
 def test_crop_larger_than_the_images_is_refused(synthetic_data):
     with pytest.raises(data.DataError, match="crop"):
-        data.build_dataset(_half(synthetic_data), "train", batch_size=4, training=True, crop=40)
+        data.build_dataset(_half(synthetic_data), "train",
+                           data.InputSettings(batch_size=4, training=True, crop=40))
 
 
 @pytest.mark.slow
@@ -136,7 +141,8 @@ def test_training_images_are_crops_of_the_originals_some_mirrored(synthetic_data
     mean = np.load(half / "mean.npy")
     originals = [(e["image"].astype(np.float32) - mean) * data.input_scale("small")
                  for e in records.read_examples(data.shard_paths(half, manifest, "train"))]
-    x, _ = _collect(data.build_dataset(half, "train", batch_size=16, training=True, crop=24),
+    x, _ = _collect(data.build_dataset(half, "train",
+                                       data.InputSettings(batch_size=16, training=True, crop=24)),
                     batches=2)
     mirrored = 0
     for image in x:
@@ -147,3 +153,4 @@ def test_training_images_are_crops_of_the_originals_some_mirrored(synthetic_data
         assert matches, "a training image is not a crop of any original"
         mirrored += all(flip for flip, _, _ in matches)
     assert 0 < mirrored < len(x)  # about half are mirrored
+
