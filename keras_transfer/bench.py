@@ -210,8 +210,9 @@ def input_pipeline_images_per_sec(half_dir, batch_size, steps):
         manifest = data.load_half(half_dir)
     except data.DataError as error:
         raise app.UsageError(f"--data_dir: {error}") from None
-    dataset = data.build_dataset(half_dir, "train", batch_size=batch_size, training=True,
-                                 seed=0, manifest=manifest)
+    dataset = data.build_dataset(
+        half_dir, "train", data.InputSettings(batch_size=batch_size, training=True, seed=0),
+        manifest=manifest)
     epoch = max(1, manifest["counts"]["train"] // batch_size)
     iterator = iter(dataset)
 

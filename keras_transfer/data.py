@@ -1,14 +1,24 @@
-"""Input pipeline over data_prep's class-split TFRecords.
+"""Input pipeline over data_prep's class-split TFRecords, built from small named stages.
 
-list_files (-> shard per worker) -> interleave -> decode (-> cache, when small) -> shuffle
--> batch -> augment (-> cut into the replicas' shares) -> prefetch. Training crops at random
-and mirrors; evaluation takes the centre crop, in file order, with no shuffling, so every
-evaluation sees the same images in the same order.
-Augmentation uses stateless random ops keyed on (seed, batch index), so it is reproducible
-whatever the parallelism.
+`build_dataset(half_dir, split, InputSettings(...), input_context=...)` chains them, after
+`pipeline_share` has said what this input pipeline reads and yields:
+
+  read_records (its shards, interleaved)  -> take_limit (evaluation, if a limit is set)
+  -> decode_examples (-> cache: before the shuffle when the split fits in memory, else after
+     the skip)  -> shuffle_and_repeat -> skip_trained_batches (training)
+  -> batch_and_number -> normalise_and_crop: subtract_mean_and_scale, then
+     draw_crops_and_mirrors + crop_and_mirror (training) or centre_crop
+  -> cut_into_replica_shares (training batches drawn whole for several replicas)
+  -> prefetch_without_autotune
+
+Training crops at random and mirrors; evaluation takes the centre crop, in file order, with no
+shuffling, so every evaluation sees the same images in the same order. Augmentation uses
+stateless random ops keyed on (seed, batch index), so it is reproducible whatever the
+parallelism.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -112,144 +122,279 @@ def mean_image(half_dir, manifest: dict | None = None) -> np.ndarray:
     return np.broadcast_to(per_channel, shape).astype(np.float32)
 
 
-def build_dataset(half_dir, split: str, *, batch_size: int, training: bool, seed: int = 0,
-                  input_context: tf.distribute.InputContext | None = None,
-                  crop: int | None = None, model_name: str = "small",
-                  manifest: dict | None = None, cache_bytes: int = 1 << 30,
-                  limit: int | None = None,
-                  means: list[np.ndarray] | None = None,
-                  deterministic: bool = False, start_step: int = 0) -> tf.data.Dataset:
-    """Batches of (mean-subtracted, scaled float32 images [crop, crop, C], int32 labels).
+@dataclasses.dataclass(frozen=True, eq=False)
+class InputSettings:
+    """What an input stream yields, whoever reads it: `build_dataset` takes the half and split
+    to read and the strategy's InputContext (which share this pipeline reads) besides.
 
-    The half's own mean image is subtracted; given `means` (mean images of the same shape,
-    e.g. other halves'), each batch is instead (a tuple of the images with each of them
-    subtracted, labels): the same crops of the same images, for nets that were trained with
-    different means.
-
-    Training batches are drawn, augmented and numbered as global batches and then cut into
-    the replicas' shares, so the images, crops and order a run trains on do not depend on how
-    many replicas share a batch. Across workers that means every worker reads every file; so
-    there, unless `deterministic`, each worker reads its own shards instead (its own images).
-
-    `batch_size` is the global batch; with an `input_context` (from
-    `strategy.distribute_datasets_from_function`) each pipeline yields its replica's share.
-    Training data repeats forever; evaluation data is one deterministic pass. A run resumed
-    at `start_step` replays the same stream from there: the batches of the steps already
-    trained are skipped (read again, but not decoded unless they are cached) and the batches
-    after them keep their numbers, so their crops and mirrors are those of an uninterrupted
-    run. A split whose
-    decoded images fit in `cache_bytes` is decoded once and cached in memory. `limit` keeps only
-    the first `limit` examples (of all pipelines together) of an evaluation pass.
+    batch_size: the global batch (each replica gets its share).
+    training: random crops and mirrors, shuffled, repeated forever; otherwise the centre crop,
+        one pass in file order.
+    seed: the order of files and records and the crops and mirrors of training.
+    crop: the side of the square crop; None for the network's (`default_crop`).
+    model_name: the network fed: its input scale and its default crop.
+    means: mean images to centre on instead of the half's own; each batch then holds a tuple
+        of image tensors, one per mean (the same crops of the same images).
+    deterministic: across workers, every worker reads the whole stream and keeps its replicas'
+        shares of each global batch (what one process trains on), instead of its own shards.
+    start_step: training resumes the stream at this step (the steps before are skipped).
+    limit: evaluation reads only the first `limit` examples (of all pipelines together).
+    cache_bytes: a split whose decoded images fit is decoded once and kept in memory.
+    Compared by identity (eq=False): mean images are arrays.
     """
-    half_dir = Path(half_dir)
-    manifest = manifest or load_half(half_dir)
-    files = shard_paths(half_dir, manifest, split)
-    if not files:
-        raise DataError(f"{half_dir}: the manifest lists no {split} shards")
-    height, width, channels = manifest["image_shape"]
-    crop = crop or default_crop(model_name, min(height, width))
+    batch_size: int
+    training: bool
+    seed: int = 0
+    crop: int | None = None
+    model_name: str = "small"
+    means: tuple[np.ndarray, ...] | None = None
+    deterministic: bool = False
+    start_step: int = 0
+    limit: int | None = None
+    cache_bytes: int = 1 << 30
+
+    def __post_init__(self):
+        if self.means is not None:
+            object.__setattr__(self, "means", tuple(self.means))
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineShare:
+    """The part of a stream one input pipeline reads and yields: `readers` pipelines split the
+    records and this one is number `reader`; it draws batches of `batch_size`,
+    `batches_per_step` per training step, and cuts each into `shares` equal parts of which it
+    yields `local_shares` from `first_share` on (its replicas'; 1 share: the batch whole)."""
+    batch_size: int
+    readers: int = 1
+    reader: int = 0
+    batches_per_step: int = 1
+    shares: int = 1
+    first_share: int = 0
+    local_shares: int = 1
+
+
+def pipeline_share(settings: InputSettings,
+                   input_context: tf.distribute.InputContext | None) -> PipelineShare:
+    """Training batches are drawn and numbered as global batches and then cut into the
+    replicas' shares, so the images, crops and order a run trains on do not depend on how many
+    replicas share a batch. Across workers that means every worker reads every file; so there,
+    unless `deterministic`, each worker reads its own shards (its own images) in batches of its
+    replicas' size, as evaluation always does."""
+    if input_context is None:
+        return PipelineShare(batch_size=settings.batch_size)
+    pipelines = input_context.num_input_pipelines
+    replicas = input_context.num_replicas_in_sync
+    local = replicas // pipelines
+    if settings.training and (pipelines == 1 or settings.deterministic):
+        if settings.batch_size % replicas:
+            raise DataError(f"a global batch of {settings.batch_size} does not split over "
+                            f"{replicas} replicas")
+        return PipelineShare(batch_size=settings.batch_size, shares=replicas,
+                             first_share=input_context.input_pipeline_id * local,
+                             local_shares=local)
+    return PipelineShare(
+        batch_size=input_context.get_per_replica_batch_size(settings.batch_size),
+        readers=pipelines, reader=input_context.input_pipeline_id, batches_per_step=local)
+
+
+def crop_size(settings: InputSettings, image_shape, half_dir) -> int:
+    height, width, _ = image_shape
+    crop = settings.crop or default_crop(settings.model_name, min(height, width))
     if crop > min(height, width):
         raise DataError(f"crop {crop} is larger than the images ({height}x{width}) in {half_dir}")
-    single = means is None
-    means = [mean_image(half_dir, manifest)] if single else list(means)
+    return crop
+
+
+def means_to_subtract(settings: InputSettings, half_dir, manifest: dict) -> list[np.ndarray]:
+    """The half's own mean image, or the settings' mean images, checked against the images."""
+    height, width, channels = manifest["image_shape"]
+    means = [mean_image(half_dir, manifest)] if settings.means is None else list(settings.means)
     for mean in means:
         if mean.shape != (height, width, channels):
             raise DataError(f"a mean image of shape {mean.shape} does not fit the "
                             f"{height}x{width}x{channels} images of {half_dir}")
-    means = [tf.constant(mean) for mean in means]
-    scale = tf.constant(input_scale(model_name), tf.float32)
+    return means
 
-    pipelines = input_context.num_input_pipelines if input_context is not None else 1
-    replicas = input_context.num_replicas_in_sync if input_context is not None else 1
-    global_batches = training and (pipelines == 1 or deterministic)
-    if global_batches and batch_size % replicas:
-        raise DataError(f"a global batch of {batch_size} does not split over {replicas} replicas")
-    if input_context is not None and not global_batches:
-        batch_size = input_context.get_per_replica_batch_size(batch_size)
+
+def read_records(files: list[str], share: PipelineShare, *, training: bool,
+                 seed: int) -> tf.data.Dataset:
+    """This pipeline's serialized examples: its own files, or with fewer files than readers
+    every k-th record of all of them. Training interleaves the files in a seeded order;
+    evaluation reads one file after the other, so its order is the manifest's."""
     ds = tf.data.Dataset.from_tensor_slices(files)
-    # Otherwise each input pipeline reads its own shards; with fewer shards than pipelines
-    # every pipeline reads all files and keeps every k-th record instead.
-    if global_batches:
-        pipelines = 1  # every pipeline reads the whole stream
-    shard_records = pipelines > len(files)
-    if pipelines > 1 and not shard_records:
-        ds = ds.shard(pipelines, input_context.input_pipeline_id)
+    by_records = share.readers > len(files)
+    if share.readers > 1 and not by_records:
+        ds = ds.shard(share.readers, share.reader)
     if training:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    # Evaluation reads one file after the other, so its order is the manifest's.
-    if training:
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
                            num_parallel_calls=PARALLEL_CALLS, deterministic=True)
     else:
         ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=1)
-    if shard_records:
-        ds = ds.shard(pipelines, input_context.input_pipeline_id)
-    if limit is not None and not training:
-        ds = ds.take(max(1, limit // pipelines))
+    if by_records:
+        ds = ds.shard(share.readers, share.reader)
+    return ds
+
+
+def take_limit(ds: tf.data.Dataset, limit: int, share: PipelineShare) -> tf.data.Dataset:
+    """This pipeline's part of the first `limit` examples (at least one)."""
+    return ds.take(max(1, limit // share.readers))
+
+
+def fits_in_cache(manifest: dict, split: str, cache_bytes: int) -> bool:
+    """Small data (Fashion-MNIST, CIFAR) is decoded once and kept in memory as uint8: the
+    pipeline then costs little next to training, and evaluations stop re-decoding."""
+    height, width, channels = manifest["image_shape"]
+    return manifest["counts"][split] * height * width * channels <= cache_bytes
+
+
+def decode_examples(ds: tf.data.Dataset, image_shape) -> tf.data.Dataset:
+    """Serialized examples -> (uint8 image of `image_shape`, int32 label)."""
+    height, width, channels = image_shape
 
     def decode(serialized):
         example = records.parse_example(serialized)
         image = records.decode_image(example, channels)
         return tf.ensure_shape(image, [height, width, channels]), tf.cast(example["label"], tf.int32)
 
-    count = manifest["counts"][split]
-    cached = count * height * width * channels <= cache_bytes
-    if cached:
-        # Small data (Fashion-MNIST, CIFAR) is decoded once and kept in memory as uint8: the
-        # pipeline then costs little next to training, and evaluations stop re-decoding.
-        ds = ds.map(decode, num_parallel_calls=PARALLEL_CALLS, deterministic=True).cache()
-    # This pipeline's batches per training step: the global batch, or its replicas' shares.
-    batches_per_step = 1 if global_batches or input_context is None else (
-        replicas // input_context.num_input_pipelines)
+    return ds.map(decode, num_parallel_calls=PARALLEL_CALLS, deterministic=True)
+
+
+def first_batch_index(settings: InputSettings, share: PipelineShare) -> int:
+    """The number of this pipeline's first batch: a resumed training stream keeps the numbers
+    (and so the crops and mirrors) of an uninterrupted run."""
+    return settings.start_step * share.batches_per_step if settings.training else 0
+
+
+def shuffle_and_repeat(ds: tf.data.Dataset, seed: int) -> tf.data.Dataset:
+    """The order depends on the seed alone (not on the contents), so records shuffled before
+    decoding come out in the order decoded images would."""
+    return ds.shuffle(_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
+
+
+def skip_trained_batches(ds: tf.data.Dataset, first_batch: int,
+                         batch_size: int) -> tf.data.Dataset:
+    """A resumed run skips the examples of the steps already trained: read again, but not
+    decoded unless they are cached."""
+    return ds.skip(first_batch * batch_size)
+
+
+def batch_and_number(ds: tf.data.Dataset, batch_size: int, *, training: bool,
+                     first_batch: int) -> tf.data.Dataset:
+    """(batch index, (images, labels)): training keeps only full batches, evaluation every
+    example. Augmentation works on whole batches (per-image map calls would cost more than the
+    small model's training step), its random draws keyed on the batch's index."""
+    return ds.batch(batch_size, drop_remainder=training).enumerate(start=first_batch)
+
+
+def subtract_mean_and_scale(images: tf.Tensor, mean: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+    """Caffe subtracts the mean image before cropping, then scales."""
+    return (images - mean) * scale
+
+
+def centre_crop(images: tf.Tensor, crop: int) -> tf.Tensor:
+    height, width = images.shape[1], images.shape[2]
+    top, left = (height - crop) // 2, (width - crop) // 2
+    return images[:, top:top + crop, left:left + crop, :]
+
+
+def draw_crops_and_mirrors(seed: int, index: tf.Tensor, count: tf.Tensor, height: int,
+                           width: int, crop: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Per image of batch `index`: the rows and columns of a random crop ([count, crop] each)
+    and whether to mirror it ([count]). Stateless draws keyed on (seed, index), so they are
+    reproducible whatever the parallelism."""
+    key = tf.stack([tf.cast(seed, tf.int64), index])
+    draw = lambda salt, limit: tf.random.stateless_uniform(
+        [count], seed=key + [0, salt], maxval=limit, dtype=tf.int32)
+    rows = draw(0, height - crop + 1)[:, None] + tf.range(crop)[None, :]
+    cols = draw(1, width - crop + 1)[:, None] + tf.range(crop)[None, :]
+    mirror = tf.cast(draw(2, 2), tf.bool)
+    return rows, cols, mirror
+
+
+def crop_and_mirror(images: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor,
+                    mirror: tf.Tensor) -> tf.Tensor:
+    """Each image's crop at its `rows` and `cols`, mirrored left to right where `mirror`."""
+    images = tf.gather(images, rows, axis=1, batch_dims=1)
+    images = tf.gather(images, cols, axis=2, batch_dims=1)
+    return tf.where(mirror[:, None, None, None], tf.reverse(images, axis=[2]), images)
+
+
+def normalise_and_crop(index, raw, labels, *, means: list[tf.Tensor], scale: tf.Tensor,
+                       crop: int, training: bool, seed: int, as_tuple: bool):
+    """A batch of uint8 images -> float32 network inputs, centred on each of `means`: random
+    crops and mirrors drawn once per batch for every mean alike (training), or the centre
+    crop."""
+    raw = tf.cast(raw, tf.float32)
     if training:
-        # The order depends on the seed alone (not on the contents), so records shuffled
-        # before decoding come out in the order decoded images would.
-        ds = ds.shuffle(_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
-        ds = ds.skip(start_step * batches_per_step * batch_size)
-    if not cached:
-        ds = ds.map(decode, num_parallel_calls=PARALLEL_CALLS, deterministic=True)
-    # Augmentation works on whole batches: per-image map calls would cost more than the
-    # small model's training step. Random draws are keyed on (seed, batch index).
-    ds = ds.batch(batch_size, drop_remainder=training).enumerate(
-        start=start_step * batches_per_step if training else 0)
+        rows, cols, mirror = draw_crops_and_mirrors(seed, index, tf.shape(raw)[0],
+                                                    raw.shape[1], raw.shape[2], crop)
+        cut = lambda images: crop_and_mirror(images, rows, cols, mirror)
+    else:
+        cut = lambda images: centre_crop(images, crop)
+    images = tuple(cut(subtract_mean_and_scale(raw, mean, scale)) for mean in means)
+    return (images if as_tuple else images[0]), labels
 
-    def augment(index, raw, labels):
-        raw = tf.cast(raw, tf.float32)
-        if training:
-            count = tf.shape(raw)[0]
-            key = tf.stack([tf.cast(seed, tf.int64), index])
-            draw = lambda salt, limit: tf.random.stateless_uniform(
-                [count], seed=key + [0, salt], maxval=limit, dtype=tf.int32)
-            rows = draw(0, height - crop + 1)[:, None] + tf.range(crop)[None, :]
-            cols = draw(1, width - crop + 1)[:, None] + tf.range(crop)[None, :]
-            mirror = tf.cast(draw(2, 2), tf.bool)[:, None, None, None]
 
-        def centred(mean):
-            images = (raw - mean) * scale  # Caffe subtracts the mean before cropping
-            if not training:
-                top, left = (height - crop) // 2, (width - crop) // 2
-                return images[:, top:top + crop, left:left + crop, :]
-            images = tf.gather(images, rows, axis=1, batch_dims=1)
-            images = tf.gather(images, cols, axis=2, batch_dims=1)
-            return tf.where(mirror, tf.reverse(images, axis=[2]), images)
+def cut_into_replica_shares(ds: tf.data.Dataset, share: PipelineShare) -> tf.data.Dataset:
+    """This pipeline's replicas' shares of each global batch, one after the other: the strategy
+    hands consecutive elements to its consecutive local replicas."""
+    first, local, parts = share.first_share, share.local_shares, share.shares
 
-        if single:
-            return centred(means[0]), labels
-        return tuple(centred(mean) for mean in means), labels
+    def shares(images, labels):
+        cut = lambda t: tf.reshape(t, [parts, -1, *t.shape[1:]])[first:first + local]
+        return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(cut, (images, labels)))
 
-    ds = ds.map(lambda index, batch: augment(index, *batch),
-                num_parallel_calls=PARALLEL_CALLS, deterministic=True)
-    if global_batches and replicas > 1:
-        # This pipeline's replicas' shares of each global batch, one after the other: the
-        # strategy hands consecutive elements to its consecutive local replicas.
-        local = replicas // input_context.num_input_pipelines
-        first = input_context.input_pipeline_id * local
+    return ds.flat_map(shares)
 
-        def shares(images, labels):
-            cut = lambda t: tf.reshape(t, [replicas, -1, *t.shape[1:]])[first:first + local]
-            return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(cut, (images, labels)))
 
-        ds = ds.flat_map(shares)
+def prefetch_without_autotune(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Reads PREFETCH_BATCHES ahead, tf.data's autotuner off (see PARALLEL_CALLS)."""
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.prefetch(PREFETCH_BATCHES).with_options(options)
+
+
+def build_dataset(half_dir, split: str, settings: InputSettings, *,
+                  input_context: tf.distribute.InputContext | None = None,
+                  manifest: dict | None = None) -> tf.data.Dataset:
+    """Batches of (mean-subtracted, scaled float32 images [crop, crop, C], int32 labels) from
+    the `split` of the half in `half_dir` (its manifest read if not given), or (a tuple of
+    images, labels) given `settings.means`.
+
+    With an `input_context` (from `strategy.distribute_datasets_from_function`) each pipeline
+    yields its replicas' shares (`pipeline_share`). Training data repeats forever; evaluation
+    data is one deterministic pass.
+    """
+    half_dir = Path(half_dir)
+    manifest = manifest or load_half(half_dir)
+    files = shard_paths(half_dir, manifest, split)
+    if not files:
+        raise DataError(f"{half_dir}: the manifest lists no {split} shards")
+    image_shape = tuple(manifest["image_shape"])
+    crop = crop_size(settings, image_shape, half_dir)
+    means = [tf.constant(mean) for mean in means_to_subtract(settings, half_dir, manifest)]
+    scale = tf.constant(input_scale(settings.model_name), tf.float32)
+    share = pipeline_share(settings, input_context)
+    training = settings.training
+    first_batch = first_batch_index(settings, share)
+
+    ds = read_records(files, share, training=training, seed=settings.seed)
+    if settings.limit is not None and not training:
+        ds = take_limit(ds, settings.limit, share)
+    cached = fits_in_cache(manifest, split, settings.cache_bytes)
+    if cached:
+        ds = decode_examples(ds, image_shape).cache()
+    if training:
+        ds = shuffle_and_repeat(ds, settings.seed)
+        ds = skip_trained_batches(ds, first_batch, share.batch_size)
+    if not cached:
+        ds = decode_examples(ds, image_shape)
+    ds = batch_and_number(ds, share.batch_size, training=training, first_batch=first_batch)
+    ds = ds.map(lambda index, batch: normalise_and_crop(
+        index, *batch, means=means, scale=scale, crop=crop, training=training,
+        seed=settings.seed, as_tuple=settings.means is not None),
+        num_parallel_calls=PARALLEL_CALLS, deterministic=True)
+    if share.shares > 1:
+        ds = cut_into_replica_shares(ds, share)
+    return prefetch_without_autotune(ds)

@@ -49,7 +49,7 @@ class PackSteps:
     divided by it, so the all-reduced gradient is the global batch's mean, as in `model.fit`.
     Batches hold one image tensor for all nets, or, given `inputs` (per model an index), a tuple
     of image tensors of which each model takes its own (the same images, centred on another
-    mean image: see data.build_dataset). `frozen` gives, per model, its FrozenPrefix (None or
+    mean image: see data.InputSettings.means). `frozen` gives, per model, its FrozenPrefix (None or
     an empty one: the model runs whole).
     """
 

@@ -371,18 +371,19 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
     mean_halves = sorted({net.config.mean_half for net in nets})
     means = [data.mean_image(config.half_dir(half)) for half in mean_halves]
     input_options = data.input_options(strategy)
+    train_input = data.InputSettings(
+        batch_size=config.batch_size, training=True, seed=stream_seed, crop=crop,
+        model_name=config.model, means=means, deterministic=config.deterministic,
+        start_step=start_step)
+    val_input = data.InputSettings(batch_size=config.batch_size, training=False, crop=crop,
+                                   model_name=config.model, means=means, limit=val_limit)
     train_ds = strategy.distribute_datasets_from_function(
-        lambda ctx: data.build_dataset(half_dir, "train", batch_size=config.batch_size,
-                                       training=True, seed=stream_seed, input_context=ctx,
-                                       crop=crop, model_name=config.model, manifest=manifest,
-                                       means=means, deterministic=config.deterministic,
-                                       start_step=start_step),
+        lambda ctx: data.build_dataset(half_dir, "train", train_input, input_context=ctx,
+                                       manifest=manifest),
         options=input_options)
     val_ds = strategy.distribute_datasets_from_function(
-        lambda ctx: data.build_dataset(half_dir, "validation", batch_size=config.batch_size,
-                                       training=False, input_context=ctx, crop=crop,
-                                       model_name=config.model, manifest=manifest,
-                                       limit=val_limit, means=means),
+        lambda ctx: data.build_dataset(half_dir, "validation", val_input, input_context=ctx,
+                                       manifest=manifest),
         options=input_options)
     pack = steps_lib.PackSteps(strategy, [n.model for n in nets], [n.optimizer for n in nets],
                                global_batch=config.batch_size, top_k=shared.top_k,

@@ -71,8 +71,9 @@ def _activations(run_dir, half_dir, layers):
     model = trained_nets.load_model(net, manifest["image_shape"])
     outputs = {cut.name: cut.output for cut in models.get(net.model_name).cut_points}
     extractor = keras.Model(model.inputs, [model.get_layer(outputs[n]).output for n in layers])
-    batches = [extractor(images, training=False) for images, _ in data.build_dataset(
-        half_dir, "validation", batch_size=16, training=False, model_name=net.model_name)]
+    settings = data.InputSettings(batch_size=16, training=False, model_name=net.model_name)
+    batches = [extractor(images, training=False)
+               for images, _ in data.build_dataset(half_dir, "validation", settings)]
     return [np.concatenate([np.asarray(b[i], np.float64).reshape(len(b[i]), -1)
                             for b in batches]) for i in range(len(layers))]
 
@@ -122,7 +123,8 @@ def test_similarity_matches_cka_of_all_activations(grid):
 
 
 def _stream(half_dir, crop=None, reorder=None):
-    ds = data.build_dataset(half_dir, "validation", batch_size=8, training=False, crop=crop)
+    ds = data.build_dataset(half_dir, "validation",
+                            data.InputSettings(batch_size=8, training=False, crop=crop))
     if reorder is not None:
         ds = reorder(ds.unbatch()).batch(8)
     return ds.as_numpy_iterator()

@@ -93,10 +93,10 @@ def _validation_loss(config, result, mean_half):
     shape = resolve.input_shape_of(config, manifest)
     model = models.build(config.model, result["num_outputs"], shape, dropout=config.dropout)
     model.load_weights(config.run_dir / "model.weights.h5")
-    ds = data.build_dataset(config.half_dir(config.target), "validation",
-                            batch_size=config.batch_size, training=False, crop=shape[0],
-                            limit=config.eval_steps * config.batch_size,
-                            means=[data.mean_image(config.half_dir(mean_half))])
+    settings = data.InputSettings(batch_size=config.batch_size, training=False, crop=shape[0],
+                                  limit=config.eval_steps * config.batch_size,
+                                  means=[data.mean_image(config.half_dir(mean_half))])
+    ds = data.build_dataset(config.half_dir(config.target), "validation", settings)
     losses = [keras.losses.sparse_categorical_crossentropy(y, model(x[0], training=False))
               for x, y in ds]
     return float(np.mean(np.concatenate(losses)))

@@ -142,10 +142,11 @@ def similarity(run_a, run_b, half_dir, *, layers=None, batch_size=DEFAULT_BATCH_
     grams, streams, scales = [], [], []
     for net in nets:
         grams.append(gram_function(load_model(net, image_shape), cut_points))
-        streams.append(data.build_dataset(
-            half_dir, "validation", batch_size=batch_size, training=False,
-            crop=net.input_shape(image_shape)[0], model_name=net.model_name,
-            manifest=manifest).as_numpy_iterator())
+        settings = data.InputSettings(batch_size=batch_size, training=False,
+                                      crop=net.input_shape(image_shape)[0],
+                                      model_name=net.model_name)
+        streams.append(data.build_dataset(half_dir, "validation", settings,
+                                          manifest=manifest).as_numpy_iterator())
         scales.append(data.input_scale(net.model_name))
     pairs, stats = paired_batches(*streams, scales, max_batches)
     accumulator = cka.MinibatchCKA(len(layers), len(layers))
