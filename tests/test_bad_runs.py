@@ -261,13 +261,18 @@ def test_a_damaged_mean_image_is_named_before_anything_is_written(synthetic_data
 
 @pytest.fixture(scope="module")
 def odd_data(tmp_path_factory):
-    """Halves of one class each, and of 1x1 images: data_prep makes both, no net can use them."""
+    """Images of 1x1 pixels, which data_prep makes and no network takes; and a half of one
+    class, which data_prep refuses to make (its manifest is cut down to stand for data
+    prepared before it did)."""
     out = tmp_path_factory.mktemp("odd")
-    for name, spec in {"one_class": dict(num_classes=2, image_size=28),
-                       "one_pixel": dict(num_classes=4, image_size=1)}.items():
+    for name, size in {"one_class": 28, "one_pixel": 1}.items():
         prepare(source="synthetic", split="random:0", out=out / name, progress=False,
-                synthetic=SyntheticSpec(channels=1, train_per_class=8, validation_per_class=4,
-                                        seed=0, **spec))
+                synthetic=SyntheticSpec(num_classes=4, image_size=size, channels=1,
+                                        train_per_class=8, validation_per_class=4, seed=0))
+    manifest_path = out / "one_class" / "synthetic" / "random_0" / "A" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest.update(num_classes=1, classes=manifest["classes"][:1])
+    manifest_path.write_text(json.dumps(manifest))
     return out
 
 

@@ -150,13 +150,14 @@ def test_bad_split_file_writes_nothing(tmp_path):
 
 def test_class_file_split(tmp_path):
     split_file = tmp_path / "three.json"
-    split_file.write_text(json.dumps({"A": ["class_5", 0], "B": [2]}))
+    split_file.write_text(json.dumps({"A": ["class_5", 0], "B": [2, 3]}))
     halves = prepare("synthetic", f"classes:{split_file}", tmp_path / "out", synthetic=SPEC,
                      progress=False)
     assert halves["A"].parent.name == "classes_three"
     m = manifest.load_manifest(halves["A"])
     assert [(c["label"], c["original_index"]) for c in m["classes"]] == [(0, 0), (1, 5)]
     assert m["counts"] == {"train": 18, "validation": 8}
+    assert [c["original_index"] for c in manifest.load_manifest(halves["B"])["classes"]] == [2, 3]
 
 
 def test_existing_output_with_other_settings_is_refused_unless_overwrite(tmp_path):

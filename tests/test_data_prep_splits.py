@@ -138,6 +138,20 @@ def test_bad_class_files_are_refused(tmp_path, obj, message):
         splits.resolve(_split_file(tmp_path, obj), 5, ("a", "b", "c", "d", "e"))
 
 
+@pytest.mark.parametrize("spec, num_classes, message", [
+    ({"A": [0], "B": [1, 2]}, 5, "half A has 1 class"),
+    ({"A": [0, 3], "B": [2]}, 5, "half B has 1 class"),
+    ("random:0", 3, "half A has 1 class"),
+    ("random:0", 2, "half A has 1 and half B has 1 class"),
+    ("whole", 1, "a split needs at least 2|half A has 1 class"),
+])
+def test_a_half_of_one_class_is_refused(tmp_path, spec, num_classes, message):
+    """A net trained on one class learns nothing and scores 1.0: no split may make such a half."""
+    spec = _split_file(tmp_path, spec) if isinstance(spec, dict) else spec
+    with pytest.raises(DataPrepError, match=message):
+        splits.resolve(spec, num_classes)
+
+
 def test_missing_class_file_is_refused(tmp_path):
     with pytest.raises(DataPrepError, match="cannot read split file"):
         splits.resolve(f"classes:{tmp_path}/absent.json", 5)

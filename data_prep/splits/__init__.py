@@ -253,8 +253,20 @@ def classes_halves(path, num_classes, class_names=None):
 
 
 def resolve(spec, num_classes, class_names=None, dataset=None):
-    """The halves a split spec gives for a dataset of num_classes classes."""
+    """The halves a split spec gives for a dataset of num_classes classes; each half it has
+    holds at least 2 classes, or a net trained on it would learn nothing (and score 1.0)."""
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
+    halves = _halves(parsed, num_classes, class_names, dataset)
+    small = [f"half {h} has {len(halves.classes(h))}" for h in halves.names
+             if len(halves.classes(h)) < 2]
+    if small:
+        raise DataPrepError(f"--split={parsed.spec}: {' and '.join(small)} class; a half needs at "
+                            "least 2 classes to be a classification task (a dataset of 4 classes "
+                            "or more, or a split file listing 2 or more per half)")
+    return halves
+
+
+def _halves(parsed, num_classes, class_names, dataset):
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError("class_names must have num_classes entries")
     if parsed.rule == "random":
