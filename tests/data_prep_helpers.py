@@ -29,7 +29,7 @@ def class_image(label, index, size=8):
     return rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
 
 
-def make_image_folder(root, classes=("cat", "dog", "owl"), per_class=12, split_layout=False):
+def make_image_folder(root, classes=("cat", "dog", "owl", "fox"), per_class=12, split_layout=False):
     """ROOT/<class>/img_NN.png, or ROOT/{train,validation}/<class>/... with split_layout."""
     root = Path(root)
     groups = {"train": per_class, "validation": 3} if split_layout else {"": per_class}

@@ -249,11 +249,11 @@ def test_folder_source(tmp_path, split_layout):
     a = manifest.load_manifest(halves["A"])
     b = manifest.load_manifest(halves["B"])
     assert a["encoding"] == "png" and a["image_shape"] == [8, 8, 3]
-    assert a["num_classes"] + b["num_classes"] == 3
+    assert a["num_classes"] + b["num_classes"] == 4
     # flat layout: every 10th image of a class is validation; split layout: 3 per class
     train, validation = (20, 3) if split_layout else (18, 2)
-    assert a["counts"]["train"] + b["counts"]["train"] == 3 * train
-    assert a["counts"]["validation"] + b["counts"]["validation"] == 3 * validation
+    assert a["counts"]["train"] + b["counts"]["train"] == 4 * train
+    assert a["counts"]["validation"] + b["counts"]["validation"] == 4 * validation
     got = list(records.read_examples(_shards(halves["B"], "train")))
     classes = [c["name"] for c in b["classes"]]
     labels = [ex["label"] for ex in got]
@@ -261,7 +261,7 @@ def test_folder_source(tmp_path, split_layout):
     for ex in got:
         assert ex["class_name"] == classes[ex["label"]]
         files = sorted((root / ("train" if split_layout else "") / ex["class_name"]).glob("*"))
-        originals = [class_image(("cat", "dog", "owl").index(ex["class_name"]), i)
+        originals = [class_image(("cat", "dog", "owl", "fox").index(ex["class_name"]), i)
                      for i in range(len(files))]
         assert any(np.array_equal(ex["image"], o) for o in originals)
 
