@@ -23,6 +23,18 @@ def sha256_file(path):
     return h.hexdigest()
 
 
+def content_sha256(manifest):
+    """A fingerprint of what a half holds: its classes, image shape and encoding, mean image and
+    every shard's bytes (by their sha256), not how or when it was prepared. A net trained on a
+    half is reused only while this is unchanged."""
+    content = {"classes": [c["original_index"] for c in manifest["classes"]],
+               "image_shape": manifest["image_shape"], "encoding": manifest.get("encoding"),
+               "mean": manifest.get("mean", {}).get("sha256"),
+               "shards": {split: [shard["sha256"] for shard in shards]
+                          for split, shards in sorted(manifest["shards"].items())}}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+
+
 def suggest_command(half_dir):
     """The data_prep command that would create half_dir, guessed from its path."""
     half_dir = Path(half_dir)

@@ -37,9 +37,10 @@ def _flag(default, help: str, *, choices=None, allowed=None):
 
 
 # The values a numeric flag may take (NaN and infinity never): a test and the rule in words.
-# Counts stay below 2**31: TensorFlow's int32 shapes and a run's list of evaluation points.
-NON_NEGATIVE = (lambda v: 0 <= v < 2**31), "it must be from 0 to 2**31 - 1"
-POSITIVE = (lambda v: 0 < v < 2**31), "it must be positive and below 2**31"
+NON_NEGATIVE = (lambda v: v >= 0), "it must be 0 or more"
+POSITIVE = (lambda v: v > 0), "it must be positive"
+# Every integer flag is a count, kept below 2**31 (TensorFlow's int32 shapes and sizes).
+MAX_COUNT = 2**31 - 1
 BELOW_ONE = (lambda v: 0 <= v < 1), "it must be at least 0 and below 1"
 SEED_RANGE = (lambda v: 0 <= v < 2**31), "a seed is an integer from 0 to 2**31 - 1"
 
@@ -217,6 +218,9 @@ def check_values(config: Config) -> None:
         value = getattr(config, field.name)
         if not (math.isfinite(value) and allowed(value)):
             raise ConfigError(f"--{field.name}={value} is out of range: {rule}.")
+        if isinstance(value, int) and value > MAX_COUNT:
+            raise ConfigError(f"--{field.name}={value} is out of range: it must be at most "
+                              f"2**31 - 1.")
 
 
 def from_flags(flag_values) -> Config:

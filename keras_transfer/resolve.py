@@ -12,6 +12,8 @@ import dataclasses
 import math
 from pathlib import Path
 
+from data_prep import splits
+from data_prep.errors import DataPrepError
 from keras_transfer import config as config_lib
 from keras_transfer import data, models, naming, transfer
 from keras_transfer.config import Config
@@ -75,14 +77,14 @@ def check_config(config: Config) -> None:
     if config.steps == 0 and config.epochs == 0:
         raise RunError("--steps=0 and --epochs=0 train nothing: give --steps (e.g. 720) or "
                        "--epochs.")
-    if config.stretched(config.steps) >= 2**31:
+    if config.stretched(config.steps) > config_lib.MAX_COUNT:
         raise RunError(f"--steps={config.steps} x --stretch={config.stretch} is more steps than "
                        "a run can count (2**31 - 1): give fewer.")
 
 
 def check_schedule(config: Config, total: int) -> None:
     """The run's length in steps and evaluation points can be counted and held."""
-    if total >= 2**31:
+    if total > config_lib.MAX_COUNT:
         raise RunError(f"--epochs={config.epochs} is {total} steps, more than a run can count "
                        "(2**31 - 1): give fewer.")
     points = total // config.stretched(config.eval_every)
@@ -90,6 +92,29 @@ def check_schedule(config: Config, total: int) -> None:
         raise RunError(f"--eval_every={config.eval_every} over {total} steps is {points} "
                        f"evaluation points, each writing a backup (at most "
                        f"{MAX_EVALUATION_POINTS:,}): give a larger --eval_every.")
+
+
+def check_split(config: Config, manifest: dict) -> None:
+    """The target half was prepared for this --split. A split file's folder is named by its
+    stem, so classes:a/s.json and classes:b/s.json share one: the classes decide, not the name."""
+    prepared = manifest["split"]["spec"]
+    if prepared == config.split:
+        return
+    known = {c["original_index"]: c["name"] for c in manifest["classes"] + manifest["other_half"]}
+    count = manifest["num_source_classes"]
+    names = [known[i] for i in range(count)] if set(known) == set(range(count)) else None
+    try:
+        halves = splits.resolve(config.split, count, names, manifest["dataset"])
+    except (DataPrepError, ValueError) as e:
+        raise RunError(f"--split={config.split}: {e}") from None
+    wanted = list(halves.classes(config.target))
+    have = [c["original_index"] for c in manifest["classes"]]
+    if wanted != have:
+        raise RunError(f"{config.half_dir(config.target)} was prepared for --split={prepared}, "
+                       f"whose half {config.target} holds other classes ({have}) than "
+                       f"--split={config.split}'s ({wanted}); the two share the folder "
+                       f"{config.split_dir}. Give the split file another name, or prepare it "
+                       "under another --data_dir.")
 
 
 def check_images(config: Config, manifest: dict) -> None:
@@ -195,6 +220,7 @@ def check_inputs(config: Config) -> tuple[dict, dict | None]:
         raise RunError(f"--mean_image=base subtracts half {config.source}'s mean image, but its "
                        f"images are {source_manifest['image_shape']} and half {config.target}'s "
                        f"{target_manifest['image_shape']}; use --mean_image=target.")
+    check_split(config, target_manifest)
     check_images(config, target_manifest)
     train_count = target_manifest["counts"]["train"]
     check_schedule(config, total_steps(config, train_count))

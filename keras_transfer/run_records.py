@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_prep.atomic import write_json_atomic
+from data_prep.manifest import content_sha256
 from keras_transfer import naming
 from keras_transfer.locking import RunLock
 
@@ -85,6 +86,23 @@ def settings_changed(config: Config, recorded: dict) -> list[str]:
         changed.append(f"the mean image of half {mean_then} (now half {now['mean_half']}, "
                        f"--mean_image={config.mean_image})")
     return changed
+
+
+def _data_changed(half: str, trained_on: dict, manifest: dict) -> list[str]:
+    """How the half a run was trained on (its result's "data") differs from the half as prepared
+    now: other classes, image shape or content (runs recorded before the content's fingerprint
+    are checked by classes and image shape alone)."""
+    classes = [c["original_index"] for c in manifest["classes"]]
+    if trained_on.get("classes", classes) != classes:
+        return [f"half {half} has been prepared again with other classes "
+                f"({trained_on['classes']} then, {classes} now)"]
+    shape = list(manifest["image_shape"])
+    if trained_on.get("image_shape", shape) != shape:
+        return [f"half {half} has been prepared again with {'x'.join(map(str, shape))} images "
+                f"({'x'.join(map(str, trained_on['image_shape']))} then)"]
+    if trained_on.get("content_sha256", content_sha256(manifest)) != content_sha256(manifest):
+        return [f"half {half} has been prepared again with other images"]
+    return []
 
 
 class RunDir:
@@ -226,12 +244,10 @@ class RunDir:
             reasons.append(f"its {self.CONFIG} is unreadable")
         elif recorded is not None and (changed := settings_changed(config, recorded)):
             reasons.append(f"it was trained with {', '.join(changed)}")
+        if not self.weights_path.exists():
+            reasons.append(f"its weights file {self.WEIGHTS} is missing")
         if target_manifest is not None:
-            classes = [c["original_index"] for c in target_manifest["classes"]]
-            trained_on = (result.get("data") or {}).get("classes", classes)
-            if trained_on != classes:
-                reasons.append(f"half {config.target} has been prepared again with other classes "
-                               f"({trained_on} then, {classes} now)")
+            reasons += _data_changed(config.target, result.get("data") or {}, target_manifest)
         if config.source in naming.HALVES:
             base = RunDir(config.base_run_dir(config.source)).result() or {}
             base_end = {row.get("name"): row.get("sha256_end") for row in base.get("layers", [])}

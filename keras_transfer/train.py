@@ -27,6 +27,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from data_prep import manifest as manifest_lib
 from data_prep.manifest import verify as verify_shards
 from keras_transfer import data, metrics, models, naming, progress, solver, transfer
 from keras_transfer import steps as steps_lib
@@ -544,6 +545,7 @@ def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, timin
                  "split": net.resolved.target_manifest["split"]["spec"],
                  "classes": [c["original_index"] for c in net.resolved.target_manifest["classes"]],
                  "image_shape": list(net.resolved.target_manifest["image_shape"]),
+                 "content_sha256": manifest_lib.content_sha256(net.resolved.target_manifest),
                  "mean_half": config.mean_half},
         "layers": [{"name": row.name, "origin": row.origin, "trainable": row.trainable,
                     "sha256_start": net.start_digests[row.name],

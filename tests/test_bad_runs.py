@@ -154,6 +154,39 @@ def test_a_finished_net_whose_data_or_base_changed_is_stale(synthetic_data, tmp_
         _train(_config(data, workdir, target="A", lr=0.03))
 
 
+@pytest.mark.parametrize("change, reason", [
+    ("image_size", "half A has been prepared again with 32x32x1 images"),
+    ("images", "half A has been prepared again with other images"),
+    ("weights", "its weights file model.weights.h5 is missing"),
+])
+@pytest.mark.slow
+def test_a_finished_net_is_stale_once_its_images_or_its_weights_change(
+        synthetic_data, tmp_path, change, reason):
+    """The same classes are not the same data: a half prepared again at another image size or
+    from other images, or a run whose weights file is gone, no longer answers for the run; main
+    and the grid say why, and --overwrite retrains it."""
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_data, data)
+    workdir = tmp_path / "runs"
+    _train(_config(data, workdir, target="A"))
+    if change == "weights":
+        (workdir / "synthetic" / "random_0" / "seed0" / "baseA" / "model.weights.h5").unlink()
+    else:
+        spec = dict(num_classes=10, image_size=28, channels=1, train_per_class=24,
+                    validation_per_class=8, seed=0)
+        spec.update(image_size=32) if change == "image_size" else spec.update(seed=5)
+        prepare(source="synthetic", split="random:0", out=data, progress=False, overwrite=True,
+                synthetic=SyntheticSpec(**spec))
+    with pytest.raises(train.RunError, match=reason):
+        _train(_config(data, workdir, target="A"))
+    grid_args = ["--dry_run", f"--workdir={workdir}", "--experiments=transfer",
+                 f"--flagfile={REPO / 'flags/smoke.flags'}", "--", f"--data_dir={data}",
+                 "--dataset=synthetic", f"--lr={_config(data, workdir).lr}"]
+    with pytest.raises(grid.GridError, match=f"random_0/seed0/baseA: {reason}"):
+        grid.main(grid_args, out=io.StringIO())
+    assert _train(_config(data, workdir, target="A", overwrite=True))["steps"] == 4
+
+
 def test_a_run_centred_on_another_mean_image_is_stale_only_where_the_mean_differs():
     """--mean_image changes what a transfer net saw, not what a base net saw; runs recorded
     before the flag existed subtracted their target half's mean."""
@@ -298,3 +331,26 @@ def test_a_run_that_means_nothing_is_refused_before_anything_is_written(
     with pytest.raises(train.RunError, match=message):
         _train(config)
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_split_file_of_the_same_name_is_judged_by_its_classes(tmp_path):
+    """classes:a/s.json and classes:b/s.json share the folder classes_s: data prepared from one
+    is refused for the other when their classes differ, and used when they are the same."""
+    for folder, halves in {"a": {"A": [0, 1], "B": [2, 3]}, "b": {"A": [4, 5], "B": [6, 7]},
+                           "c": {"A": [1, 0], "B": [3, 2]}}.items():
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "s.json").write_text(json.dumps(halves))
+    data = tmp_path / "data"
+    prepare(source="synthetic", split=f"classes:{tmp_path / 'a/s.json'}", out=data,
+            progress=False, synthetic=SyntheticSpec(num_classes=8, image_size=28, channels=1,
+                                                    train_per_class=8, validation_per_class=4,
+                                                    seed=0))
+    with pytest.raises(train.RunError, match=r"was prepared for --split=classes:.*a/s.json, whose "
+                                             r"half A holds other classes \(\[0, 1\]\) than "
+                                             r"--split=classes:.*b/s.json's \(\[4, 5\]\).*another "
+                                             r"name"):
+        _train(_config(data, tmp_path / "runs", target="A", split=f"classes:{tmp_path / 'b/s.json'}"))
+    assert not (tmp_path / "runs").exists()
+    same = _train(_config(data, tmp_path / "runs", target="A",
+                          split=f"classes:{tmp_path / 'c/s.json'}"))
+    assert same["data"]["classes"] == [0, 1]

@@ -186,6 +186,7 @@ def test_a_finished_reduced_net_answers_for_its_own_solver(tmp_path):
     (run / "config.json").write_text(json.dumps({"steps": 30, "lr_step": 15, "batch_size": 4,
                                                  "model": "small"}))
     (run / "result.json").write_text("{}")
+    (run / "model.weights.h5").write_bytes(b"")  # a finished run has both
     grid_args = ["--experiments=reduced", "--reduced_examples=10"]
     text = dry_run(tmp_path, *grid_args, "--reduced_steps=30", "--reduced_lr_step=15", "--",
                    "--steps=10", "--batch_size=4")
@@ -273,12 +274,13 @@ def test_dry_run_leaves_out_finished_nets_and_writes_nothing(tmp_path):
     base = naming.run_dir(tmp_path / "runs", "fashion_mnist", "random_0", 0, "baseB")
     base.mkdir(parents=True)
     (base / "result.json").write_text("{}")
+    (base / "model.weights.h5").write_bytes(b"")  # a finished run has both
     text = dry_run(tmp_path, "--targets=B", "--experiments=transfer", "--pack=1")
     commands = commands_in(text)
     assert len(commands) == 29
     assert not any("--source=none" in c and "--target=B" in c for c in commands)
     assert "30 nets" in text and "1 done, 29 to run" in text
-    assert sorted(p.name for p in (tmp_path / "runs").rglob("*") if p.is_file()) == ["result.json"]
+    assert sorted(p.name for p in (tmp_path / "runs").rglob("*") if p.is_file()) == ["model.weights.h5", "result.json"]
 
 
 def test_caffenet_compute_uses_the_papers_multiply_adds(tmp_path):
@@ -390,6 +392,7 @@ def _finish(workdir, split_dir, name):
     done = naming.run_dir(workdir, "fashion_mnist", split_dir, 0, name)
     done.mkdir(parents=True)
     (done / "result.json").write_text("{}")
+    (done / "model.weights.h5").write_bytes(b"")  # a finished run has both
 
 
 @pytest.mark.slow
@@ -485,6 +488,7 @@ def test_finished_net_trained_with_other_settings_is_refused_until_overwrite(tmp
     base.mkdir(parents=True)
     (base / "config.json").write_text(json.dumps({"steps": 20, "batch_size": 4, "model": "small"}))
     (base / "result.json").write_text("{}")
+    (base / "model.weights.h5").write_bytes(b"")  # a finished run has both
     args = ["--dry_run", f"--workdir={tmp_path / 'runs'}", "--experiments=transfer", "--",
             "--steps=10", "--batch_size=4"]
     with pytest.raises(grid.GridError, match=r"(?s)random_0/seed0/baseA: it was trained with "
@@ -505,6 +509,7 @@ def test_a_finished_convergence_twin_is_judged_by_its_own_settings(tmp_path):
     trained = {"run": "baseA-x2", "stretch": 2, "lr": 0.05, "target": "A", "mean_half": "A"}
     (twin / "config.json").write_text(json.dumps(trained))
     (twin / "result.json").write_text(json.dumps({"run": "baseA-x2", "layers": []}))
+    (twin / "model.weights.h5").write_bytes(b"")  # a finished run has both
     args = ["--dry_run", f"--workdir={tmp_path / 'runs'}", "--experiments=transfer,convergence",
             "--", "--steps=10", "--batch_size=4"]
     planned = commands_in(dry_run(tmp_path, *args[1:]))
