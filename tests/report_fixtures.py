@@ -22,8 +22,9 @@ def network_columns(model):
 
 def write_run(workdir, *, source, target, n, finetune=False, split="random:0", seed=0,
               top1_final, curve=(), dataset="fashion_mnist", examples_per_class=None,
-              steps=100, model="small"):
-    """`curve`: top-1 of the evaluations before the last (which is top1_final)."""
+              steps=100, model="small", flags=None):
+    """`curve`: top-1 of the evaluations before the last (which is top1_final); `flags`: values
+    of config.json to set (a net trained with other flags), or to leave out (None)."""
     epc = f"_epc{examples_per_class}" if examples_per_class else ""
     split_dir = split.replace(":", "_") + epc
     name = naming.run_name(source, target, n, finetune)
@@ -43,6 +44,11 @@ def write_run(workdir, *, source, target, n, finetune=False, split="random:0", s
     }
     config = {"source": source, "target": target, "n": n, "finetune": finetune, "lr": 0.01,
               "model": model, "batch_size": 8, "steps": steps, "run": name, "run_dir": str(run_dir)}
+    for key, value in (flags or {}).items():
+        if value is None:
+            config.pop(key, None)
+        else:
+            config[key] = value
     (run_dir / "config.json").write_text(json.dumps(config))
     (run_dir / "result.json").write_text(json.dumps(result))
     return run_dir

@@ -3,6 +3,7 @@ tiny nets trained for real on synthetic TFRecords."""
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import keras
 import matplotlib.image
@@ -396,3 +397,42 @@ def test_predict_on_resnet_nets_runs_over_its_cut_points(resnet_grid, tmp_path):
     assert result["better_predictor"] in {"depth", "neither"}
     files = predict.write_predict(result, tmp_path / "report")
     assert matplotlib.image.imread(files["predict.png"]).ndim == 3
+
+
+def test_similarity_folders_name_the_runs_split_and_dataset_they_compare(grid, monkeypatch,
+                                                                          capsys, tmp_path):
+    """A second net from another split, another dataset, or the same pair on other data gets a
+    folder of its own: none replaces another comparison."""
+    _, seed_dir, split_dir = grid
+    workdir = tmp_path / "runs"
+    own = workdir / "synthetic" / "random_0" / "seed0"
+    for base in ("baseA", "baseB"):
+        shutil.copytree(seed_dir / base, own / base)
+    other_split = workdir / "synthetic" / "random_1" / "seed0" / "baseA"
+    other_dataset = workdir / "other" / "random_0" / "seed0" / "baseA"
+    for copy in (other_split, other_dataset):
+        shutil.copytree(seed_dir / "baseA", copy)
+    data = "_on_synthetic-random_0-"
+    comparisons = [(other_split, "B", f"baseA_vs_synthetic-random_1-seed0-baseA{data}B"),
+                   (other_dataset, "B", f"baseA_vs_other-random_0-seed0-baseA{data}B"),
+                   (own / "baseB", "B", f"baseA_vs_baseB{data}B"),
+                   (own / "baseB", "A", f"baseA_vs_baseB{data}A")]
+    folder = workdir / "analysis" / "synthetic" / "random_0" / "seed0" / "similarity"
+    for run_b, half, _ in comparisons:
+        code, _, err = _run_cli(monkeypatch, capsys, "similarity", "--a", str(own / "baseA"),
+                                "--b", str(run_b), "--data", str(split_dir / half),
+                                "--batch_size", "8")
+        assert code == 0, err
+    assert sorted(p.name for p in folder.iterdir()) == sorted(name for *_, name in comparisons)
+    for run_b, half, name in comparisons:
+        result = json.loads((folder / name / "similarity.json").read_text())
+        assert Path(result["b"]["run_dir"]).resolve() == run_b.resolve()
+        assert result["data"]["half"] == half
+
+    # A net outside the grid's layout is named by its folder and a digest of its path.
+    on_b = {"dataset": "synthetic", "half_dir": str(split_dir / "B"), "half": "B"}
+    loose = (tmp_path / "elsewhere" / "baseB", tmp_path / "x" / "elsewhere" / "baseB")
+    names = [similarity.default_similarity_out(own / "baseA", run, on_b).name for run in loose]
+    assert all(name.startswith("baseA_vs_elsewhere-baseB-") and name.endswith(f"{data}B")
+               for name in names)
+    assert names[0] != names[1]

@@ -1,15 +1,21 @@
 """The report's statistics match values worked out by hand, and it writes its table, summary,
 figures and HParams from result.json files alone, leaving missing conditions out with a note."""
+import errno
 import json
 import math
+import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from keras_transfer import report
-from keras_transfer.report import findings, stats
+from keras_transfer.report import findings, runs, stats
 from report_fixtures import write_run
 
 SPLITS = ("random:0", "random:1", "random:2")
@@ -304,3 +310,248 @@ def test_summary_includes_the_cka_prediction_once_computed(tmp_path):
 def test_the_better_predictor_is_the_larger_rank_correlation_in_size(rhos, better):
     correlations = {name: {"rho": rho} for name, rho in zip(("CKA", "depth"), rhos)}
     assert stats.stronger_predictor(correlations) == better
+
+
+# --------------------------------------------------------------------------------------------
+# Reliability: the report folder is swapped whole; bad --out, unreadable records, mixed settings
+# --------------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Runs the report's command line, SIGKILLing itself right after its `after`-th call of a function
+# that moves or removes files (os.replace, os.rename, shutil.rmtree, data_prep.atomic's folder
+# exchange where it has one): every point at which a report can be killed while it publishes.
+KILL_AFTER = r"""
+import os, shutil, signal, sys
+from data_prep import atomic
+after, calls = int(sys.argv[1]), [0]
+if os.environ.get("NO_EXCHANGE"):  # as on a file system without renameat2's exchange (NFS)
+    atomic.exchange = lambda a, b: False
+
+def killing(function):
+    def wrapped(*args, **kwargs):
+        result = function(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] == after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    return wrapped
+
+for module, name in ((os, "replace"), (os, "rename"), (shutil, "rmtree"),
+                     (atomic, "exchange")):
+    if hasattr(module, name):
+        setattr(module, name, killing(getattr(module, name)))
+from keras_transfer.report.__main__ import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _files(folder):
+    """{relative path: bytes} of every file under `folder`, hidden ones included."""
+    return {str(p.relative_to(folder)): p.read_bytes()
+            for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def _leftovers(root):
+    return sorted(str(p.relative_to(root)) for p in Path(root).rglob(".*")
+                  if p.name.startswith((".staging", ".old-")))
+
+
+def _small_grid(workdir, split="random:0"):
+    write_run(workdir, source="none", target="B", n=0, split=split, top1_final=0.9)
+    write_run(workdir, source="B", target="B", n=3, split=split, top1_final=0.88)
+    write_run(workdir, source="A", target="B", n=3, split=split, top1_final=0.8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exchange", [True, False])
+def test_a_report_killed_while_it_publishes_leaves_the_old_report_or_the_new_one(tmp_path,
+                                                                                 exchange):
+    """At every point of publishing, a SIGKILL leaves the whole old report folder or the whole
+    new one (analyze's predict.json kept in both), and the next report leaves no staging or
+    replaced folder behind. Where folders cannot be exchanged in one step, a kill between the
+    two renames leaves no report folder, and the next report puts the old one back first."""
+    workdir, out = tmp_path / "runs", tmp_path / "runs" / "report"
+    _small_grid(workdir)
+    report.make_report(workdir, hparams=False)
+    (out / "predict.json").write_text("{}")
+    old = _files(out)
+    saved = tmp_path / "old_report"
+    shutil.copytree(out, saved)
+    _small_grid(workdir, split="random:1")
+    new_dir = tmp_path / "new_report"
+    shutil.copytree(saved, new_dir)
+    report.make_report(workdir, new_dir, hparams=False)
+    new = _files(new_dir)
+    assert new != old and new["predict.json"] == b"{}"
+    command = [sys.executable, "-c", KILL_AFTER]
+    env = {**os.environ, "NO_EXCHANGE": "" if exchange else "1"}
+    after, states = 1, []
+    while True:
+        shutil.rmtree(out)
+        shutil.copytree(saved, out)
+        proc = subprocess.run([*command, str(after), str(workdir), f"--out={out}",
+                               "--no_hparams"], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=300)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+        state = _files(out) if out.exists() else None
+        allowed = (old, new) if exchange else (old, new, None)
+        assert state in allowed, (after, sorted(state or ()))
+        states.append("old" if state == old else "new" if state == new else "none")
+        # The next report cleans up after the killed one and publishes the new report.
+        report.make_report(workdir, hparams=False)
+        assert _files(out) == new, after
+        assert _leftovers(tmp_path) == [], after
+        after += 1
+    assert "new" in states
+    assert ("none" in states) == (not exchange)
+    assert _files(out) == new and _leftovers(tmp_path) == []
+
+
+def test_the_report_removes_the_staging_folders_of_dead_reports_only(tmp_path):
+    workdir = tmp_path / "runs"
+    _small_grid(workdir)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    host = socket.gethostname()  # staging folders are named .staging-report-<host>-<pid>-...
+    try:
+        stale = workdir / f".staging-report-{host}-{dead.pid}-x1"
+        running = workdir / f".staging-report-{host}-{live.pid}-x2"
+        for folder in (stale, running):
+            folder.mkdir()
+            (folder / "summary.md").write_text("half")
+        # A staging folder of a version of the report that kept it inside the report folder.
+        (workdir / "report" / ".staging-abc123").mkdir(parents=True)
+        report.make_report(workdir, hparams=False)
+        assert not stale.exists() and running.exists()
+        assert _leftovers(workdir) == [running.name]
+        assert (workdir / "report" / "summary.md").is_file()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def _report_cli(*argv):
+    return subprocess.run([sys.executable, "-m", "keras_transfer.report", *map(str, argv)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("paper", [False, True])
+def test_out_pointing_at_a_file_is_one_line_and_nothing_is_written(tmp_path, paper):
+    workdir = tmp_path / "runs"
+    _small_grid(workdir)
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    proc = _report_cli(*(["--paper"] if paper else [workdir]), f"--out={target}", "--no_hparams")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert f"--out {target} is a file" in lines[0] and "give a folder" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert target.read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert not (workdir / "report").exists() and _leftovers(tmp_path) == []
+
+
+def test_out_holding_other_files_is_refused_not_replaced(tmp_path):
+    """The report replaces its folder whole, so --out at a folder of other files (the WORKDIR
+    itself, a home folder) is refused, naming what is there."""
+    workdir = tmp_path / "runs"
+    _small_grid(workdir)
+    (workdir / "notes.txt").write_text("mine")
+    before = _files(workdir)
+    proc = _report_cli(workdir, f"--out={workdir}", "--no_hparams")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "fashion_mnist" in lines[0] and "notes.txt" in lines[0]
+    assert "give a new or empty folder" in lines[0]
+    assert _files(workdir) == before and _leftovers(tmp_path) == []
+
+
+def test_when_no_result_can_be_read_the_unreadable_files_are_named_with_the_fix(tmp_path):
+    workdir = tmp_path / "runs"
+    for n in range(1, 6):
+        run_dir = write_run(workdir, source="A", target="B", n=n, top1_final=0.8)
+        (run_dir / "result.json").write_text('{"run": "A')  # cut short by a full disk
+    malformed = write_run(workdir, source="none", target="B", n=0, top1_final=0.9)
+    (malformed / "result.json").write_text(json.dumps({"run": "baseB", "history": "none"}))
+    proc = _report_cli(workdir, "--no_hparams")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    message = lines[0]
+    assert "none of the 6 result.json files under" in message
+    assert "fashion_mnist/random_0/seed0/A1B/result.json" in message
+    assert "and 3 more" in message
+    assert "--overwrite" in message  # the fix: train them again
+    assert not (workdir / "report").exists()
+
+
+def test_a_net_trained_with_other_result_flags_is_named_in_the_summary_and_printout(
+        tmp_path, capsys):
+    workdir = tmp_path / "runs"
+    for split in ("random:0", "random:1"):
+        _small_grid(workdir, split)
+    # By hand, with another learning rate; and one whose config.json does not record --steps.
+    write_run(workdir, source="A", target="B", n=3, split="random:1", top1_final=0.7,
+              flags={"lr": 0.02})
+    write_run(workdir, source="B", target="B", n=3, split="random:1", top1_final=0.88,
+              flags={"steps": None})
+    assert report.main([str(workdir), "--no_hparams"]) == 0
+    expected = ("random_1/seed0/A3B trained with --lr=0.02, the other 5 nets of the main series "
+                "with --lr=0.01")
+    printed = capsys.readouterr().out
+    assert expected in printed
+    summary = (workdir / "report" / "summary.md").read_text()
+    assert expected in summary
+    assert "averaged in" in summary
+    assert "--steps" not in summary.split("## Findings")[0]
+    # The net is still in the table and the means.
+    results = pd.read_csv(workdir / "report" / "results.csv")
+    assert len(results) == 6
+
+    # Once it is trained again with the grid's settings the note is gone.
+    write_run(workdir, source="A", target="B", n=3, split="random:1", top1_final=0.7)
+    assert report.main([str(workdir), "--no_hparams"]) == 0
+    assert "trained with" not in capsys.readouterr().out
+    assert "trained with" not in (workdir / "report" / "summary.md").read_text()
+
+
+def test_a_full_disk_is_one_line_and_leaves_the_old_report(tmp_path, monkeypatch):
+    workdir = tmp_path / "runs"
+    _small_grid(workdir)
+    report.make_report(workdir, hparams=False)
+    before = _files(workdir / "report")
+    _small_grid(workdir, split="random:1")
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self))
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(report.ReportError) as error:
+        report.make_report(workdir, hparams=False)
+    message = str(error.value)
+    assert "No space left on device" in message and "nothing was changed" in message
+    assert "\n" not in message
+    assert _files(workdir / "report") == before and _leftovers(tmp_path) == []
+
+
+def test_settings_without_a_usual_value_are_named_as_a_mix(tmp_path):
+    write_run(tmp_path, source="none", target="B", n=0, top1_final=0.9, flags={"steps": 200})
+    write_run(tmp_path, source="A", target="B", n=3, top1_final=0.8)
+    write_run(tmp_path, source="none", target="B", n=0, split="random:1", top1_final=0.9,
+              flags={"lr": 0.02, "steps": 200})
+    write_run(tmp_path, source="A", target="B", n=3, split="random:1", top1_final=0.8,
+              flags={"lr": 0.03})
+    lines = runs.settings_differences(report.load_runs(tmp_path)[0])
+    assert lines == [
+        "the main series mixes --steps=100 (random_0/seed0/A3B, random_1/seed0/A3B); "
+        "--steps=200 (random_0/seed0/baseB, random_1/seed0/baseB)",
+        "random_1/seed0/baseB trained with --lr=0.02, 2 of the other 3 nets of the main series "
+        "with --lr=0.01",
+        "random_1/seed0/A3B trained with --lr=0.03, 2 of the other 3 nets of the main series "
+        "with --lr=0.01"]

@@ -12,8 +12,10 @@ for a ResNet: `models.Architecture`); A and B must be nets of one model. Memory 
 activations and Gram matrices. Both nets read the images with their own crop and input scale
 but the same examples in the same order; every batch is checked, and a difference in order or
 count is refused. Writes similarity.json, similarity.png (the cut point x cut point heatmap) and
-TensorBoard events into WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/similarity/<A>_vs_<B>/
-(or --out).
+TensorBoard events into WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/similarity/
+<A>_vs_<B>_on_<dataset>-<split_dir>-<half>/ (or --out): a folder per pair of nets and data, B
+named with its dataset, split and seed when it is not in A's seed folder
+(`similarity.default_similarity_out`).
 
 `predict` computes CKA(baseA, baseB) at cut points n = 1..k of the nets' model for every
 finished base pair and compares it with the measured relative drop of the frozen transfer nets,

@@ -40,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
                    help="use at most this many validation images (whole batches)")
     s.add_argument("--out", default=None,
                    help="output folder (default WORKDIR/analysis/<dataset>/<split_dir>/seed<k>/"
-                        "similarity/<A>_vs_<B>)")
+                        "similarity/<A>_vs_<B>_on_<dataset>-<split_dir>-<half> of the data; B is "
+                        "<dataset>-<split_dir>-seed<k>-<run> when not in A's seed folder)")
 
     r = commands.add_parser("predict", help="CKA(baseA, baseB) per cut point vs the measured "
                                             "transfer drop per n")
@@ -72,10 +73,11 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "similarity":
-        out = Path(args.out) if args.out else similarity.default_similarity_out(args.a, args.b)
         result = similarity.similarity(args.a, args.b, args.data, layers=args.layers,
                                        batch_size=args.batch_size,
                                        max_examples=args.max_examples)
+        out = Path(args.out) if args.out else similarity.default_similarity_out(
+            args.a, args.b, result["data"])
         similarity.write_similarity(result, out)
         print(f"[analyze] CKA {result['a']['run']} vs {result['b']['run']} on "
               f"{result['examples']} validation images of {args.data}")

@@ -24,7 +24,7 @@ from data_prep.atomic import staged_directory, write_json_atomic
 from keras_transfer import data, models
 from keras_transfer.analyze import cka
 from keras_transfer.analyze.trained_nets import (AnalysisError, analysis_dir, common_architecture,
-                                                 load_model, open_run)
+                                                 grid_workdir, load_model, open_run)
 from keras_transfer.outputs import finite, fmt, png_bytes, pyplot
 
 DEFAULT_BATCH_SIZE = 256
@@ -194,12 +194,24 @@ def select_cut_points(architecture: models.Architecture, names=None) -> tuple:
 # Files
 # --------------------------------------------------------------------------------------------
 
-def default_similarity_out(run_a, run_b) -> Path:
-    """<A's analysis folder>/similarity/<A>_vs_<B>, B prefixed by its parent folder's name when
-    the two runs are not in the same one."""
+def default_similarity_out(run_a, run_b, data: dict) -> Path:
+    """<A's analysis folder>/similarity/<A>_vs_<B>_on_<dataset>-<split_dir>-<half>: one folder
+    per pair of nets and data (`data`: similarity.json's, with half_dir, dataset and half).
+
+    B is its run name when it is in A's seed folder, <dataset>-<split_dir>-seed<k>-<run> when it
+    is elsewhere in A's WORKDIR, and <parent>-<run>-<digest of its path> outside it; A's
+    dataset, split and seed are the folders above (`analysis_dir`)."""
     run_a, run_b = Path(run_a).resolve(), Path(run_b).resolve()
-    label_b = run_b.name if run_b.parent == run_a.parent else f"{run_b.parent.name}-{run_b.name}"
-    return analysis_dir(run_a) / "similarity" / f"{run_a.name}_vs_{label_b}"
+    if run_b.parent == run_a.parent:
+        label_b = run_b.name
+    elif grid_workdir(run_b) is not None and grid_workdir(run_b) == grid_workdir(run_a):
+        label_b = "-".join(run_b.relative_to(grid_workdir(run_b)).parts)
+    else:
+        digest = hashlib.sha256(str(run_b).encode()).hexdigest()[:8]
+        label_b = f"{run_b.parent.name}-{run_b.name}-{digest}"
+    half_dir = Path(data["half_dir"]).resolve()
+    label_data = f"{data['dataset']}-{half_dir.parent.name}-{data['half']}"
+    return analysis_dir(run_a) / "similarity" / f"{run_a.name}_vs_{label_b}_on_{label_data}"
 
 
 def write_similarity(result: dict, out) -> Path:

@@ -155,6 +155,15 @@ def training_half_dir(net: TrainedNet, half: str, data_dir=None) -> Path:
         "`python -m data_prep --out` (or prepare it).")
 
 
+def grid_workdir(run_dir) -> Path | None:
+    """The WORKDIR of a run folder in the grid's layout, WORKDIR/<dataset>/<split_dir>/seed<k>/
+    <run>; None for a run folder elsewhere."""
+    run_dir = Path(run_dir).resolve()
+    if _SEED_DIR_RE.match(run_dir.parent.name) and len(run_dir.parents) > 3:
+        return run_dir.parents[3]
+    return None
+
+
 def analysis_dir(run_dir: Path) -> Path:
     """WORKDIR/analysis/<dataset>/<split_dir>/seed<k> for a run in the grid's layout, beside the
     report; run folders elsewhere get an analysis/ folder next to them."""

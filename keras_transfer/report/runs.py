@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +18,7 @@ from data_prep.splits import WHOLE
 from keras_transfer import metrics, naming
 from keras_transfer.metrics import TOP1
 from keras_transfer.report import convergence
-from keras_transfer.run_records import RecordError, RunDir
+from keras_transfer.run_records import RESULT_FLAGS, RecordError, RunDir
 
 DISSIMILAR_SPLITS = ("dissimilar", "natman")
 RESULT_COLUMNS = ["run", "condition", "dataset", "split", "split_dir", "seed", "examples_per_class",
@@ -27,6 +28,9 @@ RESULT_COLUMNS = ["run", "condition", "dataset", "split", "split_dir", "seed", "
 # The columns of the runs table that describe the network (`Network`), not a net: left out of
 # results.csv, which lists the nets.
 NETWORK_COLUMNS = ["cut_points", "paper_layers"]
+# The column of the runs table holding each run's values of run_records.RESULT_FLAGS, as its
+# config.json records them (`settings_differences`); not in results.csv, which has flag_<name>.
+SETTINGS = "settings"
 # A net has converged when its last CONVERGED_EVALUATIONS evaluations are within this top-1 span.
 CONVERGED_EVALUATIONS, CONVERGED_SPAN = metrics.CONVERGED_EVALUATIONS, 0.005
 
@@ -162,16 +166,18 @@ def load_runs(workdir, dataset: str | None = None,
     if not workdir.is_dir():
         raise ReportError(f"{workdir} is not a directory; give the --workdir of the grid "
                           "(e.g. runs)")
-    rows, notes = [], []
+    rows, notes, unusable = [], [], []
     for run in RunDir.find(workdir, RunDir.RESULT):
         try:
             result = run.load_result()
         except RecordError as e:
             notes.append(f"skipped {e.kind} {e.path}: {e}")
+            unusable.append((run, e.kind))
             continue
         problem = malformed(result)
         if problem:
             notes.append(f"skipped malformed {run.result_path}: {problem}")
+            unusable.append((run, "malformed"))
             continue
         row = {k: result.get(k) for k in RESULT_COLUMNS}
         cut_names = cut_names_of(result)
@@ -182,24 +188,27 @@ def load_runs(workdir, dataset: str | None = None,
             row.update(metrics.top1_metrics(history))
         row["converged"] = converged(history)
         row["last_top1"] = ", ".join(f"{e['top1']:.4f}" for e in history[-CONVERGED_EVALUATIONS:])
+        config = {}
         if run.config_path.is_file():
             try:
                 config = run.load_config()
             except RecordError as e:
                 notes.append(f"ignored {e.kind} {e.path}: {e}")
-                config = {}
             for k, v in config.items():
                 if k not in row and not isinstance(v, (dict, list)):
                     row[f"flag_{k}"] = v
+        row[SETTINGS] = {k: config[k] for k in RESULT_FLAGS
+                         if k in config and not isinstance(config[k], (dict, list))}
         row["run_dir"] = str(run.path.relative_to(workdir))
         rows.append(row)
     if not rows:
         diverged = load_diverged(workdir)
-        raise ReportError(f"no result.json under {workdir} that can be read: no run has "
-                          "finished there yet"
-                          + (f" ({len(diverged)} diverged: "
-                             f"{', '.join(d['run_dir'] for d in diverged)})" if diverged else "")
-                          + " (train some with ./launch.sh, or point at the grid's workdir)")
+        also = (f"; {len(diverged)} diverged: {', '.join(d['run_dir'] for d in diverged)}"
+                if diverged else "")
+        if unusable:
+            raise ReportError(_none_readable(workdir, unusable) + also)
+        raise ReportError(f"no result.json under {workdir}: no run has finished there yet{also} "
+                          "(train some with ./launch.sh, or point at the grid's workdir)")
     df = _runs_of_one(pd.DataFrame(rows), "dataset", dataset, workdir)
     # n counts each network's own cut points, so runs of two networks never compare per n.
     df = _runs_of_one(df, "model", model, workdir, ", whose n count different cut points")
@@ -213,6 +222,66 @@ def load_runs(workdir, dataset: str | None = None,
         df[metric] = pd.to_numeric(df[metric], errors="coerce")
     order = ["series", "split_dir", "seed", "condition", "n", "run"]
     return df.sort_values(order).reset_index(drop=True), notes
+
+
+def _none_readable(workdir: Path, unusable: list) -> str:
+    """The error when every result.json under `workdir` is unusable: a few of them with why,
+    their count and how to train them again."""
+    shown = ", ".join(f"{run.result_path.relative_to(workdir)} ({kind})"
+                      for run, kind in unusable[:3])
+    more = f" and {len(unusable) - 3} more" if len(unusable) > 3 else ""
+    return (f"none of the {len(unusable)} result.json files under {workdir} can be read: "
+            f"{shown}{more}. Train those nets again: run the grid's command again with "
+            "--overwrite (it retrains nets whose result.json is unreadable), or python -m "
+            "keras_transfer.main with the flags in the net's config.json and --overwrite")
+
+
+def settings_differences(df: pd.DataFrame) -> list[str]:
+    """Nets trained with other values of a flag that changes a result (run_records.RESULT_FLAGS, as
+    their config.json records them) than the other nets of their series, which the report
+    averages them with: one line per flag and value, naming the nets. A net whose config.json
+    does not record a flag is not compared on it."""
+    lines = []
+    for series, group in df.groupby("series", sort=True):
+        for flag in RESULT_FLAGS:
+            values = {row["run_dir"]: row[SETTINGS][flag] for _, row in group.iterrows()
+                      if isinstance(row[SETTINGS], dict) and flag in row[SETTINGS]}
+            counts = Counter(_key(v) for v in values.values())
+            if len(counts) < 2:
+                continue
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))
+            shown = {_key(v): v for v in values.values()}
+            nets = {key: _listing(sorted(_short(run_dir) for run_dir, v in values.items()
+                                         if _key(v) == key)) for key in counts}
+            if ranked[0][1] == ranked[1][1]:  # no usual value to name the others by
+                lines.append(f"the {series} series mixes " + "; ".join(
+                    f"--{flag}={shown[key]} ({nets[key]})" for key, _ in ranked))
+                continue
+            usual, usual_count = ranked[0]
+            for key, count in ranked[1:]:
+                others = len(values) - count
+                rest = (f"the other {others} {'net' if others == 1 else 'nets'}"
+                        if len(counts) == 2 else f"{usual_count} of the other {others} nets")
+                lines.append(f"{nets[key]} trained with --{flag}={shown[key]}, {rest} of the "
+                             f"{series} series with --{flag}={shown[usual]}")
+    return lines
+
+
+def _listing(names: list[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more"
+                                       if len(names) > limit else "")
+
+
+def _key(value):
+    """A flag's value as a key that tells 1 from 1.0 no more than the flag does (True apart)."""
+    return ("bool", value) if isinstance(value, bool) else (
+        "number", float(value)) if _is_number(value) else ("other", str(value))
+
+
+def _short(run_dir: str) -> str:
+    """A run's folder without the dataset (one per report): random_1/seed0/A3B."""
+    parts = Path(run_dir).parts
+    return "/".join(parts[1:]) if len(parts) > 1 else run_dir
 
 
 def _runs_of_one(df: pd.DataFrame, column: str, chosen: str | None, workdir: Path,

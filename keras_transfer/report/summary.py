@@ -360,12 +360,13 @@ def paper_source_section(df: pd.DataFrame, metric: str) -> list[str]:
 
 def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: list[str],
                      metric: str, diverged=(), *, paper: bool = False,
-                     runs: pd.DataFrame | None = None) -> str:
+                     runs: pd.DataFrame | None = None, settings=()) -> str:
     """summary.md of runs from `workdir`; `paper`: the runs are the authors' nets
     (paper_nets.load()), so their source is described and the paper's nets are not set
     beside themselves. `runs`: every run read, before drop_unpaired_bases (default `df`), for
     the convergence section; the longer twins of the convergence control enter that section
-    alone."""
+    alone. `settings`: nets trained with other flags than their series
+    (runs.settings_differences), listed before the findings."""
     runs = df if runs is None else runs
     df = convergence.without_longer(df)
     lines = [f"# Transfer results: {workdir}", ""]
@@ -385,6 +386,13 @@ def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: li
               "evaluations (the paper's rule in its proportion)."
               + ("" if paper else " Departures from the paper's protocol: docs/fidelity.md."),
               ""]
+    if settings:
+        lines += ["## Nets trained with other settings", "",
+                  "These nets were trained with other values of a flag that changes a result "
+                  "than the rest of their series, and are averaged in with them all the same. "
+                  "Train them again with the grid's settings (`--overwrite`), or move them out "
+                  "of the WORKDIR to leave them out.", ""]
+        lines += [f"- {line}" for line in settings] + [""]
     if paper:
         lines += paper_source_section(df, metric)
     lines += findings_section(df, metric, with_paper=not paper)
