@@ -171,6 +171,16 @@ def check_base(config: Config, target_manifest: dict, base_manifest: dict) -> Pa
         found["classes"] = base_data["classes"]
         expected["image shape"] = list(base_manifest["image_shape"])
         found["image shape"] = base_data.get("image_shape", expected["image shape"])
+    if found["model"] != expected["model"]:
+        # That base is good for its own network: retraining it would lose it.
+        own = dataclasses.replace(config, workdir=f"{config.workdir.rstrip('/')}_{config.model}")
+        raise RunError(f"base{config.source} in {base.path} is a --model={found['model']} net and "
+                       f"this run is --model={config.model}: the nets of one workdir share their "
+                       f"base nets, so each network needs its own. Give this one its own "
+                       f"--workdir and train its base there first:\n  "
+                       + config_lib.command(dataclasses.replace(own, source="none",
+                                                                target=config.source, n=0,
+                                                                finetune=False)))
     for key in expected:
         if found[key] != expected[key]:
             raise RunError(f"base{config.source} in {base.path} was trained with {key} "
