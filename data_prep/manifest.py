@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import struct
 from pathlib import Path
 
@@ -49,7 +50,8 @@ def suggest_command(half_dir):
     else:
         split = "SPLIT"
     source = dataset if dataset in ("fashion_mnist", "synthetic") else "SOURCE"
-    cmd = f"python -m data_prep --source={source} --split={split} --out={out}"
+    cmd = shlex.join(["python", "-m", "data_prep", f"--source={source}", f"--split={split}",
+                      f"--out={out}"])
     return cmd + (f" --examples_per_class={epc.group(1)}" if epc else "")
 
 
@@ -70,6 +72,11 @@ def load_manifest(half_dir):
                 f"{path} does not exist: split {WHOLE} has every class in half A and no half "
                 f"{Path(half_dir).name}; train its nets on half A (--target=A, with --source=none "
                 "or --source=random), or use a split with two halves (e.g. --split=random:0)") \
+                from None
+        halves = [h for h in ("A", "B") if (Path(half_dir) / h / MANIFEST).is_file()]
+        if halves:  # a split's folder given for one of its halves
+            raise DataPrepError(f"{half_dir} is a split's folder, not a half: give one of its "
+                                f"halves, {' or '.join(str(Path(half_dir) / h) for h in halves)}")\
                 from None
         raise DataPrepError(f"{path} does not exist: the data is not prepared (or preparation "
                             f"was interrupted); create it with `{suggest_command(half_dir)}`") \

@@ -2,6 +2,7 @@
 whole-dataset split, determinism, refusals, interruption, verify, and the folder and tfds
 sources."""
 import json
+import shlex
 import shutil
 from pathlib import Path
 
@@ -214,6 +215,22 @@ def test_verify_catches_a_flipped_byte_and_a_truncated_shard(tmp_path, synthetic
     other.write_bytes(other.read_bytes()[:-3])
     problems = manifest.verify(half, full_hash=False)
     assert len(problems) == 1 and other.name in problems[0] and "bytes" in problems[0]
+
+
+def test_a_split_folder_given_for_a_half_names_its_halves(synthetic_out):
+    split_dir = synthetic_out[1]["A"].parent
+    with pytest.raises(DataPrepError, match=f"{split_dir} is a split's folder, not a half: give "
+                                            f"one of its halves, {split_dir / 'A'} or "
+                                            f"{split_dir / 'B'}"):
+        manifest.load_manifest(split_dir)
+
+
+def test_a_data_prep_hint_is_quoted_for_the_shell(tmp_path):
+    half = tmp_path / "my data" / "fashion_mnist" / "random_2" / "B"
+    with pytest.raises(DataPrepError) as e:
+        manifest.load_manifest(half)
+    command = str(e.value).split("`")[1]
+    assert f"--out={tmp_path / 'my data'}" in shlex.split(command)
 
 
 def test_load_manifest_names_the_file_and_the_command(tmp_path):

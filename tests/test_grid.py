@@ -344,6 +344,10 @@ def test_local_backend_refuses_missing_data_before_running_anything(tmp_path):
                                              "--split=random:0 --out=nodata"):
         grid.main([f"--workdir={tmp_path}/runs", "--", "--data_dir=nodata"], out=io.StringIO())
     assert not (tmp_path / "runs").exists()
+    with pytest.raises(grid.GridError) as refused:  # a path with a space, quoted for the shell
+        grid.main([f"--workdir={tmp_path}/runs", "--", "--data_dir=no data"], out=io.StringIO())
+    hint = next(line for line in str(refused.value).splitlines() if "data_prep" in line)
+    assert "--out=no data" in shlex.split(hint)
 
 
 

@@ -7,6 +7,7 @@ before anything starts; the grid's own flags are kept out of the pass-through on
 from __future__ import annotations
 
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
@@ -127,8 +128,8 @@ class Plan:
             for half in halves:
                 manifest = layout.manifest_path(self.data_dir, self.dataset, net.split_dir, half)
                 if not manifest.is_file():
-                    cmd = (f"python -m data_prep --source={self.dataset} --split={net.split} "
-                           f"--out={self.data_dir}")
+                    cmd = shlex.join(["python", "-m", "data_prep", f"--source={self.dataset}",
+                                      f"--split={net.split}", f"--out={self.data_dir}"])
                     if net.examples_per_class:
                         cmd += f" --examples_per_class={net.examples_per_class}"
                     needed[cmd] = None
