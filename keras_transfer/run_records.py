@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 from data_prep.atomic import write_json_atomic
+from data_prep.locking import FileLock
 from keras_transfer import config as config_lib
 from keras_transfer import naming
 from keras_transfer.config import Config
-from keras_transfer.locking import RunLock
 
 
 class RecordError(ValueError):
@@ -246,9 +246,9 @@ class RunDir:
 
     # ------------------------------------------------------------ writing
 
-    def lock(self) -> RunLock:
+    def lock(self) -> FileLock:
         """The run's lock (not yet taken: call acquire)."""
-        return RunLock(self.lock_path)
+        return FileLock(self.lock_path)
 
     def write_config(self, record: dict) -> None:
         write_json_atomic(self.config_path, record)
