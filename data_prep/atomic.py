@@ -5,6 +5,9 @@ way, so a crash or a full disk never leaves a file that looks finished; the modu
 lowest package so that data_prep and keras_transfer share it.
 """
 import contextlib
+import ctypes
+import errno
+import functools
 import json
 import os
 import shutil
@@ -40,16 +43,65 @@ def write_json_atomic(path, obj):
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def replace_dir(new, target):
-    """Moves folder `new` to `target`, replacing a folder there whole; the old one is removed
-    only once the new one is in place."""
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+@functools.cache
+def _renameat2():
+    """Linux's renameat2 from the C library, or None where there is none."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                         ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
+
+
+def exchange(a, b) -> bool:
+    """Swaps two existing paths in one step (renameat2's RENAME_EXCHANGE): a reader sees the
+    one or the other at each name, never neither. False, with nothing changed, where the
+    system or the file system cannot (not Linux, NFS)."""
+    function = _renameat2()
+    if function is None:
+        return False
+    if function(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), os.fspath(a), None, os.fspath(b))
+
+
+def swap_dir(new, target):
+    """Puts folder `new` at `target` and returns the folder now holding what was at `target`
+    (for the caller to remove), or None if nothing was there.
+
+    Where the file system can swap two folders (Linux's local file systems) this is one step:
+    a reader sees the old folder or the new one at `target`, whole. Elsewhere the old one is
+    first moved aside, so for a moment there is nothing at `target` (a reader finds no data,
+    never half of the old and half of the new)."""
     target = Path(target)
+    if not os.path.lexists(target):
+        os.rename(new, target)
+        return None
+    if exchange(new, target):
+        return Path(new)
     old = target.parent / f".old-{target.name}-{os.getpid()}"
     shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
+    os.replace(target, old)
     os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
+    return old
+
+
+def replace_dir(new, target):
+    """Moves folder `new` to `target`, replacing a folder there whole (see swap_dir); the old
+    one is removed once the new one is in place."""
+    old = swap_dir(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

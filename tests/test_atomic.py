@@ -33,3 +33,17 @@ def test_replace_dir_creates_a_missing_target(tmp_path):
     (new / "a").write_text("a")
     atomic.replace_dir(new, tmp_path / "target")
     assert (tmp_path / "target" / "a").read_text() == "a" and not new.exists()
+
+
+def test_swap_dir_puts_the_new_folder_in_place_and_returns_the_old(tmp_path):
+    target, new = tmp_path / "target", tmp_path / ".new"
+    for folder, text in ((target, "old"), (new, "new")):
+        folder.mkdir()
+        (folder / "f").write_text(text)
+    old = atomic.swap_dir(new, target)
+    assert (target / "f").read_text() == "new" and (old / "f").read_text() == "old"
+    # On Linux's local file systems in one step: the old folder is where the new one was.
+    assert old == new and atomic.exchange(target, old)
+    assert (target / "f").read_text() == "old"
+    with pytest.raises(FileNotFoundError):
+        atomic.exchange(tmp_path / "missing", target)
