@@ -147,3 +147,21 @@ def test_training_images_are_crops_of_the_originals_some_mirrored(synthetic_data
         assert matches, "a training image is not a crop of any original"
         mirrored += all(flip for flip, _, _ in matches)
     assert 0 < mirrored < len(x)  # about half are mirrored
+
+
+def test_halves_of_different_preparations_are_refused(synthetic_data, tmp_path):
+    from data_prep.prepare import prepare
+    from data_prep.sources import SyntheticSpec
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data, data_dir)
+    theirs = prepare(source="synthetic", split="random:0", out=tmp_path / "theirs",
+                     progress=False,
+                     synthetic=SyntheticSpec(num_classes=10, image_size=28, channels=1,
+                                             train_per_class=24, validation_per_class=8, seed=1))
+    shutil.rmtree(_half(data_dir, "A"))
+    shutil.copytree(theirs["A"], _half(data_dir, "A"))
+    for h in "AB":
+        with pytest.raises(data.DataError, match="half A and half B .*were prepared by different "
+                                                 "runs; run `python -m data_prep .*--overwrite`"):
+            data.load_half(_half(data_dir, h))
