@@ -1,17 +1,18 @@
 """`python -m data_prep [flags]` prepares data; `python -m data_prep verify DIR...` checks it.
 
-Bad input ends with a one-line error and exit status 1, never a traceback.
+Bad input ends with a one-line error and exit status 1, never a traceback; Ctrl-C with one line
+and exit status 130.
 """
 import dataclasses
 import os
+import signal
 import sys
 
-from absl import app
+from data_prep.errors import DataPrepError, Interrupted
 
-from data_prep import cli_flags
-from data_prep.errors import DataPrepError
-
-FLAGS = cli_flags.FLAGS
+# What Ctrl-C prints when prepare has not started (or in verify): nothing was written.
+INTERRUPTED = "data_prep: interrupted; nothing was published; run the same command again"
+FLAGS = None  # absl's flags, once run() has defined them
 
 
 def _synthetic_spec():
@@ -63,23 +64,37 @@ def main(argv):
                 tfds_data_dir=FLAGS.tfds_data_dir, overwrite=FLAGS.overwrite,
                 synthetic=_synthetic_spec(), num_workers=FLAGS.num_workers,
                 progress=FLAGS.progress, image_size=FLAGS.image_size, encoding=FLAGS.encoding)
+        # Published: a Ctrl-C from here on would only kill the exit with a signal.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     except DataPrepError as e:
         print(f"data_prep: error: {e}", file=sys.stderr)
         sys.exit(1)
     except OSError as e:
         print(f"data_prep: error: {e}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("data_prep: interrupted; no manifest was written, re-run to start clean",
-              file=sys.stderr)
+    except Interrupted as e:  # prepare's, saying whether it published
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # one line, whatever comes next
+        print(f"data_prep: {e}", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:  # before prepare started, or in verify: nothing was written
+        print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
 
 
 def run():
     """Console entry point (setup.py: data-prep)."""
+    global FLAGS
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # data_prep needs no GPU; hidden, TensorFlow cannot reserve memory training jobs need.
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:  # the flags' modules import numpy: a second of start-up that Ctrl-C may cut short
+        from absl import app
+
+        from data_prep import cli_flags
+    except KeyboardInterrupt:
+        print(INTERRUPTED, file=sys.stderr)
+        sys.exit(130)
+    FLAGS = cli_flags.FLAGS
     app.run(main)
 
 

@@ -118,6 +118,26 @@ def replace_dir(new, target):
     shutil.rmtree(old, ignore_errors=True)
 
 
+def swap_dir(new, target):
+    """Puts folder `new` at `target` and returns the folder now holding what was at `target`
+    (for the caller to remove), or None if nothing was there. In one step where the file system
+    can swap two folders (`exchange`); elsewhere the old one is first moved aside as
+    .old-<target>-<host>-<pid>, so for a moment there is nothing at `target` (a reader finds no
+    data, never half of the old and half of the new; `remove_stale` puts it back if the process
+    died in between)."""
+    target = Path(target)
+    if not os.path.lexists(target):
+        os.rename(new, target)
+        return None
+    if exchange(new, target):
+        return Path(new)
+    old = target.parent / f".old-{target.name}-{owner_tag()}"
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(target, old)
+    os.replace(new, target)
+    return old
+
+
 def remove_stale(target) -> list[Path]:
     """Removes what dead processes of this host left beside `target` while replacing it: their
     staging folders (`staged_directory`) and old folders (`replace_dir`); an old folder is put

@@ -7,3 +7,8 @@ must say what was wrong and how to fix it; anything else is a bug and keeps its 
 
 class DataPrepError(ValueError):
     """Bad input (missing or corrupt source, bad split, bad option, conflicting output)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during preparation; the message says whether the new data was published. A
+    KeyboardInterrupt, so that whatever stops on Ctrl-C stops on it."""

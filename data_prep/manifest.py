@@ -109,15 +109,51 @@ def count_records(path):
     return count
 
 
+# The fields two halves of one preparation share (each half's classes are the other's
+# other_half).
+_SHARED = ("dataset", "source", "split", "examples_per_class", "num_source_classes",
+           "image_shape", "encoding", "source_options")
+_OTHER_HALF = {"A": "B", "B": "A"}
+
+
+def mismatched_halves(half_dir, manifest):
+    """Why the half at half_dir (its manifest given) and the other half of its split are not
+    of one preparation, or None when they are (or there is no other half to compare with).
+
+    Both halves of a preparation carry the same `preparation_id`; halves prepared before
+    manifests had one are compared by their settings and classes."""
+    half_dir = Path(half_dir)
+    other_name = _OTHER_HALF.get(half_dir.name)
+    if other_name is None or not (half_dir.parent / other_name / MANIFEST).is_file():
+        return None
+    other_dir = half_dir.parent / other_name
+    try:
+        other = load_manifest(other_dir)
+    except DataPrepError:
+        return None  # named when that half is read
+    if "preparation_id" in manifest and "preparation_id" in other:
+        same = manifest["preparation_id"] == other["preparation_id"]
+    else:
+        same = (all(manifest.get(k) == other.get(k) for k in _SHARED)
+                and manifest.get("classes") == other.get("other_half")
+                and manifest.get("other_half") == other.get("classes"))
+    if same:
+        return None
+    return (f"half A and half B in {half_dir.parent} were prepared by different runs; run "
+            f"`{suggest_command(half_dir)} --overwrite`")
+
+
 def verify(half_dir, full_hash=True):
-    """Problems with a prepared half, [] if none. Sizes are always checked; sha256 and record
-    counts only with full_hash (they read every byte)."""
+    """Problems with a prepared half, [] if none: its shards against its manifest, and whether
+    the other half of its split is of the same preparation. Sizes are always checked; sha256
+    and record counts only with full_hash (they read every byte)."""
     half_dir = Path(half_dir)
     try:
         manifest = load_manifest(half_dir)
     except DataPrepError as e:
         return [str(e)]
-    problems = []
+    mismatch = mismatched_halves(half_dir, manifest)
+    problems = [mismatch] if mismatch else []
     for split, shards in manifest["shards"].items():
         total = 0
         for shard in shards:
@@ -161,8 +197,10 @@ def verify(half_dir, full_hash=True):
 
 
 def find_halves(path):
-    """Half directories at or below path (those holding a manifest.json), sorted."""
+    """Half directories at or below path (those holding a manifest.json), sorted; none in a
+    hidden folder (a run's staging folder, or old halves not yet removed)."""
     path = Path(path)
     if (path / MANIFEST).is_file():
         return [path]
-    return sorted(p.parent for p in path.rglob(MANIFEST) if not p.parent.name.startswith("."))
+    return sorted(p.parent for p in path.rglob(MANIFEST)
+                  if not any(part.startswith(".") for part in p.relative_to(path).parts))

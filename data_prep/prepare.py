@@ -1,24 +1,36 @@
 """prepare(): a source + a split rule -> class-split TFRecord shards, mean.npy, manifest.json.
 
-Each half is built in a hidden temp directory next to its final place and renamed into place
-only when every shard, mean.npy and the manifest are complete, so an interrupted run leaves
-no manifest and the next run starts clean. Images are encoded in worker processes (imaging.py);
-this process serializes and writes the records in a fixed order, so output is byte-identical
-from run to run whatever the number of workers.
+A run holds the split's lock (`.<split_dir>.lock` beside the split's folder) from its check of
+the existing output to the end, so two runs never write one split. Both halves are built in
+one hidden staging folder beside the split's folder (`.<split_dir>.partial-<pid>/{A,B}`) and
+published together in one step (atomic.swap_dir), only when every shard, mean.npy and both
+manifests are complete: a reader sees the old pair of halves or the new pair, never one of
+each. Both manifests carry the same `preparation_id`, made from the output, which
+manifest.verify (and so the trainer) checks. An interrupted run publishes nothing and the
+next run removes what it left. Images are encoded in worker processes (imaging.py), which
+leave Ctrl-C to this process; this process serializes and writes the records in a fixed
+order, so output is byte-identical from run to run whatever the number of workers.
 """
 import collections
+import contextlib
+import hashlib
+import json
 import math
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
+import threading
 import time
+import types
+from multiprocessing import resource_tracker
 
 import numpy as np
 
 import data_prep
-from data_prep import atomic, imaging, layout, manifest, sources, splits
-from data_prep.errors import DataPrepError
+from data_prep import atomic, imaging, layout, locking, manifest, sources, splits
+from data_prep.errors import DataPrepError, Interrupted
 
 SHARD_BYTES = 150 * 2**20         # target shard size for big datasets
 PHOTO_SIZE = 256                  # the paper's ImageNet size; default for mixed-size photos
@@ -32,8 +44,10 @@ def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
     """Prepares the split's halves and returns {"A": Path, "B": Path} of the half directories
     ({"A": Path} for `--split=whole`, whose half A holds every class and which has no half B).
 
-    Raises DataPrepError for bad input before anything is written; an undecodable image met
-    while writing raises it too, with nothing published.
+    Raises DataPrepError for bad input before anything is written, and when another run is
+    preparing the same split; an undecodable image met while writing raises it too, with
+    nothing published. Ctrl-C (KeyboardInterrupt) raises Interrupted, saying whether the new
+    data was published; a second Ctrl-C does not cut the clean-up short.
     """
     start = time.perf_counter()
     splits.check_examples_per_class(examples_per_class)
@@ -47,13 +61,11 @@ def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
     num_source_classes = len(src.class_names)
     halves = splits.resolve(spec, num_source_classes, src.class_names, src.dataset)
     target = _target(src, image_size, encoding)
-    parent = layout.split_root(out, src.dataset, splits.split_dirname(spec, examples_per_class))
+    root = layout.split_root(out, src.dataset, splits.split_dirname(spec, examples_per_class))
     names = halves.names  # ("A", "B"), or ("A",) for the whole dataset
-    half_dirs = {h: parent / h for h in names}
+    half_dirs = {h: root / h for h in names}
     header = {h: _header(src, source, spec, h, halves, examples_per_class, target)
               for h in names}
-    for h in names:
-        _check_existing(half_dirs[h], header[h], overwrite)
     labels = {s: src.labels(s) for s in sources.SPLITS}
     selection = {s: _select(src, s, labels[s], halves,
                             examples_per_class if s == "train" else None)
@@ -63,40 +75,87 @@ def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
             raise DataPrepError(f"half {h} has no training images in {source}; "
                                 "choose classes that have images")
 
-    created = [d for d in (parent, *parent.parents) if not d.exists()]
-    parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(parent)
-    tmp = {h: parent / f".{h}.partial-{os.getpid()}" for h in names}
-    published = False
+    outcome = types.SimpleNamespace(published=False)
+    lock = None
     try:
+        with _one_interrupt():
+            created = [d for d in (root.parent, *root.parent.parents) if not d.exists()]
+            try:
+                with _interrupts_deferred():  # taken and recorded whole, or not at all
+                    root.parent.mkdir(parents=True, exist_ok=True)
+                    # The folder a symlinked split points to is the one replaced (and locked).
+                    parent = root.resolve() if root.is_symlink() else root
+                    candidate = locking.FileLock(parent.parent / f".{parent.name}.lock",
+                                                 remove_on_release=True)
+                    if candidate.acquire():
+                        lock = candidate
+                if lock is None:
+                    raise DataPrepError(
+                        f"another data_prep ({candidate.holder()}) is preparing {root}; wait "
+                        "for it to end (or stop it), then run this command again")
+                _prepare_locked(src, labels, selection, halves, target, header, parent,
+                                overwrite, num_workers, progress, outcome)
+            finally:
+                with _interrupts_deferred():  # the lock file goes with the lock
+                    if lock is not None:
+                        lock.release()
+                    if not outcome.published:  # a failed run leaves no trace, not even
+                        for d in created:       # empty folders; deepest first
+                            try:
+                                d.rmdir()
+                            except OSError:
+                                break
+            seconds = time.perf_counter() - start
+            n = {s: sum(len(selection[s][h]) for h in names) for s in sources.SPLITS}
+            classes = (f"A {len(halves.A)} classes, B {len(halves.B)} classes" if halves.B
+                       else f"A {len(halves.A)} classes (every class; no half B)")
+            if progress:
+                print(f"data_prep: {src.dataset}/{root.name}: {classes}; "
+                      f"train {n['train']}, validation {n['validation']} images; "
+                      f"{seconds:.1f} s, {sum(n.values()) / seconds:.0f} images/s -> {root}",
+                      file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        if lock is not None:  # in case the Ctrl-C came as the clean-up above began
+            lock.release()
+        raise Interrupted(
+            f"interrupted after publishing {root}; its data is complete" if outcome.published
+            else "interrupted; nothing was published; run the same command again") from None
+    return half_dirs
+
+
+def _prepare_locked(src, labels, selection, halves, target, header, parent, overwrite,
+                    num_workers, progress, outcome):
+    """Under the split's lock: checks what is there, writes both halves into one staging
+    folder and publishes them together, setting outcome.published as it does; whatever
+    happens, no staging folder is left."""
+    names = halves.names
+    _check_split_folder(parent)
+    for h in names:
+        _check_existing(parent / h, header[h], overwrite)
+    _remove_stale(parent)
+    staging = parent.parent / f".{parent.name}.partial-{os.getpid()}"
+    old = None
+    try:
+        staging.mkdir()
+        tmp = {h: staging / h for h in names}
         for h in names:
             tmp[h].mkdir()
         totals = _write_shards(src, labels, selection, halves, target, tmp, num_workers,
                                progress)
+        bodies = {h: _finish_half(tmp[h], header[h], totals[h], target) for h in names}
+        preparation_id = _preparation_id(bodies)
         for h in names:
-            _finish_half(tmp[h], header[h], totals[h], target)
-        _publish(tmp, half_dirs)
-        published = True
+            bodies[h]["preparation_id"] = preparation_id
+            atomic.write_json_atomic(tmp[h] / manifest.MANIFEST, bodies[h])
+        with _interrupts_deferred():  # published and known to be, or neither
+            _check_interrupt()
+            old = atomic.swap_dir(staging, parent)
+            outcome.published = True
     finally:
-        for d in tmp.values():
-            shutil.rmtree(d, ignore_errors=True)
-        if not published:  # a failed run leaves no trace, not even empty folders
-            for d in created:  # deepest first
-                try:
-                    d.rmdir()
-                except OSError:
-                    break
-
-    seconds = time.perf_counter() - start
-    n = {s: sum(len(selection[s][h]) for h in names) for s in sources.SPLITS}
-    classes = (f"A {len(halves.A)} classes, B {len(halves.B)} classes" if halves.B else
-               f"A {len(halves.A)} classes (every class; no half B)")
-    summary = (f"data_prep: {src.dataset}/{parent.name}: {classes}; "
-               f"train {n['train']}, validation {n['validation']} "
-               f"images; {seconds:.1f} s, {sum(n.values()) / seconds:.0f} images/s -> {parent}")
-    if progress:
-        print(summary, file=sys.stderr, flush=True)
-    return half_dirs
+        # Before publishing: the new halves; after: the old ones (where a swap left them).
+        for d in (staging, old):
+            if d is not None:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 def _target(src, image_size, encoding):
@@ -138,6 +197,30 @@ def _class_list(src, indices):
 
 _IDENTITY = ("dataset", "source", "split", "half", "examples_per_class", "classes",
              "image_shape", "encoding", "source_options")
+
+
+def _is_leftover(name):
+    """Whether a hidden name is one an interrupted run of data_prep left (see _remove_stale)."""
+    stem, _, pid = name.rpartition("-")
+    return (name.startswith(".") and pid.isdigit()
+            and (stem.endswith((".partial", ".old")) or stem.startswith(".old-")))
+
+
+def _check_split_folder(parent):
+    """Refuses a split folder holding what data_prep did not write: publishing replaces the
+    folder whole, and would lose it."""
+    if not os.path.lexists(parent):
+        return
+    if not parent.is_dir():
+        raise DataPrepError(f"{parent} exists and is not a directory; remove it or choose "
+                            "another --out")
+    foreign = sorted(p.name for p in parent.iterdir()
+                     if p.name not in ("A", "B") and not _is_leftover(p.name))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise DataPrepError(
+            f"{parent} holds {shown}, which data_prep did not write and would not keep when "
+            "it publishes new halves; move them elsewhere, or choose another --out")
 
 
 def _check_existing(half_dir, header, overwrite):
@@ -228,6 +311,8 @@ def _write_shards(src, labels, selection, halves, target, tmp, num_workers, prog
     # Imported here so that bad input is refused without waiting for TensorFlow to load.
     import tensorflow as tf
 
+    _check_interrupt()
+
     from data_prep import records
 
     total = sum(len(ix) for per_half in selection.values() for ix in per_half.values())
@@ -238,8 +323,11 @@ def _write_shards(src, labels, selection, halves, target, tmp, num_workers, prog
            for h in names}
     result = {h: {"writers": {}, "sum": None} for h in names}
     bar = _progress_bar(total, progress)
-    pool = (multiprocessing.get_context("spawn").Pool(num_workers) if num_workers > 1 else None)
+    pool = None
     try:
+        if num_workers > 1:
+            with _interrupts_deferred():  # a pool half started is still stopped below
+                pool = _start_pool(num_workers)
         for split in sources.SPLITS:
             writers = {h: _ShardWriter(tmp[h], split, len(selection[split][h]), target)
                        for h in names}
@@ -248,6 +336,7 @@ def _write_shards(src, labels, selection, halves, target, tmp, num_workers, prog
             tasks = _tasks(src.payloads(split, order), group, chunk, target, split == "train")
             pos = 0
             for encoded, sums in _run(tasks, pool, num_workers):
+                _check_interrupt()
                 for data in encoded:
                     h, original = names[group[pos]], int(labels[split][order[pos]])
                     label = lut[h][original]
@@ -321,7 +410,8 @@ def _run(tasks, pool, num_workers):
 
 
 def _finish_half(directory, header, result, target):
-    """Writes mean.npy, then the manifest (last, atomically) into a complete half."""
+    """Writes mean.npy into a complete half and returns its manifest, less the
+    preparation_id (the caller writes it, last)."""
     train = result["writers"]["train"]
     mean = (result["sum"] / train.n).astype(np.float32).reshape(target.shape)
     mean_path = directory / "mean.npy"
@@ -339,30 +429,105 @@ def _finish_half(directory, header, result, target):
         for s, w in writers.items()}
     body["shards"] = {s: w.shards for s, w in writers.items()}
     body["source_options"] = body.pop("source_options")  # moved last: beyond docs/formats.md
-    atomic.write_json_atomic(directory / manifest.MANIFEST, body)
+    return body
 
 
-def _publish(tmp, half_dirs):
-    """Moves complete halves into place, replacing older output."""
-    for h in tmp:
-        atomic.replace_dir(tmp[h], half_dirs[h])
+def _preparation_id(bodies):
+    """The id both halves' manifests carry: a hash of their contents (shards' and mean's
+    sha256 included), so the same output has the same id and other output another."""
+    text = json.dumps(bodies, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _remove_stale(parent):
-    """Removes temp directories left by interrupted runs whose process is gone: halves being
-    written (.A.partial-<pid>) and replaced ones (atomic.replace_dir's .old-A-<pid>; .A.old-<pid>
-    from versions before it)."""
-    for d in parent.glob(".*-*"):
-        name, _, pid = d.name.rpartition("-")
-        leftover = name.endswith((".partial", ".old")) or name.startswith(".old-")
-        if not leftover or not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+    """Removes what interrupted runs left. Called under the split's lock, so none of it is a
+    live run's: staging folders beside the split's (.<split>.partial-<pid>: new halves, or
+    after the swap the old ones; .old-<split>-<pid> where the file system cannot swap) and,
+    inside it, those of versions that published each half alone (.A.partial-<pid>,
+    .old-A-<pid>, .A.old-<pid>)."""
+    beside = [p for p in parent.parent.iterdir()
+              if p.name.rpartition("-")[0] in (f".{parent.name}.partial", f".old-{parent.name}")]
+    inside = list(parent.iterdir()) if parent.is_dir() else []
+    for d in beside + inside:
+        if _is_leftover(d.name):
             shutil.rmtree(d, ignore_errors=True)
-        except PermissionError:
-            pass
+
+
+def _ignore_interrupts():
+    """Pool initializer: a worker leaves Ctrl-C to the parent, which stops it (no traceback
+    from every worker). SIGINT is blocked while the workers start (see _start_pool), so one
+    that came meanwhile is dropped here."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _start_pool(num_workers):
+    """A spawn pool of workers that ignore SIGINT from their first instruction: they are started
+    with SIGINT blocked (a child inherits the mask), and unblock it once it is ignored."""
+    context = multiprocessing.get_context("spawn")
+    # The pool's first lock starts multiprocessing's resource tracker, which unblocks SIGINT
+    # after starting it: started first, it leaves the mask below alone.
+    resource_tracker.ensure_running()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return context.Pool(num_workers, initializer=_ignore_interrupts)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _in_main_thread():
+    return threading.current_thread() is threading.main_thread()
+
+
+_interrupted = threading.Event()  # Ctrl-C came during the current _one_interrupt block
+
+
+@contextlib.contextmanager
+def _one_interrupt():
+    """Ctrl-C raises KeyboardInterrupt once; a second one is ignored until the block ends, so
+    the clean-up after the first runs to its end. The first is also remembered, and
+    _check_interrupt raises it again, in case code it came through swallowed it (a library's
+    bare `except:` while TensorFlow is imported). Only where Ctrl-C raises KeyboardInterrupt
+    (Python's default handler, in the main thread)."""
+    if not _in_main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def first(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _interrupted.set()
+        raise KeyboardInterrupt
+
+    _interrupted.clear()
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _interrupted.clear()
+
+
+def _check_interrupt():
+    """Raises KeyboardInterrupt if Ctrl-C came, even if it was swallowed where it came."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Holds Ctrl-C back during a short step that must happen whole (taking the lock, the
+    swap that publishes) and acts on it after."""
+    if not _in_main_thread():
+        yield
+        return
+    came = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if came and callable(previous):
+            previous(signal.SIGINT, None)
 
 
 def _progress_bar(total, enabled):

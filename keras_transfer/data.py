@@ -58,7 +58,8 @@ class DataError(Exception):
 
 
 def load_half(half_dir, *, verify_data: bool = False) -> dict:
-    """The manifest of a prepared half, after checking its shards against it.
+    """The manifest of a prepared half, after checking its shards against it and that the
+    other half of its split is of the same preparation.
 
     Shard sizes are always checked (cheap, catches truncation); `verify_data` also hashes every
     shard (catches bit flips) at the cost of reading the whole dataset once.
@@ -68,6 +69,9 @@ def load_half(half_dir, *, verify_data: bool = False) -> dict:
         manifest = manifest_lib.load_manifest(half_dir)
     except Exception as e:  # data_prep's message already says which command prepares it.
         raise DataError(str(e)) from e
+    mismatch = manifest_lib.mismatched_halves(half_dir, manifest)
+    if mismatch:  # a half A and a half B of different preparations
+        raise DataError(mismatch)
     problems = manifest_lib.verify(half_dir, full_hash=verify_data)
     if problems:
         raise DataError(

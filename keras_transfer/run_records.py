@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from data_prep.atomic import write_json_atomic
+from data_prep.locking import FileLock
 from data_prep.manifest import content_sha256
 from keras_transfer import naming
-from keras_transfer.locking import RunLock
 
 if TYPE_CHECKING:  # config builds --model's choices from the model registry: the report needs neither
     from keras_transfer.config import Config
@@ -293,9 +293,9 @@ class RunDir:
 
     # ------------------------------------------------------------ writing
 
-    def lock(self) -> RunLock:
+    def lock(self) -> FileLock:
         """The run's lock (not yet taken: call acquire)."""
-        return RunLock(self.lock_path)
+        return FileLock(self.lock_path)
 
     def write_config(self, record: dict) -> None:
         write_json_atomic(self.config_path, record)

@@ -28,12 +28,12 @@ import keras
 import tensorflow as tf
 
 from data_prep import manifest as manifest_lib
+from data_prep.locking import FileLock
 from data_prep.manifest import verify as verify_shards
 from keras_transfer import data, metrics, models, naming, progress, solver, transfer
 from keras_transfer import steps as steps_lib
 from keras_transfer.backup import Backup, Preempted, SigtermFlag
 from keras_transfer.config import Config
-from keras_transfer.locking import RunLock
 from keras_transfer.progress import Timing
 from keras_transfer.resolve import Resolved, RunError, resolve
 from keras_transfer.run_records import RunDir
@@ -120,7 +120,7 @@ class _NetInTraining:
     """One net while its pack trains: its plan, files, model, optimizer and progress."""
     resolved: Resolved
     out: RunDir  # where this process writes: the run directory, or a non-chief's scratch
-    lock: RunLock | None  # None on non-chief workers: the chief holds the run's lock
+    lock: FileLock | None  # None on non-chief workers: the chief holds the run's lock
     label: str = ""  # the run's name on its console lines, when it shares them with packmates
     model: object = None
     optimizer: object = None

@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,26 @@ def build_tiny_tfds(data_dir, name="data_prep_tiny_images"):
         disable_shuffling=True,
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return name
+
+
+def start_cli(*args, module="data_prep"):
+    """Starts `python -m MODULE ARGS` as the leader of a new process group, as a shell starts a
+    command: a signal sent to the group reaches it and its worker processes, as a terminal's
+    Ctrl-C does. Returns the Popen; its output is read with communicate()."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_until(condition, process, timeout=120, what="the condition"):
+    """Polls condition() every millisecond until it holds; fails if process ends first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"the process ended (exit {process.returncode}) before "
+                                 f"{what}:\n{err}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.001)

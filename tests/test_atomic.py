@@ -98,3 +98,15 @@ def test_a_staged_folder_gets_the_permissions_of_a_folder_made_in_place(tmp_path
     with atomic.staged_directory(tmp_path / "out") as staging:
         (staging / "summary.md").write_text("new")
     assert (tmp_path / "out").stat().st_mode == (tmp_path / "plain").stat().st_mode
+def test_swap_dir_puts_the_new_folder_in_place_and_returns_the_old(tmp_path):
+    target, new = tmp_path / "target", tmp_path / ".new"
+    for folder, text in ((target, "old"), (new, "new")):
+        folder.mkdir()
+        (folder / "f").write_text(text)
+    old = atomic.swap_dir(new, target)
+    assert (target / "f").read_text() == "new" and (old / "f").read_text() == "old"
+    # On Linux's local file systems in one step: the old folder is where the new one was.
+    assert old == new and atomic.exchange(target, old)
+    assert (target / "f").read_text() == "old"
+    with pytest.raises(FileNotFoundError):
+        atomic.exchange(tmp_path / "missing", target)

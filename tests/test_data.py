@@ -384,3 +384,19 @@ def test_prefetch_without_autotune_turns_the_autotuner_off():
     ds = data.prefetch_without_autotune(tf.data.Dataset.range(5))
     assert ds.options().autotune.enabled is False
     assert _list(ds) == list(range(5))
+def test_halves_of_different_preparations_are_refused(synthetic_data, tmp_path):
+    from data_prep.prepare import prepare
+    from data_prep.sources import SyntheticSpec
+
+    data_dir = tmp_path / "data"
+    shutil.copytree(synthetic_data, data_dir)
+    theirs = prepare(source="synthetic", split="random:0", out=tmp_path / "theirs",
+                     progress=False,
+                     synthetic=SyntheticSpec(num_classes=10, image_size=28, channels=1,
+                                             train_per_class=24, validation_per_class=8, seed=1))
+    shutil.rmtree(_half(data_dir, "A"))
+    shutil.copytree(theirs["A"], _half(data_dir, "A"))
+    for h in "AB":
+        with pytest.raises(data.DataError, match="half A and half B .*were prepared by different "
+                                                 "runs; run `python -m data_prep .*--overwrite`"):
+            data.load_half(_half(data_dir, h))

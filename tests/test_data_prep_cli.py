@@ -1,12 +1,20 @@
 """`python -m data_prep`: bad input is one clear line and exit 1 with nothing written; a good
-run and `verify` work end to end. Runs in subprocesses, as a user would."""
+run and `verify` work end to end; two runs on one output, a kill while publishing and Ctrl-C
+leave the old data or the new, never a mix. Runs in subprocesses, as a user would, with real
+signals."""
+import os
+import re
 import shutil
+import signal
+import time
 
 import numpy as np
 import pytest
 
 from data_prep import idx, manifest
-from data_prep_helpers import error_lines, run_cli
+from data_prep.prepare import prepare
+from data_prep.sources import SyntheticSpec
+from data_prep_helpers import error_lines, run_cli, start_cli, wait_until
 
 
 def _refused(done, *phrases):
@@ -113,3 +121,160 @@ def test_prepare_verify_and_refuse_a_different_manifest(tmp_path):
 
 def test_verify_without_prepared_data_is_refused(tmp_path):
     _refused(run_cli("verify", tmp_path), "no prepared data", str(tmp_path))
+
+
+# A preparation that encodes for seconds on two workers, so that a test can act while it runs,
+# and a quick one; `seed` changes the images (so the output), not the classes of the halves.
+def _long(out, seed, *extra):
+    return ("--source=synthetic", "--split=random:0", f"--out={out}",
+            "--synthetic_num_classes=4", "--synthetic_image_size=32",
+            "--synthetic_train_per_class=1500", "--synthetic_validation_per_class=10",
+            f"--synthetic_seed={seed}", "--num_workers=2", "--noprogress", *extra)
+
+
+def _small(out, seed, *extra):
+    return ("--source=synthetic", "--split=random:0", f"--out={out}",
+            "--synthetic_num_classes=4", "--synthetic_image_size=32",
+            "--synthetic_train_per_class=20", "--synthetic_validation_per_class=5",
+            f"--synthetic_seed={seed}", "--noprogress", *extra)
+
+
+def _prepared(out, seed):
+    """Prepares _small(out, seed) in this process (no second TensorFlow start-up)."""
+    return prepare("synthetic", "random:0", out, progress=False,
+                   synthetic=SyntheticSpec(num_classes=4, image_size=32, train_per_class=20,
+                                           validation_per_class=5, seed=seed))
+
+
+def _tree(root):
+    """Every folder and file below root, with the files' bytes."""
+    return {p.relative_to(root): None if p.is_dir() else p.read_bytes()
+            for p in sorted(root.rglob("*"))}
+
+
+def _published(root):
+    """The files a reader sees: none in a hidden folder (staging) and no hidden file (locks)."""
+    return {p: b for p, b in _tree(root).items()
+            if b is not None and not any(part.startswith(".") for part in p.parts)}
+
+
+def _staged_shards(root):
+    """Whether shards are being written in a hidden (staging) folder."""
+    return any(any(part.startswith(".") for part in p.relative_to(root).parts)
+               for p in root.rglob("*.tfrecord"))
+
+
+def _seeds(out):
+    """The synthetic seed each published half was prepared from."""
+    return {h: manifest.load_manifest(out / "synthetic" / "random_0" / h)
+            ["source_options"]["synthetic"]["seed"] for h in "AB"}
+
+
+_TF_START_UP = re.compile(r"^(WARNING: All log messages before absl::InitializeLog|"
+                          r"[IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\])")
+
+
+def _stop_group(process):
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+
+
+@pytest.mark.slow
+def test_a_second_data_prep_on_the_same_output_is_refused_naming_the_first(tmp_path):
+    """While one run prepares a split, another on the same --out stops with one line naming the
+    first process and the fix, and changes nothing; the first finishes as if alone."""
+    out = tmp_path / "out"
+    _prepared(out, seed=1)
+    before = _published(out)
+    first = start_cli(*_long(out, 2, "--overwrite"))
+    try:
+        wait_until(lambda: _staged_shards(out), first, what="the first run to write shards")
+        os.killpg(first.pid, signal.SIGSTOP)  # held mid-way, whatever the machine's speed
+        second = run_cli(*_long(out, 3, "--overwrite"))
+        _refused(second, f"pid {first.pid}", "run this command again")
+        assert _published(out) == before
+        os.killpg(first.pid, signal.SIGCONT)
+        _, err = first.communicate(timeout=300)
+        assert first.returncode == 0, err
+    finally:
+        _stop_group(first)
+    assert _seeds(out) == {"A": 2, "B": 2}
+    assert run_cli("verify", out).returncode == 0
+    assert [p for p in out.rglob(".*")] == []  # no lock file or staging folder is left
+
+
+@pytest.mark.slow
+def test_a_kill_while_publishing_leaves_the_old_halves_or_the_new_never_a_mix(tmp_path):
+    """SIGKILL at the first sign of the new data: both halves are then old or both new (or the
+    pair is refused), and the same command again publishes whole, leaving nothing behind."""
+    out = tmp_path / "out"
+    half_a = _prepared(out, seed=1)["A"]
+    old = (half_a / "manifest.json").read_bytes()
+    # A big old half takes a while to remove: a moment between publishing the two halves, if
+    # there is one, then lasts long enough to be caught.
+    junk = half_a / "logs"
+    junk.mkdir()
+    for i in range(20000):
+        (junk / str(i)).touch()
+
+    def a_is_new():
+        try:
+            return (half_a / "manifest.json").read_bytes() != old
+        except FileNotFoundError:
+            return False
+
+    run = start_cli(*_small(out, 2, "--overwrite"))
+    try:
+        wait_until(a_is_new, run, what="the new half A to appear")
+        os.killpg(run.pid, signal.SIGKILL)
+        run.communicate()
+    finally:
+        _stop_group(run)
+    checked = run_cli("verify", out)
+    if _seeds(out) == {"A": 2, "B": 2}:
+        assert checked.returncode == 0, checked.stdout
+    else:
+        assert checked.returncode == 1 and "prepared by different runs" in checked.stdout, \
+            (_seeds(out), checked.stdout)
+    again = run_cli(*_small(out, 2, "--overwrite"))
+    assert again.returncode == 0, again.stderr
+    assert _seeds(out) == {"A": 2, "B": 2} and run_cli("verify", out).returncode == 0
+    assert [p for p in out.rglob(".*")] == []  # the killed run's leftovers are gone
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "overwrite"])
+def test_ctrl_c_is_one_line_and_exit_130_and_publishes_nothing(tmp_path, existing):
+    """SIGINT to the process group, as a terminal's Ctrl-C sends it, while workers encode: one
+    line, exit 130, no worker traceback, the output as it was (none: no folder either), no
+    staging folder and no process left."""
+    out = tmp_path / "out"
+    if existing:
+        _prepared(out, seed=1)
+    before = _tree(out) if existing else None
+    run = start_cli(*_long(out, 2, "--overwrite"))
+    try:
+        wait_until(lambda: _staged_shards(out), run, what="shards being written")
+        os.killpg(run.pid, signal.SIGINT)
+        _, err = run.communicate(timeout=120)
+    finally:
+        _stop_group(run)
+    assert run.returncode == 130, err
+    assert error_lines(err) == [
+        "data_prep: interrupted; nothing was published; run the same command again"], err
+    other = [line for line in err.splitlines()
+             if not line.startswith("data_prep") and not _TF_START_UP.match(line)]
+    assert other == [], err  # no worker traceback
+    if existing:
+        assert _tree(out) == before
+    else:
+        assert not out.exists()
+    deadline = time.monotonic() + 30
+    while True:  # the workers have gone with the run
+        try:
+            os.killpg(run.pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, "a worker outlived the interrupted run"
+        time.sleep(0.05)

@@ -320,3 +320,88 @@ def test_unprepared_tfds_dataset_is_refused(tmp_path):
 def test_unknown_source_is_refused(tmp_path):
     with pytest.raises(DataPrepError, match="unknown --source"):
         prepare("imagenet", "random:0", tmp_path)
+
+
+def _mixed(tmp_path):
+    """Half A of one preparation beside half B of another (other images, same classes)."""
+    mine = prepare("synthetic", "random:0", tmp_path / "mine", synthetic=SPEC, progress=False)
+    other = SyntheticSpec(**{**SPEC.__dict__, "seed": 4})
+    theirs = prepare("synthetic", "random:0", tmp_path / "theirs", synthetic=other,
+                     progress=False)
+    shutil.rmtree(mine["B"])
+    shutil.copytree(theirs["B"], mine["B"])
+    return mine
+
+
+def _without_preparation_id(half_dir):
+    """Rewrites a manifest as data_prep wrote it before manifests named their preparation."""
+    body = manifest.load_manifest(half_dir)
+    body.pop("preparation_id", None)
+    atomic.write_json_atomic(half_dir / "manifest.json", body)
+
+
+def test_the_halves_of_one_preparation_share_its_id(tmp_path, synthetic_out):
+    _, halves = synthetic_out
+    ids = {h: manifest.load_manifest(halves[h])["preparation_id"] for h in "AB"}
+    assert ids["A"] == ids["B"] and len(ids["A"]) == 64
+    # Made from the output, so an identical output has the same id; other data another.
+    other = SyntheticSpec(**{**SPEC.__dict__, "seed": 4})
+    theirs = prepare("synthetic", "random:1", tmp_path, synthetic=other, progress=False)
+    assert manifest.load_manifest(theirs["A"])["preparation_id"] != ids["A"]
+
+
+def test_halves_of_different_preparations_are_refused_by_verify(tmp_path):
+    halves = _mixed(tmp_path)
+    fix = (f"python -m data_prep --source=synthetic --split=random:0 --out={tmp_path / 'mine'} "
+           "--overwrite")
+    for h in "AB":
+        problems = manifest.verify(halves[h], full_hash=False)
+        assert len(problems) == 1, problems
+        assert "half A and half B" in problems[0] and "were prepared by different runs" in \
+            problems[0] and fix in problems[0], problems[0]
+
+
+def test_halves_prepared_before_the_id_are_read_and_checked_by_their_settings(tmp_path):
+    halves = prepare("synthetic", "random:0", tmp_path / "old", synthetic=SPEC, progress=False)
+    for h in "AB":
+        _without_preparation_id(halves[h])
+    assert manifest.verify(halves["A"]) == [] and manifest.verify(halves["B"]) == []
+    # Old halves of different settings are refused all the same, as is an old half beside a
+    # new one.
+    mixed = _mixed(tmp_path)
+    _without_preparation_id(mixed["A"])
+    assert "prepared by different runs" in manifest.verify(mixed["A"])[0]
+    _without_preparation_id(mixed["B"])
+    assert "prepared by different runs" in manifest.verify(mixed["B"])[0]
+
+
+def test_a_split_folder_is_replaced_whole_so_foreign_files_in_it_are_refused(tmp_path):
+    halves = prepare("synthetic", "random:0", tmp_path, synthetic=SPEC, progress=False)
+    root = halves["A"].parent
+    (root / "notes.txt").write_text("mine")
+    before = _files(tmp_path)
+    with pytest.raises(DataPrepError, match="holds notes.txt, which data_prep did not write.*"
+                                            "move them elsewhere"):
+        prepare("synthetic", "random:0", tmp_path, synthetic=SPEC, overwrite=True,
+                progress=False)
+    assert _files(tmp_path) == before
+    # What a data_prep that published each half alone left when killed is its own: removed.
+    (root / "notes.txt").unlink()
+    (root / ".A.partial-999999999").mkdir()
+    prepare("synthetic", "random:0", tmp_path, synthetic=SPEC, progress=False)
+    assert sorted(p.name for p in root.iterdir()) == ["A", "B"]
+
+
+def test_a_symlinked_split_folder_is_prepared_again_where_it_points(tmp_path):
+    elsewhere = prepare("synthetic", "random:0", tmp_path / "disk", synthetic=SPEC,
+                        progress=False)["A"].parent
+    link = tmp_path / "out" / "synthetic" / "random_0"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(elsewhere)
+    other = SyntheticSpec(**{**SPEC.__dict__, "seed": 4})
+    prepare("synthetic", "random:0", tmp_path / "out", synthetic=other, overwrite=True,
+            progress=False)
+    assert link.is_symlink() and link.resolve() == elsewhere
+    assert manifest.load_manifest(elsewhere / "B")["source_options"]["synthetic"]["seed"] == 4
+    assert sorted(p.name for p in elsewhere.parent.iterdir()) == ["random_0"]
+    assert sorted(p.name for p in link.parent.iterdir()) == ["random_0"]

@@ -19,10 +19,9 @@ import subprocess
 import sys
 import time
 
+from data_prep.locking import FileLock
 from keras_transfer import exit_status
 from keras_transfer.grid.plan import Plan
-
-from keras_transfer.locking import RunLock
 
 
 @dataclasses.dataclass
@@ -169,7 +168,7 @@ def _claim_pack(plan: Plan, ready):
     for pack in plan.packs(ready):
         claimed, locks = [], []
         for net in pack:
-            lock = RunLock(plan.lock_path(net))
+            lock = FileLock(plan.lock_path(net))
             if not lock.acquire():                    # another launcher is training it
                 continue
             if plan.is_done(net):                     # it finished between our checks
