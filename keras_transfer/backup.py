@@ -6,29 +6,21 @@ out of a model's checkpoint), written every --eval_every steps. With the data st
 from the backup's step (data.build_dataset), a resumed run trains as an uninterrupted one.
 TensorFlow writes the checkpoint files first and then the index that names the latest one, so
 a crash mid-save leaves the previous backup in force. SIGTERM (what SLURM and most schedulers
-send before killing) makes the run save a backup at the current step and exit with status
-143; SIGKILL loses at most --eval_every steps. A damaged backup (a truncated or missing file)
-is skipped for the next older one.
+send before killing) or SIGINT (Ctrl-C) makes the run save a backup at the current step and
+exit with status 128 + the signal (143, 130; see stopping.py); SIGKILL loses at most
+--eval_every steps. A damaged backup (a truncated or missing file) is skipped for the next
+older one.
 """
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import tensorflow as tf
 
 from keras_transfer import models, run_records
-
-
-class Preempted(Exception):
-    """Training stopped on SIGTERM after saving a backup."""
-
-    def __init__(self, step: int):
-        super().__init__(f"stopped by SIGTERM at step {step}; a backup was saved, "
-                         "run the same command again to resume")
-        self.step = step
+# How a run stops on SIGTERM or SIGINT lives in `stopping`; train imports it from here.
+from keras_transfer.stopping import Preempted, SigtermFlag  # noqa: F401
 
 
 class Backup:
@@ -99,24 +91,3 @@ def _drop_damaged_index(directory: Path) -> None:
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
-
-
-class SigtermFlag:
-    """Records a SIGTERM instead of dying on it, while training runs (main thread only)."""
-
-    def __init__(self):
-        self.received = False
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.received = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-        return False

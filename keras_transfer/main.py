@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags, logging  # noqa: E402
 
 from keras_transfer import config as config_lib  # noqa: E402
-from keras_transfer import exit_status  # noqa: E402
+from keras_transfer import exit_status, stopping  # noqa: E402
 
 config_lib.define_flags()
 FLAGS = flags.FLAGS
@@ -87,9 +87,18 @@ def make_strategy(name: str):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    stopping.catch_interrupts()  # before TensorFlow's import, the longest part of start-up
+    try:
+        _train_from_flags()
+    except KeyboardInterrupt:  # Ctrl-C outside the training loop, which catches it itself
+        print(interrupted_message(), file=sys.stderr)
+        sys.exit(exit_status.INTERRUPTED)
+
+
+def _train_from_flags():
     import tensorflow as tf
 
-    from keras_transfer import backup, data, train, transfer
+    from keras_transfer import data, train, transfer
 
     bad_input = (train.RunError, config_lib.ConfigError, data.DataError, transfer.TransferError)
     try:
@@ -108,9 +117,9 @@ def main(argv):
     except bad_input as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    except backup.Preempted as e:
+    except stopping.Preempted as e:  # SIGTERM or SIGINT while training: a backup was saved
         print(f"{label}: {e}", file=sys.stderr)
-        sys.exit(exit_status.PREEMPTED)
+        sys.exit(128 + e.signum)
     except lost_worker_errors() as e:
         if config.strategy != "multi_worker":
             raise
@@ -138,6 +147,23 @@ def main(argv):
 
 _OSERROR_FIX = ("Free space or fix the path, then run the same command again to resume from the "
                 "last backup.")
+
+
+def interrupted_message() -> str:
+    """The one line for a Ctrl-C outside the training loop (while the run starts or finishes),
+    where no backup can be saved at the current step: how the same command goes on."""
+    from keras_transfer.run_records import RunDir
+
+    try:
+        configs = config_lib.pack_from_flags(FLAGS)
+    except config_lib.ConfigError:
+        return "stopped by SIGINT before training started"
+    label = configs[0].run if len(configs) == 1 else "pack " + ",".join(c.run for c in configs)
+    steps = [RunDir(c.run_dir).backup_step() for c in configs]
+    resume = ("resume from its last backup (step " + ", ".join(str(s) for s in steps) + ")"
+              if any(steps) else "train it (there was no backup yet)")
+    return (f"{label}: stopped by SIGINT outside the training loop; run the same command again "
+            f"to {resume}")
 
 
 def lost_worker_errors() -> tuple:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from keras_transfer import config, grid, naming
+from keras_transfer import config, exit_status, grid, naming
 from keras_transfer.grid import nets as nets_lib
 
 REPO = Path(__file__).resolve().parents[1]
@@ -371,6 +371,14 @@ def test_sigterm_while_a_run_starts_stops_that_run_too(tmp_path):
     log = out.getvalue()
     assert "started random_0/seed0/baseA" in log, log
     assert "SIGTERM: stopping 1 running nets" in log, log
+
+
+@pytest.mark.parametrize("code,preempted", [
+    (143, True), (130, True), (-signal.SIGTERM, True), (-signal.SIGINT, True),
+    (0, False), (1, False), (2, False), (3, False), (4, False), (-signal.SIGKILL, False),
+])
+def test_a_run_ended_by_a_stop_signal_is_preempted_whether_or_not_main_caught_it(code, preempted):
+    assert bool(exit_status.stopped(code)) is preempted
 
 
 FAKE_SBATCH = """#!/usr/bin/env bash

@@ -1,6 +1,9 @@
 """launch.sh trains a smoke grid with the real `keras_transfer.main` on tiny synthetic data: it
-survives SIGTERM and SIGKILL of its process group, resumes without retraining finished nets while
-two launchers share the workdir, and fails the dependants of a failed base at once, naming it."""
+survives SIGTERM, Ctrl-C and SIGKILL of its process group, stops its nets when it is killed
+alone, counts a net signalled before main catches the signal as preempted, resumes without
+retraining finished nets while two launchers share the workdir, and fails the dependants of a
+failed base at once, naming it. Tests signal only processes they started: the launcher's own
+session, or `keras_transfer.main` processes whose working directory is the test's tmp_path."""
 import fcntl
 import json
 import os
@@ -86,6 +89,9 @@ def test_sigterm_then_sigkill_then_two_launchers_resume(tmp_path, data_dir):
              and any(log_of(tmp_path, n).exists() for n in ("B1B", "B1B+", "A1B", "A1B+")), second)
     os.killpg(second.pid, signal.SIGKILL)
     second.wait(timeout=30)
+    # The runs are their own process groups: the launcher's death stops them (they save a
+    # backup); a run in its last steps may still finish.
+    assert _wait_until_gone(tmp_path, timeout=60) == []
     finished = {n: (d / "result.json").stat().st_mtime_ns for n, d in dirs.items()
                 if (d / "result.json").exists()}
     assert {"baseA", "baseB"} <= set(finished)
@@ -255,3 +261,117 @@ def test_a_killed_pack_resumes_only_its_unfinished_nets(tmp_path, data_dir):
                              pack_log.read_text())
             assert [h["step"] for h in result["history"]] == list(range(10, 201, 10))
         assert result["steps"] == 200
+
+
+def _kill_leftovers(cwd):
+    """SIGKILLs this test's own `keras_transfer.main` processes (those started in `cwd`), so a
+    failed check leaves nothing training."""
+    for pid, _ in _main_processes_in(cwd):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_until_gone(cwd, timeout):
+    """Waits up to `timeout` s for every `keras_transfer.main` process of this test to end;
+    returns the pids still running."""
+    deadline = time.monotonic() + timeout
+    while (left := [pid for pid, _ in _main_processes_in(cwd)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return left
+
+
+@pytest.mark.slow
+def test_ctrl_c_of_the_grid_stops_every_net_with_a_backup_and_the_rerun_resumes(tmp_path, data_dir):
+    (tmp_path / "data").symlink_to(data_dir)
+    # The convergence control: two base nets (baseA-x2, baseB-x2) training side by side, 1000
+    # steps each, long enough for Ctrl-C to find both training.
+    twins = ["--experiments=convergence", "--jobs=2", f"--flagfile={REPO / 'flags' / 'smoke.flags'}",
+             "--", "--dataset=synthetic", "--data_dir=data", "--steps=500", "--eval_every=10",
+             "--eval_steps=1", "--histogram_every=1000"]
+    names = ("baseA-x2", "baseB-x2")
+    dirs = {name: tmp_path / "runs" / "synthetic" / "random_0" / "seed0" / name for name in names}
+    first = launch(tmp_path, *twins)
+    try:
+        wait_for(lambda: all(list((dirs[n] / "backup").glob("ckpt-*.index")) for n in names),
+                 first)
+        # A terminal's Ctrl-C signals its whole foreground process group: here the launcher's
+        # session, started for this test alone. Pressed twice, as people do: the second one,
+        # while the nets save their backups, changes nothing.
+        os.killpg(first.pid, signal.SIGINT)
+        time.sleep(0.2)
+        os.killpg(first.pid, signal.SIGINT)
+        out = first.communicate(timeout=90)[0]
+    finally:
+        _kill_leftovers(tmp_path)
+    assert first.returncode == 128 + signal.SIGINT, out
+    assert out.count("SIGINT: stopping") == 1 and "SIGINT: stopping 2 running nets" in out, out
+    assert "Traceback" not in out and "FAILED" not in out, out
+    stopped = {}
+    for name in names:
+        log = log_of(tmp_path, name).read_text()
+        assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]
+        found = re.search(rf"{name}: stopped by SIG(?:INT|TERM) at step (\d+); a backup was saved",
+                          log)
+        assert found, log[-3000:]
+        stopped[name] = int(found.group(1))
+        assert not (dirs[name] / "result.json").exists()
+
+    again = launch(tmp_path, *twins)
+    out = again.communicate(timeout=300)[0]
+    assert again.returncode == 0, out
+    for name, step in stopped.items():
+        assert json.loads((dirs[name] / "result.json").read_text())["steps"] == 1000
+        assert f"resuming {name} from its backup at step {step}\n" in log_of(tmp_path, name).read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_net_signalled_before_its_handler_is_preempted_not_failed(tmp_path, data_dir, signum):
+    """The signal reaches baseA's process while it starts (TensorFlow is still loading), before
+    main catches it: the net is preempted, its dependants wait for the next launch."""
+    (tmp_path / "data").symlink_to(data_dir)
+    first = launch(tmp_path, *GRID)
+    signalled = []
+
+    def signal_base_a():
+        for pid in _main_processes(tmp_path, "A"):
+            os.kill(pid, signum)
+            signalled.append(pid)
+        return bool(signalled)
+
+    try:
+        wait_for(signal_base_a, first)
+        out = first.communicate(timeout=240)[0]
+    finally:
+        _kill_leftovers(tmp_path)
+    assert first.returncode == 128 + signal.SIGTERM, out
+    assert "preempted random_0/seed0/baseA" in out, out
+    assert "not starting random_0/seed0/A1B: its base net baseA was preempted" in out, out
+    assert "FAILED" not in out and "0 failed, 3 preempted or waiting on a preempted base" in out
+    assert (run_dirs(tmp_path)["B1B+"] / "result.json").exists()  # baseB's side went on
+
+
+@pytest.mark.slow
+def test_the_nets_stop_when_the_launcher_is_killed(tmp_path, data_dir):
+    """SIGKILL of the launcher alone (not its process group): no net trains on untracked; each
+    stops as on SIGTERM, with a backup at its current step."""
+    (tmp_path / "data").symlink_to(data_dir)
+    dirs = run_dirs(tmp_path)
+    long = GRID + ["--steps=100000", "--eval_every=10", "--eval_steps=1", "--histogram_every=1000"]
+    first = launch(tmp_path, *long)
+    try:
+        wait_for(lambda: all((dirs[b] / "history.json").exists() for b in ("baseA", "baseB")),
+                 first)
+        first.kill()
+        first.wait(timeout=30)
+        left = _wait_until_gone(tmp_path, timeout=20)
+    finally:
+        _kill_leftovers(tmp_path)
+    assert left == [], f"still training after the launcher died: {left}"
+    for base in ("baseA", "baseB"):
+        log = log_of(tmp_path, base).read_text()
+        found = re.search(rf"{base}: stopped by SIGTERM at step (\d+); a backup was saved", log)
+        assert found, log[-3000:]
+        assert (dirs[base] / "backup" / f"ckpt-{found.group(1)}.index").exists()

@@ -99,6 +99,50 @@ def test_sigterm_saves_a_backup_and_the_rerun_continues_from_that_step(synthetic
 
 
 @pytest.mark.slow
+def test_ctrl_c_saves_a_backup_in_one_line_and_the_rerun_continues_from_that_step(
+        synthetic_data, tmp_path):
+    proc = _start(synthetic_data, tmp_path, *LONG)
+    _wait_for_step(proc, _run_dir(tmp_path), 30)
+    proc.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1].startswith("baseB: stopped by SIGINT at step ")
+    stopped_at = int(stderr.split("stopped by SIGINT at step ")[1].split(";")[0])
+    assert (_run_dir(tmp_path) / "backup" / f"ckpt-{stopped_at}.index").exists()
+    assert not (_run_dir(tmp_path) / "result.json").exists()
+
+    again = _run(synthetic_data, tmp_path, *LONG)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"from its backup at step {stopped_at}\n" in again.stdout
+    result = json.loads((_run_dir(tmp_path) / "result.json").read_text())
+    assert result["steps"] == 300
+    assert _steps_in_order(result) == list(range(10, 301, 10))
+
+
+@pytest.mark.slow
+def test_ctrl_c_before_training_exits_130_in_one_line(synthetic_data, tmp_path):
+    """Ctrl-C while the run starts (its directory claimed, its model being built): no traceback,
+    one line naming the signal, exit 130, and the net can be trained at once."""
+    short = ["--steps=40", "--eval_every=10", "--eval_steps=1", "--histogram_every=1000"]
+    proc = _start(synthetic_data, tmp_path, *short)
+    config = _run_dir(tmp_path) / "config.json"
+    deadline = time.time() + 120
+    while not config.exists():
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-2000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("baseB: stopped by SIGINT") and "run the same command again" in last
+    assert not (_run_dir(tmp_path) / "result.json").exists()
+    again = _run(synthetic_data, tmp_path, *short)
+    assert again.returncode == 0, again.stderr[-2000:]
+
+
+@pytest.mark.slow
 def test_two_processes_never_train_the_same_net(synthetic_data, tmp_path):
     first = _start(synthetic_data, tmp_path, *LONG)
     try:

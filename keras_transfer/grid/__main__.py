@@ -12,7 +12,7 @@ import os
 import sys
 
 from keras_transfer import config as config_lib
-from keras_transfer import models, naming
+from keras_transfer import exit_status, models, naming
 from keras_transfer.grid.cost import dry_run
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.local import run_local
@@ -270,6 +270,9 @@ def run() -> None:
     except GridError as e:
         print(f"launch.sh: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # Ctrl-C outside run_local's loop, which stops its nets itself
+        print("launch.sh: stopped by SIGINT", file=sys.stderr)
+        sys.exit(exit_status.INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,16 @@ Each process trains a pack of nets (`python -m keras_transfer.main --nets=...`, 
 keras_transfer/steps.py), or one net. Packs are formed when a process slot frees up, from the
 nets whose base nets are done, so packs never wait on each other. Several launchers may share
 one workdir (a per-net lock decides who trains a net), a net whose base failed fails at once
-instead of waiting forever, and SIGTERM stops the runs so they save a backup and the next launch
-resumes them.
+instead of waiting forever, and SIGTERM or SIGINT (Ctrl-C) stops the runs so they save a backup
+and the next launch resumes them.
+
+Each run is its own process group, so a terminal's Ctrl-C (which signals the foreground group)
+reaches the launcher alone, and the launcher stops its runs; and each run gets SIGTERM when the
+launcher dies, however it dies (Linux's parent-death signal), so no net trains on untracked.
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import datetime
 import os
@@ -47,16 +52,17 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
     dependants.
 
     Returns 0 if every net ends with a result.json, 1 if any failed, else 143 if a net was
-    preempted (SIGTERM: it saved a backup; it and its dependants resume on the next launch). A
-    net whose base failed here is failed at once, naming the base. A net locked by another
-    launcher is left to it and waited for.
+    preempted (stopped by SIGTERM or SIGINT, caught or not: it resumes from its last backup, and
+    its dependants wait, on the next launch; see exit_status.stopped). A net whose base failed
+    here is failed at once, naming the base. A net locked by another launcher is left to it and
+    waited for. SIGTERM or SIGINT to the launcher stops every run and returns 128 + the signal.
     """
     total = len(plan.nets)
     done = {net.key for net in plan.nets if plan.is_done(net)}
     pending = [net for net in plan.nets if net.key not in done]
     failed: dict = {}  # key -> reason
-    # Stopped by SIGTERM after saving a backup (main's exit 143), and the nets waiting on them:
-    # not failures; the next launch resumes them.
+    # Stopped by a signal (exit_status.stopped), and the nets waiting on them: not failures;
+    # the next launch resumes them.
     preempted: dict = {}
     blocked: dict = {}
     running: list[_Running] = []
@@ -71,9 +77,12 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
 
     # A signal that lands while a run is being started is held until the run is on `running`:
     # raised inside Popen it would leave a child training that nobody stops.
-    starting, held = False, []
+    # Once the runs are being stopped, a further signal (a second Ctrl-C) changes nothing.
+    starting, stopping, held = False, False, []
 
     def on_signal(signum, frame):
+        if stopping:
+            return
         if starting:
             held.append(signum)
         else:
@@ -91,14 +100,14 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
                 r.log.close()
                 running.remove(r)
                 secs = time.monotonic() - r.started
+                how = exit_status.stopped(code)
                 for net in r.nets:
                     if plan.is_done(net):
                         done.add(net.key)
                         say(f"finished {net.label} in {secs:.0f}s")
-                    elif code == exit_status.PREEMPTED:
+                    elif how:
                         preempted[net.key] = r.log_path
-                        say(f"preempted {net.label}: stopped by SIGTERM with a backup saved; "
-                            "the next launch resumes it")
+                        say(f"preempted {net.label}: {how}; the next launch resumes it")
                     else:
                         why = f"exit code {code}" if code else "exited 0 without result.json"
                         failed[net.key] = f"{why}; see {r.log_path}"
@@ -142,6 +151,7 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
             if pending or running:
                 time.sleep(poll_seconds)
     except _Stop as stop:
+        stopping = True
         say(f"{stop}: stopping {sum(len(r.nets) for r in running)} running nets "
             "(they save a backup and resume next time)")
         _stop_all(running)
@@ -195,10 +205,49 @@ def _start(plan: Plan, pack: list, locks: list) -> _Running:
     log.write(header)
     log.flush()
     # The run inherits the locks' file descriptors, so the locks outlive a killed launcher
-    # exactly as long as the run itself does.
+    # exactly as long as the run itself does (which stops on its own: _child_setup).
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            pass_fds=tuple(lock.fd for lock in locks))
+                            pass_fds=tuple(lock.fd for lock in locks),
+                            **_child_setup(os.getpid()))
     return _Running(pack, proc, locks, log, log_path, time.monotonic())
+
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _prctl():
+    """libc's prctl, looked up before any fork (the child only calls it), or None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None).prctl  # libc, which the interpreter is linked with
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+    return prctl
+
+
+_PRCTL = _prctl()
+
+
+def _child_setup(launcher_pid: int) -> dict:
+    """Popen's arguments that tie a run to this launcher: on Linux the run gets SIGTERM (saves a
+    backup and stops) when the launcher dies, whatever killed it, and it is its own process
+    group, so that signals meant for the launcher's group (a terminal's Ctrl-C) reach the
+    launcher alone, which stops its runs itself. Elsewhere the run stays in the launcher's
+    group, where a signal to the group reaches it too."""
+    if _PRCTL is None:
+        return {}
+
+    # The signal comes when the thread that started the run ends: run_local's, the main thread
+    # (it installs signal handlers), which ends with the launcher.
+    def die_with_launcher():  # in the child, between fork and exec: no locks, no imports
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != launcher_pid:  # the launcher died before the line above
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return {"process_group": 0, "preexec_fn": die_with_launcher}
 
 
 def _stop_all(runs, grace_seconds: float = 60.0) -> None:
