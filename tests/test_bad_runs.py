@@ -355,16 +355,3 @@ def test_a_split_file_of_the_same_name_is_judged_by_its_classes(tmp_path):
                           split=f"classes:{tmp_path / 'c/s.json'}"))
     assert same["data"]["classes"] == [0, 1]
 
-
-def test_a_base_net_of_another_network_is_not_offered_for_retraining(synthetic_data, tmp_path):
-    """A resnet_small transfer net over a small base: that base is good for its own network, so
-    the fix is a workdir of this network's own, never --overwrite of the base."""
-    workdir = tmp_path / "runs"
-    _train(_config(synthetic_data, workdir, target="A"))
-    with pytest.raises(train.RunError) as refused:
-        _train(_config(synthetic_data, workdir, source="A", n=1, model="resnet_small"))
-    message = str(refused.value)
-    assert "baseA in" in message
-    assert "is a --model=small net and this run is --model=resnet_small" in message
-    assert f"--workdir={workdir}_resnet_small" in message and "--model=resnet_small" in message
-    assert "--overwrite" not in message

@@ -190,10 +190,17 @@ def _edited_base(synthetic_data, bases, tmp_path, file, edit):
     return copy
 
 
-def test_base_from_another_model_is_refused(synthetic_data, bases, tmp_path):
+def test_base_from_another_model_is_refused_naming_a_workdir_of_its_own(synthetic_data, bases,
+                                                                        tmp_path):
+    """That base is good for its own network: the fix is a workdir for this network, never
+    --overwrite of the base."""
     copy = _edited_base(synthetic_data, bases, tmp_path, "config.json",
                         lambda cfg: {**cfg, "model": "caffenet"})
-    _refused(_config(synthetic_data, copy, source="A", n=2), "model 'caffenet'")
+    with pytest.raises(train.RunError) as refused:
+        _train(_config(synthetic_data, copy, source="A", n=2))
+    message = str(refused.value)
+    assert "is a --model=caffenet net and this run is --model=small" in message
+    assert f"--workdir={copy}_small" in message and "--overwrite" not in message
 
 
 def test_base_from_another_split_is_refused(synthetic_data, bases, tmp_path):
