@@ -375,3 +375,39 @@ def test_the_nets_stop_when_the_launcher_is_killed(tmp_path, data_dir):
         found = re.search(rf"{base}: stopped by SIGTERM at step (\d+); a backup was saved", log)
         assert found, log[-3000:]
         assert (dirs[base] / "backup" / f"ckpt-{found.group(1)}.index").exists()
+
+
+@pytest.mark.slow
+def test_a_base_whose_result_vanishes_while_its_dependants_wait_is_trained_again(tmp_path,
+                                                                                 data_dir):
+    """One process at a time: baseA finishes, baseB starts, and baseA's result is deleted then.
+    Its dependants must not wait forever for a base that can no longer finish on its own."""
+    (tmp_path / "data").symlink_to(data_dir)
+    args = [a for a in GRID if not a.startswith("--jobs")]
+    proc = launch(tmp_path, "--jobs=1", *args)
+    lines, deadline = [], time.monotonic() + 300
+    try:
+        while not any("started random_0/seed0/baseB" in line for line in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+            lines.append(proc.stdout.readline())
+        result = run_dirs(tmp_path)["baseA"] / "result.json"
+        assert result.exists(), "".join(lines)
+        result.unlink()
+        out = "".join(lines) + proc.communicate(timeout=300)[0]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 0, out
+    assert "random_0/seed0/baseA is no longer finished (its result is gone): training it again" in out
+    assert all((run / "result.json").exists() for run in run_dirs(tmp_path).values())
+
+
+def test_a_log_folder_that_cannot_be_made_is_one_line_and_nothing_trains(tmp_path, data_dir):
+    (tmp_path / "data").symlink_to(data_dir)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "logs").write_text("a file where the grid keeps its logs")
+    proc = launch(tmp_path, *GRID)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 1, out
+    assert "error: cannot start a run:" in out and "Traceback" not in out
+    assert not (tmp_path / "runs" / "synthetic").exists()

@@ -39,6 +39,10 @@ class _Running:
     started: float
 
 
+class _CannotStart(Exception):
+    """A run could not be started (its log or lock cannot be written): stop the others, exit."""
+
+
 class _Stop(Exception):
     """SIGTERM (or SIGINT) reached the launcher: stop the runs, let them save, exit."""
 
@@ -58,6 +62,7 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
     waited for. SIGTERM or SIGINT to the launcher stops every run and returns 128 + the signal.
     """
     total = len(plan.nets)
+    by_key = {net.key: net for net in plan.nets}
     done = {net.key for net in plan.nets if plan.is_done(net)}
     pending = [net for net in plan.nets if net.key not in done]
     failed: dict = {}  # key -> reason
@@ -124,6 +129,16 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
                     blocked[net.key] = f"its base net {waiting[0][2]} was preempted"
                     say(f"not starting {net.label}: {blocked[net.key]}; the next launch runs it")
                     continue
+                # A base counted done whose result is gone (deleted, set aside): trained again,
+                # or its dependants would wait for it forever.
+                for key in [k for k in net.needs if k in done and not plan.is_done(k)]:
+                    done.discard(key)
+                    if key in by_key:
+                        pending.insert(0, by_key[key])
+                        say(f"{by_key[key].label} is no longer finished (its result is gone): "
+                            "training it again")
+                    else:
+                        failed[key] = "its result is gone"
                 bad = [k for k in net.needs if k in failed]
                 if bad:
                     pending.remove(net)
@@ -132,13 +147,21 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
                     say(f"FAILED {net.label}: {failed[net.key]}")
             while len(running) < jobs:
                 starting = True
-                claimed = _claim_pack(plan, [n for n in pending
-                                             if all(plan.is_done(k) for k in n.needs)])
-                if claimed:
-                    pack, locks = claimed
-                    for net in pack:
-                        pending.remove(net)
-                    running.append(_start(plan, pack, locks))
+                claimed = None
+                try:
+                    claimed = _claim_pack(plan, [n for n in pending
+                                                 if all(plan.is_done(k) for k in n.needs)])
+                    if claimed:
+                        pack, locks = claimed
+                        running.append(_start(plan, pack, locks))
+                        for net in pack:
+                            pending.remove(net)
+                except OSError as e:
+                    for lock in (claimed[1] if claimed else []):
+                        lock.release()
+                    raise _CannotStart(f"cannot start a run: {e}. Fix the path (the grid writes "
+                                       f"logs and locks under {plan.workdir}/logs) and run the "
+                                       "same command again") from None
                 starting = False
                 if claimed:
                     what = pack[0].label if len(pack) == 1 else (
@@ -150,6 +173,12 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
                     break
             if pending or running:
                 time.sleep(poll_seconds)
+    except _CannotStart as e:
+        stopping = True
+        say(f"error: {e}; stopping {sum(len(r.nets) for r in running)} running nets (they save "
+            "a backup and resume next time)")
+        _stop_all(running)
+        return 1
     except _Stop as stop:
         stopping = True
         say(f"{stop}: stopping {sum(len(r.nets) for r in running)} running nets "
@@ -177,15 +206,20 @@ def _claim_pack(plan: Plan, ready):
     Nets another launcher holds are left to it; a net finished meanwhile is left out."""
     for pack in plan.packs(ready):
         claimed, locks = [], []
-        for net in pack:
-            lock = FileLock(plan.lock_path(net))
-            if not lock.acquire():                    # another launcher is training it
-                continue
-            if plan.is_done(net):                     # it finished between our checks
+        try:
+            for net in pack:
+                lock = FileLock(plan.lock_path(net))
+                if not lock.acquire():                # another launcher is training it
+                    continue
+                if plan.is_done(net):                 # it finished between our checks
+                    lock.release()
+                    continue
+                claimed.append(net)
+                locks.append(lock)
+        except OSError:
+            for lock in locks:
                 lock.release()
-                continue
-            claimed.append(net)
-            locks.append(lock)
+            raise
         if claimed:
             return claimed, locks
     return None
