@@ -290,3 +290,44 @@ def test_folder_images_of_another_size_are_resized_to_the_common_shape(tmp_path)
     for shard in (tmp_path / "out").rglob("*.tfrecord"):
         for example in records.read_examples([shard]):
             assert example["image"].shape == (20, 20, 3)
+
+
+@pytest.fixture(scope="module")
+def stopped_run(synthetic_data, tmp_path_factory):
+    """A run of baseB stopped by SIGTERM after a few evaluations: its backup, history.json and
+    backup/layers_start.json are there to be damaged (each test damages its own copy)."""
+    workdir = tmp_path_factory.mktemp("stopped")
+    proc = _start(synthetic_data, workdir, *LONG)
+    _wait_for_step(proc, _run_dir(workdir), 30)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-2000:]
+    return workdir
+
+
+@pytest.mark.parametrize("damage", ["truncated_history", "history_without_its_evaluations",
+                                    "missing_layers_start", "garbled_layers_start"])
+@pytest.mark.slow
+def test_a_backup_whose_records_are_damaged_starts_afresh_with_a_warning(
+        synthetic_data, stopped_run, tmp_path, damage):
+    """The evaluations before a backup (history.json) and the layers' hashes when training began
+    (backup/layers_start.json) go with it: a run that cannot read them cannot report what it
+    resumes, so it says so and trains from scratch, to a whole result."""
+    workdir = tmp_path / "runs"
+    shutil.copytree(stopped_run, workdir)
+    run_dir = _run_dir(workdir)
+    if damage == "truncated_history":
+        (run_dir / "history.json").write_text('{"history": [{"step": 1')
+    elif damage == "history_without_its_evaluations":
+        (run_dir / "history.json").write_text('{"history": []}')
+    elif damage == "missing_layers_start":
+        (run_dir / "backup" / "layers_start.json").unlink()
+    else:
+        (run_dir / "backup" / "layers_start.json").write_bytes(b"\xff\x00")
+    again = _run(synthetic_data, workdir, *LONG)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "cannot be resumed" in again.stderr and "training starts afresh" in again.stderr
+    assert "from its backup at step" not in again.stdout
+    result = json.loads((run_dir / "result.json").read_text())
+    assert _steps_in_order(result) == list(range(10, 301, 10))
+    assert "Traceback" not in again.stderr

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from data_prep import layout
-from keras_transfer import naming
+from keras_transfer import exit_status, naming
 from keras_transfer.grid import __main__ as grid_cli
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.plan import resolve_preset
@@ -79,8 +80,15 @@ def grid_argv(argv: list[str]) -> list[str]:
 
 
 def _python(*args: str) -> int:
-    """Runs `python -m ...` with this interpreter; its exit status."""
-    return subprocess.run([sys.executable, "-m", *args]).returncode
+    """Runs `python -m ...` with this interpreter; its exit status. A Ctrl-C is the child's to
+    handle (the grid stops its nets with a backup, data_prep cleans up): passed on, and waited
+    for, rather than killing the child mid-way as subprocess.run would."""
+    proc = subprocess.Popen([sys.executable, "-m", *args])
+    while True:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # a terminal's Ctrl-C reached the child too; kill -INT did not
+            proc.send_signal(signal.SIGINT)
 
 
 def run(argv: list[str]) -> int:
@@ -107,11 +115,15 @@ def run(argv: list[str]) -> int:
                for half in naming.HALVES):
             print(f"[demo] {layout.split_root(preset.data_dir, preset.dataset, split_dir)} is "
                   "prepared", flush=True)
-        elif _python("data_prep", f"--source={preset.dataset}", f"--split={split}",
-                     f"--out={preset.data_dir}"):
+        elif code := _python("data_prep", f"--source={preset.dataset}", f"--split={split}",
+                             f"--out={preset.data_dir}"):
+            if exit_status.stopped(code):
+                return _stopped(code)
             print(f"[demo] preparing {split} failed; see above", file=sys.stderr)
             return 1
     status = _python("keras_transfer.grid", *command)
+    if exit_status.stopped(status):  # stopped, not failed: no report of half a grid
+        return _stopped(status)
     # Beyond the paper: per-layer CKA of the two bases against the measured transfer drop, and
     # their conv1 filters. Optional extras: a failure here does not fail the demo.
     first = naming.seed_dir(workdir, preset.dataset, naming.split_dir(args.splits[0]),
@@ -136,6 +148,11 @@ def run(argv: list[str]) -> int:
     return status
 
 
+def _stopped(code: int) -> int:
+    print("[demo] stopped; nothing is lost: run the same command again to resume", flush=True)
+    return code
+
+
 def summary_sections(path: Path) -> str:
     """The findings and the bases' convergence from summary.md: each heading down to the next."""
     text = path.read_text(encoding="utf-8")
@@ -153,6 +170,8 @@ def main() -> None:
     except GridError as e:
         print(f"launch.sh: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # between the steps, or while checking the options
+        sys.exit(_stopped(128 + signal.SIGINT))
 
 
 if __name__ == "__main__":
