@@ -26,7 +26,7 @@ setup(
         "matplotlib==3.11.2",
         "scipy==1.17.1",
     ],
-    extras_require={"test": ["pytest==9.2.0"]},
+    extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
     entry_points={
         "console_scripts": [
             "data-prep=data_prep.__main__:run",

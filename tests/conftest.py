@@ -8,6 +8,15 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import pytest  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (`-n 2 --dist loadgroup`, the README's test command), the tests that
+    start a SLURM cluster or several worker processes run one after another on one worker: they
+    share the node's SLURM daemons and its cores."""
+    for item in items:
+        if item.get_closest_marker("cluster"):
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+
+
 @pytest.fixture(scope="session")
 def synthetic_data(tmp_path_factory):
     """A tiny prepared dataset, `random:0` split of 10 synthetic classes at 28x28x1.
