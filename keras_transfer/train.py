@@ -21,7 +21,6 @@ import shutil
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 import keras
@@ -37,6 +36,7 @@ from keras_transfer.config import Config
 from keras_transfer.progress import Timing
 from keras_transfer.resolve import Resolved, RunError, resolve
 from keras_transfer.run_records import RunDir
+from keras_transfer.seeds import data_seed, init_seed
 
 log = logging.getLogger(__name__)
 
@@ -75,23 +75,6 @@ def _set_precision(name: str) -> None:
 
 def _digests(model, model_name: str) -> dict[str, str]:
     return transfer.block_sha256(model, model_name)
-
-
-def init_seed(config: Config) -> int:
-    """Each net draws its own initialisation (the paper's nets were independent), so a
-    random-features control or a re-initialised upper layer is never a base net's start, and
-    nets of different splits or seeds are independent repeats."""
-    return _seed_of(f"{config.split_dir}/{config.seed}/{config.run}")
-
-
-def data_seed(config: Config) -> int:
-    """The data order and augmentation of a split and seed (shared by the nets of a pack); a
-    resumed run replays the same stream from its step (data.build_dataset's start_step)."""
-    return _seed_of(f"{config.split_dir}/{config.seed}")
-
-
-def _seed_of(text: str) -> int:
-    return zlib.crc32(text.encode()) & 0x3FFFFFFF
 
 
 def eval_points(start: int, total: int, every: int) -> list[int]:

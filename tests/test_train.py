@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_transfer import data, models, resolve, train
+from keras_transfer import data, models, resolve, seeds, train
 from train_helpers import smoke_config as _config
 from train_helpers import train_on_cpu as _train
 
@@ -56,11 +56,11 @@ def test_nets_of_other_splits_and_seeds_are_independent_draws(tmp_path):
     configs = [_config(tmp_path, tmp_path, split=split, seed=seed, source=source, n=n)
                for split in ("random:0", "random:1") for seed in (0, 1)
                for source, n in (("none", 0), ("A", 3))]
-    assert len({train.init_seed(c) for c in configs}) == len(configs)
-    streams = {(c.split, c.seed): train.data_seed(c) for c in configs}
+    assert len({seeds.init_seed(c) for c in configs}) == len(configs)
+    streams = {(c.split, c.seed): seeds.data_seed(c) for c in configs}
     assert len(set(streams.values())) == 4
     a3b = _config(tmp_path, tmp_path, split="random:1", seed=1, source="A", n=3)
-    assert train.data_seed(a3b) == streams[("random:1", 1)]
+    assert seeds.data_seed(a3b) == streams[("random:1", 1)]
 
 
 @pytest.mark.parametrize("finetune", [False, True])
