@@ -14,11 +14,9 @@ It reads as its phases, in the order they run:
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,14 +25,14 @@ import keras
 import tensorflow as tf
 
 from data_prep import manifest as manifest_lib
-from data_prep.locking import FileLock
 from data_prep.manifest import verify as verify_shards
 from keras_transfer import data, metrics, models, naming, progress, solver, transfer
 from keras_transfer import steps as steps_lib
 from keras_transfer.backup import Backup, Preempted, SigtermFlag
 from keras_transfer.config import Config
+from keras_transfer.pack import NetInTraining, check_pack, fail, per_net
 from keras_transfer.progress import Timing
-from keras_transfer.resolve import Resolved, RunError, resolve
+from keras_transfer.resolve import RunError, resolve
 from keras_transfer.run_records import RunDir
 from keras_transfer.seeds import data_seed, init_seed
 
@@ -93,34 +91,6 @@ def evaluation_steps(total: int, every: int, last: int) -> list[int]:
     return points[-last:] if last else points
 
 
-def pack_key(config: Config) -> Config:
-    """What the nets of one pack share: everything but which layers come from where."""
-    return dataclasses.replace(config, source="none", n=0, finetune=False)
-
-
-@dataclasses.dataclass
-class _NetInTraining:
-    """One net while its pack trains: its plan, files, model, optimizer and progress."""
-    resolved: Resolved
-    out: RunDir  # where this process writes: the run directory, or a non-chief's scratch
-    lock: FileLock | None  # None on non-chief workers: the chief holds the run's lock
-    label: str = ""  # the run's name on its console lines, when it shares them with packmates
-    model: object = None
-    optimizer: object = None
-    plan: list = None
-    backup: Backup = None
-    history: progress.EvalHistory = None
-    summaries: progress.Summaries = None
-    start_step: int = 0
-    start_digests: dict = None
-    result: dict | None = None
-    error: Exception | None = None
-
-    @property
-    def config(self) -> Config:
-        return self.resolved.config
-
-
 def run(config: Config, strategy: tf.distribute.Strategy, startup_seconds: float = 0.0) -> dict:
     """Trains the net `config` describes and returns (and writes) its result.json contents.
     Raises RunError (or OSError, backup.Preempted) if it cannot."""
@@ -138,22 +108,9 @@ def run_pack(configs: list[Config], strategy: tf.distribute.Strategy,
     backup.Preempted on SIGTERM, after every unfinished net saved a backup."""
     timing = Timing(startup_seconds)
     started = time.time() - startup_seconds
-    names = [c.run for c in configs]
-    if len({pack_key(c) for c in configs}) > 1:
-        targets = " and ".join(sorted({c.target for c in configs}))
-        raise RunError(f"{', '.join(names)} cannot train together: the nets of a pack share "
-                       f"their input stream, so they must differ only in --source, --n and "
-                       f"--finetune (same target half, data, seed and solver; targets here: "
-                       f"{targets})")
-    if len(set(names)) < len(names):
-        raise RunError(f"a net is listed twice: {', '.join(names)}")
-    replicas = strategy.num_replicas_in_sync
-    if configs[0].batch_size % replicas:
-        raise RunError(f"--batch_size={configs[0].batch_size} does not split evenly over the "
-                       f"{replicas} replicas of {type(strategy).__name__}: give a multiple of "
-                       f"{replicas}.")
+    check_pack(configs, strategy)
     outcomes: dict[str, object] = {}
-    nets: list[_NetInTraining] = []
+    nets: list[NetInTraining] = []
     chief = _is_chief(strategy)
     try:
         with timing.phase("setup"):
@@ -181,7 +138,7 @@ def run_pack(configs: list[Config], strategy: tf.distribute.Strategy,
 
 
 def _claim(config: Config, strategy, chief: bool):
-    """Checks one net's inputs and takes its lock: its _NetInTraining, or its result if it is
+    """Checks one net's inputs and takes its lock: its NetInTraining, or its result if it is
     already done with these settings and data."""
     resolved = resolve(config)
     run = RunDir(config.run_dir)
@@ -192,7 +149,7 @@ def _claim(config: Config, strategy, chief: bool):
         # only the chief writes the run directory: theirs go to a scratch folder, deleted after.
         scratch = tempfile.mkdtemp(
             prefix=f"keras_transfer-{config.run}-worker{strategy.cluster_resolver.task_id}-")
-        return _NetInTraining(resolved, RunDir(scratch), None)
+        return NetInTraining(resolved, RunDir(scratch), None)
     try:
         run.path.mkdir(parents=True, exist_ok=True)
         lock = run.lock()
@@ -218,7 +175,7 @@ def _claim(config: Config, strategy, chief: bool):
     except BaseException:
         lock.release()
         raise
-    return _NetInTraining(resolved, run, lock)
+    return NetInTraining(resolved, run, lock)
 
 
 def _finished(config: Config, run: RunDir, target_manifest: dict) -> dict:
@@ -235,24 +192,7 @@ def _finished(config: Config, run: RunDir, target_manifest: dict) -> dict:
     return run.result()
 
 
-def _fail(net: _NetInTraining, error: Exception) -> None:
-    """Takes a net out of its pack: it trains on in the compiled step, but writes nothing more."""
-    net.error = error
-    if net.label:  # alone, the caller reports it
-        print(f"error: {net.config.run} stopped: {error}", file=sys.stderr, flush=True)
-
-
-def _per_net(nets, action) -> None:
-    """Runs `action(net)` for each live net; an OSError fails that net alone."""
-    for net in nets:
-        if net.error is None:
-            try:
-                action(net)
-            except OSError as e:
-                _fail(net, e)
-
-
-def _train(nets: list[_NetInTraining], strategy, chief: bool, timing: Timing,
+def _train(nets: list[NetInTraining], strategy, chief: bool, timing: Timing,
            started: float) -> None:
     config = nets[0].config  # what the pack shares (pack_key)
     keras.utils.set_random_seed(config.seed)
@@ -272,7 +212,7 @@ def _train(nets: list[_NetInTraining], strategy, chief: bool, timing: Timing,
             try:
                 _build(net, strategy)
             except OSError as e:
-                _fail(net, e)
+                fail(net, e)
         nets = [net for net in nets if net.error is None]
         if not nets:
             return
@@ -301,11 +241,11 @@ def _train(nets: list[_NetInTraining], strategy, chief: bool, timing: Timing,
             _train_group(group, strategy, start_step, jit_compile, sigterm, timing)
 
     with timing.phase("finish"):
-        _per_net(nets, lambda net: _finish(net, strategy, chief, jit_compile, timing, started,
+        per_net(nets, lambda net: _finish(net, strategy, chief, jit_compile, timing, started,
                                            [n.config.run for n in nets]))
 
 
-def _build(net: _NetInTraining, strategy) -> None:
+def _build(net: NetInTraining, strategy) -> None:
     """The net's model (with its copied and frozen layers), optimizer and backup, inside the
     strategy's scope; restored from its backup if it has one."""
     config, resolved = net.config, net.resolved
@@ -373,7 +313,7 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
                                global_batch=config.batch_size, top_k=shared.top_k,
                                jit_compile=jit_compile,
                                inputs=[mean_halves.index(n.config.mean_half) for n in nets],
-                               frozen=[_frozen_prefix(net) for net in nets])
+                               frozen=[net.frozen_prefix() for net in nets])
     for top, users in pack.shared_work():
         print(f"frozen layers up to {top} computed once for "
               f"{', '.join(nets[i].config.run for i in users)}", flush=True)
@@ -416,7 +356,7 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
             if all(net.error is not None for net in nets):
                 return
             with timing.phase("backup"):
-                _per_net(nets, lambda net: net.backup.save())
+                per_net(nets, lambda net: net.backup.save())
             if sigterm.received and step < total_steps:
                 raise Preempted(step)
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
@@ -431,14 +371,6 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
     finally:
         with timing.phase("teardown"):
             del iterator
-
-
-def _frozen_prefix(net: _NetInTraining) -> steps_lib.FrozenPrefix:
-    """The net's frozen bottom blocks, named by their weights' hashes at the start, so that
-    packmates with the same blocks share their forward pass."""
-    cuts = transfer.frozen_prefix(net.model, net.config.model, net.plan)
-    return steps_lib.FrozenPrefix(outputs=tuple(cut.output for cut in cuts),
-                                  digests=tuple(net.start_digests[cut.name] for cut in cuts))
 
 
 class _Interval:
@@ -470,33 +402,33 @@ def _evaluate(nets, pack, val_ds, step: int, interval: _Interval, timing: Timing
         with timing.phase("summaries"):
             net.summaries.add(entry)
     for net, evaluation, train_sums in zip(nets, evaluations, interval.sums):
-        _per_net([net], lambda net: record(net, evaluation, train_sums))
+        per_net([net], lambda net: record(net, evaluation, train_sums))
 
 
 def _weights_finite(model) -> bool:
     return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables)
 
 
-def _diverged(net: _NetInTraining, step: int, quantity: str, value) -> None:
+def _diverged(net: NetInTraining, step: int, quantity: str, value) -> None:
     """Records a diverged net in its diverged.json and takes it out of its pack."""
     record = {"run": net.config.run, "condition": net.config.condition, "step": step,
               "quantity": quantity, "value": str(value)}
     try:
         path = net.out.write_diverged(record)
     except OSError as e:
-        _fail(net, e)
+        fail(net, e)
         return
-    _fail(net, Diverged(net.config.run, step, quantity, value, path))
+    fail(net, Diverged(net.config.run, step, quantity, value, path))
 
 
 def _preempt(nets, step: int, timing: Timing):
     """SIGTERM: every net saves a backup at this step, then the process stops."""
     with timing.phase("backup"):
-        _per_net(nets, lambda net: net.backup.save())
+        per_net(nets, lambda net: net.backup.save())
     raise Preempted(step)
 
 
-def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, timing: Timing,
+def _finish(net: NetInTraining, strategy, chief: bool, jit_compile: bool, timing: Timing,
             started: float, pack: list[str]) -> None:
     """The net's result.json (written last, after its weights: it marks the run done)."""
     config, run = net.config, RunDir(net.config.run_dir)
