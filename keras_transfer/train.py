@@ -19,15 +19,15 @@ import math
 import shutil
 import tempfile
 import time
-from pathlib import Path
 
 import keras
 import tensorflow as tf
 
 from data_prep import manifest as manifest_lib
 from data_prep.manifest import verify as verify_shards
-from keras_transfer import data, metrics, models, naming, progress, solver, transfer
+from keras_transfer import data, divergence, metrics, models, naming, progress, solver
 from keras_transfer import steps as steps_lib
+from keras_transfer import transfer
 from keras_transfer.backup import Backup, Preempted, SigtermFlag
 from keras_transfer.config import Config
 from keras_transfer.pack import NetInTraining, check_pack, fail, per_net
@@ -37,16 +37,6 @@ from keras_transfer.run_records import RunDir
 from keras_transfer.seeds import data_seed, init_seed
 
 log = logging.getLogger(__name__)
-
-
-class Diverged(Exception):
-    """A net's loss or weights became NaN or infinite. It is recorded in the run's
-    diverged.json and never counts as done."""
-
-    def __init__(self, run: str, step: int, quantity: str, value, path: Path):
-        super().__init__(f"{run} diverged by step {step}: {quantity} is {value}. Recorded in "
-                         f"{path}, not as a result. Train it again with other settings (e.g. a "
-                         "lower --lr) and --overwrite.")
 
 
 # ---------------------------------------------------------------- training
@@ -339,7 +329,7 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
                     for key in total:
                         total[key] += add[key]
                     if net.error is None and not math.isfinite(add["loss"]):
-                        _diverged(net, step, "the training loss", add["loss"])
+                        divergence.record(net, step, "the training loss", add["loss"])
                 if all(net.error is not None for net in nets):
                     return  # every net of the group diverged or failed: nothing left to train
                 if not multi_worker:  # workers must agree on every call's length
@@ -351,8 +341,8 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
                 interval = _Interval(step, nets)
             else:
                 for net in nets:
-                    if net.error is None and not _weights_finite(net.model):
-                        _diverged(net, step, "a weight", "not finite")
+                    if net.error is None and not divergence.weights_finite(net.model):
+                        divergence.record(net, step, "a weight", "not finite")
             if all(net.error is not None for net in nets):
                 return
             with timing.phase("backup"):
@@ -390,9 +380,9 @@ def _evaluate(nets, pack, val_ds, step: int, interval: _Interval, timing: Timing
     for net, evaluation in zip(nets, evaluations):
         if net.error is None:
             if not math.isfinite(evaluation["loss"]):
-                _diverged(net, step, "the validation loss", evaluation["loss"])
-            elif not _weights_finite(net.model):
-                _diverged(net, step, "a weight", "not finite")
+                divergence.record(net, step, "the validation loss", evaluation["loss"])
+            elif not divergence.weights_finite(net.model):
+                divergence.record(net, step, "a weight", "not finite")
     lr = solver.current_learning_rate(nets[0].optimizer)
 
     def record(net, evaluation, train_sums):
@@ -403,22 +393,6 @@ def _evaluate(nets, pack, val_ds, step: int, interval: _Interval, timing: Timing
             net.summaries.add(entry)
     for net, evaluation, train_sums in zip(nets, evaluations, interval.sums):
         per_net([net], lambda net: record(net, evaluation, train_sums))
-
-
-def _weights_finite(model) -> bool:
-    return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables)
-
-
-def _diverged(net: NetInTraining, step: int, quantity: str, value) -> None:
-    """Records a diverged net in its diverged.json and takes it out of its pack."""
-    record = {"run": net.config.run, "condition": net.config.condition, "step": step,
-              "quantity": quantity, "value": str(value)}
-    try:
-        path = net.out.write_diverged(record)
-    except OSError as e:
-        fail(net, e)
-        return
-    fail(net, Diverged(net.config.run, step, quantity, value, path))
 
 
 def _preempt(nets, step: int, timing: Timing):
