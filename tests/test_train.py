@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_transfer import data, models, resolve, seeds, train
+from keras_transfer import data, evaluation, models, resolve, seeds, train
 from train_helpers import smoke_config as _config
 from train_helpers import train_on_cpu as _train
 
@@ -353,10 +353,10 @@ def test_evaluation_points_are_the_last_ones_and_evaluating_trains_nothing(synth
                                                                            tmp_path, resumable):
     """--eval_last=1 evaluates at the end only, still writes a backup at every --eval_every
     point, and trains the very net that evaluating at every point trains."""
-    assert train.evaluation_steps(480, 80, 3) == [320, 400, 480]
-    assert train.evaluation_steps(450, 100, 3) == [300, 400, 450]
-    assert train.evaluation_steps(480, 80, 0) == [80, 160, 240, 320, 400, 480]
-    assert train.evaluation_steps(100, 80, 5) == [80, 100]
+    assert evaluation.evaluation_steps(480, 80, 3) == [320, 400, 480]
+    assert evaluation.evaluation_steps(450, 100, 3) == [300, 400, 450]
+    assert evaluation.evaluation_steps(480, 80, 0) == [80, 160, 240, 320, 400, 480]
+    assert evaluation.evaluation_steps(100, 80, 5) == [80, 100]
     kw = dict(target="A", steps=6, eval_every=2, dropout=0.5, deterministic=True)
     every = _train(_config(synthetic_data, tmp_path / "every", **kw))
     resumable.update(saved={})
