@@ -23,7 +23,6 @@ import time
 import keras
 import tensorflow as tf
 
-from data_prep import manifest as manifest_lib
 from data_prep.manifest import verify as verify_shards
 from keras_transfer import data, divergence, metrics, models, naming, progress, solver
 from keras_transfer import steps as steps_lib
@@ -34,6 +33,7 @@ from keras_transfer.evaluation import Interval, eval_points, evaluate, evaluatio
 from keras_transfer.pack import NetInTraining, check_pack, fail, per_net
 from keras_transfer.progress import Timing
 from keras_transfer.resolve import RunError, resolve
+from keras_transfer.result import result_of
 from keras_transfer.run_records import RunDir
 from keras_transfer.seeds import data_seed, init_seed
 
@@ -60,10 +60,6 @@ def _is_chief(strategy) -> bool:
 def _set_precision(name: str) -> None:
     policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[name]
     keras.mixed_precision.set_global_policy(policy)
-
-
-def _digests(model, model_name: str) -> dict[str, str]:
-    return transfer.block_sha256(model, model_name)
 
 
 def run(config: Config, strategy: tf.distribute.Strategy, startup_seconds: float = 0.0) -> dict:
@@ -246,7 +242,7 @@ def _build(net: NetInTraining, strategy) -> None:
     if net.start_step:
         net.start_digests = resume_from.read_start_digests()
     else:
-        net.start_digests = _digests(net.model, config.model)
+        net.start_digests = transfer.block_sha256(net.model, config.model)
         net.out.write_start_digests(net.start_digests)
         net.out.history_path.unlink(missing_ok=True)  # left by a run killed before its first backup
     net.history = progress.EvalHistory(net.out.history_path, images_per_step=config.batch_size,
@@ -360,40 +356,10 @@ def _finish(net: NetInTraining, strategy, chief: bool, jit_compile: bool, timing
     """The net's result.json (written last, after its weights: it marks the run done)."""
     config, run = net.config, RunDir(net.config.run_dir)
     net.summaries.close(net.backup.step())
-    end_digests = _digests(net.model, config.model)
-    entries = net.history.entries
-    final = entries[-1]
-    result = {
-        "run": config.run, "condition": config.condition, "dataset": config.dataset,
-        "split": config.split, "split_dir": config.split_dir, "seed": config.seed,
-        "examples_per_class": config.examples_per_class or None,
-        "source": config.source, "target": config.target, "n": config.n,
-        "finetune": config.finetune, "model": config.model,
-        # What n counts, for readers without the model registry (the report): `layers` names the
-        # cut points, this says whether they are the paper's layers.
-        "paper_layers": models.get(config.model).paper_layers,
-        "num_outputs": net.resolved.num_classes,
-        **metrics.top1_metrics(entries),
-        "top5_final": final["top5"], "loss_final": final["loss"],
-        "history": [{k: e[k] for k in ("step", "top1", "top5", "loss")} for e in entries],
-        "steps": final["step"],
-        "images_per_sec": final["step"] * config.batch_size / max(net.history.train_seconds, 1e-9),
-        "wall_time_sec": time.time() - started,
-        "jit_compile": jit_compile,
-        "replicas": strategy.num_replicas_in_sync,
-        "pack": pack,
-        "timing": timing.as_dict(),
-        "data": {"dataset": net.resolved.target_manifest["dataset"],
-                 "split": net.resolved.target_manifest["split"]["spec"],
-                 "classes": [c["original_index"] for c in net.resolved.target_manifest["classes"]],
-                 "image_shape": list(net.resolved.target_manifest["image_shape"]),
-                 "content_sha256": manifest_lib.content_sha256(net.resolved.target_manifest),
-                 "mean_half": config.mean_half},
-        "layers": [{"name": row.name, "origin": row.origin, "trainable": row.trainable,
-                    "sha256_start": net.start_digests[row.name],
-                    "sha256_end": end_digests[row.name]}
-                   for row in net.plan],
-    }
+    end_digests = transfer.block_sha256(net.model, config.model)
+    result = result_of(net, end_digests, jit_compile=jit_compile,
+                       replicas=strategy.num_replicas_in_sync, pack=pack, timing=timing,
+                       started=started)
     if chief:
         run.finish(net.model, result)
     net.result = result
