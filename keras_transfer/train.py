@@ -14,7 +14,6 @@ It reads as its phases, in the order they run:
 """
 from __future__ import annotations
 
-import logging
 import math
 import shutil
 import tempfile
@@ -24,7 +23,7 @@ import keras
 import tensorflow as tf
 
 from data_prep.manifest import verify as verify_shards
-from keras_transfer import data, divergence, metrics, models, naming, progress, solver
+from keras_transfer import data, divergence, metrics, models, naming, progress, runtime, solver
 from keras_transfer import steps as steps_lib
 from keras_transfer import transfer
 from keras_transfer.backup import Backup, Preempted, SigtermFlag
@@ -37,29 +36,9 @@ from keras_transfer.result import result_of
 from keras_transfer.run_records import RunDir
 from keras_transfer.seeds import data_seed, init_seed
 
-log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------- training
-
 # A call of the compiled train loop runs as many steps as take about this long, so Python is
 # entered rarely for small nets while SIGTERM is still honoured within about a second.
 SECONDS_PER_CALL = 1.0
-
-
-def _is_chief(strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    if resolver.task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
-
-
-def _set_precision(name: str) -> None:
-    policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[name]
-    keras.mixed_precision.set_global_policy(policy)
 
 
 def run(config: Config, strategy: tf.distribute.Strategy, startup_seconds: float = 0.0) -> dict:
@@ -82,7 +61,7 @@ def run_pack(configs: list[Config], strategy: tf.distribute.Strategy,
     check_pack(configs, strategy)
     outcomes: dict[str, object] = {}
     nets: list[NetInTraining] = []
-    chief = _is_chief(strategy)
+    chief = runtime.is_chief(strategy)
     try:
         with timing.phase("setup"):
             for config in configs:
@@ -166,13 +145,7 @@ def _finished(config: Config, run: RunDir, target_manifest: dict) -> dict:
 def _train(nets: list[NetInTraining], strategy, chief: bool, timing: Timing,
            started: float) -> None:
     config = nets[0].config  # what the pack shares (pack_key)
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    jit_compile = bool(config.xla) and not config.deterministic
-    if config.xla and not jit_compile:
-        log.warning("--deterministic disables XLA: training without jit_compile")
-    _set_precision(config.mixed_precision)
+    jit_compile = runtime.configure(config)
     shared = nets[0].resolved  # the pack's nets share their data and schedule (pack_key)
     input_shape, num_classes = shared.input_shape, shared.num_classes
     packed = len(nets) > 1
