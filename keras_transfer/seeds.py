@@ -17,7 +17,7 @@ def init_seed(config: Config) -> int:
 
 def data_seed(config: Config) -> int:
     """The data order and augmentation of a split and seed (shared by the nets of a pack); a
-    resumed run replays the same stream from its step (data.build_dataset's start_step)."""
+    resumed run replays the same stream from its step (data.InputSettings.start_step)."""
     return _seed_of(f"{config.split_dir}/{config.seed}")
 
 
