@@ -154,7 +154,7 @@ def run(ways, *, flagfile: str, data_dir: str, dataset: str, steps: int, jobs: i
         layers=ALL_LAYERS, matmul_gflops: float | None = None) -> dict:
     """Trains the grid each way in `ways`, prints the figures; returns them by way."""
     from keras_transfer import config as config_lib
-    from keras_transfer.train import evaluation_steps
+    from keras_transfer.evaluation import evaluation_steps
     preset = config_lib.resolve(flagfile, [f"--data_dir={data_dir}", f"--dataset={dataset}"]
                                 + ([f"--steps={steps}"] if steps else []))
     images_per_net = preset.steps * preset.batch_size

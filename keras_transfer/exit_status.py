@@ -11,7 +11,7 @@ import signal
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 PREEMPTED = 128 + signal.SIGTERM  # 143
 INTERRUPTED = 128 + signal.SIGINT  # 130
-DIVERGED = 3  # a net's loss or weights became NaN or infinite (see train.Diverged)
+DIVERGED = 3  # a net's loss or weights became NaN or infinite (see divergence.Diverged)
 LOST_WORKER = 4  # a worker of a multi-worker run died or cannot be reached
 
 

@@ -98,7 +98,7 @@ def main(argv):
 def _train_from_flags():
     import tensorflow as tf
 
-    from keras_transfer import data, train, transfer
+    from keras_transfer import data, divergence, train, transfer
 
     bad_input = (train.RunError, config_lib.ConfigError, data.DataError, transfer.TransferError)
     try:
@@ -132,9 +132,9 @@ def _train_from_flags():
     codes = set()
     for c, error in failed:
         prefix = "" if len(configs) == 1 else f"{c.run}: "
-        if isinstance(error, (*bad_input, train.Diverged)):
+        if isinstance(error, (*bad_input, divergence.Diverged)):
             print(f"error: {prefix}{error}", file=sys.stderr)
-            codes.add(exit_status.DIVERGED if isinstance(error, train.Diverged) else 2)
+            codes.add(exit_status.DIVERGED if isinstance(error, divergence.Diverged) else 2)
         else:
             print(f"error: {c.run} stopped: {error}. {_OSERROR_FIX}", file=sys.stderr)
             codes.add(1)

@@ -14,128 +14,31 @@ It reads as its phases, in the order they run:
 """
 from __future__ import annotations
 
-import dataclasses
-import logging
 import math
 import shutil
-import sys
 import tempfile
 import time
-import zlib
-from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from data_prep import manifest as manifest_lib
-from data_prep.locking import FileLock
 from data_prep.manifest import verify as verify_shards
-from keras_transfer import data, metrics, models, naming, progress, solver, transfer
+from keras_transfer import data, divergence, metrics, models, naming, progress, runtime, solver
 from keras_transfer import steps as steps_lib
+from keras_transfer import transfer
 from keras_transfer.backup import Backup, Preempted, SigtermFlag
 from keras_transfer.config import Config
+from keras_transfer.evaluation import Interval, eval_points, evaluate, evaluation_steps
+from keras_transfer.pack import NetInTraining, check_pack, fail, per_net
 from keras_transfer.progress import Timing
-from keras_transfer.resolve import Resolved, RunError, resolve
+from keras_transfer.resolve import RunError, resolve
+from keras_transfer.result import result_of
 from keras_transfer.run_records import RunDir
-
-log = logging.getLogger(__name__)
-
-
-class Diverged(Exception):
-    """A net's loss or weights became NaN or infinite. It is recorded in the run's
-    diverged.json and never counts as done."""
-
-    def __init__(self, run: str, step: int, quantity: str, value, path: Path):
-        super().__init__(f"{run} diverged by step {step}: {quantity} is {value}. Recorded in "
-                         f"{path}, not as a result. Train it again with other settings (e.g. a "
-                         "lower --lr) and --overwrite.")
-
-
-# ---------------------------------------------------------------- training
+from keras_transfer.seeds import data_seed, init_seed
 
 # A call of the compiled train loop runs as many steps as take about this long, so Python is
 # entered rarely for small nets while SIGTERM is still honoured within about a second.
 SECONDS_PER_CALL = 1.0
-
-
-def _is_chief(strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    if resolver.task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
-
-
-def _set_precision(name: str) -> None:
-    policy = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}[name]
-    keras.mixed_precision.set_global_policy(policy)
-
-
-def _digests(model, model_name: str) -> dict[str, str]:
-    return transfer.block_sha256(model, model_name)
-
-
-def init_seed(config: Config) -> int:
-    """Each net draws its own initialisation (the paper's nets were independent), so a
-    random-features control or a re-initialised upper layer is never a base net's start, and
-    nets of different splits or seeds are independent repeats."""
-    return _seed_of(f"{config.split_dir}/{config.seed}/{config.run}")
-
-
-def data_seed(config: Config) -> int:
-    """The data order and augmentation of a split and seed (shared by the nets of a pack); a
-    resumed run replays the same stream from its step (data.build_dataset's start_step)."""
-    return _seed_of(f"{config.split_dir}/{config.seed}")
-
-
-def _seed_of(text: str) -> int:
-    return zlib.crc32(text.encode()) & 0x3FFFFFFF
-
-
-def eval_points(start: int, total: int, every: int) -> list[int]:
-    """The steps after `start` at which a run evaluates: every `every` steps and at the end,
-    e.g. (130, 450, 100) -> [200, 300, 400, 450]: a resumed run first finishes its interval."""
-    points = list(range((start // every + 1) * every, total, every))
-    return points + [total] if start < total else []
-
-
-def evaluation_steps(total: int, every: int, last: int) -> list[int]:
-    """The steps at which a run evaluates: the last `last` of its backup points (every `every`
-    steps and at the end), all of them if `last` is 0; e.g. (480, 80, 3) -> [320, 400, 480].
-    The report needs only the final value and the convergence control's last evaluations;
-    the other points only write a backup."""
-    points = eval_points(0, total, every)
-    return points[-last:] if last else points
-
-
-def pack_key(config: Config) -> Config:
-    """What the nets of one pack share: everything but which layers come from where."""
-    return dataclasses.replace(config, source="none", n=0, finetune=False)
-
-
-@dataclasses.dataclass
-class _NetInTraining:
-    """One net while its pack trains: its plan, files, model, optimizer and progress."""
-    resolved: Resolved
-    out: RunDir  # where this process writes: the run directory, or a non-chief's scratch
-    lock: FileLock | None  # None on non-chief workers: the chief holds the run's lock
-    label: str = ""  # the run's name on its console lines, when it shares them with packmates
-    model: object = None
-    optimizer: object = None
-    plan: list = None
-    backup: Backup = None
-    history: progress.EvalHistory = None
-    summaries: progress.Summaries = None
-    start_step: int = 0
-    start_digests: dict = None
-    result: dict | None = None
-    error: Exception | None = None
-
-    @property
-    def config(self) -> Config:
-        return self.resolved.config
 
 
 def run(config: Config, strategy: tf.distribute.Strategy, startup_seconds: float = 0.0) -> dict:
@@ -155,23 +58,10 @@ def run_pack(configs: list[Config], strategy: tf.distribute.Strategy,
     backup.Preempted on SIGTERM, after every unfinished net saved a backup."""
     timing = Timing(startup_seconds)
     started = time.time() - startup_seconds
-    names = [c.run for c in configs]
-    if len({pack_key(c) for c in configs}) > 1:
-        targets = " and ".join(sorted({c.target for c in configs}))
-        raise RunError(f"{', '.join(names)} cannot train together: the nets of a pack share "
-                       f"their input stream, so they must differ only in --source, --n and "
-                       f"--finetune (same target half, data, seed and solver; targets here: "
-                       f"{targets})")
-    if len(set(names)) < len(names):
-        raise RunError(f"a net is listed twice: {', '.join(names)}")
-    replicas = strategy.num_replicas_in_sync
-    if configs[0].batch_size % replicas:
-        raise RunError(f"--batch_size={configs[0].batch_size} does not split evenly over the "
-                       f"{replicas} replicas of {type(strategy).__name__}: give a multiple of "
-                       f"{replicas}.")
+    check_pack(configs, strategy)
     outcomes: dict[str, object] = {}
-    nets: list[_NetInTraining] = []
-    chief = _is_chief(strategy)
+    nets: list[NetInTraining] = []
+    chief = runtime.is_chief(strategy)
     try:
         with timing.phase("setup"):
             for config in configs:
@@ -198,7 +88,7 @@ def run_pack(configs: list[Config], strategy: tf.distribute.Strategy,
 
 
 def _claim(config: Config, strategy, chief: bool):
-    """Checks one net's inputs and takes its lock: its _NetInTraining, or its result if it is
+    """Checks one net's inputs and takes its lock: its NetInTraining, or its result if it is
     already done with these settings and data."""
     resolved = resolve(config)
     run = RunDir(config.run_dir)
@@ -209,7 +99,7 @@ def _claim(config: Config, strategy, chief: bool):
         # only the chief writes the run directory: theirs go to a scratch folder, deleted after.
         scratch = tempfile.mkdtemp(
             prefix=f"keras_transfer-{config.run}-worker{strategy.cluster_resolver.task_id}-")
-        return _NetInTraining(resolved, RunDir(scratch), None)
+        return NetInTraining(resolved, RunDir(scratch), None)
     try:
         run.path.mkdir(parents=True, exist_ok=True)
         lock = run.lock()
@@ -235,7 +125,7 @@ def _claim(config: Config, strategy, chief: bool):
     except BaseException:
         lock.release()
         raise
-    return _NetInTraining(resolved, run, lock)
+    return NetInTraining(resolved, run, lock)
 
 
 def _finished(config: Config, run: RunDir, target_manifest: dict) -> dict:
@@ -252,33 +142,10 @@ def _finished(config: Config, run: RunDir, target_manifest: dict) -> dict:
     return run.result()
 
 
-def _fail(net: _NetInTraining, error: Exception) -> None:
-    """Takes a net out of its pack: it trains on in the compiled step, but writes nothing more."""
-    net.error = error
-    if net.label:  # alone, the caller reports it
-        print(f"error: {net.config.run} stopped: {error}", file=sys.stderr, flush=True)
-
-
-def _per_net(nets, action) -> None:
-    """Runs `action(net)` for each live net; an OSError fails that net alone."""
-    for net in nets:
-        if net.error is None:
-            try:
-                action(net)
-            except OSError as e:
-                _fail(net, e)
-
-
-def _train(nets: list[_NetInTraining], strategy, chief: bool, timing: Timing,
+def _train(nets: list[NetInTraining], strategy, chief: bool, timing: Timing,
            started: float) -> None:
     config = nets[0].config  # what the pack shares (pack_key)
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    jit_compile = bool(config.xla) and not config.deterministic
-    if config.xla and not jit_compile:
-        log.warning("--deterministic disables XLA: training without jit_compile")
-    _set_precision(config.mixed_precision)
+    jit_compile = runtime.configure(config)
     shared = nets[0].resolved  # the pack's nets share their data and schedule (pack_key)
     input_shape, num_classes = shared.input_shape, shared.num_classes
     packed = len(nets) > 1
@@ -289,7 +156,7 @@ def _train(nets: list[_NetInTraining], strategy, chief: bool, timing: Timing,
             try:
                 _build(net, strategy)
             except OSError as e:
-                _fail(net, e)
+                fail(net, e)
         nets = [net for net in nets if net.error is None]
         if not nets:
             return
@@ -318,11 +185,11 @@ def _train(nets: list[_NetInTraining], strategy, chief: bool, timing: Timing,
             _train_group(group, strategy, start_step, jit_compile, sigterm, timing)
 
     with timing.phase("finish"):
-        _per_net(nets, lambda net: _finish(net, strategy, chief, jit_compile, timing, started,
+        per_net(nets, lambda net: _finish(net, strategy, chief, jit_compile, timing, started,
                                            [n.config.run for n in nets]))
 
 
-def _build(net: _NetInTraining, strategy) -> None:
+def _build(net: NetInTraining, strategy) -> None:
     """The net's model (with its copied and frozen layers), optimizer and backup, inside the
     strategy's scope; restored from its backup if it has one."""
     config, resolved = net.config, net.resolved
@@ -348,7 +215,7 @@ def _build(net: _NetInTraining, strategy) -> None:
     if net.start_step:
         net.start_digests = resume_from.read_start_digests()
     else:
-        net.start_digests = _digests(net.model, config.model)
+        net.start_digests = transfer.block_sha256(net.model, config.model)
         net.out.write_start_digests(net.start_digests)
         net.out.history_path.unlink(missing_ok=True)  # left by a run killed before its first backup
     net.history = progress.EvalHistory(net.out.history_path, images_per_step=config.batch_size,
@@ -390,7 +257,7 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
                                global_batch=config.batch_size, top_k=shared.top_k,
                                jit_compile=jit_compile,
                                inputs=[mean_halves.index(n.config.mean_half) for n in nets],
-                               frozen=[_frozen_prefix(net) for net in nets])
+                               frozen=[net.frozen_prefix() for net in nets])
     for top, users in pack.shared_work():
         print(f"frozen layers up to {top} computed once for "
               f"{', '.join(nets[i].config.run for i in users)}", flush=True)
@@ -401,7 +268,7 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
     multi_worker = getattr(strategy, "cluster_resolver", None) is not None
     eval_every = config.stretched(config.eval_every)
     evaluated = set(evaluation_steps(total_steps, eval_every, config.eval_last))
-    interval = _Interval(step, nets)
+    interval = Interval(step, nets)
     try:
         for point in eval_points(start_step, total_steps, eval_every):
             while step < point:
@@ -416,7 +283,7 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
                     for key in total:
                         total[key] += add[key]
                     if net.error is None and not math.isfinite(add["loss"]):
-                        _diverged(net, step, "the training loss", add["loss"])
+                        divergence.record(net, step, "the training loss", add["loss"])
                 if all(net.error is not None for net in nets):
                     return  # every net of the group diverged or failed: nothing left to train
                 if not multi_worker:  # workers must agree on every call's length
@@ -424,16 +291,16 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
                 if sigterm.received and step < point:  # at `point`, evaluate first
                     _preempt(nets, step, timing)
             if point in evaluated:
-                _evaluate(nets, pack, val_ds, step, interval, timing)
-                interval = _Interval(step, nets)
+                evaluate(nets, pack, val_ds, step, interval, timing)
+                interval = Interval(step, nets)
             else:
                 for net in nets:
-                    if net.error is None and not _weights_finite(net.model):
-                        _diverged(net, step, "a weight", "not finite")
+                    if net.error is None and not divergence.weights_finite(net.model):
+                        divergence.record(net, step, "a weight", "not finite")
             if all(net.error is not None for net in nets):
                 return
             with timing.phase("backup"):
-                _per_net(nets, lambda net: net.backup.save())
+                per_net(nets, lambda net: net.backup.save())
             if sigterm.received and step < total_steps:
                 raise Preempted(step)
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
@@ -450,108 +317,22 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
             del iterator
 
 
-def _frozen_prefix(net: _NetInTraining) -> steps_lib.FrozenPrefix:
-    """The net's frozen bottom blocks, named by their weights' hashes at the start, so that
-    packmates with the same blocks share their forward pass."""
-    cuts = transfer.frozen_prefix(net.model, net.config.model, net.plan)
-    return steps_lib.FrozenPrefix(outputs=tuple(cut.output for cut in cuts),
-                                  digests=tuple(net.start_digests[cut.name] for cut in cuts))
-
-
-class _Interval:
-    """The training since a pack's last evaluation: its first step, seconds and, per net, the
-    summed training loss and correct top-1 (steps.TRAIN_SUMS)."""
-
-    def __init__(self, start: int, nets):
-        self.start, self.seconds = start, 0.0
-        self.sums = [dict.fromkeys(steps_lib.TRAIN_SUMS, 0.0) for _ in nets]
-
-
-def _evaluate(nets, pack, val_ds, step: int, interval: _Interval, timing: Timing) -> None:
-    """All nets of the pack in one pass over the validation set: each net's history entry and
-    summaries, or the net recorded as diverged."""
-    with timing.phase("evaluate"):
-        evaluations = pack.evaluate(val_ds)
-    for net, evaluation in zip(nets, evaluations):
-        if net.error is None:
-            if not math.isfinite(evaluation["loss"]):
-                _diverged(net, step, "the validation loss", evaluation["loss"])
-            elif not _weights_finite(net.model):
-                _diverged(net, step, "a weight", "not finite")
-    lr = solver.current_learning_rate(nets[0].optimizer)
-
-    def record(net, evaluation, train_sums):
-        entry = net.history.add(step=step, evaluation=evaluation, train_sums=train_sums,
-                                steps_done=step - interval.start, seconds=interval.seconds,
-                                learning_rate=lr)
-        with timing.phase("summaries"):
-            net.summaries.add(entry)
-    for net, evaluation, train_sums in zip(nets, evaluations, interval.sums):
-        _per_net([net], lambda net: record(net, evaluation, train_sums))
-
-
-def _weights_finite(model) -> bool:
-    return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in model.trainable_variables)
-
-
-def _diverged(net: _NetInTraining, step: int, quantity: str, value) -> None:
-    """Records a diverged net in its diverged.json and takes it out of its pack."""
-    record = {"run": net.config.run, "condition": net.config.condition, "step": step,
-              "quantity": quantity, "value": str(value)}
-    try:
-        path = net.out.write_diverged(record)
-    except OSError as e:
-        _fail(net, e)
-        return
-    _fail(net, Diverged(net.config.run, step, quantity, value, path))
-
-
 def _preempt(nets, step: int, timing: Timing):
     """SIGTERM: every net saves a backup at this step, then the process stops."""
     with timing.phase("backup"):
-        _per_net(nets, lambda net: net.backup.save())
+        per_net(nets, lambda net: net.backup.save())
     raise Preempted(step)
 
 
-def _finish(net: _NetInTraining, strategy, chief: bool, jit_compile: bool, timing: Timing,
+def _finish(net: NetInTraining, strategy, chief: bool, jit_compile: bool, timing: Timing,
             started: float, pack: list[str]) -> None:
     """The net's result.json (written last, after its weights: it marks the run done)."""
     config, run = net.config, RunDir(net.config.run_dir)
     net.summaries.close(net.backup.step())
-    end_digests = _digests(net.model, config.model)
-    entries = net.history.entries
-    final = entries[-1]
-    result = {
-        "run": config.run, "condition": config.condition, "dataset": config.dataset,
-        "split": config.split, "split_dir": config.split_dir, "seed": config.seed,
-        "examples_per_class": config.examples_per_class or None,
-        "source": config.source, "target": config.target, "n": config.n,
-        "finetune": config.finetune, "model": config.model,
-        # What n counts, for readers without the model registry (the report): `layers` names the
-        # cut points, this says whether they are the paper's layers.
-        "paper_layers": models.get(config.model).paper_layers,
-        "num_outputs": net.resolved.num_classes,
-        **metrics.top1_metrics(entries),
-        "top5_final": final["top5"], "loss_final": final["loss"],
-        "history": [{k: e[k] for k in ("step", "top1", "top5", "loss")} for e in entries],
-        "steps": final["step"],
-        "images_per_sec": final["step"] * config.batch_size / max(net.history.train_seconds, 1e-9),
-        "wall_time_sec": time.time() - started,
-        "jit_compile": jit_compile,
-        "replicas": strategy.num_replicas_in_sync,
-        "pack": pack,
-        "timing": timing.as_dict(),
-        "data": {"dataset": net.resolved.target_manifest["dataset"],
-                 "split": net.resolved.target_manifest["split"]["spec"],
-                 "classes": [c["original_index"] for c in net.resolved.target_manifest["classes"]],
-                 "image_shape": list(net.resolved.target_manifest["image_shape"]),
-                 "content_sha256": manifest_lib.content_sha256(net.resolved.target_manifest),
-                 "mean_half": config.mean_half},
-        "layers": [{"name": row.name, "origin": row.origin, "trainable": row.trainable,
-                    "sha256_start": net.start_digests[row.name],
-                    "sha256_end": end_digests[row.name]}
-                   for row in net.plan],
-    }
+    end_digests = transfer.block_sha256(net.model, config.model)
+    result = result_of(net, end_digests, jit_compile=jit_compile,
+                       replicas=strategy.num_replicas_in_sync, pack=pack, timing=timing,
+                       started=started)
     if chief:
         run.finish(net.model, result)
     net.result = result

@@ -19,7 +19,7 @@ import pytest
 from data_prep.prepare import prepare
 from data_prep.sources import SyntheticSpec
 from keras_transfer import config as config_lib
-from keras_transfer import grid, report, run_records, train
+from keras_transfer import divergence, grid, report, run_records, train
 from train_helpers import smoke_config as _config
 from train_helpers import train_on_cpu as _train
 
@@ -47,7 +47,8 @@ def test_out_of_range_flags_are_refused_by_main_and_the_grid(flag, tmp_path):
 @pytest.mark.slow
 def test_a_diverged_net_is_recorded_as_diverged_never_as_done(synthetic_data, tmp_path):
     config = _config(synthetic_data, tmp_path, target="A", lr=1e30)
-    with pytest.raises(train.Diverged, match="baseA diverged by step 2: the training loss is nan"):
+    with pytest.raises(divergence.Diverged,
+                       match="baseA diverged by step 2: the training loss is nan"):
         _train(config)
     run_dir = config.run_dir
     assert not (run_dir / "result.json").exists() and not (run_dir / "model.weights.h5").exists()

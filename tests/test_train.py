@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_transfer import data, models, resolve, train
+from keras_transfer import data, evaluation, models, resolve, seeds, train
 from train_helpers import smoke_config as _config
 from train_helpers import train_on_cpu as _train
 
@@ -56,11 +56,11 @@ def test_nets_of_other_splits_and_seeds_are_independent_draws(tmp_path):
     configs = [_config(tmp_path, tmp_path, split=split, seed=seed, source=source, n=n)
                for split in ("random:0", "random:1") for seed in (0, 1)
                for source, n in (("none", 0), ("A", 3))]
-    assert len({train.init_seed(c) for c in configs}) == len(configs)
-    streams = {(c.split, c.seed): train.data_seed(c) for c in configs}
+    assert len({seeds.init_seed(c) for c in configs}) == len(configs)
+    streams = {(c.split, c.seed): seeds.data_seed(c) for c in configs}
     assert len(set(streams.values())) == 4
     a3b = _config(tmp_path, tmp_path, split="random:1", seed=1, source="A", n=3)
-    assert train.data_seed(a3b) == streams[("random:1", 1)]
+    assert seeds.data_seed(a3b) == streams[("random:1", 1)]
 
 
 @pytest.mark.parametrize("finetune", [False, True])
@@ -353,10 +353,10 @@ def test_evaluation_points_are_the_last_ones_and_evaluating_trains_nothing(synth
                                                                            tmp_path, resumable):
     """--eval_last=1 evaluates at the end only, still writes a backup at every --eval_every
     point, and trains the very net that evaluating at every point trains."""
-    assert train.evaluation_steps(480, 80, 3) == [320, 400, 480]
-    assert train.evaluation_steps(450, 100, 3) == [300, 400, 450]
-    assert train.evaluation_steps(480, 80, 0) == [80, 160, 240, 320, 400, 480]
-    assert train.evaluation_steps(100, 80, 5) == [80, 100]
+    assert evaluation.evaluation_steps(480, 80, 3) == [320, 400, 480]
+    assert evaluation.evaluation_steps(450, 100, 3) == [300, 400, 450]
+    assert evaluation.evaluation_steps(480, 80, 0) == [80, 160, 240, 320, 400, 480]
+    assert evaluation.evaluation_steps(100, 80, 5) == [80, 100]
     kw = dict(target="A", steps=6, eval_every=2, dropout=0.5, deterministic=True)
     every = _train(_config(synthetic_data, tmp_path / "every", **kw))
     resumable.update(saved={})
