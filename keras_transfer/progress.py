@@ -9,7 +9,6 @@ every `histogram_every` evaluations and at the end.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from pathlib import Path
 
@@ -23,16 +22,14 @@ from keras_transfer import filter_images, models
 class EvalHistory:
     """Every evaluation of one run (step, top-1, top-5, loss) and its training throughput."""
 
-    def __init__(self, path, images_per_step: int, up_to_step: int = 0, label: str = ""):
-        """Keeps the entries of `path` up to `up_to_step`, the step the run resumes from.
-        `label` prefixes the console lines (the run's name, when several nets share a log)."""
+    def __init__(self, path, entries: list[dict], images_per_step: int, label: str = ""):
+        """Written to `path`, starting from `entries` (a resumed run's evaluations so far,
+        RunDir.read_history). `label` prefixes the console lines (the run's name, when several
+        nets share a log)."""
         self.path = Path(path)
         self.images_per_step = images_per_step
         self.prefix = f"{label}: " if label else ""
-        self.entries: list[dict] = []
-        if self.path.exists():
-            self.entries = [e for e in json.loads(self.path.read_text())["history"]
-                            if e["step"] <= up_to_step]
+        self.entries: list[dict] = list(entries)
 
     @property
     def train_seconds(self) -> float:

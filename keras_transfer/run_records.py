@@ -305,7 +305,43 @@ class RunDir:
         return self.diverged_path
 
     def read_start_digests(self) -> dict:
-        return json.loads(self.start_digests_path.read_text())
+        """The layers' hashes when training began; RecordError if missing or unreadable."""
+        return load_record(self.start_digests_path)
+
+    def read_history(self, up_to_step: int) -> list[dict]:
+        """The evaluations history.json holds, up to `up_to_step` (none if it is missing);
+        RecordError if it cannot be read."""
+        if not self.history_path.exists():
+            return []
+        entries = load_record(self.history_path).get("history")
+        if not (isinstance(entries, list)
+                and all(isinstance(e, dict) and isinstance(e.get("step"), int) for e in entries)):
+            raise RecordError(self.history_path, "malformed", "not a list of evaluations")
+        return [e for e in entries if e["step"] <= up_to_step]
+
+    def backup_records_problem(self, evaluated: list[int]) -> str | None:
+        """Why the newest backup cannot be resumed from although it may read back: what goes
+        with it is missing or unreadable, the layers' hashes when training began
+        (backup/layers_start.json) or the evaluations up to it (history.json must hold each
+        step of `evaluated` up to the backup's). None if it can, or if there is no backup."""
+        step = self.backup_step()
+        if not step:
+            return None
+        try:
+            self.read_start_digests()
+            recorded = {e["step"] for e in self.read_history(step)}
+        except RecordError as e:
+            return f"{e.path.name} is {e.kind} ({e})"
+        missing = [s for s in evaluated if s <= step and s not in recorded]
+        if missing:
+            return (f"{self.HISTORY} lacks the evaluations at steps "
+                    f"{', '.join(map(str, missing[:5]))}{' ...' if len(missing) > 5 else ''}")
+        return None
+
+    def discard_backup(self) -> None:
+        """Removes the backup (and the evaluations that went with it): the run starts afresh."""
+        shutil.rmtree(self.backup_dir, ignore_errors=True)
+        self.history_path.unlink(missing_ok=True)
 
     def write_start_digests(self, digests: dict) -> None:
         self.backup_dir.mkdir(exist_ok=True)

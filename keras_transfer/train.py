@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import sys
 import tempfile
 import time
 
@@ -154,7 +155,7 @@ def _train(nets: list[NetInTraining], strategy, chief: bool, timing: Timing,
         for net in nets:
             net.label = net.config.run if packed else ""
             try:
-                _build(net, strategy)
+                _build(net, strategy, chief)
             except OSError as e:
                 fail(net, e)
         nets = [net for net in nets if net.error is None]
@@ -189,10 +190,21 @@ def _train(nets: list[NetInTraining], strategy, chief: bool, timing: Timing,
                                            [n.config.run for n in nets]))
 
 
-def _build(net: NetInTraining, strategy) -> None:
+def _build(net: NetInTraining, strategy, chief: bool) -> None:
     """The net's model (with its copied and frozen layers), optimizer and backup, inside the
-    strategy's scope; restored from its backup if it has one."""
+    strategy's scope; restored from its backup if it has one and what goes with it is whole."""
     config, resolved = net.config, net.resolved
+    # Every worker resumes from the chief's backup (on a filesystem they share); under
+    # --overwrite the chief sets that aside and all start afresh.
+    resume_from = net.out if config.overwrite else RunDir(config.run_dir)
+    evaluated = evaluation_steps(resolved.total_steps, config.stretched(config.eval_every),
+                                 config.eval_last)
+    if problem := resume_from.backup_records_problem(evaluated):
+        # Each worker decides alike from the same files; only the chief removes them.
+        print(f"warning: {config.run}: its backup cannot be resumed from: {problem}; training "
+              "starts afresh", file=sys.stderr, flush=True)
+        if chief:
+            resume_from.discard_backup()
     with strategy.scope():
         net.model = models.build(config.model, resolved.num_classes, resolved.input_shape,
                                  dropout=config.dropout,
@@ -206,20 +218,17 @@ def _build(net: NetInTraining, strategy) -> None:
             net.optimizer = keras.optimizers.LossScaleOptimizer(net.optimizer)
         # Momentum slots exist once built; restoring a backup needs them to exist.
         net.optimizer.build(net.model.trainable_variables)
-        # Every worker resumes from the chief's backup (on a filesystem they share); under
-        # --overwrite the chief sets that aside and all start afresh.
-        resume_from = net.out if config.overwrite else RunDir(config.run_dir)
         net.backup = Backup(net.out.backup_dir, net.model, net.optimizer,
                             restore_from=resume_from.backup_dir)
-        net.start_step = net.backup.restore()
+        net.start_step = 0 if problem else net.backup.restore()
     if net.start_step:
         net.start_digests = resume_from.read_start_digests()
     else:
         net.start_digests = transfer.block_sha256(net.model, config.model)
         net.out.write_start_digests(net.start_digests)
         net.out.history_path.unlink(missing_ok=True)  # left by a run killed before its first backup
-    net.history = progress.EvalHistory(net.out.history_path, images_per_step=config.batch_size,
-                                       up_to_step=net.start_step, label=net.label)
+    net.history = progress.EvalHistory(net.out.history_path, net.out.read_history(net.start_step),
+                                       images_per_step=config.batch_size, label=net.label)
     net.summaries = progress.Summaries(net.out.summaries_dir, net.model,
                                        histogram_every=config.histogram_every)
 
