@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import time
 
@@ -93,6 +94,13 @@ def main(argv):
     except KeyboardInterrupt:  # Ctrl-C outside the training loop, which catches it itself
         print(interrupted_message(), file=sys.stderr)
         sys.exit(exit_status.INTERRUPTED)
+    except Exception:
+        # A Ctrl-C while TensorFlow loads can surface as another error from its import: the
+        # recorded SIGINT says what happened.
+        if stopping.received() == signal.SIGINT:
+            print(interrupted_message(), file=sys.stderr)
+            sys.exit(exit_status.INTERRUPTED)
+        raise
 
 
 def _train_from_flags():

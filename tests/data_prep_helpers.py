@@ -86,10 +86,10 @@ def start_cli(*args, module="data_prep"):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal)
+                            start_new_session=True, preexec_fn=ctrl_c_as_in_a_terminal)
 
 
-def _ctrl_c_as_in_a_terminal():
+def ctrl_c_as_in_a_terminal():
     """SIGINT back to its default in the child: a process inherits an ignored SIGINT, and
     pytest-xdist's workers ignore it (as a shell does for a command started with `&`)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from data_prep import prepare, sources
+from data_prep_helpers import ctrl_c_as_in_a_terminal
 from keras_transfer import report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +41,7 @@ def launch(cwd, *args, **popen):
     env = dict(os.environ, PYTHON=sys.executable)
     return subprocess.Popen([str(REPO / "launch.sh"), *args], cwd=cwd, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True, **popen)
+                            start_new_session=True, preexec_fn=ctrl_c_as_in_a_terminal, **popen)
 
 
 def run_dirs(cwd):
