@@ -81,34 +81,20 @@ def test_sigkill_resumes_from_the_last_backup(synthetic_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_saves_a_backup_and_the_rerun_continues_from_that_step(synthetic_data, tmp_path):
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)],
+                         ids=["sigterm", "ctrl_c"])
+def test_a_stop_signal_saves_a_backup_in_one_line_and_the_rerun_continues_from_that_step(
+        synthetic_data, tmp_path, signum, code):
+    """SIGTERM (a scheduler's preemption) and SIGINT (what a terminal's Ctrl-C sends) alike."""
+    name = signal.Signals(signum).name
     proc = _start(synthetic_data, tmp_path, *LONG)
     _wait_for_step(proc, _run_dir(tmp_path), 30)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 143, stderr[-2000:]
-    stopped_at = int(stderr.split("stopped by SIGTERM at step ")[1].split(";")[0])
-    assert not (_run_dir(tmp_path) / "result.json").exists()
-
-    again = _run(synthetic_data, tmp_path, *LONG)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert f"from its backup at step {stopped_at}\n" in again.stdout
-    result = json.loads((_run_dir(tmp_path) / "result.json").read_text())
-    assert result["steps"] == 300
-    assert _steps_in_order(result) == list(range(10, 301, 10))
-
-
-@pytest.mark.slow
-def test_ctrl_c_saves_a_backup_in_one_line_and_the_rerun_continues_from_that_step(
-        synthetic_data, tmp_path):
-    proc = _start(synthetic_data, tmp_path, *LONG)
-    _wait_for_step(proc, _run_dir(tmp_path), 30)
-    proc.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr[-2000:]
+    assert proc.returncode == code, stderr[-2000:]
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-2000:]
-    assert stderr.strip().splitlines()[-1].startswith("baseB: stopped by SIGINT at step ")
-    stopped_at = int(stderr.split("stopped by SIGINT at step ")[1].split(";")[0])
+    assert stderr.strip().splitlines()[-1].startswith(f"baseB: stopped by {name} at step ")
+    stopped_at = int(stderr.split(f"stopped by {name} at step ")[1].split(";")[0])
     assert (_run_dir(tmp_path) / "backup" / f"ckpt-{stopped_at}.index").exists()
     assert not (_run_dir(tmp_path) / "result.json").exists()
 
