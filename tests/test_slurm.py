@@ -3,6 +3,7 @@
 dependant starts before its base has ended (by the cluster's job-completion log), a failed base
 cancels only its own dependants, a requeued task resumes from its backup, and submitting the
 same grid again submits only what is not finished."""
+import concurrent.futures
 import json
 import os
 import re
@@ -42,6 +43,19 @@ def _free_ports(count):
     for s in sockets:
         s.close()
     return ports
+
+
+def test_two_cluster_starts_at_once_share_one_munged():
+    # Two starts racing for munged's socket: the loser must wait for the winner, not fail.
+    subprocess.run(["munged", "--stop"], capture_output=True)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            starts = [pool.submit(slurm_cluster.start_munge) for _ in range(2)]
+            for start in starts:
+                start.result()
+    finally:
+        slurm_cluster.start_munge()
+    assert subprocess.run("munge -n | unmunge", shell=True, capture_output=True).returncode == 0
 
 
 @pytest.fixture(scope="module")

@@ -116,8 +116,12 @@ def start_munge() -> None:
         MUNGE_KEY.chmod(0o400)
     MUNGE_RUN.mkdir(parents=True, exist_ok=True)
     shutil.chown(MUNGE_RUN, "munge", "munge")
-    subprocess.run(["runuser", "-u", "munge", "--", "munged"], check=True, capture_output=True)
-    _wait(_munge_works, 10, "munged did not answer `munge -n | unmunge`")
+    started = subprocess.run(["runuser", "-u", "munge", "--", "munged"], capture_output=True,
+                             text=True)
+    # munged fails when another start won the race for its socket: that one answers soon.
+    _wait(_munge_works, 10, "munged did not answer `munge -n | unmunge`"
+          + (f" (munged: {started.stderr.strip()}; see /var/log/munge/munged.log)"
+             if started.returncode else ""))
 
 
 def _wait(ready, seconds: float, failure: str) -> None:
