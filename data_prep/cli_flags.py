@@ -38,8 +38,9 @@ flags.DEFINE_bool("overwrite", _PREPARE["overwrite"],
                   "Replace output prepared with different settings.")
 flags.DEFINE_integer(
     "image_size", _PREPARE["image_size"],
-    "Resize images to SIZE x SIZE (default: the source's own size; 256 for ImageNet and for "
-    "sources whose images differ in size, as in the paper).")
+    "Resize images to SIZE x SIZE. Default: the images' own size, stretched to the larger side "
+    "if they are not square; 256 for ImageNet (the paper's) and for a TFDS dataset of mixed "
+    "sizes; a folder of images of several sizes needs this flag.")
 flags.DEFINE_enum(
     "encoding", _PREPARE["encoding"], ["auto", "png", "jpeg"],
     "Image encoding in the records; auto = PNG for small images, JPEG for photos.")

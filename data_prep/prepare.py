@@ -60,7 +60,7 @@ def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
                               synthetic_spec=synthetic)
     num_source_classes = len(src.class_names)
     halves = splits.resolve(spec, num_source_classes, src.class_names, src.dataset)
-    target = _target(src, image_size, encoding)
+    target, why = _target(src, image_size, encoding)
     root = layout.split_root(out, src.dataset, splits.split_dirname(spec, examples_per_class))
     names = halves.names  # ("A", "B"), or ("A",) for the whole dataset
     half_dirs = {h: root / h for h in names}
@@ -93,7 +93,7 @@ def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
                     raise DataPrepError(
                         f"another data_prep ({candidate.holder()}) is preparing {root}; wait "
                         "for it to end (or stop it), then run this command again")
-                _prepare_locked(src, labels, selection, halves, target, header, parent,
+                _prepare_locked(src, labels, selection, halves, target, why, header, parent,
                                 overwrite, num_workers, progress, outcome)
             finally:
                 with _interrupts_deferred():  # the lock file goes with the lock
@@ -123,16 +123,20 @@ def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
     return half_dirs
 
 
-def _prepare_locked(src, labels, selection, halves, target, header, parent, overwrite,
+def _prepare_locked(src, labels, selection, halves, target, why, header, parent, overwrite,
                     num_workers, progress, outcome):
-    """Under the split's lock: checks what is there, writes both halves into one staging
-    folder and publishes them together, setting outcome.published as it does; whatever
-    happens, no staging folder is left."""
+    """Under the split's lock: checks what is there, says what size the images are stored at
+    and why (with progress), writes both halves into one staging folder and publishes them
+    together, setting outcome.published as it does; whatever happens, no staging folder is
+    left."""
     names = halves.names
     _check_split_folder(parent)
     for h in names:
         _check_existing(parent / h, header[h], overwrite)
     _remove_stale(parent)
+    if progress:
+        print(f"data_prep: {src.dataset}: images stored at {target.height}x{target.width}x"
+              f"{target.channels} {target.encoding.upper()}: {why}", file=sys.stderr, flush=True)
     staging = parent.parent / f".{parent.name}.partial-{os.getpid()}"
     old = None
     try:
@@ -159,15 +163,34 @@ def _prepare_locked(src, labels, selection, halves, target, header, parent, over
 
 
 def _target(src, image_size, encoding):
-    """Stored size, channels and encoding: the source's size unless it varies or is ImageNet."""
+    """Stored size, channels and encoding, and a phrase saying why that size.
+
+    Images keep their own size unless --image_size is given or the source is ImageNet (256, as
+    the paper). Images of one size that is not square are stretched to the larger side, as the
+    paper stretched every ImageNet photo to 256x256: the crops are square, and a square crop of
+    an oblong image would leave out the ends of its longer side. Images of several sizes need --image_size (a folder is
+    refused naming two of them); a TFDS dataset of several sizes, which cannot be measured
+    without decoding it, is stored at 256.
+    """
     h, w, c = src.image_shape
     if image_size is not None:
-        h = w = image_size
-    elif src.dataset.startswith("imagenet") or not (h and w):
-        h = w = PHOTO_SIZE
+        size, why = image_size, f"--image_size={image_size}"
+    elif src.dataset.startswith("imagenet"):
+        size, why = PHOTO_SIZE, f"ImageNet, at the paper's {PHOTO_SIZE} px"
+    else:
+        if not (h and w):
+            h, w = src.common_size() or (None, None)
+        if h and w:
+            size = max(h, w)
+            why = ("the images' own size" if h == w else
+                   f"every image is {h}x{w} (height x width), stretched to the larger side")
+        else:
+            size, why = PHOTO_SIZE, ("the images differ in size, resized to the paper's "
+                                     f"{PHOTO_SIZE} px")
+        why += "; --image_size=N for another"
     if encoding == "auto":
-        encoding = "jpeg" if src.photos and max(h, w) > sources.SMALL_IMAGE else "png"
-    return imaging.Target(height=h, width=w, channels=c, encoding=encoding)
+        encoding = "jpeg" if src.photos and size > sources.SMALL_IMAGE else "png"
+    return imaging.Target(height=size, width=size, channels=c, encoding=encoding), why
 
 
 def _header(src, source, spec, half, halves, examples_per_class, target):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import classnames, idx
+from data_prep import classnames, idx, imaging
 from data_prep.errors import DataPrepError
 
 SPLITS = ("train", "validation")
@@ -49,6 +49,11 @@ class Source(abc.ABC):
     @abc.abstractmethod
     def labels(self, split):
         """Original labels (int64 array) of a split, in source order."""
+
+    def common_size(self):
+        """(height, width) that every image shares, for a source whose image_shape leaves it
+        open; None when it cannot be told without decoding every image (TFDS)."""
+        return None
 
     @abc.abstractmethod
     def payloads(self, split, indices):
@@ -144,6 +149,7 @@ class FolderSource(Source):
         if not root.is_dir():
             raise DataPrepError(f"folder source {root} is not a directory; pass "
                                 "--source=folder:ROOT with ROOT holding one folder per class")
+        self.root = root
         self.dataset = root.resolve().name
         self.photos = True
         self.image_shape = (None, None, 3)
@@ -206,10 +212,30 @@ class FolderSource(Source):
     def labels(self, split):
         return np.array([label for _, label in self._files[split]], dtype=np.int64)
 
+    def common_size(self):
+        """The size every image has, from the files' headers; DataPrepError naming the first
+        two files whose sizes differ (found at once in a folder of mixed photos)."""
+        first = None
+        for split in SPLITS:
+            for path, _ in self._files[split]:
+                size = imaging.size_of(path)
+                if first is None:
+                    first = (path, size)
+                elif size != first[1]:
+                    raise DataPrepError(
+                        f"the images of {self.root} differ in size: {first[0]} is "
+                        f"{_hxw(first[1])}, {path} is {_hxw(size)} (height x width); pass "
+                        "--image_size=N to resize every image to N x N (the paper used 256)")
+        return first[1]
+
     def payloads(self, split, indices):
         files = self._files[split]
         for i in indices:
             yield files[i][0], files[i][0]
+
+
+def _hxw(size):
+    return f"{size[0]}x{size[1]}"
 
 
 class TfdsSource(Source):

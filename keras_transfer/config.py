@@ -72,8 +72,11 @@ class Config(naming.NetIdentity):
     examples_per_class: int = _flag(0, "Reduced-volume series: use the data prepared with this "
                                     "many training examples per class (0: all).",
                                     allowed=NON_NEGATIVE)
-    crop: int = _flag(0, "Training crop size; 0: 227 for caffenet, 26 for small.",
-                      allowed=NON_NEGATIVE)
+    crop: int = _flag(0, "Training crop size; 0: the network's own: " + ", ".join(
+        f"{models.get(name).crop_of_256} for {name}" for name in models.NAMES
+        if models.get(name).crop_of_256) + "; the image size minus 2 for " + " and ".join(
+        name for name in models.NAMES if not models.get(name).crop_of_256)
+        + " (26 of Fashion-MNIST's 28 px).", allowed=NON_NEGATIVE)
     # The paper subtracted the mean image of the base net's data from every input, so copied
     # layers see their inputs centred as in training; the target half's mean is the other choice.
     mean_image: str = _flag("base", "Whose per-pixel training mean is subtracted from the inputs: "

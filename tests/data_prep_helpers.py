@@ -26,13 +26,17 @@ def error_lines(stderr):
 
 
 def class_image(label, index, size=8):
-    """A small RGB image that depends on its class and index."""
+    """A small RGB image that depends on its class and index; `size` is its side or its
+    (height, width)."""
+    height, width = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng([label, index])
-    return rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+    return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
 
 
-def make_image_folder(root, classes=("cat", "dog", "owl", "fox"), per_class=12, split_layout=False):
-    """ROOT/<class>/img_NN.png, or ROOT/{train,validation}/<class>/... with split_layout."""
+def make_image_folder(root, classes=("cat", "dog", "owl", "fox"), per_class=12, split_layout=False,
+                      size=8):
+    """ROOT/<class>/img_NN.png, or ROOT/{train,validation}/<class>/... with split_layout; every
+    image of `size` (a side, or (height, width))."""
     root = Path(root)
     groups = {"train": per_class, "validation": 3} if split_layout else {"": per_class}
     for sub, n in groups.items():
@@ -41,7 +45,8 @@ def make_image_folder(root, classes=("cat", "dog", "owl", "fox"), per_class=12, 
             d.mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 offset = 1000 if sub == "validation" else 0
-                Image.fromarray(class_image(label, i + offset)).save(d / f"img_{i:02d}.png")
+                Image.fromarray(class_image(label, i + offset, size)).save(
+                    d / f"img_{i:02d}.png")
     return root
 
 

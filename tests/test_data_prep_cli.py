@@ -10,11 +10,13 @@ import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from data_prep import idx, manifest
 from data_prep.prepare import prepare
 from data_prep.sources import SyntheticSpec
-from data_prep_helpers import error_lines, run_cli, start_cli, wait_until
+from data_prep_helpers import (class_image, error_lines, make_image_folder, run_cli, start_cli,
+                               wait_until)
 
 
 def _refused(done, *phrases):
@@ -117,6 +119,16 @@ def test_prepare_verify_and_refuse_a_different_manifest(tmp_path):
     done = run_cli("verify", out)
     assert done.returncode == 1
     assert f"BAD  {half_a}" in done.stdout and shard.name in done.stdout and "sha256" in done.stdout
+
+
+def test_a_folder_of_images_of_several_sizes_is_refused_naming_two_and_the_fix(tmp_path):
+    root = make_image_folder(tmp_path / "pets", per_class=3, size=(20, 24))
+    odd = root / "owl" / "img_01.png"
+    Image.fromarray(class_image(0, 0, size=(16, 16))).save(odd)
+    done = run_cli(f"--source=folder:{root}", f"--out={tmp_path / 'out'}")
+    _refused(done, f"{root / 'cat' / 'img_00.png'} is 20x24, {odd} is 16x16 (height x width)",
+             "--image_size=N")
+    assert not (tmp_path / "out").exists()
 
 
 def test_verify_without_prepared_data_is_refused(tmp_path):

@@ -283,13 +283,35 @@ def test_folder_source(tmp_path, split_layout):
         assert any(np.array_equal(ex["image"], o) for o in originals)
 
 
-def test_folder_photos_are_jpeg_at_256_by_default(tmp_path):
-    root = make_image_folder(tmp_path / "pets", per_class=2)
-    halves = prepare(f"folder:{root}", "random:0", tmp_path / "out", progress=False)
+@pytest.mark.parametrize("height, width, size, encoding, why", [
+    (20, 24, 24, "png", "every image is 20x24 (height x width), stretched to the larger side"),
+    (12, 12, 12, "png", "the images' own size"),
+    (72, 72, 72, "jpeg", "the images' own size"),  # photos above 64 px: JPEG
+])
+def test_folder_images_keep_their_own_size_and_say_so(tmp_path, capsys, height, width, size,
+                                                      encoding, why):
+    """Without --image_size, a folder of images of one size is stored at that size (squared to
+    its larger side), and data_prep says which size it used and why."""
+    root = make_image_folder(tmp_path / "pets", per_class=2, size=(height, width))
+    halves = prepare(f"folder:{root}", "random:0", tmp_path / "out", progress=True)
     m = manifest.load_manifest(halves["A"])
-    assert m["encoding"] == "jpeg" and m["image_shape"] == [256, 256, 3]
+    assert m["encoding"] == encoding and m["image_shape"] == [size, size, 3]
     ex = next(records.read_examples(_shards(halves["A"], "train")))
-    assert ex["image"].shape == (256, 256, 3)
+    assert ex["image"].shape == (size, size, 3)
+    assert (f"data_prep: pets: images stored at {size}x{size}x3 {encoding.upper()}: {why}; "
+            "--image_size=N for another") in capsys.readouterr().err
+
+
+def test_imagenet_and_image_size_override_the_images_own_size(tmp_path, capsys):
+    root = make_image_folder(tmp_path / "imagenet2012", per_class=2, size=(20, 24))
+    halves = prepare(f"folder:{root}", "random:0", tmp_path / "out", progress=True)
+    assert manifest.load_manifest(halves["A"])["image_shape"] == [256, 256, 3]
+    assert "images stored at 256x256x3 JPEG: ImageNet, at the paper's 256 px" in \
+        capsys.readouterr().err
+    halves = prepare(f"folder:{root}", "random:0", tmp_path / "out16", progress=True,
+                     image_size=16)
+    assert manifest.load_manifest(halves["A"])["image_shape"] == [16, 16, 3]
+    assert "images stored at 16x16x3 PNG: --image_size=16\n" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -283,6 +283,25 @@ def test_dry_run_leaves_out_finished_nets_and_writes_nothing(tmp_path):
     assert sorted(p.name for p in (tmp_path / "runs").rglob("*") if p.is_file()) == ["model.weights.h5", "result.json"]
 
 
+def test_a_folder_of_small_images_is_priced_and_cropped_at_its_own_size(tmp_path):
+    """A folder of 20x24 PNGs is prepared at 24x24 (not stretched to 256), so the dry run prices
+    the small network at its default crop of 24 - 2 = 22 pixels, the crop main trains on."""
+    from data_prep.prepare import prepare
+    from data_prep_helpers import make_image_folder
+    from keras_transfer import models, resolve
+
+    root = make_image_folder(tmp_path / "pets", per_class=4, size=(20, 24))
+    halves = prepare(f"folder:{root}", "random:0", tmp_path / "data", progress=False)
+    text = dry_run(tmp_path, "--targets=B", "--experiments=transfer", "--",
+                   f"--data_dir={tmp_path / 'data'}", "--dataset=pets", "--steps=10")
+    macs = models.multiply_adds(models.build("small", 2, (22, 22, 3)))
+    assert f"3 x 2 x {macs / 1e9:.4g} G forward multiply-adds, small at 22x22x3)" in text
+    manifest = json.loads((halves["B"] / "manifest.json").read_text())
+    net = config.Config(data_dir=str(tmp_path / "data"), dataset="pets", model="small")
+    resolve.check_images(net, manifest)
+    assert resolve.input_shape_of(net, manifest) == (22, 22, 3)
+
+
 def test_caffenet_compute_uses_the_papers_multiply_adds(tmp_path):
     flagfile = tmp_path / "paper.flags"
     flagfile.write_text(f"--model=caffenet\n--batch_size=256\n--steps=450000\n"
