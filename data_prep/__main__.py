@@ -95,6 +95,7 @@ def run():
         print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
     FLAGS = cli_flags.FLAGS
+    cli_flags.list_in_help()
     app.run(main)
 
 

@@ -8,6 +8,7 @@ subprocesses. The defaults of the library's arguments are read from `prepare` an
 """
 import dataclasses
 import inspect
+import sys
 
 from absl import flags
 
@@ -62,3 +63,11 @@ for _field in dataclasses.fields(SyntheticSpec):
 flags.DEFINE_integer("num_classes", None, "data_prep.splits: number of classes K.")
 flags.DEFINE_string("dataset", None,
                     "data_prep.splits: dataset name, for --split=dissimilar (e.g. cifar100).")
+
+
+def list_in_help():
+    """Makes `--help` list the flags above. absl's --help lists the key flags of the module named
+    by sys.argv[0] (the command's own file, or the console script's path); the flags are
+    defined here, so they are declared key flags of whichever it is."""
+    for flag in FLAGS.get_flags_for_module(__name__):
+        FLAGS.register_key_flag_for_module(sys.argv[0], flag)

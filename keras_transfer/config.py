@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import shlex
+import sys
 from pathlib import Path
 
 from absl import flags
@@ -210,6 +211,14 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
         else:
             _DEFINE[field.type](field.name, field.default, help_text, flag_values=flag_values)
     flags.DEFINE_list("nets", [], NETS_HELP, flag_values=flag_values)
+
+
+def list_in_help(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """Makes `--help` list main's flags. absl's --help lists the key flags of the module named
+    by sys.argv[0] (main.py under `python -m`, the console script's path otherwise); the flags
+    are defined here, so they are declared key flags of whichever it is."""
+    for flag in flag_values.get_flags_for_module(__name__):
+        flag_values.register_key_flag_for_module(sys.argv[0], flag)
 
 
 def check_values(config: Config) -> None:

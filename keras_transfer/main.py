@@ -201,6 +201,7 @@ def lost_worker_message(error, configs) -> str:
 def run():
     """Console entry point (`keras-transfer`)."""
     logging.set_verbosity(logging.WARNING)
+    config_lib.list_in_help()
     app.run(main)
 
 

@@ -131,6 +131,27 @@ def test_a_folder_of_images_of_several_sizes_is_refused_naming_two_and_the_fix(t
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("module", ["data_prep", "data_prep.splits"])
+def test_help_lists_every_flag_of_data_prep_and_none_of_absls(module):
+    """--help lists what --helpfull lists under data_prep.cli_flags, with the help texts."""
+    def listed(text, after=None):
+        lines = text.splitlines()
+        if after is not None:  # the module's section of --helpfull
+            lines = lines[lines.index(after) + 1:]
+            lines = lines[:next((i for i, line in enumerate(lines) if line.endswith(":")
+                                 and not line.startswith(" ")), len(lines))]
+        return {line.split(":")[0].strip().replace("--[no]", "--")
+                for line in lines if line.startswith("  --")}
+
+    short = run_cli("--help", module=module)
+    full = run_cli("--helpfull", module=module)
+    assert "Traceback" not in short.stderr + full.stderr  # absl's --help exits with status 1
+    ours = listed(full.stdout, after="data_prep.cli_flags:")
+    assert {"--source", "--split", "--out", "--image_size", "--synthetic_seed"} <= ours
+    assert listed(short.stdout) == ours
+    assert "Resize images to SIZE x SIZE" in short.stdout
+
+
 def test_verify_without_prepared_data_is_refused(tmp_path):
     _refused(run_cli("verify", tmp_path), "no prepared data", str(tmp_path))
 

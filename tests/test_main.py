@@ -74,6 +74,33 @@ def test_flag_defaults_are_the_fashion_mnist_preset():
         assert str(default) == value or (isinstance(default, float) and float(value) == default), name
 
 
+def _listed(help_text):
+    """The flag names a --help text lists (`--name:` or `--[no]name:` at a line's start)."""
+    return {line.split(":")[0].strip().replace("--[no]", "--")
+            for line in help_text.splitlines() if line.startswith("  --")}
+
+
+@pytest.mark.parametrize("command", [
+    ["-m", "keras_transfer.main"],
+    # The console script `keras-transfer` (setup.py): main imported, not run as __main__.
+    ["-c", "import sys; sys.argv[0] = 'keras-transfer'; from keras_transfer.main import run; run()"],
+])
+def test_help_lists_every_flag_of_main_and_none_of_absls(command):
+    from absl import flags
+
+    from keras_transfer import config as config_lib
+
+    defined = flags.FlagValues()
+    config_lib.define_flags(defined)
+    done = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert "Traceback" not in done.stderr  # absl's --help exits with status 1
+    listed = _listed(done.stdout)
+    assert listed == {f"--{name}" for name in defined}
+    assert {"--source", "--n", "--finetune", "--steps", "--nets"} <= listed
+    assert "Training crop size" in done.stdout  # with its help text
+
+
 @pytest.mark.slow
 def test_corrupt_base_weights_are_named_not_a_traceback(synthetic_data, tmp_path):
     assert _smoke(synthetic_data, tmp_path, "--target=A").returncode == 0

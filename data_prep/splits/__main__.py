@@ -9,7 +9,7 @@ import sys
 
 from absl import app
 
-from data_prep.cli_flags import FLAGS
+from data_prep.cli_flags import FLAGS, list_in_help
 from data_prep.errors import DataPrepError
 from data_prep.splits import DISSIMILAR, resolve
 
@@ -36,4 +36,5 @@ def _main(argv):
 
 
 if __name__ == "__main__":
+    list_in_help()
     app.run(_main)
