@@ -70,7 +70,7 @@ def test_report_writes_csv_summary_decomposition_and_figures(tmp_path):
     result = report.make_report(workdir, reference="yosinski2014")
     out = workdir / "report"
     assert set(result["files"]) == {"results.csv", "findings.csv", "summary.md", "figure2.png",
-                                    "figure3.png", "hparams"}
+                                    "figure3.png", "figure2.pdf", "figure3.pdf", "hparams"}
     table = pd.read_csv(out / "results.csv")
     assert len(table) == 3 * (1 + 5 * 7)
     assert set(table["condition"]) == {"base", "selffer", "selffer+", "transfer", "transfer+",
@@ -109,6 +109,28 @@ def test_report_writes_csv_summary_decomposition_and_figures(tmp_path):
         assert data.startswith(b"\x89PNG") and len(data) > 10_000
     assert list((out / "hparams").rglob("events.out.tfevents.*"))
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_each_figure_is_also_a_pdf_and_findings_csv_holds_each_findings_interval(tmp_path):
+    write_grid(tmp_path)
+    write_run(tmp_path, source="none", target="B", n=0, split="random:0", seed=1,
+              top1_final=0.9, examples_per_class=10)  # a reduced-volume base: reduced.png
+    made = report.make_report(tmp_path, hparams=False)
+    for name in ("figure2", "figure3", "reduced"):
+        pdf = made["files"][f"{name}.pdf"]
+        assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5_000
+        assert made["files"][f"{name}.png"].read_bytes().startswith(b"\x89PNG")
+    assert not [p for p in (tmp_path / "report").iterdir() if p.name.startswith(".")]
+
+    table = pd.read_csv(tmp_path / "report" / "findings.csv")
+    one = table.set_index("effect").loc["1. baseB − BnB, mean over n = 3-5"]
+    # baseB − BnB = 0.002 n + 0.001 s: over n = 3-5, 0.008 + 0.001 s on splits s = 0, 1, 2.
+    half_width = 4.302653 * 0.001 / math.sqrt(3)
+    assert one[["mean", "low", "high"]].tolist() == pytest.approx(
+        [0.009, 0.009 - half_width, 0.009 + half_width])
+    assert (one["count"], one["runs"], one["verdict"]) == (3, 9, "holds")  # splits, BnB nets
+    assert list(table["table"]) == ["finding"] * 4 + ["table1"] * 6
+    assert table[["mean", "low", "high", "count", "runs"]].notna().all().all()
 
 
 def test_figure3_is_relative_to_the_base_of_each_pair(tmp_path):
@@ -187,6 +209,7 @@ def test_reference_overlay_changes_figure2(tmp_path):
     again = report.make_report(tmp_path, tmp_path / "again", reference="yosinski2014",
                                hparams=False)
     assert again["files"]["figure2.png"].read_bytes() == figure2
+    assert again["files"]["figure2.pdf"].read_bytes() == overlay["files"]["figure2.pdf"].read_bytes()
 
 
 def test_missing_conditions_are_left_out_with_a_note(tmp_path):

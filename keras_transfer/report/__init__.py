@@ -10,7 +10,8 @@ twins, `baseB-x2`, where the grid's convergence experiment trained them), per co
 mean top-1 with its CI (the whole-dataset random-features control beside its baseA, where it
 was trained), and the decomposition per n; findings.csv (the findings and Table 1 with their
 intervals and the paper's); convergence.csv (each base net beside its longer twin) when the
-convergence control ran; figure2.png, figure3.png and reduced.png when their runs exist;
+convergence control ran; figure2, figure3 and reduced, each as .png and .pdf, when their
+runs exist;
 and hparams/ (each run's hparams for TensorBoard's HParams dashboard). Conditions that have no
 runs are left out with a note. Every difference of two conditions is taken within one target
 half (`findings`); the paper's values beside the measured ones are the same estimator on the

@@ -1,5 +1,6 @@
 """The paper's figure 2 (transfer by layer), figure 3 (random, dissimilar and random-features
-transfer) and the reduced-volume figure, as PNGs.
+transfer) and the reduced-volume figure, each as a PNG to look at and a PDF (vector) to print
+or put in a paper, of the same name.
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from keras_transfer.report.findings import not_the_papers_layers
 from keras_transfer.report.runs import architecture, is_whole, n_counts
 from keras_transfer.report.tables import relative_by_n
 
+FORMATS = ("png", "pdf")  # each figure is written in both (save_figure)
+
 # Figure 2 of the paper: condition -> (label, colour, marker); white circles for the base nets,
 # dark and light blue for the selffer nets, dark red and pink for the transfer nets, fine-tuned
 # nets as crosses.
@@ -24,6 +27,16 @@ FIGURE2_STYLE = {
     "transfer": ("AnB", "#b2182b", "D"),
     "transfer+": ("AnB+", "#ff8fb0", "P"),
 }
+
+
+def save_figure(fig, path: Path) -> None:
+    """Writes the figure as `path` (PNG) and as the same name in every other of FORMATS, then
+    closes it. The PDF carries no creation date, so the same runs give the same file."""
+    fig.tight_layout()
+    for fmt in FORMATS:
+        fig.savefig(path.with_suffix(f".{fmt}"), format=fmt, dpi=110,
+                    metadata={"CreationDate": None} if fmt == "pdf" else None)
+    pyplot().close(fig)
 
 
 def n_axis(ax, arch, first: int, label: str) -> None:
@@ -90,9 +103,7 @@ def figure2(df: pd.DataFrame, path: Path, metric: str, reference: dict | None) -
     splits = main["split_dir"].nunique()
     top.set_title(f"Transfer by layer ({dataset}; {len(main)} runs, {splits} "
                   f"split{'s' if splits != 1 else ''})")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     return notes
 
 
@@ -136,9 +147,7 @@ def figure3(df: pd.DataFrame, path: Path, metric: str) -> list[str]:
     ax.set_title("Transfer relative to the base net (error bars: 95% CI over splits)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
     notes = [f"figure3: no {label} runs, left out" for label in list(colours)[:2]
              if label not in lines]
     if RANDOM_WHOLE not in lines and RANDOM_HALF not in lines:
@@ -178,6 +187,4 @@ def reduced_figure(df: pd.DataFrame, path: Path, metric: str) -> None:
     ax.set_title("Base nets trained on reduced data")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

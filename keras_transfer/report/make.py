@@ -14,7 +14,7 @@ import pandas as pd
 from data_prep import atomic
 from keras_transfer import metrics
 from keras_transfer.report import convergence, paper_nets
-from keras_transfer.report.figures import figure2, figure3, reduced_figure
+from keras_transfer.report.figures import FORMATS, figure2, figure3, reduced_figure
 from keras_transfer.report.findings import PAPER_METRIC, REFERENCES
 from keras_transfer.report.hparams import write_hparams
 from keras_transfer.report.runs import (NETWORK_COLUMNS, SETTINGS, ReportError, architecture,
@@ -25,8 +25,9 @@ from keras_transfer.report.tables import decomposition_notes, findings_table, su
 
 
 # What the report writes into its folder: replaced whole by every report.
+FIGURES = ("figure2", "figure3", "reduced")  # each in every figures.FORMATS
 REPORT_FILES = frozenset({"results.csv", "convergence.csv", "findings.csv", "summary.md",
-                          "figure2.png", "figure3.png", "reduced.png", "hparams"})
+                          "hparams"} | {f"{name}.{fmt}" for name in FIGURES for fmt in FORMATS})
 # What `python -m keras_transfer.analyze predict` writes there (its --out: also analysis/): kept.
 KEPT_FILES = frozenset({"predict.json", "predict.png", "analysis"})
 # Hidden folders of killed reports of earlier versions (inside the report folder): dropped.
