@@ -30,6 +30,12 @@ TOP1 = {
 }
 
 
+
+def summary_tag(metric: str) -> str:
+    """The TensorBoard tag under which a net's TOP1 `metric` is recorded when it finishes."""
+    return f"result/{metric}"
+
+
 class MetricError(ValueError):
     """A metric that would not mean what its name says for these runs."""
 

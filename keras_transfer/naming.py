@@ -19,6 +19,10 @@ PAPER_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7")
 PAPER_N = tuple(range(1, len(PAPER_LAYERS) + 1))
 
 CONDITIONS = ("base", "selffer", "selffer+", "transfer", "transfer+", "random")
+# The settings that tell the nets of the experiments apart: what TensorBoard's HParams dashboard
+# lists for each net (training writes them into the net's own events, progress.Summaries).
+HPARAMS = ("dataset", "model", "split", "examples_per_class", "seed", "source", "target", "n",
+           "finetune", "stretch")
 
 _RUN_RE = re.compile(r"^(?:base(?P<base>[AB])|(?P<src>[ABR])(?P<n>[1-9][0-9]*)(?P<tgt>[AB])(?P<ft>\+?))"
                      r"(?:-x(?P<stretch>[2-9]|[1-9][0-9]+))?$")

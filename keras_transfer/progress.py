@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from data_prep.atomic import write_json_atomic
-from keras_transfer import filter_images, models
+from keras_transfer import filter_images, metrics, models
 
 
 class EvalHistory:
@@ -63,14 +63,27 @@ class EvalHistory:
 
 
 class Summaries:
-    """TensorBoard: train/eval loss, top-1, top-5, learning rate, images/s at every evaluation;
-    weight histograms and the conv1 filters every `histogram_every` evaluations and at the end."""
+    """TensorBoard: the net's hparams when it starts; train/eval loss, top-1, top-5, learning
+    rate, images/s at every evaluation; weight histograms and the conv1 filters every
+    `histogram_every` evaluations and at the end; its top-1 metrics at the end.
 
-    def __init__(self, log_dir, model, histogram_every: int = 5):
+    The hparams go into the net's own log directory, so TensorBoard's HParams dashboard finds
+    each net in the one run that holds its curves (the experiment is inferred from the nets)."""
+
+    def __init__(self, log_dir, model, histogram_every: int = 5, hparams: dict | None = None,
+                 trial_id: str | None = None):
+        """`hparams`: the net's values of naming.HPARAMS, given when it starts from step 0 (a
+        resumed run has them in the events of its first start)."""
         self.model = model
         self.histogram_every = max(1, histogram_every)
         self.writer = tf.summary.create_file_writer(str(log_dir))
         self._evaluations = 0
+        if hparams is not None:
+            from tensorboard.plugins.hparams import api as hp
+
+            with self.writer.as_default():
+                hp.hparams(hparams, trial_id=trial_id)
+            self.writer.flush()
 
     def add(self, entry: dict) -> None:
         with self.writer.as_default(step=entry["step"]):
@@ -86,9 +99,13 @@ class Summaries:
         self.writer.flush()
         self._evaluations += 1
 
-    def close(self, step: int) -> None:
+    def close(self, step: int, top1: dict) -> None:
+        """The last weights, and `top1` ({metric: value}, metrics.TOP1) under their tags."""
         with self.writer.as_default(step=step):
             self.write_weights()
+            for metric, value in top1.items():
+                if value is not None:
+                    tf.summary.scalar(metrics.summary_tag(metric), value)
         self.writer.close()
 
     def write_weights(self) -> None:

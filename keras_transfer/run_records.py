@@ -343,6 +343,11 @@ class RunDir:
         shutil.rmtree(self.backup_dir, ignore_errors=True)
         self.history_path.unlink(missing_ok=True)
 
+    def discard_summaries(self) -> None:
+        """Removes the TensorBoard events of an earlier start that left no backup to resume:
+        the run starts afresh, and TensorBoard would show both starts' curves and hparams."""
+        shutil.rmtree(self.summaries_dir, ignore_errors=True)
+
     def write_start_digests(self, digests: dict) -> None:
         self.backup_dir.mkdir(exist_ok=True)
         write_json_atomic(self.start_digests_path, digests)

@@ -227,10 +227,14 @@ def _build(net: NetInTraining, strategy, chief: bool) -> None:
         net.start_digests = transfer.block_sha256(net.model, config.model)
         net.out.write_start_digests(net.start_digests)
         net.out.history_path.unlink(missing_ok=True)  # left by a run killed before its first backup
+        net.out.discard_summaries()  # the same run's events, which would show twice
     net.history = progress.EvalHistory(net.out.history_path, net.out.read_history(net.start_step),
                                        images_per_step=config.batch_size, label=net.label)
-    net.summaries = progress.Summaries(net.out.summaries_dir, net.model,
-                                       histogram_every=config.histogram_every)
+    net.summaries = progress.Summaries(
+        net.out.summaries_dir, net.model, histogram_every=config.histogram_every,
+        hparams=None if net.start_step else {name: getattr(config, name)
+                                             for name in naming.HPARAMS},
+        trial_id=str(config.run_dir.relative_to(config.workdir)))
 
 
 def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: SigtermFlag,
@@ -337,11 +341,11 @@ def _finish(net: NetInTraining, strategy, chief: bool, jit_compile: bool, timing
             started: float, pack: list[str]) -> None:
     """The net's result.json (written last, after its weights: it marks the run done)."""
     config, run = net.config, RunDir(net.config.run_dir)
-    net.summaries.close(net.backup.step())
     end_digests = transfer.block_sha256(net.model, config.model)
     result = result_of(net, end_digests, jit_compile=jit_compile,
                        replicas=strategy.num_replicas_in_sync, pack=pack, timing=timing,
                        started=started)
+    net.summaries.close(net.backup.step(), {metric: result[metric] for metric in metrics.TOP1})
     if chief:
         run.finish(net.model, result)
     net.result = result

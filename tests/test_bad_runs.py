@@ -59,7 +59,7 @@ def test_a_diverged_net_is_recorded_as_diverged_never_as_done(synthetic_data, tm
         _train(config)
     # The report lists it apart and leaves it out of every mean.
     good = _train(_config(synthetic_data, tmp_path, target="B"))
-    made = report.make_report(tmp_path, hparams=False)
+    made = report.make_report(tmp_path)
     summary = made["files"]["summary.md"].read_text()
     assert made["runs"] == 1
     diverged_section = summary.split("## Diverged nets")[1]
@@ -91,7 +91,7 @@ def test_a_legacy_result_with_a_nan_loss_is_not_averaged_in(tmp_path):
     result = json.loads((bad / "result.json").read_text())
     result["loss_final"] = float("nan")
     (bad / "result.json").write_text(json.dumps(result))
-    made = report.make_report(tmp_path, hparams=False)
+    made = report.make_report(tmp_path)
     assert made["runs"] == 1
     assert any("B3B/result.json: its final loss is nan: the net diverged" in n
                for n in made["notes"])
@@ -110,7 +110,7 @@ def test_a_result_with_wrong_types_is_skipped_with_a_note(tmp_path, change, mess
     bad = write_run(tmp_path, source="B", target="B", n=3, top1_final=0.2)
     result = {**json.loads((bad / "result.json").read_text()), **change}
     (bad / "result.json").write_text(json.dumps(result))
-    made = report.make_report(tmp_path, hparams=False)
+    made = report.make_report(tmp_path)
     assert made["runs"] == 1
     assert any(f"skipped malformed {bad / 'result.json'}: " in n and message in n
                for n in made["notes"]), made["notes"]

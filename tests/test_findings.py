@@ -103,7 +103,7 @@ def test_convergence_lists_base_nets_still_learning(tmp_path):
     write_run(tmp_path, source="none", target="B", n=0, split="random:1", top1_final=0.90,
               curve=[0.897, 0.899])
     write_run(tmp_path, source="A", target="B", n=1, split="random:1", top1_final=0.90)
-    text = report.make_report(tmp_path, hparams=False)["files"]["summary.md"].read_text()
+    text = report.make_report(tmp_path)["files"]["summary.md"].read_text()
     assert "within 0.5 points of top-1: 1 of 2; other nets: 1 of 1" in text
     late = text.split("Not on a plateau", 1)[1].split("\n\n", 2)[1]
     assert late == "- fashion_mnist/random_0/seed0/baseB: last top-1 0.8000, 0.8500, 0.9000"

@@ -115,7 +115,7 @@ def test_sigterm_then_sigkill_then_two_launchers_resume(tmp_path, data_dir):
             assert len(by_resumers) == 1, (name, starts)
 
     # 4. The report reads the real runs.
-    made = report.make_report(tmp_path / "runs", hparams=False)
+    made = report.make_report(tmp_path / "runs")
     assert made["runs"] == len(NETS)
     assert made["files"]["figure2.png"].stat().st_size > 10_000
 

@@ -144,6 +144,24 @@ def test_the_paper_command_reports_the_authors_nets(tmp_path):
     assert len(pd.read_csv(out / "results.csv")) == 148
 
 
+def test_the_authors_nets_are_hparams_runs_of_their_own(tmp_path):
+    """They have no TensorBoard events of their own: each gets a run with the hparams and
+    final metrics training writes for a net."""
+    from keras_transfer import naming
+    from keras_transfer.report.hparams import write_hparams
+    from train_helpers import hparams_written
+
+    nets = paper_nets.load().head(3)
+    write_hparams(nets, tmp_path)
+    runs = {path.parent for path in tmp_path.rglob("events.out.tfevents.*")}
+    assert runs == {tmp_path / run_dir for run_dir in nets["run_dir"]}
+    for _, net in nets.iterrows():
+        [(trial, values)] = hparams_written(tmp_path / net["run_dir"])
+        assert trial == net["run_dir"] and set(values) == set(naming.HPARAMS) - {"stretch"}
+        assert (values["n"], values["finetune"], values["examples_per_class"]) == (
+            net["n"], net["finetune"], 0)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--paper", "runs", "--out=x"], "give no WORKDIR"),
     (["--paper"], "--paper needs --out"),

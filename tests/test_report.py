@@ -1,5 +1,5 @@
-"""The report's statistics match values worked out by hand, and it writes its table, summary,
-figures and HParams from result.json files alone, leaving missing conditions out with a note."""
+"""The report's statistics match values worked out by hand, and it writes its tables, summary
+and figures from result.json files alone, leaving missing conditions out with a note."""
 import errno
 import json
 import math
@@ -70,7 +70,7 @@ def test_report_writes_csv_summary_decomposition_and_figures(tmp_path):
     result = report.make_report(workdir, reference="yosinski2014")
     out = workdir / "report"
     assert set(result["files"]) == {"results.csv", "findings.csv", "summary.md", "figure2.png",
-                                    "figure3.png", "figure2.pdf", "figure3.pdf", "hparams"}
+                                    "figure3.png", "figure2.pdf", "figure3.pdf"}
     table = pd.read_csv(out / "results.csv")
     assert len(table) == 3 * (1 + 5 * 7)
     assert set(table["condition"]) == {"base", "selffer", "selffer+", "transfer", "transfer+",
@@ -107,7 +107,8 @@ def test_report_writes_csv_summary_decomposition_and_figures(tmp_path):
     for png in ("figure2.png", "figure3.png"):
         data = (out / png).read_bytes()
         assert data.startswith(b"\x89PNG") and len(data) > 10_000
-    assert list((out / "hparams").rglob("events.out.tfevents.*"))
+    # No HParams runs beside the nets' own (training writes each net's hparams there).
+    assert not list(out.rglob("events.out.tfevents.*"))
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
 
 
@@ -115,7 +116,7 @@ def test_each_figure_is_also_a_pdf_and_findings_csv_holds_each_findings_interval
     write_grid(tmp_path)
     write_run(tmp_path, source="none", target="B", n=0, split="random:0", seed=1,
               top1_final=0.9, examples_per_class=10)  # a reduced-volume base: reduced.png
-    made = report.make_report(tmp_path, hparams=False)
+    made = report.make_report(tmp_path)
     for name in ("figure2", "figure3", "reduced"):
         pdf = made["files"][f"{name}.pdf"]
         assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 5_000
@@ -159,10 +160,10 @@ def _section(text, heading):
 @pytest.mark.slow
 def test_whole_dataset_control_is_figure3s_random_line_and_leaves_the_main_series_alone(tmp_path):
     write_grid(tmp_path)
-    before = report.make_report(tmp_path, tmp_path / "before", hparams=False)
+    before = report.make_report(tmp_path, tmp_path / "before")
     main_runs = report.load_runs(tmp_path)[0]
     write_whole_control(tmp_path)
-    after = report.make_report(tmp_path, tmp_path / "after", hparams=False)
+    after = report.make_report(tmp_path, tmp_path / "after")
     df = report.load_runs(tmp_path)[0]
     assert set(df.loc[df["split"] == "whole", "series"]) == {"whole"}
 
@@ -200,14 +201,12 @@ def test_without_whole_dataset_runs_figure3_keeps_the_rnb_line(tmp_path):
 @pytest.mark.slow
 def test_reference_overlay_changes_figure2(tmp_path):
     write_grid(tmp_path)
-    plain = report.make_report(tmp_path, tmp_path / "plain", hparams=False)
-    overlay = report.make_report(tmp_path, tmp_path / "overlay", reference="yosinski2014",
-                                 hparams=False)
+    plain = report.make_report(tmp_path, tmp_path / "plain")
+    overlay = report.make_report(tmp_path, tmp_path / "overlay", reference="yosinski2014")
     figure2 = overlay["files"]["figure2.png"].read_bytes()
     assert plain["files"]["figure2.png"].read_bytes() != figure2
     assert all(len(v) == 7 for k, v in report.YOSINSKI2014_TOP1.items() if k != "base")
-    again = report.make_report(tmp_path, tmp_path / "again", reference="yosinski2014",
-                               hparams=False)
+    again = report.make_report(tmp_path, tmp_path / "again", reference="yosinski2014")
     assert again["files"]["figure2.png"].read_bytes() == figure2
     assert again["files"]["figure2.pdf"].read_bytes() == overlay["files"]["figure2.pdf"].read_bytes()
 
@@ -216,7 +215,7 @@ def test_missing_conditions_are_left_out_with_a_note(tmp_path):
     for split, base in zip(SPLITS[:2], BASE):
         write_run(tmp_path, source="none", target="B", n=0, split=split, top1_final=base)
         write_run(tmp_path, source="A", target="B", n=2, split=split, top1_final=base - 0.1)
-    result = report.make_report(tmp_path, hparams=False)
+    result = report.make_report(tmp_path)
     assert "figure2.png" in result["files"] and "figure3.png" not in result["files"]
     text = result["files"]["summary.md"].read_text()
     assert "figure2: no BnB (selffer) runs, left out" in text
@@ -231,7 +230,7 @@ def test_reduced_series(tmp_path):
             write_run(tmp_path, source="none", target=half, n=0, examples_per_class=epc,
                       top1_final=value + (0.02 if half == "B" else 0.0))
     write_run(tmp_path, source="none", target="B", n=0, top1_final=0.9)
-    result = report.make_report(tmp_path, hparams=False)
+    result = report.make_report(tmp_path)
     assert result["files"]["reduced.png"].read_bytes().startswith(b"\x89PNG")
     summary = report.summarize(report.load_runs(tmp_path)[0])
     reduced = summary[summary["series"] == "reduced"].set_index("examples_per_class")
@@ -247,7 +246,7 @@ def test_reduced_series_on_the_whole_dataset_is_apart_from_the_halves(tmp_path):
             write_run(tmp_path, source="none", target=half, n=0, examples_per_class=epc,
                       top1_final=value)
     write_run(tmp_path, source="none", target="A", n=0, split="whole", top1_final=0.8)
-    result = report.make_report(tmp_path, hparams=False)
+    result = report.make_report(tmp_path)
     assert result["files"]["reduced.png"].read_bytes().startswith(b"\x89PNG")
     summary = report.summarize(report.load_runs(tmp_path)[0])
     reduced = summary[summary["series"] == "reduced"].set_index(["data", "examples_per_class"])
@@ -263,9 +262,9 @@ def test_reduced_series_on_the_whole_dataset_is_apart_from_the_halves(tmp_path):
 @pytest.mark.slow
 def test_rerun_replaces_the_report(tmp_path):
     write_grid(tmp_path)
-    report.make_report(tmp_path, hparams=False)
+    report.make_report(tmp_path)
     write_run(tmp_path, source="none", target="B", n=0, split="random:3", top1_final=0.96)
-    report.make_report(tmp_path, hparams=False)
+    report.make_report(tmp_path)
     assert len(pd.read_csv(tmp_path / "report" / "results.csv")) == 3 * 36 + 1
 
 
@@ -291,26 +290,26 @@ def test_base_of_a_half_no_net_targets_is_left_out_of_the_base_level(tmp_path):
     write_run(tmp_path, source="none", target="A", n=0, top1_final=0.96)
     write_run(tmp_path, source="none", target="B", n=0, top1_final=0.80)
     write_run(tmp_path, source="A", target="B", n=3, top1_final=0.78)
-    info = report.make_report(tmp_path, hparams=False)
+    info = report.make_report(tmp_path)
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "| base | 0 | 1 | 0.8000 (1)" in summary
     assert any("baseA" in note for note in info["notes"])
     assert len(pd.read_csv(tmp_path / "report" / "results.csv")) == 3  # the CSV keeps every run
     # With a net targeting A too, baseA is part of the pooled base level again.
     write_run(tmp_path, source="B", target="A", n=3, top1_final=0.9)
-    report.make_report(tmp_path, hparams=False)
+    report.make_report(tmp_path)
     assert "| base | 0 | 2 | 0.8800" in (tmp_path / "report" / "summary.md").read_text()
 
 
 @pytest.mark.slow
 def test_summary_includes_the_cka_prediction_once_computed(tmp_path):
     write_grid(tmp_path)
-    report.make_report(tmp_path, hparams=False)
+    report.make_report(tmp_path)
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "analyze predict" in summary and "Spearman" not in summary
     cka = {"rho": -0.75, "p_value": 0.05, "p_value_method": "exact permutation", "points": 7}
     (tmp_path / "report" / "predict.json").write_text(json.dumps({"spearman": cka}))
-    report.make_report(tmp_path, hparams=False)
+    report.make_report(tmp_path)
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "over 7 layers" in summary
     assert "| CKA(baseA, baseB) per layer | rho -0.750 (exact permutation p 0.05) |" in summary
@@ -319,7 +318,7 @@ def test_summary_includes_the_cka_prediction_once_computed(tmp_path):
     depth = {**cka, "rho": 0.9, "p_value": 0.01}
     (tmp_path / "report" / "predict.json").write_text(json.dumps(
         {"spearman": cka, "spearman_depth": depth, "better_predictor": "depth"}))
-    report.make_report(tmp_path, hparams=False)
+    report.make_report(tmp_path)
     summary = (tmp_path / "report" / "summary.md").read_text()
     assert "| depth alone (layer n) | rho +0.900 (exact permutation p 0.01) |" in summary
     assert "Better predictor of the drop (larger rank correlation in size): **depth**" in summary
@@ -396,7 +395,7 @@ def test_a_report_killed_while_it_publishes_leaves_the_old_report_or_the_new_one
     two renames leaves no report folder, and the next report puts the old one back first."""
     workdir, out = tmp_path / "runs", tmp_path / "runs" / "report"
     _small_grid(workdir)
-    report.make_report(workdir, hparams=False)
+    report.make_report(workdir)
     (out / "predict.json").write_text("{}")
     old = _files(out)
     saved = tmp_path / "old_report"
@@ -404,7 +403,7 @@ def test_a_report_killed_while_it_publishes_leaves_the_old_report_or_the_new_one
     _small_grid(workdir, split="random:1")
     new_dir = tmp_path / "new_report"
     shutil.copytree(saved, new_dir)
-    report.make_report(workdir, new_dir, hparams=False)
+    report.make_report(workdir, new_dir)
     new = _files(new_dir)
     assert new != old and new["predict.json"] == b"{}"
     command = [sys.executable, "-c", KILL_AFTER]
@@ -424,7 +423,7 @@ def test_a_report_killed_while_it_publishes_leaves_the_old_report_or_the_new_one
         assert state in allowed, (after, sorted(state or ()))
         states.append("old" if state == old else "new" if state == new else "none")
         # The next report cleans up after the killed one and publishes the new report.
-        report.make_report(workdir, hparams=False)
+        report.make_report(workdir)
         assert _files(out) == new, after
         assert _leftovers(tmp_path) == [], after
         after += 1
@@ -448,7 +447,7 @@ def test_the_report_removes_the_staging_folders_of_dead_reports_only(tmp_path):
             (folder / "summary.md").write_text("half")
         # A staging folder of a version of the report that kept it inside the report folder.
         (workdir / "report" / ".staging-abc123").mkdir(parents=True)
-        report.make_report(workdir, hparams=False)
+        report.make_report(workdir)
         assert not stale.exists() and running.exists()
         assert _leftovers(workdir) == [running.name]
         assert (workdir / "report" / "summary.md").is_file()
@@ -548,7 +547,7 @@ def test_a_net_trained_with_other_result_flags_is_named_in_the_summary_and_print
 def test_a_full_disk_is_one_line_and_leaves_the_old_report(tmp_path, monkeypatch):
     workdir = tmp_path / "runs"
     _small_grid(workdir)
-    report.make_report(workdir, hparams=False)
+    report.make_report(workdir)
     before = _files(workdir / "report")
     _small_grid(workdir, split="random:1")
 
@@ -556,7 +555,7 @@ def test_a_full_disk_is_one_line_and_leaves_the_old_report(tmp_path, monkeypatch
         raise OSError(errno.ENOSPC, "No space left on device", str(self))
     monkeypatch.setattr(Path, "write_text", full)
     with pytest.raises(report.ReportError) as error:
-        report.make_report(workdir, hparams=False)
+        report.make_report(workdir)
     message = str(error.value)
     assert "No space left on device" in message and "nothing was changed" in message
     assert "\n" not in message

@@ -69,7 +69,7 @@ def _section(text, heading):
 
 def test_a_base_net_stalled_under_a_decayed_learning_rate_is_named_not_converged(tmp_path):
     write_stalled_grid(tmp_path)
-    made = report.make_report(tmp_path, hparams=False)
+    made = report.make_report(tmp_path)
     section = _section(made["files"]["summary.md"].read_text(), "## Convergence")
     # The plateau check passes every base net, the stalled one too: it cannot see the stall.
     assert "within 0.5 points of top-1: 8 of 8" in section
@@ -102,7 +102,7 @@ def test_with_the_control_the_plateau_check_lists_no_net(tmp_path):
     for evaluation, top1 in zip(result["history"][-3:], (0.80, 0.85, result["top1_final"])):
         evaluation["top1"] = top1
     rising.write_text(json.dumps(result))
-    section = _section(report.make_report(tmp_path, hparams=False)["files"]["summary.md"]
+    section = _section(report.make_report(tmp_path)["files"]["summary.md"]
                        .read_text(), "## Convergence")
     assert "within 0.5 points of top-1: 7 of 8" in section
     assert "Not on a plateau" not in section
@@ -111,7 +111,7 @@ def test_with_the_control_the_plateau_check_lists_no_net(tmp_path):
 
 def test_each_target_half_shows_the_longer_nets_gain_over_splits(tmp_path):
     write_stalled_grid(tmp_path)
-    text = report.make_report(tmp_path, hparams=False)["files"]["summary.md"].read_text()
+    text = report.make_report(tmp_path)["files"]["summary.md"].read_text()
     section = _section(text, "## Convergence")
     gains_b = [0.05, 0.002, 0.002, 0.002]
     interval = stats.t_interval(gains_b)
@@ -129,7 +129,7 @@ def test_x2_runs_leave_findings_table1_and_every_table_and_figure_unchanged(tmp_
     for (s, half), value in base_values(without).items():
         write_run(without, source="none", target=half, n=0, split=f"random:{s}",
                   top1_final=value, curve=[value - 0.1, value, value])
-    made = {name: report.make_report(tmp_path / name, tmp_path / f"{name}-report", hparams=False)
+    made = {name: report.make_report(tmp_path / name, tmp_path / f"{name}-report")
             for name in ("with", "without")}
     files = {name: made[name]["files"] for name in made}
     for name in ("findings.csv", "figure2.png"):
@@ -192,7 +192,7 @@ def test_the_gain_interval_is_over_splits_not_nets():
 def test_without_longer_twins_the_report_says_how_to_run_the_control(tmp_path):
     write_run(tmp_path, source="none", target="B", n=0, top1_final=0.75, curve=[0.6, 0.75, 0.75])
     write_run(tmp_path, source="A", target="B", n=1, top1_final=0.74)
-    made = report.make_report(tmp_path, hparams=False)
+    made = report.make_report(tmp_path)
     section = _section(made["files"]["summary.md"].read_text(), "## Convergence")
     assert "The convergence control was not run" in section
     assert "`--experiments=transfer,convergence`" in section
@@ -201,13 +201,3 @@ def test_without_longer_twins_the_report_says_how_to_run_the_control(tmp_path):
             "rate's last step down every curve is flat, converged or not, so a net that passes "
             "it may still be short of converged.") in section
     assert "convergence.csv" not in made["files"]
-
-
-def test_the_longer_twins_get_no_hparams_run(tmp_path):
-    """The HParams dashboard would show a twin as a second baseB with the same hparams."""
-    write_run(tmp_path, source="none", target="B", n=0, top1_final=0.80)
-    write_run(tmp_path, source="A", target="B", n=1, top1_final=0.79)
-    write_longer(tmp_path, target="B", top1_final=0.81)
-    hparams = report.make_report(tmp_path)["files"]["hparams"]
-    runs = {path.name for path in hparams.rglob("*") if path.is_dir()}
-    assert {"baseB", "A1B"} <= runs and "baseB-x2" not in runs

@@ -155,7 +155,7 @@ def test_a_difference_no_half_computes_is_not_computable(tmp_path):
     # The fine-tuned selffer nets of half A still give finding 2, on half A.
     assert by_number(df)[2]["within"] == "AnA+ − AnA on half A (3)"
 
-    made = report.make_report(tmp_path, hparams=False)
+    made = report.make_report(tmp_path)
     text = made["files"]["summary.md"].read_text()
     row = next(line for line in text.splitlines() if line.startswith("| 4. "))
     cells = row.split(" | ")
@@ -212,7 +212,7 @@ def test_the_paper_column_is_the_estimator_on_the_authors_nets(tmp_path):
     assert f"{mean:+.4f}" == "+0.0095"
     assert over_base["paper_figure2"] == pytest.approx(0.0170, abs=1e-4)  # the figure's
 
-    made = report.make_report(tmp_path, hparams=False)
+    made = report.make_report(tmp_path)
     text = made["files"]["summary.md"].read_text()
     assert f"{mean:+.4f} [{low:+.4f}, {high:+.4f}], 2 splits (10 nets): holds" in text
     csv = pd.read_csv(made["files"]["findings.csv"]).set_index("effect")

@@ -58,7 +58,7 @@ def test_a_network_of_five_cut_points(tmp_path):
         for n in range(1, 6):
             write_run(tmp_path, source="random", target="B", n=n, split=f"random:{s}",
                       model="resnet50", top1_final=0.5)
-    made = report.make_report(tmp_path, reference="yosinski2014", hparams=False)
+    made = report.make_report(tmp_path, reference="yosinski2014")
     assert {"figure2.png", "figure3.png", "summary.md"} <= set(made["files"])
     assert made["files"]["figure2.png"].read_bytes().startswith(b"\x89PNG")
     assert any("figure2: the paper's values are per CaffeNet layer" in note
@@ -138,7 +138,7 @@ def test_runs_of_several_networks_are_refused_until_one_is_chosen(tmp_path):
     assert "--model=NAME" in refused.stderr
     assert not (workdir / "report").exists()
     with pytest.raises(report.ReportError, match="no runs of model 'caffenet'"):
-        report.make_report(workdir, model="caffenet", hparams=False)
+        report.make_report(workdir, model="caffenet")
     assert not (workdir / "report").exists()
     chosen = subprocess.run(command + ["--model=resnet50"], capture_output=True, text=True)
     assert chosen.returncode == 0, chosen.stderr
@@ -153,7 +153,7 @@ def test_a_diverged_net_of_another_network_is_left_out(tmp_path):
         run_dir.mkdir(parents=True)
         (run_dir / "config.json").write_text(json.dumps({"model": model}))
         (run_dir / "diverged.json").write_text(json.dumps({"step": 5}))
-    text = report.make_report(tmp_path, model="small", hparams=False)[
+    text = report.make_report(tmp_path, model="small")[
         "files"]["summary.md"].read_text()
     assert "random_9/seed0/A6B: by step 5" in text and "A4B" not in text
 
@@ -170,7 +170,7 @@ def test_a_run_beyond_its_networks_cut_points_is_malformed(tmp_path, model, laye
     bad = write_run(tmp_path, source="A", target="B", n=n, top1_final=0.8)
     result = {**json.loads((bad / "result.json").read_text()), "model": model, "layers": layers}
     (bad / "result.json").write_text(json.dumps(result))
-    made = report.make_report(tmp_path, hparams=False)
+    made = report.make_report(tmp_path)
     assert made["runs"] == 1
     assert any(re.search(f"skipped malformed {re.escape(str(bad / 'result.json'))}: {message}",
                          note) for note in made["notes"]), made["notes"]

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_transfer import data, evaluation, models, resolve, seeds, train
+from keras_transfer import data, evaluation, metrics, models, resolve, seeds, train
 from train_helpers import smoke_config as _config
+from train_helpers import hparams_written
 from train_helpers import train_on_cpu as _train
 
 
@@ -257,6 +258,38 @@ def test_stretch_trains_the_whole_schedule_longer_under_its_own_name(synthetic_d
     assert result["run"] == "baseA-x2" and result["steps"] == 4
 
 
+@pytest.mark.slow
+def test_each_net_is_one_tensorboard_run_holding_its_hparams(synthetic_data, tmp_path):
+    """A tiny grid (baseA, baseB, then B1B and A1B+ as one pack) and its report: TensorBoard
+    finds one run per net under the WORKDIR, its tb/, holding the net's hparams once (an
+    earlier start's events, left without a backup, are dropped) and its final metrics."""
+    from keras_transfer import naming, report
+
+    workdir = tmp_path / "runs"
+    nets = [_config(synthetic_data, workdir, target=h) for h in "AB"]
+    stale = nets[0].run_dir / "tb"  # a start killed before its first backup
+    with tf.summary.create_file_writer(str(stale)).as_default():
+        from tensorboard.plugins.hparams import api as hp
+        hp.hparams({"n": 99}, trial_id="an earlier start")
+    for net in nets:
+        _train(net)
+    pack = [_config(synthetic_data, workdir, source="B", n=1),
+            _config(synthetic_data, workdir, source="A", n=1, finetune=True)]
+    train.run_pack(pack, tf.distribute.OneDeviceStrategy("/cpu:0"))
+    report.make_report(workdir)
+
+    runs = {path.parent for path in workdir.rglob("events.out.tfevents.*")}
+    assert runs == {net.run_dir / "tb" for net in nets + pack}
+    for net in nets + pack:
+        trial = str(net.run_dir.relative_to(workdir))
+        assert hparams_written(net.run_dir / "tb") == [
+            (trial, {name: getattr(net, name) for name in naming.HPARAMS})]
+        result = json.loads((net.run_dir / "result.json").read_text())
+        for metric in metrics.TOP1:
+            assert _tb_scalars(net.run_dir / "tb", metrics.summary_tag(metric)) == \
+                pytest.approx({result["steps"]: result[metric]})
+
+
 class _Stop(Exception):
     """Stands for a kill right after a backup."""
 
@@ -346,6 +379,9 @@ def test_resumed_run_restores_momentum_and_learning_rate(synthetic_data, tmp_pat
     history = json.loads((split.run_dir / "history.json").read_text())["history"]
     assert [entry["learning_rate"] for entry in history] == pytest.approx([0.005, 0.0005],
                                                                           rel=1e-6)
+    # Its hparams were written when it started, not again when it resumed.
+    assert [trial for trial, _ in hparams_written(split.run_dir / "tb")] == \
+        ["synthetic/random_0/seed0/baseA"]
 
 
 @pytest.mark.slow

@@ -48,7 +48,7 @@ def test_the_grid_trains_the_whole_dataset_control_and_the_report_draws_it(tmp_p
     assert origins[:3] == [("conv1", "random", False), ("conv2", "random", False),
                            ("conv3", "new", True)]
 
-    made = report.make_report(workdir, hparams=False)
+    made = report.make_report(workdir)
     assert "figure3.png" in made["files"] and "figure2.png" not in made["files"]
     df = report.load_runs(workdir)[0]
     (line,) = report.figure3_series(df, "top1_final").values()

@@ -15,3 +15,20 @@ def smoke_config(data_dir, workdir, **kw):
 
 def train_on_cpu(config):
     return train.run(config, tf.distribute.OneDeviceStrategy("/cpu:0"))
+
+
+def hparams_written(tb_dir):
+    """[(trial id, {hparam: value})] of each HParams session start in a run's event files."""
+    from tensorboard.plugins.hparams import metadata
+
+    starts = []
+    for path in sorted(tb_dir.glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == metadata.SESSION_START_INFO_TAG:
+                    info = metadata.parse_session_start_info_plugin_data(
+                        value.metadata.plugin_data.content)
+                    starts.append((info.group_name, {
+                        name: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind"))
+                        for name, v in info.hparams.items()}))
+    return starts

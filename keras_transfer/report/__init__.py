@@ -11,9 +11,9 @@ mean top-1 with its CI (the whole-dataset random-features control beside its bas
 was trained), and the decomposition per n; findings.csv (the findings and Table 1 with their
 intervals and the paper's); convergence.csv (each base net beside its longer twin) when the
 convergence control ran; figure2, figure3 and reduced, each as .png and .pdf, when their
-runs exist;
-and hparams/ (each run's hparams for TensorBoard's HParams dashboard). Conditions that have no
-runs are left out with a note. Every difference of two conditions is taken within one target
+runs exist; and, with --paper, hparams/ (the authors' nets for TensorBoard's HParams
+dashboard; a WORKDIR's nets carry their hparams in their own TensorBoard events). Conditions
+that have no runs are left out with a note. Every difference of two conditions is taken within one target
 half (`findings`); the paper's values beside the measured ones are the same estimator on the
 authors' own nets (`paper_nets`), and what its figure 2 means give.
 

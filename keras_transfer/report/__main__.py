@@ -39,7 +39,9 @@ def parser() -> argparse.ArgumentParser:
                         "than "
                         f"{metrics.MIN_EVALUATIONS_FOR_BEST10} evaluations)")
     p.add_argument("--no_hparams", dest="hparams", action="store_false",
-                   help="skip writing TensorBoard HParams summaries (no TensorFlow import)")
+                   help="with --paper: skip writing the authors' nets as TensorBoard HParams runs "
+                        "(no TensorFlow import). A WORKDIR's nets need none: training writes "
+                        "each net's hparams into its own TensorBoard events")
     return p
 
 
@@ -58,7 +60,7 @@ def main(argv=None) -> int:
     else:
         report = make_report(args.workdir, args.out, reference=args.reference,
                              dataset=args.dataset, model=args.model,
-                             metric=args.metric or metrics.HEADLINE, hparams=args.hparams)
+                             metric=args.metric or metrics.HEADLINE)
     print(f"[report] {report['runs']} runs")
     for note in report["notes"]:
         print(f"[report] note: {note}")

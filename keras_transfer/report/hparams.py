@@ -1,4 +1,10 @@
-"""Each run's hparams and top-1 metrics as TensorBoard summaries, for the HParams dashboard."""
+"""The authors' nets (`report --paper`) as TensorBoard runs for the HParams dashboard.
+
+A WORKDIR's nets need nothing from the report: training writes each net's hparams and final
+metrics into the net's own TensorBoard events (progress.Summaries), so TensorBoard lists every
+net once, with its curves and its hparams. The authors' nets have no events here, so each gets
+a run of its own, with the same hparams and tags.
+"""
 from __future__ import annotations
 
 import os
@@ -6,34 +12,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from keras_transfer.metrics import TOP1
-from keras_transfer.report.runs import architecture
+from keras_transfer import metrics, naming
 
-HPARAM_NAMES = ("source", "target", "n", "finetune", "split", "seed")
+
+def hparam_value(value):
+    """A value the HParams API takes: Python's bool, int, float or str; an empty
+    examples_per_class (every example) as 0, as main's flag says it."""
+    if pd.isna(value):
+        return 0
+    return value.item() if hasattr(value, "item") else value
 
 
 def write_hparams(df: pd.DataFrame, logdir: Path) -> None:
-    """One TensorBoard run per net: its hparams and top-1 metrics, for the HParams dashboard."""
+    """One TensorBoard run per net under `logdir`: its naming.HPARAMS (those the table has) and
+    top-1 metrics, tagged as training tags them."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
-    hparams = [
-        hp.HParam("source", hp.Discrete(sorted(df["source"].astype(str).unique()))),
-        hp.HParam("target", hp.Discrete(sorted(df["target"].astype(str).unique()))),
-        hp.HParam("n", hp.IntInterval(0, architecture(df).max_n)),
-        hp.HParam("finetune", hp.Discrete([False, True])),
-        hp.HParam("split", hp.Discrete(sorted(df["split"].astype(str).unique()))),
-        hp.HParam("seed", hp.IntInterval(int(df["seed"].min()), int(df["seed"].max()))),
-    ]
-    metrics = [hp.Metric(m, display_name=f"top-1 {label}") for m, label in TOP1.items()]
-    with tf.summary.create_file_writer(str(logdir)).as_default():
-        hp.hparams_config(hparams=hparams, metrics=metrics)
+
     for _, row in df.iterrows():
-        values = {"source": str(row["source"]), "target": str(row["target"]), "n": int(row["n"]),
-                  "finetune": bool(row["finetune"]), "split": str(row["split"]),
-                  "seed": int(row["seed"])}
+        values = {name: hparam_value(row[name]) for name in naming.HPARAMS if name in row}
         with tf.summary.create_file_writer(str(logdir / row["run_dir"])).as_default():
             hp.hparams(values, trial_id=row["run_dir"])
-            for metric in TOP1:
+            for metric in metrics.TOP1:
                 if not pd.isna(row[metric]):
-                    tf.summary.scalar(metric, float(row[metric]), step=int(row["steps"] or 0))
+                    tf.summary.scalar(metrics.summary_tag(metric), float(row[metric]),
+                                      step=int(row["steps"] or 0))

@@ -35,9 +35,9 @@ LEFTOVERS = (".staging-", ".old-")
 
 
 def make_report(workdir, out=None, *, reference: str | None = None, dataset: str | None = None,
-                model: str | None = None, metric: str = metrics.HEADLINE,
-                hparams: bool = True) -> dict:
-    """Writes the report's files into `out` (default WORKDIR/report) and returns {name: path}."""
+                model: str | None = None, metric: str = metrics.HEADLINE) -> dict:
+    """Writes the report's files into `out` (default WORKDIR/report) and returns {name: path}.
+    No HParams runs: each net's own TensorBoard events hold its hparams (report.hparams)."""
     workdir = Path(workdir)
     out = check_out(Path(out) if out is not None else workdir / "report", given=out is not None)
     df, notes = load_runs(workdir, dataset, model)
@@ -52,7 +52,7 @@ def make_report(workdir, out=None, *, reference: str | None = None, dataset: str
     except metrics.MetricError as e:
         raise ReportError(str(e)) from None
     return _write_report(df, notes, out, title=workdir, metric=metric, reference=reference,
-                         hparams=hparams, diverged=diverged,
+                         hparams=False, diverged=diverged,
                          prediction=out / "predict.json", settings=settings_differences(df))
 
 
