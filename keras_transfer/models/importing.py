@@ -38,8 +38,9 @@ def load(spelling: str) -> Architecture:
                          "there that returns an Architecture")
     made = getattr(module, function)
     if not callable(made) or isinstance(made, type):
-        raise ModelError(f"--model={spelling}: {function} is a {type(made).__name__}, not a "
-                         f"function; define `def {function}(): return Architecture(...)`")
+        raise ModelError(f"--model={spelling}: {function} is an object of type "
+                         f"{type(made).__name__}, not a function; define "
+                         f"`def {function}(): return Architecture(...)`")
     try:
         arch = made()
     except Exception as e:  # the user's code may raise anything: name it on one line
