@@ -128,6 +128,16 @@ def tiny_small():
 """
 
 
+def test_a_module_that_imports_a_missing_package_is_named_apart_from_a_missing_module(
+        tmp_path, monkeypatch):
+    write_net(tmp_path, "nets_needing_a_package.py", extra="import no_such_package_here\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(models.ModelError, match=r"importing nets_needing_a_package raised "
+                                                r"ModuleNotFoundError: No module named "
+                                                r"'no_such_package_here'; fix it"):
+        models.get("nets_needing_a_package:tiny")
+
+
 @pytest.mark.parametrize("net,function,message", [
     (dict(dense="dense_b"), "tiny", r"layer 'dense_b' holds variables but belongs to no cut "
                                     r"point and not to the head; add its name to one"),

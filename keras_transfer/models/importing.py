@@ -64,7 +64,7 @@ def _import(spelling: str, module: str):
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
-        if e.name is not None and module.split(".")[0] == e.name.split(".")[0]:
+        if e.name is not None and (module == e.name or module.startswith(e.name + ".")):
             raise ModelError(f"--model={spelling}: no module {e.name!r} on the path; run from "
                              "the folder that holds it (python -m puts it on the path) or add "
                              f"that folder to PYTHONPATH, or give a file: {FORMS}") from None
