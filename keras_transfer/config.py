@@ -61,7 +61,9 @@ class Config(naming.NetIdentity):
                            "(AnB).")
     model: str = _flag("small", "The network: " + "; ".join(
         f"{name}: {models.get(name).about} (k = {models.get(name).max_n})"
-        for name in models.NAMES) + ".", choices=models.NAMES)
+        for name in models.NAMES) + "; or your own, without editing the package: "
+        "module:function or path/to/file.py:function, a function that returns a "
+        "keras_transfer.models.Architecture (docs/examples/my_model.py).")
     fc8_outputs: int = _flag(0, "Width of fc8; 0 means the number of classes of the target half "
                              "(the authors' code used 1000 even for 500-class halves).",
                              allowed=NON_NEGATIVE)

@@ -116,6 +116,16 @@ class NetIdentity:
         return condition(self.source, self.target, self.n, self.finetune)
 
 
+def model_dirname(model: str) -> str:
+    """A folder name for main's --model (`runs_<it>` in the hints and the demo): a built-in
+    name as it is; `pkg.nets:tiny` -> `pkg_nets_tiny`, `path/to/my_model.py:tiny` ->
+    `my_model_tiny` (the file's name, not its folders)."""
+    source, _, function = model.rpartition(":")
+    source = Path(source).stem if source.endswith(".py") or "/" in source else source
+    name = f"{source}_{function}" if source else function
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_") or "model"
+
+
 def split_dir(split: str, examples_per_class: int = 0) -> str:
     """The folder name of a split's data and runs (`random_3`, `random_0_epc10`); main's
     --examples_per_class=0 means every example."""

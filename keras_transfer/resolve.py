@@ -65,7 +65,10 @@ MAX_EVALUATION_POINTS = 1_000_000
 
 
 def check_config(config: Config) -> None:
-    arch = models.get(config.model)
+    try:
+        arch = models.get(config.model)
+    except models.ModelError as e:
+        raise RunError(str(e)) from None
     problem = naming.net_problem(config.source, config.n, config.finetune, model=arch.name,
                                  cut_names=arch.cut_names, flag="--")
     if problem:
@@ -142,6 +145,18 @@ def check_images(config: Config, manifest: dict) -> None:
                        f"(data_prep --image_size) or give a larger --crop.")
 
 
+def check_own_model(config: Config, manifest: dict) -> None:
+    """A network from the user's code (not built in, whose tests check it) builds for this
+    data's input and classes, every variable in one cut point or the head."""
+    if models.is_builtin(config.model):
+        return
+    try:
+        models.check_build(config.model, config.fc8_outputs or manifest["num_classes"],
+                           input_shape_of(config, manifest))
+    except models.ModelError as e:
+        raise RunError(str(e)) from None
+
+
 def base_command(config: Config, half: str) -> str:
     """The command that trains (or, if it is finished, retrains) the base net a transfer run
     needs, with this run's data and solver (quoted in error messages)."""
@@ -173,7 +188,8 @@ def check_base(config: Config, target_manifest: dict, base_manifest: dict) -> Pa
         found["image shape"] = base_data.get("image_shape", expected["image shape"])
     if found["model"] != expected["model"]:
         # That base is good for its own network: retraining it would lose it.
-        own = dataclasses.replace(config, workdir=f"{config.workdir.rstrip('/')}_{config.model}")
+        own = dataclasses.replace(config, workdir=f"{config.workdir.rstrip('/')}_"
+                                                  f"{naming.model_dirname(config.model)}")
         raise RunError(f"base{config.source} in {base.path} is a --model={found['model']} net and "
                        f"this run is --model={config.model}: the nets of one workdir share their "
                        f"base nets, so each network needs its own. Give this one its own "
@@ -232,6 +248,7 @@ def check_inputs(config: Config) -> tuple[dict, dict | None]:
                        f"{target_manifest['image_shape']}; use --mean_image=target.")
     check_split(config, target_manifest)
     check_images(config, target_manifest)
+    check_own_model(config, target_manifest)
     train_count = target_manifest["counts"]["train"]
     check_schedule(config, total_steps(config, train_count))
     if config.batch_size > train_count:

@@ -33,6 +33,12 @@ def test_another_model_trains_into_its_own_folder(argv):
     assert command[command.index("--"):] == ["--", "--model=resnet_small"]
 
 
+def test_a_network_of_ones_own_trains_into_a_folder_named_after_its_file_and_function():
+    command = demo.grid_argv(["--model=nets/my_model.py:tiny_convnet"])
+    assert "--workdir=runs_my_model_tiny_convnet" in command
+    assert command[-1] == "--model=nets/my_model.py:tiny_convnet"
+
+
 def test_splits_that_are_not_random_split_numbers_are_refused():
     with pytest.raises(GridError, match="--splits=0,natman: the demo trains on random splits"):
         demo.grid_argv(["--splits=0,natman"])

@@ -47,6 +47,8 @@ def test_one_step_end_to_end(synthetic_data, tmp_path):
     (["--threads=-1"], "--threads=-1 is out of range"),
     (["--crop=40"], "--crop=40 is larger than the 28x28 images of half B"),
     (["--batch_size=5000"], "--batch_size=5000 is larger than the 120 training images"),
+    (["--model=alexnet"], "--model=alexnet is no network: choose one of caffenet"),
+    (["--model=no_such_user_module:tiny"], "no module 'no_such_user_module' on the path"),
 ])
 @pytest.mark.slow
 def test_bad_input_exits_non_zero_and_writes_nothing(synthetic_data, tmp_path, args, message):

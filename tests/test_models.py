@@ -64,6 +64,13 @@ def test_caffenet_groups_are_on_conv2_conv4_conv5(caffenet):
     assert all(caffenet.get_layer(name).groups == 2 for name in grouped)
 
 
+def test_caffenet_and_small_pass_the_check_a_network_of_ones_own_gets(caffenet):
+    """models.check_network (resolve's check of a network that is not built in) holds for the
+    built-in ones; test_bn_transfer.py checks the batch-normalised families."""
+    models.check_network(models.get("caffenet"), caffenet, 1000)
+    models.check_network(models.get("small"), models.small(5, (28, 28, 1)), 5)
+
+
 def test_caffenet_multiply_adds(caffenet):
     def conv(out, filters, kernel, in_per_group):
         return out * out * filters * kernel * kernel * in_per_group

@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -202,6 +203,17 @@ def test_base_from_another_model_is_refused_naming_a_workdir_of_its_own(syntheti
     message = str(refused.value)
     assert "is a --model=caffenet net and this run is --model=small" in message
     assert f"--workdir={copy}_small" in message and "--overwrite" not in message
+
+
+def test_a_network_of_ones_own_is_given_a_workdir_of_sane_name(synthetic_data, bases, tmp_path):
+    """--model=path/file.py:function names a folder by the file and the function."""
+    example = Path(__file__).resolve().parents[1] / "docs" / "examples" / "my_model.py"
+    copy = _edited_base(synthetic_data, bases, tmp_path, "config.json", lambda cfg: cfg)
+    own = _config(synthetic_data, copy, source="A", n=2, model=f"{example}:tiny_convnet")
+    with pytest.raises(train.RunError, match=rf"(?s)is a --model=small net and this run is "
+                                             rf"--model={example}:tiny_convnet.*"
+                                             rf"--workdir={copy}_my_model_tiny_convnet "):
+        _train(own)
 
 
 def test_base_from_another_split_is_refused(synthetic_data, bases, tmp_path):

@@ -12,13 +12,14 @@ import os
 import sys
 
 from keras_transfer import config as config_lib
-from keras_transfer import exit_status, models, naming
+from keras_transfer import exit_status, naming
 from keras_transfer.grid.cost import dry_run
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.local import run_local
 from keras_transfer.grid.nets import (DATA_CHOICES, DEFAULT_EXPERIMENTS, EXPERIMENTS,
                                       WHOLE_SPLIT, check_choices, enumerate_nets)
-from keras_transfer.grid.plan import make_plan, resolve_preset, stale_nets
+from keras_transfer.grid.plan import (check_own_model, make_plan, preset_architecture,
+                                      resolve_preset, stale_nets)
 from keras_transfer.grid.slurm import SlurmResources, submit_slurm
 
 
@@ -214,7 +215,7 @@ def main(argv=None, out=sys.stdout) -> int:
     if not (math.isfinite(args.images_per_sec) and args.images_per_sec > 0):
         raise GridError(f"--images_per_sec must be a positive number, not {args.images_per_sec}")
     preset = resolve_preset(args.flagfile, extra)
-    arch = models.get(preset.model)
+    arch = preset_architecture(preset)
     max_n = arch.max_n
     if args.layers is None:
         args.layers = list(range(1, max_n + 1))
@@ -239,6 +240,7 @@ def main(argv=None, out=sys.stdout) -> int:
     pack = args.pack or (0 if args.backend == "local" else 1)
     plan = make_plan(nets, preset, workdir=args.workdir, flagfile=args.flagfile,
                      extra_flags=extra, threads=threads, pack=pack, processes=jobs or 1)
+    check_own_model(preset, plan)
     stale = stale_nets(plan, preset)
     listing = "\n  ".join(f"{key[0]}/seed{key[1]}/{key[2]}: {'; '.join(reasons)}"
                           for key, reasons in stale.items())

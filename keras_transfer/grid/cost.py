@@ -9,9 +9,6 @@ import os
 import shlex
 import sys
 
-from data_prep import layout
-from data_prep import manifest as manifest_lib
-from data_prep.errors import DataPrepError
 from keras_transfer import models
 from keras_transfer.grid.nets import PlannedNet, stages
 from keras_transfer.grid.plan import Plan
@@ -26,38 +23,20 @@ def images_per_net(preset, plan: Plan, net: PlannedNet) -> float | None:
     steps = net.steps or preset.steps
     if steps > 0:
         return float(steps * preset.batch_size)
-    manifest = _target_manifest(plan, net)
+    manifest = plan.target_manifest(net)
     if manifest is None:
         return None
     return preset.epochs * manifest["counts"]["train"]
 
 
-def _target_manifest(plan: Plan, net: PlannedNet) -> dict | None:
-    """The manifest of the net's target half, None while it is not prepared (or unreadable:
-    main names the problem when the net needs it)."""
-    try:
-        return manifest_lib.load_manifest(
-            layout.half_dir(plan.data_dir, plan.dataset, net.split_dir, net.target))
-    except DataPrepError:
-        return None
-
-
 def multiply_adds(preset, plan: Plan) -> tuple[float, str]:
     """Forward multiply-adds per image of the preset's model, and where the number comes from."""
-    shape, classes, note = None, preset.fc8_outputs or None, ""
-    for net in plan.nets:
-        manifest = _target_manifest(plan, net)
-        if manifest is not None:
-            shape, classes = manifest["image_shape"], classes or manifest["num_classes"]
-            break
-    if shape is None:  # not prepared yet: the paper's 256 px photos, or the 28 px default dataset
-        shape = [256, 256, 3] if models.get(preset.model).crop_of_256 else [28, 28, 1]
-        note = ", image size assumed (no manifest yet)"
+    shape, classes, note = plan.model_input(preset)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
         from keras_transfer import data
         crop = preset.crop or data.default_crop(preset.model, min(shape[0], shape[1]))
-        model = models.build(preset.model, classes or 500, (crop, crop, shape[2]))
+        model = models.build(preset.model, classes, (crop, crop, shape[2]))
         return float(models.multiply_adds(model)), f"{preset.model} at {crop}x{crop}x{shape[2]}{note}"
     except ImportError as e:
         if preset.model == "caffenet":

@@ -11,7 +11,8 @@ The demo is the grid with other defaults: random splits 0-3, every net on half B
 the paper's fine-tuned nets was trained on one half), so that each comparison is made within
 one half, and the convergence control (baseA and baseB again on a schedule twice as long).
 Any grid option given overrides its default; `--model=NAME` (main's flag, before or after
-`--`) trains another network the same way into runs_NAME/.
+`--`) trains another network the same way into runs_NAME/ (for a network of one's own,
+`--model=path/to/file.py:function`, runs_file_function/; naming.model_dirname).
 """
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def grid_argv(argv: list[str]) -> list[str]:
         raise GridError(f"--splits={splits}: the demo trains on random splits; give their "
                         "numbers, e.g. --splits=0,1 (the grid, ./launch.sh without demo, takes "
                         "other splits)")
-    runs = DEFAULT_RUNS if model in (None, "small") else f"{DEFAULT_RUNS}_{model}"
+    runs = (DEFAULT_RUNS if model in (None, "small")
+            else f"{DEFAULT_RUNS}_{naming.model_dirname(model)}")
     defaults = [f"--flagfile={FLAGFILE}", f"--workdir={runs}", f"--splits={splits}", *DEFAULTS]
     # The random-features control on half B of the first split, unless the caller chooses
     # where it trains (the demo prepares random splits only, so not the whole dataset).

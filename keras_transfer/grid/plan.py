@@ -48,6 +48,34 @@ def resolve_preset(flagfile: str | None, extra_flags: list[str]):
         raise GridError(f"main's flags do not parse: {e}") from e
 
 
+def preset_architecture(preset) -> models.Architecture:
+    """The network of main's preset, as each net's own process will find it (same directory,
+    same environment); GridError naming why not."""
+    if models.is_registered(preset.model):
+        raise GridError(f"--model={preset.model} is registered in this process only "
+                        "(keras_transfer.models.register); the grid's nets run in processes of "
+                        "their own, which cannot see it: give it as module:function or "
+                        "path/to/file.py:function")
+    try:
+        return models.get(preset.model)
+    except models.ModelError as e:
+        raise GridError(str(e)) from None
+
+
+def check_own_model(preset, plan: "Plan") -> None:
+    """A network from the user's code builds for the grid's data as the experiment needs
+    (models.check_build, what main's resolve asks), before any net starts."""
+    if models.is_builtin(preset.model):
+        return
+    from keras_transfer import data  # TensorFlow: only for a network of the user's own
+    shape, classes, _ = plan.model_input(preset)
+    crop = preset.crop or data.default_crop(preset.model, min(shape[0], shape[1]))
+    try:
+        models.check_build(preset.model, classes, (crop, crop, shape[2]))
+    except models.ModelError as e:
+        raise GridError(str(e)) from None
+
+
 @dataclasses.dataclass
 class Plan:
     """The nets, and everything needed to turn one into a command and find its files."""
@@ -119,6 +147,26 @@ class Plan:
         """The log of a pack's process (each net's own log points to it)."""
         first = pack[0]
         return self.log_path(first).with_name(f"pack-{first.name}+{len(pack) - 1}.log")
+
+    def target_manifest(self, net: PlannedNet) -> dict | None:
+        """The manifest of the net's target half, None while it is not prepared (or unreadable:
+        main names the problem when the net needs it)."""
+        try:
+            return manifest_lib.load_manifest(
+                layout.half_dir(self.data_dir, self.dataset, net.split_dir, net.target))
+        except DataPrepError:
+            return None
+
+    def model_input(self, preset) -> tuple[list, int, str]:
+        """(image shape, fc8's outputs, a note) the preset's model is built for: the first
+        prepared half's, else the paper's 256 px photos or the 28 px default dataset's."""
+        classes = preset.fc8_outputs or None
+        for net in self.nets:
+            manifest = self.target_manifest(net)
+            if manifest is not None:
+                return manifest["image_shape"], classes or manifest["num_classes"], ""
+        shape = [256, 256, 3] if models.get(preset.model).crop_of_256 else [28, 28, 1]
+        return shape, classes or 500, ", image size assumed (no manifest yet)"
 
     def missing_data(self) -> list[str]:
         """The data_prep commands still needed: one per (split, examples per class) without manifests."""

@@ -84,6 +84,87 @@ class Architecture:
         return blocks
 
 
+class ModelError(ValueError):
+    """A network that cannot take part in the experiment: the message names what is wrong with
+    it and how to fix it."""
+
+
+def check_declaration(arch) -> None:
+    """ModelError naming the first field of `arch` that is not what the experiment reads: the
+    checks that need no TensorFlow (the grid makes them before it imports any)."""
+    if not isinstance(arch, Architecture):
+        raise ModelError(f"{arch!r} is a {type(arch).__name__}, not a "
+                         "keras_transfer.models.Architecture")
+    where = f"Architecture {arch.name!r}"
+    if not callable(arch.build):
+        raise ModelError(f"{where}: build is {arch.build!r}, not a function (num_classes, "
+                         "input_shape, *, dropout, seed) -> keras.Model")
+    if not isinstance(arch.cut_points, (tuple, list)) or not arch.cut_points:
+        raise ModelError(f"{where}: cut_points must be a tuple of CutPoint, bottom to top, with "
+                         "at least one")
+    for cut in arch.cut_points:
+        if not isinstance(cut, CutPoint):
+            raise ModelError(f"{where}: cut_points holds {cut!r}; give CutPoint(name, prefixes, "
+                             "output) for each")
+        _check_prefixes(f"{where}: cut point {cut.name!r}", cut.prefixes)
+    names = [cut.name for cut in arch.cut_points]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ModelError(f"{where}: the cut point names {repeated} are given more than once; "
+                         "name each cut point once (n counts them, the report shows them)")
+    if "head" in names:
+        raise ModelError(f"{where}: a cut point is named 'head', the name of the classifier "
+                         "that is always new; name it otherwise")
+    _check_prefixes(f"{where}: head", arch.head)
+    if not (isinstance(arch.input_scale, (int, float)) and arch.input_scale > 0):
+        raise ModelError(f"{where}: input_scale is {arch.input_scale!r}; give a positive number "
+                         "(1/255 for unit-scale images)")
+
+
+def _check_prefixes(what: str, prefixes) -> None:
+    """Prefixes are a tuple of layer name beginnings (a bare string would match by letters)."""
+    if (not isinstance(prefixes, (tuple, list)) or not prefixes
+            or not all(isinstance(p, str) and p for p in prefixes)):
+        raise ModelError(f"{what} has prefixes {prefixes!r}; give a tuple of layer name "
+                         "beginnings, e.g. ('conv1',)")
+
+
+def check_network(arch, model, num_classes: int) -> None:
+    """ModelError unless `model`, a build of `arch`, is what transfer, training, the hashes of
+    result.json and the analysis take: a Keras model with `num_classes` outputs, whose every
+    variable belongs to exactly one cut point or to the head, each cut point's output a layer."""
+    import keras  # here: the grid reads the declarations without TensorFlow
+    if not isinstance(model, keras.Model):
+        raise ModelError(f"{arch.name}: build returned a {type(model).__name__}, not a "
+                         "keras.Model; return keras.Model(inputs, outputs)")
+    try:
+        blocks = arch.block_layers(model)
+    except ValueError as e:
+        raise ModelError(str(e)) from None
+    owners = {}
+    for block, layers in blocks.items():
+        for layer in layers:
+            for weight in layer.weights:
+                owners.setdefault(id(weight), []).append(block)
+    for weight in model.weights:
+        found = owners.get(id(weight), [])
+        if len(found) != 1:
+            where = f"the blocks {found}" if found else "no cut point and not the head"
+            raise ModelError(f"{arch.name}: the variable {weight.path} belongs to {where}; "
+                             "each variable must belong to exactly one (hold it in one layer "
+                             "whose name starts with one block's prefix)")
+    for cut in arch.cut_points:
+        if cut.output not in {layer.name for layer in model.layers}:
+            raise ModelError(f"{arch.name}: cut point {cut.name!r} names its output layer "
+                             f"{cut.output!r}, which the model does not have; name the layer "
+                             "whose output stands for the block")
+    shape = tuple(model.outputs[0].shape) if len(model.outputs) == 1 else None
+    if shape is None or shape[1:] != (num_classes,):
+        raise ModelError(f"{arch.name}: built for {num_classes} classes, its outputs are "
+                         f"{[tuple(o.shape) for o in model.outputs]}, not one (batch, "
+                         f"{num_classes}); end with a softmax of num_classes units")
+
+
 def random_states(model_or_layer) -> list:
     """The state variables of its seed generators (dropout masks), in variable order, which is
     the same for every build of one architecture: what makes a layer random in training."""
