@@ -28,6 +28,8 @@ PRECISIONS = ("float32", "bfloat16", "float16")
 # The flags that say which net to train; --nets gives them per net instead.
 NET_FLAGS = ("source", "target", "n", "finetune", "stretch")
 MEAN_IMAGES = ("base", "target")
+ADAPT_INPUTS = ("none", "resize", "crop", "pad")  # data.ADAPT_MODES, without importing TensorFlow
+ADAPT_CHANNELS = ("none", "repeat")
 
 
 def _flag(default, help: str, *, choices=None, allowed=None):
@@ -64,6 +66,22 @@ class Config(naming.NetIdentity):
         for name in models.NAMES) + "; or your own, without editing the package: "
         "module:function or path/to/file.py:function, a function that returns a "
         "keras_transfer.models.Architecture (docs/examples/my_model.py).")
+    base_model: str = _flag("", "A network trained elsewhere that takes baseA's role: nets with "
+                            "--source=A (target B) copy cut points 1..n from it, matched by the "
+                            "--model's layer names. A saved Keras model (.keras) of the --model "
+                            "architecture; for resnet50 and mobilenetv2 also a weights file "
+                            "(.weights.h5, .h5: keras.applications' weights=PATH, saved without "
+                            "the top) or imagenet (downloaded by Keras: needs network access). "
+                            "Empty: baseA of the grid.")
+    adapt_input: str = _flag("none", "With --base_model: how the target's crops become the "
+                             "external network's input size (its saved input; 224 for a "
+                             "weights file): resize, crop (the centre; crops at least that big) "
+                             "or pad (zeros; crops at most that big); none feeds the crops as "
+                             "they are (convolutions take any size; a copied dense layer "
+                             "does not).", choices=ADAPT_INPUTS)
+    adapt_channels: str = _flag("none", "With --base_model: repeat the grey channel of 1-channel "
+                                "images to the external network's channels (repeat), or none.",
+                                choices=ADAPT_CHANNELS)
     fc8_outputs: int = _flag(0, "Width of fc8; 0 means the number of classes of the target half "
                              "(the authors' code used 1000 even for 500-class halves).",
                              allowed=NON_NEGATIVE)
@@ -169,9 +187,15 @@ class Config(naming.NetIdentity):
         return naming.split_dir(self.split, self.examples_per_class)
 
     @property
+    def copies_external(self) -> bool:
+        """Whether its copied layers come from --base_model (in baseA's role), not baseA."""
+        return bool(self.base_model) and self.source == "A" and self.n > 0
+
+    @property
     def mean_half(self) -> str:
-        """The half whose training mean image this net's inputs have subtracted."""
-        if self.mean_image == "base" and self.source in naming.HALVES:
+        """The half whose training mean image this net's inputs have subtracted (the target's
+        for a net copying --base_model, whose training mean is not known)."""
+        if self.mean_image == "base" and self.source in naming.HALVES and not self.copies_external:
             return self.source
         return self.target
 

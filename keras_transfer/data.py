@@ -7,7 +7,8 @@
   -> decode_examples (-> cache: before the shuffle when the split fits in memory, else after
      the skip)  -> shuffle_and_repeat -> skip_trained_batches (training)
   -> batch_and_number -> normalise_and_crop: subtract_mean_and_scale, then
-     draw_crops_and_mirrors + crop_and_mirror (training) or centre_crop
+     draw_crops_and_mirrors + crop_and_mirror (training) or centre_crop, then adapt_images
+     (only for a network pretrained elsewhere on other images: InputAdaptation)
   -> cut_into_replica_shares (training batches drawn whole for several replicas)
   -> prefetch_without_autotune
 
@@ -126,6 +127,45 @@ def mean_image(half_dir, manifest: dict | None = None) -> np.ndarray:
     return np.broadcast_to(per_channel, shape).astype(np.float32)
 
 
+ADAPT_MODES = ("none", "resize", "crop", "pad")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputAdaptation:
+    """How the crops of the target's images become the inputs of a network trained elsewhere
+    on other images: `mode` resize (bilinear), crop (the centre) or pad (zeros, the mean once
+    the mean is subtracted) each crop to `size` (height, width), or "none"; and `channels`:
+    one grey channel repeated to that many (None: as they are). Applied after the crop, so nets
+    fed differently still share one input stream."""
+    mode: str
+    size: tuple[int, int]
+    channels: int | None = None
+
+    def record(self) -> dict:
+        return {"mode": self.mode, "size": list(self.size), "channels": self.channels}
+
+
+def adapt_images(images: tf.Tensor, adaptation: InputAdaptation | None) -> tf.Tensor:
+    """A batch of cropped inputs resized, centre-cropped or padded to the adaptation's size,
+    its one channel repeated to its channels."""
+    if adaptation is None:
+        return images
+    height, width = adaptation.size
+    have_h, have_w = images.shape[1], images.shape[2]
+    if adaptation.mode == "resize" and (have_h, have_w) != (height, width):
+        images = tf.image.resize(images, (height, width), method="bilinear")
+    elif adaptation.mode == "crop":
+        top, left = (have_h - height) // 2, (have_w - width) // 2
+        images = images[:, top:top + height, left:left + width, :]
+    elif adaptation.mode == "pad":
+        top, left = (height - have_h) // 2, (width - have_w) // 2
+        images = tf.pad(images, [[0, 0], [top, height - have_h - top],
+                                 [left, width - have_w - left], [0, 0]])
+    if adaptation.channels and images.shape[-1] != adaptation.channels:
+        images = tf.repeat(images, adaptation.channels, axis=-1)
+    return images
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class InputSettings:
     """What an input stream yields, whoever reads it: `build_dataset` takes the half and split
@@ -142,6 +182,7 @@ class InputSettings:
     deterministic: across workers, every worker reads the whole stream and keeps its replicas'
         shares of each global batch (what one process trains on), instead of its own shards.
     start_step: training resumes the stream at this step (the steps before are skipped).
+    adaptations: per mean image, its InputAdaptation or None (None: none for any).
     limit: evaluation reads only the first `limit` examples (of all pipelines together).
     cache_bytes: a split whose decoded images fit is decoded once and kept in memory.
     Compared by identity (eq=False): mean images are arrays.
@@ -152,6 +193,7 @@ class InputSettings:
     crop: int | None = None
     model_name: str = "small"
     means: tuple[np.ndarray, ...] | None = None
+    adaptations: tuple[InputAdaptation | None, ...] | None = None
     deterministic: bool = False
     start_step: int = 0
     limit: int | None = None
@@ -160,6 +202,8 @@ class InputSettings:
     def __post_init__(self):
         if self.means is not None:
             object.__setattr__(self, "means", tuple(self.means))
+        if self.adaptations is not None:
+            object.__setattr__(self, "adaptations", tuple(self.adaptations))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,10 +369,11 @@ def crop_and_mirror(images: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor,
 
 
 def normalise_and_crop(index, raw, labels, *, means: list[tf.Tensor], scale: tf.Tensor,
-                       crop: int, training: bool, seed: int, as_tuple: bool):
+                       crop: int, training: bool, seed: int, as_tuple: bool,
+                       adaptations=None):
     """A batch of uint8 images -> float32 network inputs, centred on each of `means`: random
     crops and mirrors drawn once per batch for every mean alike (training), or the centre
-    crop."""
+    crop; then each adapted by its entry of `adaptations` (adapt_images)."""
     raw = tf.cast(raw, tf.float32)
     if training:
         rows, cols, mirror = draw_crops_and_mirrors(seed, index, tf.shape(raw)[0],
@@ -336,7 +381,9 @@ def normalise_and_crop(index, raw, labels, *, means: list[tf.Tensor], scale: tf.
         cut = lambda images: crop_and_mirror(images, rows, cols, mirror)
     else:
         cut = lambda images: centre_crop(images, crop)
-    images = tuple(cut(subtract_mean_and_scale(raw, mean, scale)) for mean in means)
+    adaptations = adaptations or [None] * len(means)
+    images = tuple(adapt_images(cut(subtract_mean_and_scale(raw, mean, scale)), adaptation)
+                   for mean, adaptation in zip(means, adaptations))
     return (images if as_tuple else images[0]), labels
 
 
@@ -397,7 +444,8 @@ def build_dataset(half_dir, split: str, settings: InputSettings, *,
     ds = batch_and_number(ds, share.batch_size, training=training, first_batch=first_batch)
     ds = ds.map(lambda index, batch: normalise_and_crop(
         index, *batch, means=means, scale=scale, crop=crop, training=training,
-        seed=settings.seed, as_tuple=settings.means is not None),
+        seed=settings.seed, as_tuple=settings.means is not None,
+        adaptations=settings.adaptations),
         num_parallel_calls=PARALLEL_CALLS, deterministic=True)
     if share.shares > 1:
         ds = cut_into_replica_shares(ds, share)

@@ -3,8 +3,9 @@
 Every check that can be made before a file is written happens here, once: the flags, the data
 (the target half's manifest, and the source half's where its mean image is used), the base net
 a transfer run copies from (finished, trained on these classes with this model, its weights
-readable for this input shape), and what follows from them: the input shape, the number of
-outputs, the steps. train takes the plan and checks none of it again.
+readable for this input shape; or the network of --base_model, external_base.py), and what
+follows from them: the input shape, the number of outputs, the steps. train takes the plan and
+checks none of it again.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from pathlib import Path
 from data_prep import splits
 from data_prep.errors import DataPrepError
 from keras_transfer import config as config_lib
-from keras_transfer import data, models, naming, transfer
+from keras_transfer import data, external_base, models, naming, transfer
 from keras_transfer.config import Config
 from keras_transfer.run_records import RecordError, RunDir, load_record
 
@@ -30,22 +31,64 @@ class Resolved:
     config: Config
     target_manifest: dict  # the half it trains and evaluates on
     base_weights: dict | None  # the base net's layer weights it copies (None: copies none)
-    input_shape: tuple  # (crop, crop, channels)
+    input_shape: tuple  # the network's input (crop, crop, channels; adapted for --base_model)
     num_classes: int  # fc8's outputs
     total_steps: int  # the whole schedule, --stretch included
     top_k: int | None  # 5 for top-5 accuracy, or None where it means nothing
+    crop: int = 0  # the input stream's crops (before an external base's adaptation)
+    external: external_base.ExternalBase | None = None  # --base_model, if it copies from it
+
+    @property
+    def copied_from(self) -> str | None:
+        """The origin of its copied cut points (baseA, baseB, external), None if it copies none."""
+        if self.external is not None:
+            return external_base.ORIGIN
+        return f"base{self.config.source}" if self.config.source in naming.HALVES else None
 
 
 def resolve(config: Config) -> Resolved:
     """The plan for `config`, or a RunError naming what is wrong and how to fix it. Reads the
     manifests and the base net's records and weights; writes nothing."""
     target_manifest, base_weights = check_inputs(config)
+    crop_shape = input_shape_of(config, target_manifest)
+    num_classes = config.fc8_outputs or target_manifest["num_classes"]
+    external = read_external(config, crop_shape, num_classes)
     return Resolved(
-        config=config, target_manifest=target_manifest, base_weights=base_weights,
-        input_shape=input_shape_of(config, target_manifest),
-        num_classes=config.fc8_outputs or target_manifest["num_classes"],
+        config=config, target_manifest=target_manifest,
+        base_weights=external.weights if external else base_weights,
+        input_shape=external.model_input if external else crop_shape,
+        num_classes=num_classes,
         total_steps=total_steps(config, target_manifest["counts"]["train"]),
-        top_k=top_k(target_manifest))
+        top_k=top_k(target_manifest), crop=crop_shape[0], external=external)
+
+
+def read_external(config: Config, crop_shape: tuple,
+                  num_classes: int) -> external_base.ExternalBase | None:
+    """The --base_model network a net copies from, checked against it; None if it copies
+    from none."""
+    if not config.copies_external:
+        return None
+    try:
+        return external_base.read(config, crop_shape, num_classes)
+    except external_base.ExternalBaseError as e:
+        raise RunError(str(e)) from None
+
+
+def check_external_flags(config: Config) -> None:
+    """--base_model stands in for baseA, of half A: what makes no sense with it is refused."""
+    if not config.base_model:
+        for name in ("adapt_input", "adapt_channels"):
+            if getattr(config, name) != "none":
+                raise RunError(f"--{name}={getattr(config, name)} adapts inputs to a network "
+                               "trained elsewhere: give it with --base_model, or drop it.")
+        return
+    if config.target == "A":
+        raise RunError(f"--base_model stands in for baseA, so the nets it serves train on half "
+                       f"B; {config.run} trains on half A: give --target=B, or drop "
+                       "--base_model.")
+    if config.copies_external and (problem := external_base.path_problem(config.base_model,
+                                                                         config.model)):
+        raise RunError(problem + ".")
 
 
 def total_steps(config: Config, train_count: int) -> int:
@@ -83,6 +126,7 @@ def check_config(config: Config) -> None:
     if config.stretched(config.steps) > config_lib.MAX_COUNT:
         raise RunError(f"--steps={config.steps} x --stretch={config.stretch} is more steps than "
                        "a run can count (2**31 - 1): give fewer.")
+    check_external_flags(config)
 
 
 def check_schedule(config: Config, total: int) -> None:
@@ -236,7 +280,8 @@ def check_inputs(config: Config) -> tuple[dict, dict | None]:
     except data.DataError as e:
         raise RunError(str(e)) from e
     source_manifest = None
-    if config.source in naming.HALVES and config.source != config.target:
+    if (config.source in naming.HALVES and config.source != config.target
+            and not config.copies_external):
         try:
             source_manifest = data.load_half(config.half_dir(config.source))
         except data.DataError as e:
@@ -257,6 +302,8 @@ def check_inputs(config: Config) -> tuple[dict, dict | None]:
     if 0 < config.fc8_outputs < target_manifest["num_classes"]:
         raise RunError(f"--fc8_outputs={config.fc8_outputs} is smaller than the "
                        f"{target_manifest['num_classes']} classes of half {config.target}.")
+    if config.copies_external:  # read_external checks its base
+        return target_manifest, None
     weights_path = check_base(config, target_manifest, source_manifest or target_manifest)
     if weights_path is None:
         return target_manifest, None

@@ -1,6 +1,6 @@
 """What a finished net's result.json says (docs/formats.md): which net it is, the numbers that
 stand for it and its evaluation history, how fast it trained, and each layer's origin and
-hashes at the start and end. train composes it here; run_records.RunDir writes it."""
+hashes at the start and end (and, for a net copying --base_model, that file and its hashes). train composes it here; run_records.RunDir writes it."""
 from __future__ import annotations
 
 import time
@@ -19,6 +19,7 @@ def result_of(net: NetInTraining, end_digests: dict, *, jit_compile: bool, repli
     entries = net.history.entries
     final = entries[-1]
     manifest = net.resolved.target_manifest
+    external = net.resolved.external
     return {
         "run": config.run, "condition": config.condition, "dataset": config.dataset,
         "split": config.split, "split_dir": config.split_dir, "seed": config.seed,
@@ -49,4 +50,6 @@ def result_of(net: NetInTraining, end_digests: dict, *, jit_compile: bool, repli
                     "sha256_start": net.start_digests[row.name],
                     "sha256_end": end_digests[row.name]}
                    for row in net.plan],
+        # Where the layers of origin "external" came from (--base_model); only for such nets.
+        **({"external_base": external.record(config.mean_half)} if external else {}),
     }

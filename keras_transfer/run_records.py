@@ -29,6 +29,10 @@ if TYPE_CHECKING:  # config builds --model's choices from the model registry: th
 RESULT_FLAGS = ("model", "fc8_outputs", "crop", "batch_size", "steps", "epochs", "lr", "lr_step",
                 "stretch", "momentum", "weight_decay", "dropout", "eval_every", "eval_steps",
                 "mixed_precision")  # not eval_last: evaluating trains nothing
+# The flags of a network trained elsewhere in baseA's role: they change only the nets that copy
+# from it (source A), whose file's sha256 why_stale compares as well.
+EXTERNAL_BASE_FLAGS = ("base_model", "adapt_input", "adapt_channels")
+EXTERNAL_BASE_DEFAULTS = {"base_model": "", "adapt_input": "none", "adapt_channels": "none"}
 
 
 # A backup is a TensorFlow checkpoint named ckpt-<step> (tf.train.CheckpointManager's prefix),
@@ -80,6 +84,10 @@ def settings_changed(config: Config, recorded: dict) -> list[str]:
     now = config.to_json()
     changed = [f"--{name}={recorded[name]} (now {now[name]})" for name in RESULT_FLAGS
                if name in recorded and recorded[name] != now[name]]
+    if config.source == "A":  # runs recorded before --base_model copied from baseA
+        changed += [f"--{name}={recorded.get(name, default)!r} (now {now[name]!r})"
+                    for name, default in EXTERNAL_BASE_DEFAULTS.items()
+                    if recorded.get(name, default) != now[name]]
     # Runs recorded before --mean_image existed subtracted their target half's mean.
     mean_then = recorded.get("mean_half", recorded.get("target", now["target"]))
     if mean_then != now["mean_half"]:
@@ -102,6 +110,22 @@ def _data_changed(half: str, trained_on: dict, manifest: dict) -> list[str]:
                 f"({'x'.join(map(str, trained_on['image_shape']))} then)"]
     if trained_on.get("content_sha256", content_sha256(manifest)) != content_sha256(manifest):
         return [f"half {half} has been prepared again with other images"]
+    return []
+
+
+def _external_changed(base_model: str, recorded: dict) -> list[str]:
+    """How the --base_model file differs from the one a run copied from (its record's sha256);
+    imagenet, which Keras checks itself when it downloads it, is not compared."""
+    from keras_transfer import external_base  # no TensorFlow, but models: only when asked
+
+    if external_base.kind_of(base_model) == "imagenet":
+        return []
+    now = external_base.file_sha256(base_model)
+    if now is None:
+        return [f"the --base_model file {base_model} it copied its layers from is gone"]
+    if recorded.get("sha256") != now:
+        return [f"the --base_model file {base_model} has changed since it copied its layers "
+                f"(sha256 {str(recorded.get('sha256'))[:12]}... then, {now[:12]}... now)"]
     return []
 
 
@@ -255,6 +279,8 @@ class RunDir:
                       if row.get("origin") == f"base{config.source}"]
             if any(base_end.get(row.get("name")) != row.get("sha256_start") for row in copied):
                 reasons.append(f"base{config.source} has been retrained since it copied its layers")
+        if config.copies_external:
+            reasons += _external_changed(config.base_model, result.get("external_base") or {})
         return reasons
 
     def why_not_resumable(self, config: Config) -> str | None:

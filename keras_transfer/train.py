@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from data_prep.manifest import verify as verify_shards
-from keras_transfer import data, divergence, metrics, models, naming, progress, runtime, solver
+from keras_transfer import data, divergence, metrics, models, progress, runtime, solver
 from keras_transfer import steps as steps_lib
 from keras_transfer import transfer
 from keras_transfer.backup import Backup, Preempted, SigtermFlag
@@ -122,11 +122,19 @@ def _claim(config: Config, strategy, chief: bool):
                       "until the new one is done", flush=True)
         elif problem := run.resume_problem(config):
             raise RunError(problem)
-        run.write_config(config.to_json())
+        run.write_config(config_record(resolved))
     except BaseException:
         lock.release()
         raise
     return NetInTraining(resolved, run, lock)
+
+
+def config_record(resolved) -> dict:
+    """config.json: the flags, and where an external base's copied layers come from."""
+    record = resolved.config.to_json()
+    if resolved.external is not None:
+        record["external_base"] = resolved.external.record(resolved.config.mean_half)
+    return record
 
 
 def _finished(config: Config, run: RunDir, target_manifest: dict) -> dict:
@@ -212,7 +220,7 @@ def _build(net: NetInTraining, strategy, chief: bool) -> None:
         net.plan = transfer.apply_transfer(
             net.model, n=config.n, source=config.source, base_weights=resolved.base_weights,
             finetune=config.finetune, model_name=config.model,
-            origin_label=f"base{config.source}" if config.source in naming.HALVES else None)
+            origin_label=resolved.copied_from)
         net.optimizer = solver.optimizer_for(config)
         if config.mixed_precision == "float16":
             net.optimizer = keras.optimizers.LossScaleOptimizer(net.optimizer)
@@ -244,20 +252,23 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
     shared = nets[0].resolved  # what the pack's nets share (pack_key)
     config, total_steps = shared.config, shared.total_steps
     half_dir = config.half_dir(config.target)
-    crop = shared.input_shape[0]
+    crop = shared.crop
     val_limit = config.eval_steps * config.batch_size if config.eval_steps else None
     manifest = shared.target_manifest
     stream_seed = data_seed(config)
-    # One input stream for the pack, centred on each mean image a net of it needs.
-    mean_halves = sorted({net.config.mean_half for net in nets})
-    means = [data.mean_image(config.half_dir(half)) for half in mean_halves]
+    # One input stream for the pack, centred on each mean image a net of it needs and adapted
+    # as each external base it copies from needs.
+    variants = sorted({_input_variant(net) for net in nets}, key=repr)
+    means = [data.mean_image(config.half_dir(half)) for half, _ in variants]
+    adaptations = [adaptation for _, adaptation in variants]
     input_options = data.input_options(strategy)
     train_input = data.InputSettings(
         batch_size=config.batch_size, training=True, seed=stream_seed, crop=crop,
-        model_name=config.model, means=means, deterministic=config.deterministic,
-        start_step=start_step)
+        model_name=config.model, means=means, adaptations=adaptations,
+        deterministic=config.deterministic, start_step=start_step)
     val_input = data.InputSettings(batch_size=config.batch_size, training=False, crop=crop,
-                                   model_name=config.model, means=means, limit=val_limit)
+                                   model_name=config.model, means=means,
+                                   adaptations=adaptations, limit=val_limit)
     train_ds = strategy.distribute_datasets_from_function(
         lambda ctx: data.build_dataset(half_dir, "train", train_input, input_context=ctx,
                                        manifest=manifest),
@@ -269,7 +280,7 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
     pack = steps_lib.PackSteps(strategy, [n.model for n in nets], [n.optimizer for n in nets],
                                global_batch=config.batch_size, top_k=shared.top_k,
                                jit_compile=jit_compile,
-                               inputs=[mean_halves.index(n.config.mean_half) for n in nets],
+                               inputs=[variants.index(_input_variant(n)) for n in nets],
                                frozen=[net.frozen_prefix() for net in nets])
     for top, users in pack.shared_work():
         print(f"frozen layers up to {top} computed once for "
@@ -328,6 +339,13 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
     finally:
         with timing.phase("teardown"):
             del iterator
+
+
+def _input_variant(net: NetInTraining) -> tuple:
+    """What a net's inputs are made of: the half whose mean image they subtract, and how an
+    external base's inputs are adapted (None: as they are)."""
+    external = net.resolved.external
+    return net.config.mean_half, external.adaptation if external else None
 
 
 def _preempt(nets, step: int, timing: Timing):

@@ -159,10 +159,14 @@ def block_sha256(model, model_name) -> dict:
 
 
 def _sha256(layers):
+    return weights_sha256(weight for layer in layers for weight in layer.get_weights())
+
+
+def weights_sha256(arrays) -> str:
+    """The sha256 of weight arrays in order: a block's hash (block_sha256) from its arrays."""
     digest = hashlib.sha256()
-    for layer in layers:
-        for weight in layer.get_weights():
-            digest.update(np.ascontiguousarray(weight).tobytes())
+    for weight in arrays:
+        digest.update(np.ascontiguousarray(weight).tobytes())
     return digest.hexdigest()
 
 

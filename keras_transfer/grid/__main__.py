@@ -12,7 +12,7 @@ import os
 import sys
 
 from keras_transfer import config as config_lib
-from keras_transfer import exit_status, naming
+from keras_transfer import exit_status, external_base, naming
 from keras_transfer.grid.cost import dry_run
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.local import run_local
@@ -92,7 +92,8 @@ def parser() -> argparse.ArgumentParser:
                     "Re-running the same command resumes: finished nets are skipped, unless they "
                     "no longer answer for the grid (see --overwrite).",
         epilog="Flags after `--` go to every `python -m keras_transfer.main` command "
-               "(e.g. -- --steps=200 --model=small).")
+               "(e.g. -- --steps=200 --model=small). With -- --base_model=PATH a network "
+               "trained elsewhere stands in for baseA: give --targets=B.")
     p.add_argument("--backend", choices=("local", "slurm"), default="local")
     p.add_argument("--jobs", type=int, default=None,
                    help="local: runs at a time (default: the number of cores); slurm: array "
@@ -225,12 +226,16 @@ def main(argv=None, out=sys.stdout) -> int:
     if bad_layers or not args.layers:
         raise GridError(f"--layers must be values of n in 1..{max_n} (the cut points of "
                         f"--model={preset.model}), not {bad_layers or 'empty'}")
+    if preset.base_model and (problem := external_base.path_problem(preset.base_model,
+                                                                      preset.model)):
+        raise GridError(problem)
     nets = enumerate_nets(dataset=preset.dataset, splits=args.splits, seeds=args.seeds,
                           experiments=args.experiments, targets=args.targets, n_values=args.layers,
                           reduced_examples=args.reduced_examples,
                           selffer_targets=args.selffer_targets, random_splits=args.random_splits,
                           random_control=args.random_control, reduced_data=args.reduced_data,
-                          reduced_steps=args.reduced_steps, reduced_lr_step=args.reduced_lr_step)
+                          reduced_steps=args.reduced_steps, reduced_lr_step=args.reduced_lr_step,
+                          external_base=bool(preset.base_model))
     jobs = args.jobs or (available_cores() if args.backend == "local" else 0)
     threads = max(1, available_cores() // jobs) if args.backend == "local" and jobs > 1 else 0
     if args.pack is not None and args.pack < 1:

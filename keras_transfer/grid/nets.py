@@ -42,6 +42,8 @@ class PlannedNet(naming.NetIdentity):
     # Main's --stretch: the convergence control's base nets train on a schedule this many
     # times as long (named e.g. baseB-x2).
     stretch: int = 1
+    # Main's --base_model stands in for baseA: a net of source A copies from it, not from baseA.
+    external_base: bool = False
 
     @property
     def key(self) -> tuple:
@@ -60,9 +62,13 @@ class PlannedNet(naming.NetIdentity):
     @property
     def needs(self) -> tuple:
         """Keys of the base nets this net copies layers from (none for bases and random features)."""
-        if self.source in naming.HALVES and self.n > 0:
+        if self.source in naming.HALVES and self.n > 0 and not self.copies_external:
             return ((self.split_dir, self.seed, f"base{self.source}"),)
         return ()
+
+    @property
+    def copies_external(self) -> bool:
+        return self.external_base and self.source == "A"
 
     def main_flags(self) -> list[str]:
         flags = [f"--split={self.split}", f"--seed={self.seed}", f"--source={self.source}",
@@ -91,12 +97,13 @@ def dissimilar_split(dataset: str) -> str:
 
 
 def transfer_set(experiment, split, seed, targets, n_values, epc=0,
-                 selffer_targets=naming.HALVES) -> list[PlannedNet]:
+                 selffer_targets=naming.HALVES, external_base=False) -> list[PlannedNet]:
     """baseA, baseB, then per n the selffer (for `selffer_targets`) and transfer nets, frozen
-    and fine-tuned, per target."""
+    and fine-tuned, per target. With `external_base` (main's --base_model in baseA's role,
+    target B only) no baseA: AnB and AnB+ copy from the external network."""
     sd = naming.split_dir(split, epc)
     nets = [PlannedNet(experiment, split, sd, seed, "none", h, 0, False, epc)
-            for h in naming.HALVES]
+            for h in naming.HALVES if not (external_base and h == "A")]
     for n in n_values:
         for target in targets:
             other = naming.other_half(target)
@@ -104,8 +111,28 @@ def transfer_set(experiment, split, seed, targets, n_values, epc=0,
             for source in sources:                  # BnB, BnB+, AnB, AnB+ (target B)
                 for finetune in (False, True):
                     nets.append(PlannedNet(experiment, split, sd, seed, source, target, n,
-                                           finetune, epc))
+                                           finetune, epc, external_base=external_base))
     return nets
+
+
+def check_external_base(*, experiments, targets, random_control) -> None:
+    """GridError for what makes no sense when main's --base_model stands in for baseA: nets of
+    target A (they would need baseA, or copy into the half it was trained on) and the
+    experiments built on grid-trained base nets of half A."""
+    if list(targets) != ["B"]:
+        raise GridError("--base_model stands in for baseA, so its nets train on half B: give "
+                        "--targets=B (AnB, AnB+ from the external network beside baseB, BnB, "
+                        "BnB+)")
+    other = [e for e in experiments if e not in ("transfer", "random")]
+    if other:
+        raise GridError(f"--experiments={','.join(experiments)}: {', '.join(other)} compare "
+                        "base nets the grid trains on half A, which --base_model replaces; give "
+                        "--experiments=transfer or transfer,random")
+    if "random" in experiments and random_control != "half":
+        raise GridError("--base_model with the random-features control: the whole-dataset "
+                        "control (--random_control=whole) compares with a whole-dataset baseA, "
+                        "not with the external network; give --random_control=half (RnB "
+                        "against baseB on the target half) or --experiments=transfer")
 
 
 def check_choices(*, random_control: str, reduced_data: str, reduced_steps: int,
@@ -126,7 +153,7 @@ def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMEN
                    targets=naming.HALVES, n_values=naming.PAPER_N,
                    reduced_examples=(), selffer_targets=None, random_splits=None,
                    random_control="whole", reduced_data="whole", reduced_steps=0,
-                   reduced_lr_step=0) -> list[PlannedNet]:
+                   reduced_lr_step=0, external_base=False) -> list[PlannedNet]:
     """Every net of the requested experiments, bases first, each net listed once.
 
     transfer: per split and seed, baseA, baseB and for each n BnB, BnB+, AnB, AnB+ (and, for
@@ -139,8 +166,12 @@ def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMEN
     dissimilar split, per seed. reduced: base nets per examples-per-class value, trained with
     main's --steps and --lr_step, or `reduced_steps` and `reduced_lr_step` where not 0;
     `reduced_data="whole"` (the paper's): baseA on the whole dataset per seed; "half": baseA
-    and baseB per split and seed.
+    and baseB per split and seed. `external_base`: main's --base_model stands in for baseA
+    (check_external_base says with what): no baseA, AnB and AnB+ copy from it.
     """
+    if external_base:
+        check_external_base(experiments=experiments, targets=targets,
+                            random_control=random_control)
     check_choices(random_control=random_control, reduced_data=reduced_data,
                   reduced_steps=reduced_steps, reduced_lr_step=reduced_lr_step)
     selffer_targets = tuple(targets if selffer_targets is None else selffer_targets)
@@ -162,7 +193,8 @@ def enumerate_nets(*, dataset: str, splits, seeds, experiments=DEFAULT_EXPERIMEN
         for seed in seeds:
             if "transfer" in experiments:
                 nets += transfer_set("transfer", split, seed, targets, n_values,
-                                     selffer_targets=selffer_targets)
+                                     selffer_targets=selffer_targets,
+                                     external_base=external_base)
             if "convergence" in experiments:
                 nets += [PlannedNet("convergence", split, naming.split_dir(split), seed, "none",
                                     h, 0, False, stretch=CONVERGENCE_STRETCH)

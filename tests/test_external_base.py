@@ -1,0 +1,156 @@
+"""Transfer from a network the grid did not train (main's --base_model, external_base.py): a
+net copies exactly the saved network's cut points (hash for hash, frozen ones unchanged by
+training), inputs of another size and channels are adapted as asked or refused in one line, a
+tiny grid with an external base trains no baseA and reports its AnB nets, a mismatched file is
+refused before anything is written, and a finished net whose file has changed is stale."""
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_transfer import grid, models, report, resolve, run_records, train, transfer
+from train_helpers import smoke_config, train_on_cpu
+
+REPO = Path(__file__).resolve().parents[1]
+# The synthetic fixture's 28x28x1 images, cropped as the small model crops them.
+CROP_SHAPE = (26, 26, 1)
+
+
+def save_trained(path, model_name, input_shape, num_classes=7, seed=3):
+    """A `model_name` net trained a few steps on random data and saved whole (model.save):
+    what a researcher brings from elsewhere."""
+    import keras
+
+    model = models.build(model_name, num_classes, input_shape, seed=seed)
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(16, *input_shape)).astype("float32")
+    labels = rng.integers(0, num_classes, size=16)
+    model.fit(images, labels, batch_size=8, epochs=1, verbose=0)
+    model.save(path)
+    return path
+
+
+def file_sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def saved_block_hashes(path, model_name):
+    """{cut point: sha256} of a saved net, read with Keras alone (block_sha256 of the loaded
+    model), independently of external_base."""
+    import keras
+
+    import keras_transfer.layers  # noqa: F401  (its custom layers)
+    return transfer.block_sha256(keras.saving.load_model(path, compile=False), model_name)
+
+
+@pytest.fixture(scope="module")
+def external_small(tmp_path_factory):
+    """A small net saved at the target's crop shape, trained elsewhere on 7 classes."""
+    return save_trained(tmp_path_factory.mktemp("external") / "small.keras", "small", CROP_SHAPE)
+
+
+@pytest.fixture(scope="module")
+def external_rgb(tmp_path_factory):
+    """A small net of 40x40x3 images: other size and channels than the target's. Its fc6 takes
+    5x5x32 features (40 -> 20 -> 10 -> 5 through the pools), the target's crops give 4x4x32."""
+    return save_trained(tmp_path_factory.mktemp("external") / "rgb40.keras", "small", (40, 40, 3))
+
+
+def test_transfer_nets_copy_exactly_the_external_weights(synthetic_data, external_small,
+                                                         tmp_path):
+    frozen = smoke_config(synthetic_data, tmp_path, source="A", n=3,
+                          base_model=str(external_small))
+    tuned = dataclasses.replace(frozen, n=2, finetune=True)
+    results = train.run_pack([frozen, tuned], _cpu())
+    saved = saved_block_hashes(external_small, "small")
+    for config, result in zip((frozen, tuned), results):
+        assert isinstance(result, dict), result
+        rows = {row["name"]: row for row in result["layers"]}
+        copied = models.get("small").cut_names[:config.n]
+        record = result["external_base"]
+        assert record["path"] == str(Path(external_small).resolve())
+        assert record["sha256"] == file_sha256(external_small)
+        assert record["layers"] == {cut: saved[cut] for cut in copied}
+        assert record["mean_half"] == "B" and result["data"]["mean_half"] == "B"
+        for cut in copied:
+            assert rows[cut]["origin"] == "external"
+            assert rows[cut]["sha256_start"] == saved[cut]
+            if config.finetune:
+                assert rows[cut]["sha256_end"] != saved[cut]
+            else:  # frozen: unchanged after training
+                assert rows[cut]["sha256_end"] == saved[cut]
+        for cut in models.get("small").cut_names[config.n:]:
+            assert rows[cut]["origin"] == "new" and rows[cut]["sha256_start"] != saved[cut]
+        written = json.loads((config.run_dir / "config.json").read_text())
+        assert written["base_model"] == str(external_small)
+        assert written["external_base"]["sha256"] == file_sha256(external_small)
+        assert written["external_base"]["layers"] == record["layers"]
+    # No baseA was needed, nor made.
+    assert not frozen.base_run_dir("A").exists()
+
+
+def test_other_images_are_adapted_as_asked(synthetic_data, external_rgb, tmp_path):
+    """40x40x3 inputs from 28x28x1 images: crops resized and their grey channel repeated, so
+    fc6 (whose input width follows the image size) copies too."""
+    config = smoke_config(synthetic_data, tmp_path, source="A", n=6, finetune=False,
+                          base_model=str(external_rgb), adapt_input="resize",
+                          adapt_channels="repeat")
+    result = train_on_cpu(config)
+    saved = saved_block_hashes(external_rgb, "small")
+    assert result["external_base"]["adaptation"] == {"mode": "resize", "size": [40, 40],
+                                                     "channels": 3}
+    assert result["external_base"]["model_input"] == [40, 40, 3]
+    for row in result["layers"][:6]:
+        assert row["sha256_start"] == row["sha256_end"] == saved[row["name"]]
+    # pad: the 26x26 crops in the middle of 40x40 zeros (the mean, once subtracted).
+    padded = dataclasses.replace(config, adapt_input="pad", workdir=str(tmp_path / "pad"))
+    assert resolve.resolve(padded).external.adaptation.size == (40, 40)
+
+
+def test_the_adaptation_resizes_crops_pads_and_repeats_channels():
+    import tensorflow as tf
+
+    from keras_transfer import data
+
+    images = tf.constant(np.arange(2 * 4 * 4, dtype="float32").reshape(2, 4, 4, 1))
+    pad = data.adapt_images(images, data.InputAdaptation("pad", (6, 6), channels=3)).numpy()
+    assert pad.shape == (2, 6, 6, 3) and (pad[:, 1:5, 1:5, 2] == images[..., 0]).numpy().all()
+    assert pad[:, 0].sum() == pad[:, :, 5].sum() == 0
+    crop = data.adapt_images(images, data.InputAdaptation("crop", (2, 2))).numpy()
+    assert (crop == images[:, 1:3, 1:3]).numpy().all()
+    resized = data.adapt_images(images, data.InputAdaptation("resize", (8, 8))).numpy()
+    assert resized.shape == (2, 8, 8, 1)
+    assert resized.mean() == pytest.approx(float(tf.reduce_mean(images)), rel=1e-3)
+
+
+@pytest.mark.parametrize("flags, message", [
+    # The rule for dense layers: fc6 takes 5x5x32 features of 40x40 images, 4x4x32 of the crops.
+    (dict(n=6, adapt_channels="repeat"),
+     r"^layer fc6 of --base_model=\S+ holds weights of shapes \[\(800, 128\), \(128,\)\], but "
+     r"--model=small with 26x26x3 inputs needs \[\(512, 128\), \(128,\)\]: .*--adapt_input="
+     r".*--n=5"),
+    (dict(n=1), r"takes 3-channel images and half B's have 1: give --adapt_channels=repeat"),
+    (dict(n=1, adapt_input="crop", adapt_channels="repeat"),
+     r"--adapt_input=crop cannot make the 26x26 crops .* the 40x40 inputs"),
+])
+def test_inputs_that_cannot_fit_are_refused_in_one_line(synthetic_data, external_rgb,
+                                                        tmp_path, flags, message):
+    config = smoke_config(synthetic_data, tmp_path / "runs", source="A",
+                          base_model=str(external_rgb), **flags)
+    with pytest.raises(resolve.RunError, match=message) as refused:
+        resolve.resolve(config)
+    assert "\n" not in str(refused.value)
+
+
+def _cpu():
+    import tensorflow as tf
+
+    return tf.distribute.OneDeviceStrategy("/cpu:0")
