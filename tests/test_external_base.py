@@ -3,11 +3,13 @@ net copies exactly the saved network's cut points (hash for hash, frozen ones un
 training), inputs of another size and channels are adapted as asked or refused in one line, a
 tiny grid with an external base trains no baseA and reports its AnB nets, a mismatched file is
 refused before anything is written, and a finished net whose file has changed is stale."""
+import csv
 import dataclasses
 import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +49,8 @@ def saved_block_hashes(path, model_name):
     model), independently of external_base."""
     import keras
 
-    import keras_transfer.layers  # noqa: F401  (its custom layers)
+    from keras_transfer import layers
+    del layers  # imported for its registration of the custom layers the file holds
     return transfer.block_sha256(keras.saving.load_model(path, compile=False), model_name)
 
 
@@ -148,6 +151,121 @@ def test_inputs_that_cannot_fit_are_refused_in_one_line(synthetic_data, external
     with pytest.raises(resolve.RunError, match=message) as refused:
         resolve.resolve(config)
     assert "\n" not in str(refused.value)
+
+
+@pytest.fixture(scope="module")
+def other_architecture(tmp_path_factory):
+    """A resnet_small net saved whole: not the small network main is asked to train."""
+    return save_trained(tmp_path_factory.mktemp("external") / "resnet.keras", "resnet_small",
+                        CROP_SHAPE)
+
+
+@pytest.mark.parametrize("case", ["other architecture", "other shapes", "not a model"])
+def test_a_mismatched_file_is_refused_by_main_in_one_line_writing_nothing(
+        synthetic_data, external_rgb, other_architecture, tmp_path, case):
+    base_model, n, expected = {
+        "other architecture": (other_architecture, 3, r"has no layer conv1 \(cut point conv1 of "
+                               r"--model=small, copied for --n=3\): it is not a small network"),
+        "other shapes": (external_rgb, 6, r"layer fc6 of .* holds weights of shapes "
+                         r"\[\(800, 128\), \(128,\)\], but --model=small with 26x26x3 inputs "
+                         r"needs \[\(512, 128\), \(128,\)\]"),
+        "not a model": (tmp_path / "notes.keras", 1, r"cannot be read as a saved Keras model"),
+    }[case]
+    if case == "not a model":
+        base_model.write_text("not a zip file")
+    workdir = tmp_path / "runs"
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_transfer.main", "--flagfile=flags/smoke.flags",
+         "--dataset=synthetic", f"--data_dir={synthetic_data}", f"--workdir={workdir}",
+         "--source=A", f"--n={n}", f"--base_model={base_model}", "--adapt_channels=repeat"
+         if case == "other shapes" else "--adapt_channels=none"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)})
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert re.search(expected, errors[0]), errors[0]
+    assert not workdir.exists()
+
+
+def test_a_changed_external_file_makes_a_finished_net_stale(synthetic_data, tmp_path):
+    external = save_trained(tmp_path / "base.keras", "small", CROP_SHAPE)
+    config = smoke_config(synthetic_data, tmp_path / "runs", source="A", n=1,
+                          base_model=str(external))
+    first = train_on_cpu(config)
+    assert train_on_cpu(config) == first  # the same file: reused
+    run = run_records.RunDir(config.run_dir)
+    assert run.why_stale(config, None) == []
+
+    save_trained(external, "small", CROP_SHAPE, seed=4)  # trained again elsewhere
+    reasons = run.why_stale(config, None)
+    assert len(reasons) == 1 and "has changed since it copied its layers" in reasons[0]
+    with pytest.raises(train.RunError, match="base.keras has changed since it copied its layers"):
+        train_on_cpu(config)
+    # The grid lists it before it starts, and retrains it only with --overwrite.
+    plan = grid.make_plan([grid.PlannedNet("transfer", config.split, config.split_dir, 0, "A",
+                                           "B", 1, False, external_base=True)], config)
+    assert list(grid.stale_nets(plan, config).values()) == [reasons]
+    # A net trained from the grid's baseA does not answer for the external one either.
+    from_base_a = dataclasses.replace(config, base_model="")
+    assert any("--base_model=" in r for r in run.why_stale(from_base_a, None))
+    second = train_on_cpu(dataclasses.replace(config, overwrite=True))
+    assert second["external_base"]["sha256"] == file_sha256(external) != \
+        first["external_base"]["sha256"]
+
+
+def test_a_grid_with_an_external_base_trains_no_base_a_and_reports_its_transfer_nets(
+        synthetic_data, external_small, tmp_path):
+    out = io.StringIO()
+    args = ["--experiments=transfer", "--targets=B", "--layers=1", "--jobs=2",
+            f"--flagfile={REPO / 'flags' / 'smoke.flags'}", f"--workdir={tmp_path / 'runs'}",
+            "--", "--dataset=synthetic", f"--data_dir={synthetic_data}",
+            f"--base_model={external_small}"]
+    assert grid.main(args, out=out) == 0, out.getvalue()
+    seed_dir = tmp_path / "runs" / "synthetic" / "random_0" / "seed0"
+    assert sorted(p.name for p in seed_dir.iterdir()) == ["A1B", "A1B+", "B1B", "B1B+", "baseB"]
+    saved = saved_block_hashes(external_small, "small")
+    for name in ("A1B", "A1B+"):
+        result = json.loads((seed_dir / name / "result.json").read_text())
+        assert result["layers"][0]["sha256_start"] == saved["conv1"]
+    made = report.make_report(tmp_path / "runs", hparams=False)
+    with open(made["files"]["results.csv"], newline="") as f:
+        rows = {row["run"]: row for row in csv.DictReader(f)}
+    assert sorted(rows) == ["A1B", "A1B+", "B1B", "B1B+", "baseB"]
+    assert rows["A1B"]["condition"] == "transfer" and rows["A1B+"]["condition"] == "transfer+"
+    # Run again: every net is done and answers for the same file.
+    again = io.StringIO()
+    assert grid.main(args, out=again) == 0
+    assert "5 nets, 5 already done" in again.getvalue(), again.getvalue()
+
+
+@pytest.mark.parametrize("grid_args, message", [
+    (["--targets=A,B"], "give --targets=B"),
+    (["--targets=B", "--experiments=transfer,dissimilar"], "dissimilar compare base nets"),
+    (["--targets=B"], "give --random_control=half"),
+])
+def test_a_grid_refuses_what_makes_no_sense_with_an_external_base(external_small, tmp_path,
+                                                                  grid_args, message):
+    with pytest.raises(grid.GridError, match=message):
+        grid.main(["--dry_run", f"--workdir={tmp_path}", *grid_args, "--",
+                   f"--base_model={external_small}"], out=io.StringIO())
+    assert not any(tmp_path.iterdir())
+
+
+def test_main_refuses_what_makes_no_sense_with_an_external_base(synthetic_data, external_small,
+                                                                tmp_path):
+    for flags, message in ((dict(source="A", target="A", n=1, base_model=str(external_small)),
+                            "--base_model stands in for baseA, so the nets it serves train on "
+                            "half B; A1A trains on half A"),
+                           (dict(source="A", n=1, adapt_input="resize"),
+                            "--adapt_input=resize adapts inputs to a network trained "
+                            "elsewhere: give it with --base_model"),
+                           (dict(source="A", n=1, base_model=str(tmp_path / "missing.keras")),
+                            "missing.keras: no such file")):
+        with pytest.raises(resolve.RunError, match=message):
+            resolve.resolve(smoke_config(synthetic_data, tmp_path / "runs", **flags))
+    assert not (tmp_path / "runs").exists()
 
 
 def _cpu():
