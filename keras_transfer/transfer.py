@@ -39,7 +39,7 @@ class TransferError(Exception):
 class LayerPlan:
     """What one cut point (or the head) of the target net starts from, and whether it trains."""
     name: str
-    origin: str  # "baseA" | "baseB" (copied), "random" (frozen random init), "new"
+    origin: str  # "baseA" | "baseB" | "external" (copied), "random" (frozen random init), "new"
     trainable: bool
 
 
