@@ -67,6 +67,7 @@ def external_rgb(tmp_path_factory):
     return save_trained(tmp_path_factory.mktemp("external") / "rgb40.keras", "small", (40, 40, 3))
 
 
+@pytest.mark.slow
 def test_transfer_nets_copy_exactly_the_external_weights(synthetic_data, external_small,
                                                          tmp_path):
     frozen = smoke_config(synthetic_data, tmp_path, source="A", n=3,
@@ -100,6 +101,7 @@ def test_transfer_nets_copy_exactly_the_external_weights(synthetic_data, externa
     assert not frozen.base_run_dir("A").exists()
 
 
+@pytest.mark.slow
 def test_other_images_are_adapted_as_asked(synthetic_data, external_rgb, tmp_path):
     """40x40x3 inputs from 28x28x1 images: crops resized and their grey channel repeated, so
     fc6 (whose input width follows the image size) copies too."""
@@ -160,6 +162,7 @@ def other_architecture(tmp_path_factory):
                         CROP_SHAPE)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["other architecture", "other shapes", "not a model"])
 def test_a_mismatched_file_is_refused_by_main_in_one_line_writing_nothing(
         synthetic_data, external_rgb, other_architecture, tmp_path, case):
@@ -189,6 +192,7 @@ def test_a_mismatched_file_is_refused_by_main_in_one_line_writing_nothing(
     assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_a_changed_external_file_makes_a_finished_net_stale(synthetic_data, tmp_path):
     external = save_trained(tmp_path / "base.keras", "small", CROP_SHAPE)
     config = smoke_config(synthetic_data, tmp_path / "runs", source="A", n=1,
@@ -215,6 +219,7 @@ def test_a_changed_external_file_makes_a_finished_net_stale(synthetic_data, tmp_
         first["external_base"]["sha256"]
 
 
+@pytest.mark.slow
 def test_a_grid_with_an_external_base_trains_no_base_a_and_reports_its_transfer_nets(
         synthetic_data, external_small, tmp_path):
     out = io.StringIO()
@@ -262,10 +267,39 @@ def test_main_refuses_what_makes_no_sense_with_an_external_base(synthetic_data, 
                             "--adapt_input=resize adapts inputs to a network trained "
                             "elsewhere: give it with --base_model"),
                            (dict(source="A", n=1, base_model=str(tmp_path / "missing.keras")),
-                            "missing.keras: no such file")):
+                            "missing.keras: no such file"),
+                           (dict(source="A", n=1, base_model="weights.h5"),
+                            "a weights file .* is read by keras.applications, which builds "
+                            "resnet50 and mobilenetv2, not --model=small")):
         with pytest.raises(resolve.RunError, match=message):
             resolve.resolve(smoke_config(synthetic_data, tmp_path / "runs", **flags))
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_keras_applications_weights_file_is_a_base(tmp_path):
+    """keras.applications' weights=PATH: MobileNetV2's weights saved without its top, copied
+    by the cut points of --model=mobilenetv2; a file of another network is refused."""
+    import keras
+
+    from keras_transfer import external_base
+    from keras_transfer.config import Config
+
+    saved = keras.applications.MobileNetV2(weights=None, include_top=False,
+                                           input_shape=(32, 32, 3))
+    path = tmp_path / "mobilenetv2_notop.weights.h5"
+    saved.save_weights(path)
+    arch = models.get("mobilenetv2")
+    config = Config(model="mobilenetv2", base_model=str(path), source="A", n=2)
+    base = external_base.read(config, (32, 32, 3), 5)
+    assert base.kind == "weights" and base.sha256 == file_sha256(path)
+    for cut in ("stem", "blocks1-2"):
+        layers = [layer for layer in saved.layers
+                  if layer.weights and arch.block_of(layer.name) == cut]
+        assert base.digests[cut] == transfer.weights_sha256(
+            w for layer in layers for w in layer.get_weights())
+    with pytest.raises(external_base.ExternalBaseError,
+                       match=r"cannot be loaded as keras.applications.ResNet50\(include_top=False\)"):
+        external_base.read(dataclasses.replace(config, model="resnet50"), (32, 32, 3), 5)
 
 
 def _cpu():
