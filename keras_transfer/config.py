@@ -104,7 +104,8 @@ class Config(naming.NetIdentity):
                             "base (the paper's: the mean of the half the copied layers were trained "
                             "on, A's for AnB) or target (the half this net trains on). "
                             "Base nets and the random-features control always use their own "
-                            "half's.", choices=MEAN_IMAGES)
+                            "half's, and nets copying --base_model the target's (its training "
+                            "mean is not known).", choices=MEAN_IMAGES)
     verify_data: bool = _flag(False, "Hash every shard against the manifest before training "
                               "(sizes are always checked).")
     # Solver (the paper's, for base and transfer nets alike: momentum 0.9, weight decay 5e-4,
