@@ -24,7 +24,7 @@ import keras
 import tensorflow as tf
 
 from data_prep.manifest import verify as verify_shards
-from keras_transfer import data, divergence, metrics, models, progress, runtime, solver
+from keras_transfer import data, divergence, metrics, models, naming, progress, runtime, solver
 from keras_transfer import steps as steps_lib
 from keras_transfer import transfer
 from keras_transfer.backup import Backup, Preempted, SigtermFlag

@@ -234,7 +234,7 @@ def test_a_grid_with_an_external_base_trains_no_base_a_and_reports_its_transfer_
     for name in ("A1B", "A1B+"):
         result = json.loads((seed_dir / name / "result.json").read_text())
         assert result["layers"][0]["sha256_start"] == saved["conv1"]
-    made = report.make_report(tmp_path / "runs", hparams=False)
+    made = report.make_report(tmp_path / "runs")
     with open(made["files"]["results.csv"], newline="") as f:
         rows = {row["run"]: row for row in csv.DictReader(f)}
     assert sorted(rows) == ["A1B", "A1B+", "B1B", "B1B+", "baseB"]
