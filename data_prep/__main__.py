@@ -84,7 +84,6 @@ def main(argv):
 def run():
     """Console entry point (setup.py: data-prep)."""
     global FLAGS
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     # data_prep needs no GPU; hidden, TensorFlow cannot reserve memory training jobs need.
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
     try:  # the flags' modules import numpy: a second of start-up that Ctrl-C may cut short

@@ -29,7 +29,8 @@ from multiprocessing import resource_tracker
 import numpy as np
 
 import data_prep
-from data_prep import atomic, imaging, layout, locking, manifest, sources, splits
+from data_prep import (atomic, imaging, layout, locking, manifest, quiet_tensorflow, sources,
+                       splits)
 from data_prep.errors import DataPrepError, Interrupted
 
 SHARD_BYTES = 150 * 2**20         # target shard size for big datasets
@@ -332,7 +333,7 @@ class _ShardWriter:
 def _write_shards(src, labels, selection, halves, target, tmp, num_workers, progress):
     """Encodes and writes every image; returns per half its writers and training pixel sum."""
     # Imported here so that bad input is refused without waiting for TensorFlow to load.
-    import tensorflow as tf
+    tf = quiet_tensorflow.import_tensorflow()
 
     _check_interrupt()
 

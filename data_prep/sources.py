@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import classnames, idx, imaging
+from data_prep import classnames, idx, imaging, quiet_tensorflow
 from data_prep.errors import DataPrepError
 
 SPLITS = ("train", "validation")
@@ -243,6 +243,7 @@ class TfdsSource(Source):
     streaming = True
 
     def __init__(self, name, data_dir):
+        quiet_tensorflow.import_tensorflow()  # before TFDS imports it
         import tensorflow_datasets as tfds
 
         self._tfds = tfds

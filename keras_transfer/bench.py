@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from absl import app, flags
 
-from data_prep import layout
+from data_prep import layout, quiet_tensorflow
 from data_prep.splits import split_dirname
 from keras_transfer import naming
 
@@ -228,7 +228,7 @@ def input_pipeline_images_per_sec(half_dir, batch_size, steps):
 
 def main(argv):
     del argv
-    import tensorflow as tf
+    tf = quiet_tensorflow.import_tensorflow()
     if _THREADS.value:
         tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
         tf.config.threading.set_inter_op_parallelism_threads(_THREADS.value)

@@ -18,10 +18,9 @@ import time
 
 STARTED = time.perf_counter()  # before TensorFlow's import, which the timing counts as start-up
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from absl import app, flags, logging  # noqa: E402
 
+from data_prep import quiet_tensorflow  # noqa: E402
 from keras_transfer import config as config_lib  # noqa: E402
 from keras_transfer import exit_status, stopping  # noqa: E402
 
@@ -104,7 +103,7 @@ def main(argv):
 
 
 def _train_from_flags():
-    import tensorflow as tf
+    tf = quiet_tensorflow.import_tensorflow()
 
     from keras_transfer import data, divergence, train, transfer
 

@@ -5,11 +5,12 @@ argparse, not absl, as in `report`: main's absl flags are the package's one absl
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from data_prep import quiet_tensorflow
+
+quiet_tensorflow.import_tensorflow()  # before the modules below import it
 
 from keras_transfer import metrics, models, outputs  # noqa: E402
 from keras_transfer.analyze import filters, predict, similarity, trained_nets  # noqa: E402

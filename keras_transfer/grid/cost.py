@@ -5,10 +5,10 @@ of the preset's own model) comes before a single net is started, and it writes n
 """
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 
+from data_prep import quiet_tensorflow
 from keras_transfer import models
 from keras_transfer.grid.nets import PlannedNet, stages
 from keras_transfer.grid.plan import Plan
@@ -32,8 +32,8 @@ def images_per_net(preset, plan: Plan, net: PlannedNet) -> float | None:
 def multiply_adds(preset, plan: Plan) -> tuple[float, str]:
     """Forward multiply-adds per image of the preset's model, and where the number comes from."""
     shape, classes, note = plan.model_input(preset)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
+        quiet_tensorflow.import_tensorflow()
         from keras_transfer import data
         crop = preset.crop or data.default_crop(preset.model, min(shape[0], shape[1]))
         model = models.build(preset.model, classes, (crop, crop, shape[2]))

@@ -7,11 +7,11 @@ a run of its own, with the same hparams and tags.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from data_prep import quiet_tensorflow
 from keras_transfer import metrics, naming
 
 
@@ -26,8 +26,7 @@ def hparam_value(value):
 def write_hparams(df: pd.DataFrame, logdir: Path) -> None:
     """One TensorBoard run per net under `logdir`: its naming.HPARAMS (those the table has) and
     top-1 metrics, tagged as training tags them."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    tf = quiet_tensorflow.import_tensorflow()
     from tensorboard.plugins.hparams import api as hp
 
     for _, row in df.iterrows():
