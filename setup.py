@@ -25,6 +25,7 @@ setup(
         "pillow==13.0.0",
         "matplotlib==3.11.2",
         "scipy==1.17.1",
+        "tqdm==4.70.1",
     ],
     extras_require={"test": ["pytest==9.2.0", "pytest-xdist==3.8.0"]},
     entry_points={

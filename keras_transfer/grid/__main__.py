@@ -13,7 +13,7 @@ import sys
 
 from keras_transfer import config as config_lib
 from keras_transfer import exit_status, external_base, naming
-from keras_transfer.grid.cost import dry_run
+from keras_transfer.grid.cost import dry_run, net_costs
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.local import run_local
 from keras_transfer.grid.nets import (DATA_CHOICES, DEFAULT_EXPERIMENTS, EXPERIMENTS,
@@ -268,7 +268,7 @@ def main(argv=None, out=sys.stdout) -> int:
     if missing:
         raise GridError("the grid needs data that is not prepared in "
                         f"{plan.data_dir}/{plan.dataset}; run first:\n  " + "\n  ".join(missing))
-    return run_local(plan, jobs, out=out)
+    return run_local(plan, jobs, out=out, costs=net_costs(plan, preset))
 
 
 def run() -> None:

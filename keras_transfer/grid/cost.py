@@ -10,7 +10,7 @@ import sys
 
 from data_prep import quiet_tensorflow
 from keras_transfer import models
-from keras_transfer.grid.nets import PlannedNet, stages
+from keras_transfer.grid.nets import PlannedNet, stages, trained_blocks
 from keras_transfer.grid.plan import Plan
 
 CAFFENET_MULTIPLY_ADDS = 0.724e9  # design.md section 1, forward pass of one 227x227 image.
@@ -27,6 +27,20 @@ def images_per_net(preset, plan: Plan, net: PlannedNet) -> float | None:
     if manifest is None:
         return None
     return preset.epochs * manifest["counts"]["train"]
+
+
+def net_costs(plan: Plan, preset) -> dict:
+    """Each net's training cost, by key, for the local grid's ETA (grid/progress.py): the images
+    it trains (as the dry run counts them) x its work per image, blocks priced alike: a forward
+    pass through each, and twice that again through each block that trains (nets.trained_blocks).
+    No model is built, so the launcher stays free of TensorFlow; only the nets' ratios matter,
+    since the ETA divides by the rate measured in the same unit."""
+    top = models.get(preset.model).max_n
+    images = {net.key: images_per_net(preset, plan, net) for net in plan.nets}
+    known = [count for count in images.values() if count is not None]
+    typical = sum(known) / len(known) if known else 1.0  # --epochs and no manifest to count
+    return {net.key: (images[net.key] or typical) * (top + 1 + 2 * trained_blocks(net, top))
+            for net in plan.nets}
 
 
 def multiply_adds(preset, plan: Plan) -> tuple[float, str]:

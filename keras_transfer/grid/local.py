@@ -27,6 +27,7 @@ import time
 from data_prep.locking import FileLock
 from keras_transfer import exit_status
 from keras_transfer.grid.plan import Plan
+from keras_transfer.grid.progress import Counts, GridProgress
 
 
 @dataclasses.dataclass
@@ -51,9 +52,11 @@ class _Stop(Exception):
         self.signum = signum
 
 
-def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) -> int:
+def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5,
+              costs: dict | None = None) -> int:
     """Trains the nets that are not done, `jobs` processes at a time, base nets before their
-    dependants.
+    dependants. Prints a line to `out` for each event, and the progress with an ETA to stderr
+    (grid/progress.py), from `costs` (net key -> cost, cost.net_costs; default: alike).
 
     Returns 0 if every net ends with a result.json, 1 if any failed, else 143 if a net was
     preempted (stopped by SIGTERM or SIGINT, caught or not: it resumes from its last backup, and
@@ -72,11 +75,19 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
     blocked: dict = {}
     running: list[_Running] = []
     skipped = len(done)
+    trained: set = set()  # keys of the nets this launch trained
+    progress = GridProgress(costs if costs is not None else dict.fromkeys(by_key, 1.0), total)
 
     def say(message):
         busy = sum(len(r.nets) for r in running)
-        print(f"[grid] {len(done)} done, {busy} running, {len(pending)} left, {len(failed)} failed "
-              f"| {message}", file=out, flush=True)
+        progress.write(f"[grid] {len(done)} done, {busy} running, {len(pending)} left, "
+                       f"{len(failed)} failed | {message}", out)
+
+    def show_progress(net_ended):
+        in_runs = [net.key for r in running for net in r.nets]
+        progress.show(Counts(done=len(done), running=len(in_runs), failed=len(failed),
+                             left=len(pending)),
+                      trained, [net.key for net in pending] + in_runs, net_ended)
 
     say(f"{total} nets, {skipped} already done, {jobs} processes at a time")
 
@@ -96,10 +107,12 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         while pending or running:
+            net_ended = False
             for r in list(running):
                 code = r.proc.poll()
                 if code is None:
                     continue
+                net_ended = True
                 for lock in r.locks:
                     lock.release()
                 r.log.close()
@@ -109,6 +122,7 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
                 for net in r.nets:
                     if plan.is_done(net):
                         done.add(net.key)
+                        trained.add(net.key)
                         say(f"finished {net.label} in {secs:.0f}s")
                     elif how:
                         preempted[net.key] = r.log_path
@@ -171,6 +185,7 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
                     raise _Stop(held[0])
                 if not claimed:
                     break
+            show_progress(net_ended)
             if pending or running:
                 time.sleep(poll_seconds)
     except _CannotStart as e:
@@ -186,6 +201,7 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5) 
         _stop_all(running)
         return 128 + stop.signum
     finally:
+        progress.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     ran = len(done) - skipped
