@@ -30,8 +30,8 @@ NETS = ("baseA", "baseB", "B1B", "B1B+", "A1B", "A1B+")
 
 pytestmark = [pytest.mark.cluster, pytest.mark.skipif(  # a real SLURM cluster on this machine
     bool(slurm_cluster.missing_commands()) or os.geteuid() != 0,
-    reason=f"needs root and Debian's {slurm_cluster.PACKAGES} (bootstrap.sh installs them with "
-           "apt-get where it runs as root); missing: "
+    reason=f"needs root and Debian's {slurm_cluster.PACKAGES} (`./bootstrap.sh --with-slurm` "
+           "installs them, as root); missing: "
            + (", ".join(slurm_cluster.missing_commands()) or "root"))]
 
 

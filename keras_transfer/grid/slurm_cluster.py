@@ -4,8 +4,8 @@
     eval "$(python -m keras_transfer.grid.slurm_cluster env [--dir=DIR])"   # SLURM_CONF for sbatch
     python -m keras_transfer.grid.slurm_cluster stop [--dir=DIR]
 
-Needs root and Debian's `slurm-wlm` and `munge` packages (bootstrap.sh installs them where it
-can). The controller and node daemon run on localhost with the machine's cores and memory, no
+Needs root and Debian's `slurm-wlm` and `munge` packages (`./bootstrap.sh --with-slurm`
+installs them, as root). The controller and node daemon run on localhost with the machine's cores and memory, no
 cgroups (process tracking by /proc), and every file of theirs in DIR: slurm.conf, state, spool,
 pid and log files, and the job-completion log (`jobcomp.log`: each finished job's state, start
 and end time, which is what tests check an order of jobs against; `sacct` needs slurmdbd and a
