@@ -129,8 +129,10 @@ def test_the_paper_command_reports_the_authors_nets(tmp_path):
                "--no_hparams"]
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    figures = {f"{name}.{kind}" for name in ("figure2", "figure3", "reduced")
+               for kind in ("png", "pdf")}
     assert {p.name for p in out.iterdir()} == {"results.csv", "findings.csv", "summary.md",
-                                               "figure2.png", "figure3.png", "reduced.png"}
+                                               *figures}
     text = (out / "summary.md").read_text()
     assert paper_nets.REPOSITORY in text and paper_nets.COMMIT in text
     assert ("Fine-tuned nets exist only for random splits 0 and 1 of the 4, and only on one "
