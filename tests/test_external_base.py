@@ -239,6 +239,11 @@ def test_a_grid_with_an_external_base_trains_no_base_a_and_reports_its_transfer_
         rows = {row["run"]: row for row in csv.DictReader(f)}
     assert sorted(rows) == ["A1B", "A1B+", "B1B", "B1B+", "baseB"]
     assert rows["A1B"]["condition"] == "transfer" and rows["A1B+"]["condition"] == "transfer+"
+    digest = hashlib.sha256(Path(external_small).read_bytes()).hexdigest()
+    assert rows["A1B"]["external_base_sha256"] == digest and rows["B1B"]["external_base"] == ""
+    summary = Path(made["files"]["summary.md"]).read_text()
+    assert (f"baseA is a network trained elsewhere (--base_model): {external_small} "
+            f"(sha256 {digest[:12]})") in summary
     # Run again: every net is done and answers for the same file.
     again = io.StringIO()
     assert grid.main(args, out=again) == 0

@@ -80,6 +80,15 @@ class Network:
         return len(self.cut_names)
 
 
+def external_bases(df: pd.DataFrame) -> list[str]:
+    """Each network trained elsewhere that nets of `df` copied from, with the start of its
+    file's sha256 (none for Keras' own download)."""
+    used = df.dropna(subset=["external_base"]) if "external_base" in df else df.iloc[:0]
+    return [f"{path} (sha256 {str(digest)[:12]})" if digest else str(path)
+            for (path, digest), _ in used.groupby(["external_base", "external_base_sha256"],
+                                                   dropna=False)]
+
+
 def cut_names_of(result: dict) -> tuple | None:
     """The cut points a result.json records: its `layers` (one per cut point, then the head)
     without the head; None if they are not recorded."""
@@ -180,6 +189,9 @@ def load_runs(workdir, dataset: str | None = None,
             unusable.append((run, "malformed"))
             continue
         row = {k: result.get(k) for k in RESULT_COLUMNS}
+        external = result.get("external_base") or {}  # a base trained elsewhere (--base_model)
+        row.update(external_base=external.get("path"),
+                   external_base_sha256=external.get("sha256"))
         cut_names = cut_names_of(result)
         row.update(cut_points=",".join(cut_names),
                    paper_layers=paper_layers_of(result, cut_names))

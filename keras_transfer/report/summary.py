@@ -16,7 +16,7 @@ from keras_transfer import metrics, naming
 from keras_transfer.metrics import TOP1
 from keras_transfer.report import convergence, findings, paper_nets, stats
 from keras_transfer.report.runs import (CONVERGED_EVALUATIONS, CONVERGED_SPAN, architecture,
-                                       n_counts)
+                                        external_bases, n_counts)
 from keras_transfer.report.tables import DECOMPOSITION, decomposition, relative_by_n
 
 
@@ -380,6 +380,10 @@ def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: li
               "(a net of n copies the first n)."]
     if not arch.paper_layers:
         lines.append(f"The paper column is n/a: {findings.not_the_papers_layers(arch)}.")
+    external = external_bases(df)
+    if external:
+        lines.append(f"baseA is a network trained elsewhere (--base_model): {'; '.join(external)}"
+                     ". The transfer nets (AnB, AnB+) copy its cut points; no baseA was trained.")
     lines += [f"Top-1 on the validation set of the target half; the headline is "
               f"*{TOP1[metric]}* (`{metric}`). *final*: at the last step; *best 10/450*: the mean "
               f"of the best {metrics.PAPER_BEST}/{metrics.PAPER_EVALUATIONS} of a net's "
