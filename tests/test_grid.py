@@ -630,3 +630,32 @@ def test_frozen_nets_of_one_base_share_a_pack_and_the_work_is_shared_out():
     assert pack_of["R1B"] != pack_of["R2B"]
     work = [sum(nets_lib.trained_blocks(n, 7) for n in p) for p in packs]
     assert abs(work[0] - work[1]) <= 8  # at most one fine-tuned net's share apart
+
+
+def test_a_net_that_outlives_the_launchers_stop_by_the_grace_period_is_killed(tmp_path):
+    """The launcher's stop (grid.local._stop_all): SIGTERM to every run, then SIGKILL to a run
+    still alive when the grace period ends; each run's lock is let go and its log closed."""
+    from data_prep.locking import FileLock
+    from keras_transfer.grid import local
+
+    children = {  # a run that stops on SIGTERM, and one that ignores it (stuck in native code)
+        "stops": "import time\nwhile True: time.sleep(0.1)",
+        "stuck": "import signal, sys, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                 "print('ready', flush=True)\nwhile True: time.sleep(0.1)",
+    }
+    runs = []
+    for name, code in children.items():
+        lock = FileLock(tmp_path / f"{name}.lock")
+        assert lock.acquire()
+        log = open(tmp_path / f"{name}.log", "w")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        runs.append(local._Running(nets=[name], proc=proc, locks=[lock], log=log,
+                                   log_path=tmp_path / f"{name}.log", started=time.monotonic()))
+    assert runs[1].proc.stdout.readline() == "ready\n"  # its SIGTERM handler is in place
+    started = time.monotonic()
+    local._stop_all(runs, grace_seconds=1.0)
+    assert 1.0 <= time.monotonic() - started < 30
+    assert [r.proc.returncode for r in runs] == [-signal.SIGTERM, -signal.SIGKILL]
+    for r in runs:
+        assert r.log.closed and all(lock.fd is None for lock in r.locks)
+        assert FileLock(r.locks[0].path).acquire()  # another launcher may take the net now
