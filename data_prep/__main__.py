@@ -3,7 +3,6 @@
 Bad input ends with a one-line error and exit status 1, never a traceback; Ctrl-C with one line
 and exit status 130.
 """
-import dataclasses
 import os
 import signal
 import sys
@@ -16,16 +15,11 @@ FLAGS = None  # absl's flags, once run() has defined them
 
 
 def _synthetic_spec():
-    """A SyntheticSpec from the --synthetic_* flags, or None for other sources."""
-    from data_prep.sources import SyntheticSpec
+    """A SyntheticSpec from the --synthetic_* flags given, or None for other sources."""
+    from data_prep.sources import synthetic_options, synthetic_spec
 
-    if FLAGS.source != "synthetic":
-        changed = [f"--{n}" for n in FLAGS if n.startswith("synthetic_") and FLAGS[n].present]
-        if changed:
-            raise DataPrepError(f"{', '.join(changed)} apply only to --source=synthetic")
-        return None
-    return SyntheticSpec(**{field.name: FLAGS[f"synthetic_{field.name}"].value
-                            for field in dataclasses.fields(SyntheticSpec)})
+    given = {name: FLAGS[name].value for name in synthetic_options() if FLAGS[name].present}
+    return synthetic_spec(FLAGS.source, given)
 
 
 def verify_command(paths):

@@ -13,20 +13,20 @@ import sys
 from absl import flags
 
 from data_prep.prepare import prepare
-from data_prep.sources import SyntheticSpec
+from data_prep.sources import SYNTHETIC_OPTION, SyntheticSpec
 
 FLAGS = flags.FLAGS
 _PREPARE = {name: p.default for name, p in inspect.signature(prepare).parameters.items()}
 
 flags.DEFINE_string(
-    "source", "fashion_mnist",
+    "source", _PREPARE["source"],
     "fashion_mnist (Debian's IDX files), tfds:NAME[/CONFIG] (already prepared in "
     "--tfds_data_dir), folder:ROOT (class subfolders of images) or synthetic.")
 flags.DEFINE_string(
-    "split", "random:0", "random:S (the paper's rule), natman, dissimilar, classes:FILE, or "
-    "whole (every class in half A, no half B: the paper's whole-dataset nets).")
-flags.DEFINE_string("out", "data", "Output root: OUT/<dataset>/<split_dir>/{A,B}/ (A only for "
-                    "--split=whole).")
+    "split", _PREPARE["split"], "random:S (the paper's rule), natman, dissimilar, classes:FILE, "
+    "or whole (every class in half A, no half B: the paper's whole-dataset nets).")
+flags.DEFINE_string("out", _PREPARE["out"], "Output root: OUT/<dataset>/<split_dir>/{A,B}/ (A "
+                    "only for --split=whole).")
 flags.DEFINE_integer(
     "examples_per_class", _PREPARE["examples_per_class"],
     "Keep only the first N training images of every class (reduced-volume experiment).")
@@ -56,7 +56,7 @@ _SYNTHETIC_HELP = {"num_classes": "number of classes.", "image_size": "image hei
                    "validation_per_class": "validation images per class.",
                    "seed": "generator seed."}
 for _field in dataclasses.fields(SyntheticSpec):
-    flags.DEFINE_integer(f"synthetic_{_field.name}", _field.default,
+    flags.DEFINE_integer(SYNTHETIC_OPTION.format(_field.name), _field.default,
                          f"synthetic source: {_SYNTHETIC_HELP[_field.name]}")
 
 # Used by `python -m data_prep.splits` only.

@@ -39,11 +39,12 @@ CHUNK_IMAGES = {False: 512, True: 32}  # images per worker task: small images / 
 SMALL_JOB = 2000                  # below this many images, encode in-process (no spawn cost)
 
 
-def prepare(source, split, out, *, examples_per_class=None, source_dir=None,
-            tfds_data_dir=None, overwrite=False, synthetic=None, num_workers=None,
-            progress=True, image_size=None, encoding="auto"):
+def prepare(source="fashion_mnist", split="random:0", out="data", *, examples_per_class=None,
+            source_dir=None, tfds_data_dir=None, overwrite=False, synthetic=None,
+            num_workers=None, progress=True, image_size=None, encoding="auto"):
     """Prepares the split's halves and returns {"A": Path, "B": Path} of the half directories
     ({"A": Path} for `--split=whole`, whose half A holds every class and which has no half B).
+    Its defaults are the command line's (cli_flags reads them from here).
 
     Raises DataPrepError for bad input before anything is written, and when another run is
     preparing the same split; an undecodable image met while writing raises it too, with

@@ -36,6 +36,28 @@ class SyntheticSpec:
     seed: int = 0
 
 
+# The command line's option for a SyntheticSpec field (--synthetic_num_classes, ...).
+SYNTHETIC_OPTION = "synthetic_{}"
+
+
+def synthetic_options() -> list[str]:
+    """The names of the --synthetic_<field> options, one per SyntheticSpec field."""
+    return [SYNTHETIC_OPTION.format(f.name) for f in dataclasses.fields(SyntheticSpec)]
+
+
+def synthetic_spec(source: str, given: dict) -> SyntheticSpec | None:
+    """The SyntheticSpec of the --synthetic_<field> options `given` ({option: value}; fields
+    not given keep their defaults) for --source=synthetic, None for another source, which
+    takes none of them."""
+    if source != "synthetic":
+        if given:
+            raise DataPrepError(f"{', '.join('--' + name for name in given)} apply only to "
+                                "--source=synthetic")
+        return None
+    fields = {SYNTHETIC_OPTION.format(f.name): f.name for f in dataclasses.fields(SyntheticSpec)}
+    return SyntheticSpec(**{fields[name]: value for name, value in given.items()})
+
+
 class Source(abc.ABC):
     """Base class. Subclasses set the attributes and implement labels() and payloads()."""
     dataset: str                 # directory name under OUT

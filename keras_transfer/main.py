@@ -103,53 +103,87 @@ def main(argv):
 
 
 def _train_from_flags():
-    tf = quiet_tensorflow.import_tensorflow()
-
-    from keras_transfer import data, divergence, train, transfer
-
-    bad_input = (train.RunError, config_lib.ConfigError, data.DataError, transfer.TransferError)
+    quiet_tensorflow.import_tensorflow()  # first: a flag's check may import a user's network
     try:
         configs = config_lib.pack_from_flags(FLAGS)
     except config_lib.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    config = configs[0]
-    if config.threads:
-        tf.config.threading.set_intra_op_parallelism_threads(config.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(config.threads)
-    label = config.run if len(configs) == 1 else "pack " + ",".join(c.run for c in configs)
-    try:
-        strategy = make_strategy(config.strategy)
-        outcomes = train.run_pack(configs, strategy, time.perf_counter() - STARTED)
-    except bad_input as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except stopping.Preempted as e:  # SIGTERM or SIGINT while training: a backup was saved
-        print(f"{label}: {e}", file=sys.stderr)
-        sys.exit(128 + e.signum)
-    except lost_worker_errors() as e:
-        if config.strategy != "multi_worker":
-            raise
-        print(f"error: {label} stopped: {lost_worker_message(e, configs)}", file=sys.stderr)
-        sys.exit(exit_status.LOST_WORKER)
-    except OSError as e:  # e.g. the disk filled up; result.json is written last, so none exists
-        print(f"error: {label} stopped: {e}. {_OSERROR_FIX}", file=sys.stderr)
-        sys.exit(1)
+    outcomes, stopped = train_configs(configs, time.perf_counter() - STARTED)
+    if stopped is not None:
+        status, line = stopped
+        print(line, file=sys.stderr)
+        sys.exit(status)
     failed = [(c, o) for c, o in zip(configs, outcomes) if isinstance(o, BaseException)]
     codes = set()
     for c, error in failed:
-        prefix = "" if len(configs) == 1 else f"{c.run}: "
-        if isinstance(error, (*bad_input, divergence.Diverged)):
-            print(f"error: {prefix}{error}", file=sys.stderr)
-            codes.add(exit_status.DIVERGED if isinstance(error, divergence.Diverged) else 2)
-        else:
-            print(f"error: {c.run} stopped: {error}. {_OSERROR_FIX}", file=sys.stderr)
-            codes.add(1)
+        found = failure(error, [c], in_pack=len(configs) > 1)
+        if found is None:
+            raise error
+        print(found[1], file=sys.stderr)
+        codes.add(found[0])
     if failed:
         if len(configs) > 1:
             print(f"{len(failed)} of {len(configs)} nets failed: "
                   f"{', '.join(c.run for c, _ in failed)}", file=sys.stderr)
         sys.exit(min(codes))  # 1 (files) before 2 (bad input) before 3 (diverged)
+
+
+def train_configs(configs, startup_seconds: float = 0.0):
+    """Trains the nets (one, or a pack) under the strategy their config names, in this process:
+    (per config its result dict or the exception that stopped it, None) or, when an error
+    stopped them all, (None, main's exit status and one line for it). An error main does not
+    expect (a bug) is raised with its traceback."""
+    from keras_transfer import train
+
+    try:
+        set_threads(configs[0].threads)
+        strategy = make_strategy(configs[0].strategy)
+        return train.run_pack(configs, strategy, startup_seconds), None
+    except Exception as e:
+        stopped = failure(e, configs)
+        if stopped is None:
+            raise
+        return None, stopped
+
+
+def set_threads(threads: int) -> None:
+    """TensorFlow's intra- and inter-op threads (--threads; 0 leaves its default). Raises
+    ConfigError if TensorFlow already runs with others in this process (it fixes them at start)."""
+    tf = quiet_tensorflow.import_tensorflow()
+
+    if not threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        raise config_lib.ConfigError(
+            f"--threads={threads}: TensorFlow already runs in this process with other thread "
+            "counts, which it fixes when it starts; start a new process, or leave out "
+            "--threads") from None
+
+
+def failure(error: BaseException, configs, *, in_pack: bool = False) -> tuple[int, str] | None:
+    """main's exit status and one line for an error that stopped `configs` (one net, or a pack
+    that it stopped whole), or None for an error main does not expect (a bug). `in_pack`: it
+    stopped configs[0] alone, one net of a pack, which the line names."""
+    from keras_transfer import data, divergence, train, transfer
+
+    label = configs[0].run if len(configs) == 1 else "pack " + ",".join(c.run for c in configs)
+    bad_input = (train.RunError, config_lib.ConfigError, data.DataError, transfer.TransferError)
+    if isinstance(error, stopping.Preempted):  # SIGTERM or SIGINT while training: a backup saved
+        return 128 + error.signum, f"{label}: {error}"
+    if isinstance(error, divergence.Diverged):
+        return exit_status.DIVERGED, f"error: {label + ': ' if in_pack else ''}{error}"
+    if isinstance(error, bad_input):
+        return 2, f"error: {label + ': ' if in_pack else ''}{error}"
+    if isinstance(error, lost_worker_errors()) and configs[0].strategy == "multi_worker":
+        return (exit_status.LOST_WORKER,
+                f"error: {label} stopped: {lost_worker_message(error, configs)}")
+    if isinstance(error, OSError):  # e.g. the disk filled up; result.json is written last
+        return 1, f"error: {label} stopped: {error}. {_OSERROR_FIX}"
+    return None
 
 
 _OSERROR_FIX = ("Free space or fix the path, then run the same command again to resume from the "

@@ -1,7 +1,7 @@
 """The packages are layered as the data flows, data_prep -> training (keras_transfer's top-level
-modules) -> grid -> report -> analyze: a module imports only from its own layer or the ones
-before it, so training never depends on the tools that read its results (docs/architecture.md).
-Imports inside functions count too."""
+modules) -> grid -> report -> analyze, with the Python API over them all: a module imports only
+from its own layer or the ones before it, so training never depends on the tools that read its
+results (docs/architecture.md). Imports inside functions count too."""
 import ast
 import os
 import subprocess
@@ -12,7 +12,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 LAYERS = ("data_prep", "keras_transfer", "keras_transfer.grid", "keras_transfer.report",
-          "keras_transfer.analyze")
+          "keras_transfer.analyze", "keras_transfer.api")
+# The package's __init__ hands out the API's functions on first use (PEP 562), the one import
+# of a later layer allowed; test_importing_the_package_loads_nothing_else checks it stays lazy.
+LAZY_REEXPORTS = {("keras_transfer", "keras_transfer.api")}
 
 
 def layer_of(module: str) -> int:
@@ -50,7 +53,8 @@ def test_imports_only_from_its_own_layer_or_earlier_ones(module):
     own = layer_of(module)
     later = [f"{MODULES[module].relative_to(REPO)}:{line} imports {name} "
              f"({LAYERS[layer_of(name)]} comes after {LAYERS[own]})"
-             for name, line in imports_of(MODULES[module]) if layer_of(name) > own]
+             for name, line in imports_of(MODULES[module])
+             if layer_of(name) > own and (module, name) not in LAZY_REEXPORTS]
     assert not later, "\n".join(later)
 
 
@@ -69,3 +73,22 @@ def test_the_report_needs_no_model_code_nor_tensorflow_even_indirectly():
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == []
+
+
+def test_importing_the_package_loads_nothing_else():
+    """`import keras_transfer` (which every module of it runs first) loads no other module of
+    the project, nor TensorFlow or pandas; the API loads when first used, and alone."""
+    probe = ("import sys\n"
+             "heavy = {'keras_transfer', 'data_prep', 'tensorflow', 'keras', 'pandas'}\n"
+             "def loaded():\n"
+             "    print(' '.join(sorted(m for m in sys.modules\n"
+             "                          if m.split('.')[0] in heavy and m != 'keras_transfer')))\n"
+             "import keras_transfer as kt\n"
+             "loaded()\n"
+             "run_grid = kt.run_grid\n"
+             "loaded()\n"
+             "print(run_grid is sys.modules['keras_transfer.api'].run_grid)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["", "keras_transfer.api", "True"]

@@ -7,6 +7,7 @@ through to main verbatim.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -18,7 +19,7 @@ from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.local import run_local
 from keras_transfer.grid.nets import (DATA_CHOICES, DEFAULT_EXPERIMENTS, EXPERIMENTS,
                                       WHOLE_SPLIT, check_choices, enumerate_nets)
-from keras_transfer.grid.plan import (check_own_model, make_plan, preset_architecture,
+from keras_transfer.grid.plan import (Plan, check_own_model, make_plan, preset_architecture,
                                       resolve_preset, stale_nets)
 from keras_transfer.grid.slurm import SlurmResources, submit_slurm
 
@@ -171,13 +172,29 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """What a grid command did: its exit status and the plan it ran, submitted or printed (None
+    if it stopped before planning, --check_args), with each net's result.json time before it
+    ran (RunDir.result_mtime: None if there was none)."""
+    status: int
+    plan: Plan | None = None
+    results_before: dict = dataclasses.field(default_factory=dict)
+
+
 def main(argv=None, out=sys.stdout) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = []
     if "--" in argv:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
-    args = parser().parse_args(argv)
+    return launch(parser().parse_args(argv), extra, out).status
+
+
+def launch(args: argparse.Namespace, extra: list[str], out=sys.stdout) -> Launch:
+    """Checks the grid's parsed options and main's flags for every net (`extra`, what follows
+    `--`), plans the grid and runs it here (blocking), submits it to SLURM or prints it
+    (--dry_run). Raises GridError for options that cannot run."""
     bad_targets = [t for t in args.targets if t not in naming.HALVES]
     if bad_targets or not args.targets:
         raise GridError(f"--targets must be a list of A and B, not {','.join(args.targets) or 'empty'}")
@@ -241,11 +258,12 @@ def main(argv=None, out=sys.stdout) -> int:
     if args.pack is not None and args.pack < 1:
         raise GridError(f"--pack must be at least 1 net per process, not {args.pack}")
     if args.check_args:
-        return 0
+        return Launch(0)
     pack = args.pack or (0 if args.backend == "local" else 1)
     plan = make_plan(nets, preset, workdir=args.workdir, flagfile=args.flagfile,
                      extra_flags=extra, threads=threads, pack=pack, processes=jobs or 1)
     check_own_model(preset, plan)
+    before = {net.key: plan.run(net).result_mtime() for net in plan.nets}
     stale = stale_nets(plan, preset)
     listing = "\n  ".join(f"{key[0]}/seed{key[1]}/{key[2]}: {'; '.join(reasons)}"
                           for key, reasons in stale.items())
@@ -259,16 +277,16 @@ def main(argv=None, out=sys.stdout) -> int:
         print(f"[grid] --overwrite: training {len(stale)} nets again:\n  {listing}", file=out)
     if args.dry_run:
         dry_run(plan, preset, args.images_per_sec, out=out)
-        return 0
+        return Launch(0, plan, before)
     if args.backend == "slurm":
         resources = SlurmResources(partition=args.partition, gpus=args.gpus, time=args.time,
                                    cpus=args.cpus, account=args.account, max_parallel=args.jobs or 0)
-        return submit_slurm(plan, resources, out=out)
+        return Launch(submit_slurm(plan, resources, out=out), plan, before)
     missing = plan.missing_data()
     if missing:
         raise GridError("the grid needs data that is not prepared in "
                         f"{plan.data_dir}/{plan.dataset}; run first:\n  " + "\n  ".join(missing))
-    return run_local(plan, jobs, out=out, costs=net_costs(plan, preset))
+    return Launch(run_local(plan, jobs, out=out, costs=net_costs(plan, preset)), plan, before)
 
 
 def run() -> None:

@@ -47,26 +47,29 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     p = parser()
-    args = p.parse_args(argv)
-    if args.paper:
-        if args.workdir or args.dataset or args.model:
-            p.error("--paper reports the authors' nets: give no WORKDIR, --dataset or --model")
-        if not args.out:
-            p.error("--paper needs --out=DIR (there is no WORKDIR to write into)")
-        report = make_paper_report(args.out, reference=args.reference or "yosinski2014",
-                                   metric=args.metric or PAPER_METRIC, hparams=args.hparams)
-    elif args.workdir is None:
-        p.error("give the WORKDIR of a grid, or --paper for the authors' nets")
-    else:
-        report = make_report(args.workdir, args.out, reference=args.reference,
-                             dataset=args.dataset, model=args.model,
-                             metric=args.metric or metrics.HEADLINE)
+    report = make(p.parse_args(argv), p)
     print(f"[report] {report['runs']} runs")
     for note in report["notes"]:
         print(f"[report] note: {note}")
     for name, path in report["files"].items():
         print(f"[report] wrote {path}")
     return 0
+
+
+def make(args: argparse.Namespace, p: argparse.ArgumentParser) -> dict:
+    """Writes the report the parsed options ask for and returns what make_report returns;
+    `p.error` for options that do not go together, ReportError for runs it cannot report."""
+    if args.paper:
+        if args.workdir or args.dataset or args.model:
+            p.error("--paper reports the authors' nets: give no WORKDIR, --dataset or --model")
+        if not args.out:
+            p.error("--paper needs --out=DIR (there is no WORKDIR to write into)")
+        return make_paper_report(args.out, reference=args.reference or "yosinski2014",
+                                 metric=args.metric or PAPER_METRIC, hparams=args.hparams)
+    if args.workdir is None:
+        p.error("give the WORKDIR of a grid, or --paper for the authors' nets")
+    return make_report(args.workdir, args.out, reference=args.reference, dataset=args.dataset,
+                       model=args.model, metric=args.metric or metrics.HEADLINE)
 
 
 def run() -> None:

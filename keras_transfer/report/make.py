@@ -17,8 +17,8 @@ from keras_transfer.report import convergence, paper_nets
 from keras_transfer.report.figures import FORMATS, figure2, figure3, reduced_figure
 from keras_transfer.report.findings import PAPER_METRIC, REFERENCES
 from keras_transfer.report.hparams import write_hparams
-from keras_transfer.report.runs import (NETWORK_COLUMNS, SETTINGS, ReportError, architecture,
-                                        drop_unpaired_bases, load_diverged, load_runs,
+from keras_transfer.report.runs import (ReportError, architecture, drop_unpaired_bases,
+                                        load_diverged, load_runs, results_table,
                                         settings_differences)
 from keras_transfer.report.summary import prediction_section, summary_markdown
 from keras_transfer.report.tables import decomposition_notes, findings_table, summarize
@@ -36,8 +36,9 @@ LEFTOVERS = (".staging-", ".old-")
 
 def make_report(workdir, out=None, *, reference: str | None = None, dataset: str | None = None,
                 model: str | None = None, metric: str = metrics.HEADLINE) -> dict:
-    """Writes the report's files into `out` (default WORKDIR/report) and returns {name: path}.
-    No HParams runs: each net's own TensorBoard events hold its hparams (report.hparams)."""
+    """Writes the report's files into `out` (default WORKDIR/report) and returns {"folder": the
+    report folder, "files": {name: path}, "notes": [...], "runs": how many}. No HParams runs:
+    each net's own TensorBoard events hold its hparams (report.hparams)."""
     workdir = Path(workdir)
     out = check_out(Path(out) if out is not None else workdir / "report", given=out is not None)
     df, notes = load_runs(workdir, dataset, model)
@@ -83,8 +84,7 @@ def _write_report(df: pd.DataFrame, notes: list[str], out: Path, *, title, metri
     written = []
     try:
         with atomic.staged_directory(out) as staging:
-            all_runs.drop(columns=NETWORK_COLUMNS).drop(columns=SETTINGS, errors="ignore").to_csv(
-                staging / "results.csv", index=False)
+            results_table(all_runs).to_csv(staging / "results.csv", index=False)
             pairs = convergence.control_pairs(all_runs, metric)
             if not pairs.empty:
                 pairs.insert(0, "metric", metric)
@@ -120,8 +120,8 @@ def _write_report(df: pd.DataFrame, notes: list[str], out: Path, *, title, metri
         raise ReportError(f"cannot write the report to {out}: {e.strerror or e} "
                           f"({e.filename or out}); nothing was changed there. Free space or "
                           "give --out a folder you can write") from None
-    return {"files": {name: out / name for name in written}, "notes": settings + all_notes,
-            "runs": len(all_runs)}
+    return {"folder": out, "files": {name: out / name for name in written},
+            "notes": settings + all_notes, "runs": len(all_runs)}
 
 
 def check_out(out: Path, *, given: bool) -> Path:

@@ -236,6 +236,12 @@ def load_runs(workdir, dataset: str | None = None,
     return df.sort_values(order).reset_index(drop=True), notes
 
 
+def results_table(df: pd.DataFrame) -> pd.DataFrame:
+    """What results.csv holds: the runs table (`load_runs`) without the columns that describe
+    the network or hold each run's settings as a dict (its flags are the flag_<name> columns)."""
+    return df.drop(columns=NETWORK_COLUMNS).drop(columns=SETTINGS, errors="ignore")
+
+
 def _none_readable(workdir: Path, unusable: list) -> str:
     """The error when every result.json under `workdir` is unusable: a few of them with why,
     their count and how to train them again."""
