@@ -14,9 +14,10 @@ import pytest
 
 import keras_transfer as kt
 from data_prep.sources import SyntheticSpec
-from keras_transfer import api
+from keras_transfer import api, naming
 from keras_transfer.config import Config
 from keras_transfer.grid import __main__ as grid_cli
+from train_helpers import SMOKE
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "docs" / "examples" / "from_python.py"
@@ -64,6 +65,16 @@ def test_train_net_refuses_what_main_refuses_with_main_s_message():
         kt.train_net(model="nope")
     with pytest.raises(kt.Error, match=r"flag --n=2.5"):
         kt.train_net(n=2.5)
+
+
+@pytest.mark.slow
+def test_train_net_trains_the_net_and_returns_its_result_json(synthetic_data, tmp_path):
+    result = kt.train_net(**SMOKE, target="A", data_dir=synthetic_data, workdir=tmp_path)
+    written = naming.run_dir(tmp_path, "synthetic", "random_0", 0, "baseA") / "result.json"
+    assert result["run"] == "baseA" and result["steps"] == SMOKE["steps"]
+    assert json.loads(json.dumps(result)) == json.loads(written.read_text())
+    assert kt.train_net(**SMOKE, target="A", data_dir=synthetic_data,
+                        workdir=tmp_path) == result  # done: not trained again
 
 
 @pytest.mark.slow
@@ -149,11 +160,15 @@ def test_the_report_functions_refuse_a_missing_workdir_with_the_report_s_message
 @pytest.mark.slow
 def test_the_example_runs_end_to_end(tmp_path):
     """docs/examples/from_python.py, as a user runs it, in a folder of its own: it trains its
-    grid, and what it prints and writes is the grid's results and report."""
-    done = subprocess.run([sys.executable, str(EXAMPLE)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=1200,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert done.returncode == 0, done.stderr[-3000:]
+    grid, and what it prints and writes is the grid's results and report; run again, it
+    trains nothing."""
+    def run_example():
+        done = subprocess.run([sys.executable, str(EXAMPLE)], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=1200, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    out = run_example()
     results = pd.read_csv(tmp_path / "runs" / "report" / "results.csv")
     nets = {"baseA", "baseB"} | {f"{s}{n}B{plus}" for s in "AB" for n in (1, 4)
                                  for plus in ("", "+")}
@@ -162,7 +177,6 @@ def test_the_example_runs_end_to_end(tmp_path):
     report = tmp_path / "runs" / "report"
     assert {"summary.md", "results.csv", "findings.csv", "figure2.png"} <= {
         p.name for p in report.iterdir()}
-    out = done.stdout
     assert f"{len(nets)} trained, 0 already done, 0 unfinished (exit status 0)" in out
     assert "report: runs/report" in out
     findings = pd.read_csv(report / "findings.csv")
@@ -170,3 +184,4 @@ def test_the_example_runs_end_to_end(tmp_path):
         assert effect in out  # the findings printed are the report's
     for run, condition in zip(results["run"], results["condition"]):  # the results printed
         assert re.search(rf"^ *{re.escape(run)} +{re.escape(condition)} ", out, re.M), run
+    assert f"0 trained, {len(nets)} already done, 0 unfinished (exit status 0)" in run_example()
