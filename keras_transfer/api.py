@@ -12,8 +12,8 @@
 Each function takes its command's options as keyword arguments with the flags' names and
 values, checks them as the command does and runs the command's own code:
 
-    prepare_data   python -m data_prep                 (its flags: python -m data_prep --help)
-    train_net      python -m keras_transfer.main       (main's flags: --helpfull)
+    prepare_data   python -m data_prep                 (its flags: --help)
+    train_net      python -m keras_transfer.main       (its flags: --help)
     run_grid       python -m keras_transfer.grid       (./launch.sh --help, and main's flags
                                                         for every net)
     load_results   results.csv of python -m keras_transfer.report WORKDIR
@@ -100,7 +100,7 @@ def train_net(**flags) -> dict:
 
     names = [field.name for field in dataclasses.fields(config_lib.Config)] + ["flagfile"]
     _check_names("train_net", flags, names,
-                 "the flags of python -m keras_transfer.main --helpfull")
+                 "the flags of python -m keras_transfer.main --help")
     try:
         config = config_lib.resolve(None, _flag_argv(_given(flags)))
     except config_lib.ConfigError as e:
@@ -168,7 +168,7 @@ def run_grid(**options) -> GridSummary:
     main_flags = [field.name for field in dataclasses.fields(config_lib.Config)]
     _check_names("run_grid", options, [*grid_flags, *main_flags],
                  "the flags of python -m keras_transfer.grid --help and, for every net, of "
-                 "python -m keras_transfer.main --helpfull")
+                 "python -m keras_transfer.main --help")
     given = _given(options)
     args = _parse(parser, _option_argv({k: v for k, v in given.items() if k in grid_flags},
                                        grid_flags))
@@ -240,8 +240,8 @@ def make_report(workdir=None, **options) -> Report:
     """Writes the report of the runs under WORKDIR as `python -m keras_transfer.report` does
     (into WORKDIR/report, or out=DIR) and returns it as a Report.
 
-    The options are the report's flags: out, dataset, model, metric, reference, no_hparams,
-    and paper=True (with out, no workdir) for the authors' own nets. Example:
+    The options are the report's flags: out, dataset, model, metric, reference, and
+    paper=True (with out, no workdir) for the authors' own nets. Example:
 
         report = kt.make_report("runs", out="runs/report")
         print(report.findings)
