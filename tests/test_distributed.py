@@ -17,7 +17,7 @@ import pytest
 
 from data_prep import prepare, sources
 from distributed_helpers import (REPO, SAME_AS_ONE_PROCESS, assert_same_training,
-                                 main_command, run_dir, train_one_process)
+                                 main_command, run_dir, train_one_process, weights)
 
 pytestmark = pytest.mark.cluster  # several worker processes
 
@@ -103,18 +103,14 @@ def test_two_logical_cpus_split_each_batch_and_train_as_one_device_would(data_di
     assert_same_training(tmp_path, one_process, replicas=2)
 
 
-def test_a_killed_worker_is_named_and_the_run_resumes_from_its_backup(data_dir, tmp_path):
-    """With dropout on, at settings near the edge of divergence (lr 0.01, 4 images per
-    replica): the resumed workers replay the data stream and dropout's random state from the
-    backup, so they do not wander off the uninterrupted run's path into a NaN."""
-    flags = ["--target=A", "--steps=200", "--eval_every=25", "--histogram_every=1000",
-             "--deterministic", "--dropout=0.5"]
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    procs = start_workers(data_dir, tmp_path / "runs", scratch, *flags)
-    history = run_dir(tmp_path / "runs") / "history.json"
+def kill_worker_and_resume(data_dir, workdir, scratch, flags, evaluations=2):
+    """Starts two workers, SIGKILLs worker 1 once the run has `evaluations` evaluations, checks
+    that worker 0 names the dead worker and stops, then starts both again to the end; returns
+    their outputs."""
+    procs = start_workers(data_dir, workdir, scratch, *flags)
+    history = run_dir(workdir) / "history.json"
     deadline = time.monotonic() + 240
-    while not (history.exists() and len(json.loads(history.read_text())["history"]) >= 2):
+    while not (history.exists() and len(json.loads(history.read_text())["history"]) >= evaluations):
         assert time.monotonic() < deadline and procs[0].poll() is None, procs[0].stdout.read()
         time.sleep(0.2)
     procs[1].send_signal(signal.SIGKILL)
@@ -123,15 +119,49 @@ def test_a_killed_worker_is_named_and_the_run_resumes_from_its_backup(data_dir, 
     assert "a worker of this multi-worker run died or cannot be reached" in out
     assert "Start every worker again with the same command; training resumes from its last " \
            "backup (step " in out
-    assert not (run_dir(tmp_path / "runs") / "result.json").exists()
-
-    outputs = finish(start_workers(data_dir, tmp_path / "runs", scratch, *flags))
+    assert not (run_dir(workdir) / "result.json").exists()
+    outputs = finish(start_workers(data_dir, workdir, scratch, *flags))
     for code, out in outputs:
         assert code == 0, out[-3000:]
         assert "resuming baseA from its backup at step" in out
+    return outputs
+
+
+def test_a_killed_worker_is_named_and_the_run_resumes_from_its_backup(data_dir, tmp_path):
+    """With dropout on, at settings near the edge of divergence (lr 0.01, 4 images per
+    replica): the resumed workers replay the data stream and dropout's random state from the
+    backup, so they do not wander off the uninterrupted run's path into a NaN. (Equality with
+    the uninterrupted run is not asserted here: with dropout on, uninterrupted two-worker runs
+    themselves differ now and then; docs/reliability.md.)"""
+    flags = ["--target=A", "--steps=200", "--eval_every=25", "--histogram_every=1000",
+             "--deterministic", "--dropout=0.5"]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    kill_worker_and_resume(data_dir, tmp_path / "runs", scratch, flags)
     result = json.loads((run_dir(tmp_path / "runs") / "result.json").read_text())
     assert [h["step"] for h in result["history"]] == list(range(25, 201, 25))
     assert all(np.isfinite(h["loss"]) for h in result["history"])
+
+
+def test_two_workers_killed_and_resumed_train_exactly_as_uninterrupted_ones(data_dir, tmp_path):
+    """Without dropout, two-worker runs under --deterministic repeat bit for bit, and a run
+    whose worker was killed and which resumed from its backup (the data stream replayed from
+    the backup's step) ends with the uninterrupted run's history and weights, exactly."""
+    flags = ["--target=A", "--steps=40", "--eval_every=10", "--histogram_every=1000",
+             "--deterministic", "--dropout=0"]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for code, out in finish(start_workers(data_dir, tmp_path / "uninterrupted", scratch, *flags)):
+        assert code == 0, out[-3000:]
+    kill_worker_and_resume(data_dir, tmp_path / "resumed", scratch, flags)
+    resumed, uninterrupted = (json.loads((run_dir(tmp_path / name) / "result.json").read_text())
+                              for name in ("resumed", "uninterrupted"))
+    assert [h["step"] for h in resumed["history"]] == list(range(10, 41, 10))
+    assert resumed["history"] == uninterrupted["history"]
+    mine, theirs = weights(tmp_path / "resumed"), weights(tmp_path / "uninterrupted")
+    assert mine.keys() == theirs.keys() and mine
+    for name in mine:
+        np.testing.assert_array_equal(mine[name], theirs[name], err_msg=name)
 
 
 def test_the_xla_compiled_bfloat16_step_trains(data_dir, tmp_path):
