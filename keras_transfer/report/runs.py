@@ -83,10 +83,13 @@ class Network:
 def external_bases(df: pd.DataFrame) -> list[str]:
     """Each network trained elsewhere that nets of `df` copied from, with the start of its
     file's sha256 (none for Keras' own download)."""
-    used = df.dropna(subset=["external_base"]) if "external_base" in df else df.iloc[:0]
-    return [f"{path} (sha256 {str(digest)[:12]})" if digest else str(path)
-            for (path, digest), _ in used.groupby(["external_base", "external_base_sha256"],
-                                                   dropna=False)]
+    if "external_base" not in df:  # e.g. the authors' nets
+        return []
+    used = df.dropna(subset=["external_base"])
+    digests = used.get("external_base_sha256", pd.Series(None, index=used.index))
+    pairs = sorted({(path, digest if isinstance(digest, str) else "")
+                    for path, digest in zip(used["external_base"], digests)})
+    return [f"{path} (sha256 {digest[:12]})" if digest else str(path) for path, digest in pairs]
 
 
 def cut_names_of(result: dict) -> tuple | None:
