@@ -22,8 +22,8 @@ Usage:
       paper's, trains baseA and R nA on the whole dataset: --random_control=whole after
       `python -m data_prep --split=whole`). Re-running it resumes: finished nets are skipped.
       --model=NAME trains another network the same way (main's --model, e.g. resnet_small:
-      batch normalisation and residual blocks, n = 1..5 cut points) into runs_NAME/, with its
-      report in runs_NAME/report/. --workdir=DIR trains, analyses and reports in DIR;
+      batch normalisation and residual blocks, n = 1..5 cut points; or a network of your own,
+      --model=file.py:function) into runs_NAME/, with its report in runs_NAME/report/. --workdir=DIR trains, analyses and reports in DIR;
       --dry_run prints the nets' commands and compute and prepares nothing. The steps are
       keras_transfer/grid/demo.py.
 

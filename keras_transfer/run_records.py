@@ -21,7 +21,7 @@ from data_prep.locking import FileLock
 from data_prep.manifest import content_sha256
 from keras_transfer import naming
 
-if TYPE_CHECKING:  # config builds --model's choices from the model registry: the report needs neither
+if TYPE_CHECKING:  # config builds --model's help from the model registry: the report needs neither
     from keras_transfer.config import Config
 
 # The flags that change what a trained net is (besides the ones in its run directory's path): a
