@@ -20,6 +20,18 @@ def run_cli(*args, module="data_prep", timeout=120):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def prepare_four_small_classes(out):
+    """Prepares the smallest dataset the grid and multi-worker tests train on: `random:0` of 4
+    synthetic classes of 16 px, 8 training and 4 validation images each; returns `out`, the
+    data_dir (halves at <out>/synthetic/random_0/{A,B})."""
+    from data_prep import prepare, sources  # here: the helpers' other users need no TensorFlow
+    spec = sources.SyntheticSpec(num_classes=4, image_size=16, train_per_class=8,
+                                 validation_per_class=4)
+    prepare.prepare(source="synthetic", split="random:0", out=out, synthetic=spec,
+                    progress=False)
+    return out
+
+
 def error_lines(stderr):
     """stderr lines that are data_prep's own (TensorFlow start-up chatter removed)."""
     return [line for line in stderr.splitlines() if line.startswith("data_prep")]

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from data_prep import prepare, sources
+from data_prep_helpers import prepare_four_small_classes
 from distributed_helpers import (REPO, SAME_AS_ONE_PROCESS, assert_same_training,
                                  main_command, run_dir, train_one_process, weights)
 
@@ -25,10 +25,7 @@ pytestmark = pytest.mark.cluster  # several worker processes
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("distributed_data")
-    spec = sources.SyntheticSpec(num_classes=4, image_size=16, train_per_class=8,
-                                 validation_per_class=4)
-    prepare.prepare(source="synthetic", split="random:0", out=root, synthetic=spec,
-                    progress=False)
+    prepare_four_small_classes(root)
     return root
 
 

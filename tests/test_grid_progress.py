@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from data_prep import prepare, quiet_tensorflow, sources
+from data_prep import quiet_tensorflow
+from data_prep_helpers import prepare_four_small_classes
 from keras_transfer import config, grid
 from keras_transfer.grid.cost import net_costs
 from keras_transfer.grid.progress import Counts, GridProgress, duration, eta_seconds
@@ -116,10 +117,7 @@ def test_frozen_nets_cost_less_and_nets_with_more_steps_more(tmp_path):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("progress_data")
-    spec = sources.SyntheticSpec(num_classes=4, image_size=16, train_per_class=8,
-                                 validation_per_class=4)
-    prepare.prepare(source="synthetic", split="random:0", out=root, synthetic=spec,
-                    progress=False)
+    prepare_four_small_classes(root)
     return root
 
 

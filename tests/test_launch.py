@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep import prepare, sources
-from data_prep_helpers import ctrl_c_as_in_a_terminal
+from data_prep_helpers import ctrl_c_as_in_a_terminal, prepare_four_small_classes
 from keras_transfer import report
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,10 +29,7 @@ NETS = ("baseA", "baseB", "B1B", "B1B+", "A1B", "A1B+")
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("grid_data")
-    spec = sources.SyntheticSpec(num_classes=4, image_size=16, train_per_class=8,
-                                 validation_per_class=4)
-    prepare.prepare(source="synthetic", split="random:0", out=root / "data", synthetic=spec,
-                    progress=False)
+    prepare_four_small_classes(root / "data")
     return root / "data"
 
 

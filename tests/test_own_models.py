@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from data_prep_helpers import prepare_four_small_classes
 from keras_transfer import models, naming
 from keras_transfer.grid import plan as grid_plan
 from keras_transfer.grid.errors import GridError
@@ -219,12 +220,8 @@ def _run(module, *args, cwd):
 @pytest.fixture(scope="module")
 def grid_dir(tmp_path_factory):
     """A folder holding tiny synthetic data in data/ (4 classes of 16 px) and the example."""
-    from data_prep import prepare, sources
     root = tmp_path_factory.mktemp("own_model")
-    spec = sources.SyntheticSpec(num_classes=4, image_size=16, train_per_class=8,
-                                 validation_per_class=4)
-    prepare.prepare(source="synthetic", split="random:0", out=root / "data", synthetic=spec,
-                    progress=False)
+    prepare_four_small_classes(root / "data")
     (root / "nets").mkdir()
     shutil.copy(EXAMPLE, root / "nets" / "my_model.py")
     return root

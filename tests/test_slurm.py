@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep import prepare, sources
+from data_prep_helpers import prepare_four_small_classes
 from distributed_helpers import (SAME_AS_ONE_PROCESS, assert_same_training, main_command,
                                  train_one_process)
 from keras_transfer.grid import slurm_cluster
@@ -69,10 +69,7 @@ def cluster(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm_data")
-    spec = sources.SyntheticSpec(num_classes=4, image_size=16, train_per_class=8,
-                                 validation_per_class=4)
-    prepare.prepare(source="synthetic", split="random:0", out=root / "data", synthetic=spec,
-                    progress=False)
+    prepare_four_small_classes(root / "data")
     return root / "data"
 
 
