@@ -20,7 +20,7 @@ STARTED = time.perf_counter()  # before TensorFlow's import, which the timing co
 
 from absl import app, flags, logging  # noqa: E402
 
-from data_prep import quiet_tensorflow  # noqa: E402
+from data_prep import process_exit, quiet_tensorflow  # noqa: E402
 from keras_transfer import config as config_lib  # noqa: E402
 from keras_transfer import exit_status, stopping  # noqa: E402
 
@@ -235,7 +235,12 @@ def run():
     """Console entry point (`keras-transfer`)."""
     logging.set_verbosity(logging.WARNING)
     config_lib.list_in_help()
-    app.run(main)
+    try:
+        app.run(main)
+    except SystemExit as done:
+        if FLAGS.is_parsed() and FLAGS.strategy == "multi_worker":
+            raise  # the workers leave TensorFlow's coordination service together, at teardown
+        process_exit.exit_now(done.code)  # every file of the run is written and closed
 
 
 if __name__ == "__main__":

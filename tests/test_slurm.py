@@ -199,11 +199,15 @@ def test_a_requeued_task_resumes_from_its_backup(tmp_path, cluster, data_dir):
         time.sleep(0.2)
     task = f"{job}_0"
     _slurm(cluster, "scontrol", "requeue", task)
+    requeued = time.monotonic()
     # A requeued job waits about two minutes (BeginTime) before it may start again.
     deadline = time.monotonic() + 60
     while "JobState=PENDING" not in _slurm(cluster, "scontrol", "show", "job", "-o", task):
         assert time.monotonic() < deadline
         time.sleep(0.2)
+    # Not in the second of the requeue: slurmd refuses a job whose new credential dates from
+    # the second in which it revoked the old one ("Job credential revoked").
+    time.sleep(max(0.0, requeued + 1.1 - time.monotonic()))
     _slurm(cluster, "scontrol", "update", f"jobid={task}", "StartTime=now")
     _wait_until_idle(cluster)
     result = json.loads((run / "result.json").read_text())
