@@ -18,12 +18,13 @@ Usage:
       long) into runs/, writes the report to runs/report/, prints the paper's findings with
       95% CIs, the bases' convergence and where figure2.png and summary.md are.
       --splits=0,1 runs fewer splits; --experiments=transfer,convergence,random adds the
-      random-features control R nB on half B of the first split (the demo prepares only random splits; the grid's default control, the
-      paper's, trains baseA and R nA on the whole dataset: --random_control=whole after
-      `python -m data_prep --split=whole`). Re-running it resumes: finished nets are skipped.
-      --model=NAME trains another network the same way (main's --model, e.g. resnet_small:
-      batch normalisation and residual blocks, n = 1..5 cut points; or a network of your own,
-      --model=file.py:function) into runs_NAME/, with its report in runs_NAME/report/. --workdir=DIR trains, analyses and reports in DIR;
+      random-features control R nB on half B of the first split (the demo prepares only random
+      splits; the grid's default control, the paper's, trains baseA and R nA on the whole
+      dataset: --random_control=whole after `python -m data_prep --split=whole`). Re-running
+      it resumes: finished nets are skipped. --model=NAME trains another network the same way
+      (main's --model, e.g. resnet_small: batch normalisation and residual blocks, n = 1..5
+      cut points; or a network of your own, --model=file.py:function) into runs_NAME/, with
+      its report in runs_NAME/report/. --workdir=DIR trains, analyses and reports in DIR;
       --dry_run prints the nets' commands and compute and prepares nothing. The steps are
       keras_transfer/grid/demo.py.
 
