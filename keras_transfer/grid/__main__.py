@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import math
 import os
+import signal
 import sys
 
 from keras_transfer import config as config_lib
@@ -291,13 +292,18 @@ def launch(args: argparse.Namespace, extra: list[str], out=sys.stdout) -> Launch
 
 def run() -> None:
     try:
-        sys.exit(main())
+        status = main()
     except GridError as e:
         print(f"launch.sh: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # Ctrl-C outside run_local's loop, which stops its nets itself
         print("launch.sh: stopped by SIGINT", file=sys.stderr)
         sys.exit(exit_status.INTERRUPTED)
+    # The grid is over, its status decided: a further Ctrl-C (the second of two, landing after
+    # the stopped nets have ended) must not kill the exit itself (status -2 instead of 130).
+    for stop_signal in exit_status.STOP_SIGNALS:
+        signal.signal(stop_signal, signal.SIG_IGN)
+    sys.exit(status)
 
 
 if __name__ == "__main__":
