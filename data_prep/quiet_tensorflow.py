@@ -1,5 +1,11 @@
 """TensorFlow without its start-up notices: every process of the project imports it through here.
 
+Also without the optional libraries Keras loads for features no process of the project uses:
+pandas (to slice a DataFrame given to `fit`) and matplotlib (its image-plotting helpers). They
+are about 0.6 s of TensorFlow's 2.7 s import, paid by every net's process. They are hidden only
+while TensorFlow imports (Keras then takes them for absent, as it does where they are not
+installed) and import normally afterwards; one imported before TensorFlow is left alone.
+
 TensorFlow prints a screenful as it starts: oneDNN and CUDA notices, hints about CPU
 instructions, and on a machine without a GPU driver an error that cuInit failed. They come two
 ways. Lines logged after start-up obey TF_CPP_MIN_LOG_LEVEL, read when TensorFlow loads. Lines
@@ -42,6 +48,8 @@ _NO_DRIVER = "Could not find cuda drivers"
 _CUINIT_FAILED = "failed call to cuInit"
 # A Python warning tf.data gives for every input pipeline traced in a graph; nothing to act on.
 _TF_DATA_OPTIONS_WARNING = "To make it possible to preserve tf.data options"
+# Keras' optional imports that nothing here needs (see the module's docstring).
+UNUSED_BY_KERAS = ("pandas", "matplotlib")
 
 
 def default_level_is_used() -> bool:
@@ -57,14 +65,33 @@ def default_level_is_used() -> bool:
 def import_tensorflow():
     """`import tensorflow`, its start-up notices left out of stderr unless the user chose a log
     level; returns the module."""
-    if "tensorflow" in sys.modules or not default_level_is_used():
+    if "tensorflow" in sys.modules:
         import tensorflow as tf
         return tf
-    warnings.filterwarnings("ignore", message=_TF_DATA_OPTIONS_WARNING, category=UserWarning)
-    with _stderr_filtered():
-        import tensorflow as tf
-        tf.config.list_physical_devices()  # the GPU platform starts here (cuInit)
+    with _hidden(UNUSED_BY_KERAS):
+        if not default_level_is_used():
+            import tensorflow as tf
+            return tf
+        warnings.filterwarnings("ignore", message=_TF_DATA_OPTIONS_WARNING, category=UserWarning)
+        with _stderr_filtered():
+            import tensorflow as tf
+            tf.config.list_physical_devices()  # the GPU platform starts here (cuInit)
     return tf
+
+
+@contextlib.contextmanager
+def _hidden(modules):
+    """`import` of each of `modules` not yet imported raises ImportError for the duration, as
+    it would if it were not installed (a None in sys.modules means that to Python)."""
+    hidden = [name for name in modules if name not in sys.modules]
+    for name in hidden:
+        sys.modules[name] = None
+    try:
+        yield
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
 
 
 def is_startup_noise(line: str, no_gpu_expected: bool) -> bool:

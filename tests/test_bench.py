@@ -59,7 +59,9 @@ def test_bench_trains_a_grid_packed_and_one_net_per_process(synthetic_data, tmp_
     assert max(len(r["pack"]) for r in packed) > 1  # the default packs the small nets
     single = [json.loads(p.read_text()) for p in (tmp_path / "one-per-process").rglob("result.json")]
     assert all(r["pack"] == [r["run"]] for r in single)
-    assert "ratio: packed / peer" not in done.stdout  # the peer was not asked for and "goal:" not in done.stdout
+    assert "ratio: packed / peer" not in done.stdout  # the peer was not asked for
+    assert "goal: the demo's grid >= " not in done.stdout  # nor its ratio to the peer's
+    assert "goal: the demo's grid computes at >= 65% of the float32" in done.stdout
 
 
 @pytest.mark.slow

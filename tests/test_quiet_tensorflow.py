@@ -89,3 +89,32 @@ def test_main_prints_no_start_up_notices_unless_the_user_asks(synthetic_data, tm
     everything = _main_stderr(tmp_path / "user", synthetic_data, TF_CPP_MIN_LOG_LEVEL="0")
     assert any(quiet_tensorflow.is_startup_noise(line, False)
                for line in everything.splitlines()), everything
+
+
+def _after_importing_tensorflow(first=""):
+    """What a fresh Python process sees of pandas and matplotlib once it has imported TensorFlow
+    through quiet_tensorflow (after `first`, a statement run before)."""
+    script = f"""
+import sys
+{first}
+from data_prep import quiet_tensorflow
+quiet_tensorflow.import_tensorflow()
+import keras
+from keras.src.trainers.data_adapters import array_slicing
+print([m for m in quiet_tensorflow.UNUSED_BY_KERAS if m in sys.modules])
+print(array_slicing.pandas is not None)
+import pandas, matplotlib.pyplot
+print(pandas.DataFrame({{"a": [1]}}).shape, matplotlib.pyplot.figure is not None)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.splitlines()
+
+
+@pytest.mark.slow
+def test_keras_unused_optional_libraries_are_not_loaded_yet_import_afterwards():
+    # Not loaded with TensorFlow (Keras takes pandas for absent), importable right after.
+    assert _after_importing_tensorflow() == ["[]", "False", "(1, 1) True"]
+    # One the process imported before TensorFlow is left alone: Keras uses it.
+    assert _after_importing_tensorflow("import pandas") == ["['pandas']", "True", "(1, 1) True"]
