@@ -36,6 +36,7 @@ from data_prep.errors import DataPrepError, Interrupted
 SHARD_BYTES = 150 * 2**20         # target shard size for big datasets
 PHOTO_SIZE = 256                  # the paper's ImageNet size; default for mixed-size photos
 CHUNK_IMAGES = {False: 512, True: 32}  # images per worker task: small images / photos
+POLL_SECONDS = 0.1                # how often a wait for the worker pool looks for a Ctrl-C
 SMALL_JOB = 2000                  # below this many images, encode in-process (no spawn cost)
 
 
@@ -349,39 +350,42 @@ def _write_shards(src, labels, selection, halves, target, tmp, num_workers, prog
     result = {h: {"writers": {}, "sum": None} for h in names}
     bar = _progress_bar(total, progress)
     pool = None
-    try:
-        if num_workers > 1:
-            with _interrupts_deferred():  # a pool half started is still stopped below
-                pool = _start_pool(num_workers)
-        for split in sources.SPLITS:
-            writers = {h: _ShardWriter(tmp[h], split, len(selection[split][h]), target)
-                       for h in names}
-            order, group = _write_order(src, split, selection[split])
-            chunk = CHUNK_IMAGES[target.encoding == "jpeg"]
-            tasks = _tasks(src.payloads(split, order), group, chunk, target, split == "train")
-            pos = 0
-            for encoded, sums in _run(tasks, pool, num_workers):
-                _check_interrupt()
-                for data in encoded:
-                    h, original = names[group[pos]], int(labels[split][order[pos]])
-                    label = lut[h][original]
-                    writers[h].write(tf.io, records.encode_example(
-                        image=data, height=target.height, width=target.width,
-                        channels=target.channels, label=label, original_label=original,
-                        class_name=src.class_names[original]), label)
-                    pos += 1
-                for g, s in sums.items():
-                    r = result[names[g]]
-                    r["sum"] = s if r["sum"] is None else r["sum"] + s
-                bar.update(len(encoded))
-            for h in names:
-                assert writers[h].written == writers[h].n, (h, split)
-                result[h]["writers"][split] = writers[h]
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
+    # Ctrl-C is acted on between chunks (_check_interrupt), never raised inside the pool's
+    # own threads' waits and locks.
+    with _interrupts_polled():
+        try:
+            if num_workers > 1:
+                with _interrupts_deferred():  # a pool half started is still stopped below
+                    pool = _start_pool(num_workers)
+            for split in sources.SPLITS:
+                writers = {h: _ShardWriter(tmp[h], split, len(selection[split][h]), target)
+                           for h in names}
+                order, group = _write_order(src, split, selection[split])
+                chunk = CHUNK_IMAGES[target.encoding == "jpeg"]
+                tasks = _tasks(src.payloads(split, order), group, chunk, target, split == "train")
+                pos = 0
+                for encoded, sums in _run(tasks, pool, num_workers):
+                    _check_interrupt()
+                    for data in encoded:
+                        h, original = names[group[pos]], int(labels[split][order[pos]])
+                        label = lut[h][original]
+                        writers[h].write(tf.io, records.encode_example(
+                            image=data, height=target.height, width=target.width,
+                            channels=target.channels, label=label, original_label=original,
+                            class_name=src.class_names[original]), label)
+                        pos += 1
+                    for g, s in sums.items():
+                        r = result[names[g]]
+                        r["sum"] = s if r["sum"] is None else r["sum"] + s
+                    bar.update(len(encoded))
+                for h in names:
+                    assert writers[h].written == writers[h].n, (h, split)
+                    result[h]["writers"][split] = writers[h]
+        finally:
+            bar.close()
+            if pool is not None:
+                _stop(pool)
+    _check_interrupt()
     return result
 
 
@@ -429,9 +433,18 @@ def _run(tasks, pool, num_workers):
     for task in tasks:
         pending.append(pool.apply_async(imaging.encode_chunk, (task,)))
         if len(pending) >= 2 * num_workers:
-            yield pending.popleft().get()
+            yield _result(pending.popleft())
     while pending:
-        yield pending.popleft().get()
+        yield _result(pending.popleft())
+
+
+def _result(task):
+    """A pool task's result, waited for in short steps so that a Ctrl-C (under
+    _interrupts_polled) is raised within a fraction of a second."""
+    while not task.ready():
+        task.wait(POLL_SECONDS)
+        _check_interrupt()
+    return task.get()
 
 
 def _finish_half(directory, header, result, target):
@@ -486,6 +499,17 @@ def _ignore_interrupts():
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
+def _stop(pool):
+    """Ends the worker pool, after a Ctrl-C or an error too: no new tasks, the workers finish
+    the ones in flight (at most 2 each, see _run) and exit. Not Pool.terminate(): it can wait
+    for ever, its task thread blocked writing a task for workers it has already killed
+    (CPython issue 78178; seen here as a Ctrl-C after which data_prep never ended). This
+    relies on Ctrl-C being raised only where the code checks (_interrupts_polled): raised
+    inside apply_async, it could leave a task registered that no worker will ever run."""
+    pool.close()
+    pool.join()
+
+
 def _start_pool(num_workers):
     """A spawn pool of workers that ignore SIGINT from their first instruction: they are started
     with SIGINT blocked (a child inherits the mask), and unblock it once it is ignored."""
@@ -517,14 +541,8 @@ def _one_interrupt():
     if not _in_main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield
         return
-
-    def first(signum, frame):
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _interrupted.set()
-        raise KeyboardInterrupt
-
     _interrupted.clear()
-    previous = signal.signal(signal.SIGINT, first)
+    previous = signal.signal(signal.SIGINT, _raise_first_interrupt)
     try:
         yield
     finally:
@@ -532,10 +550,38 @@ def _one_interrupt():
         _interrupted.clear()
 
 
+def _raise_first_interrupt(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
+def _note_first_interrupt(signum, frame):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _interrupted.set()
+
+
 def _check_interrupt():
     """Raises KeyboardInterrupt if Ctrl-C came, even if it was swallowed where it came."""
     if _interrupted.is_set():
         raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _interrupts_polled():
+    """Inside a _one_interrupt block: the first Ctrl-C only sets the flag that
+    _check_interrupt raises (later ones are ignored), so it is raised where the code checks,
+    not wherever it lands. Outside one (not the main thread, a caller's own handler) nothing
+    changes."""
+    if not _in_main_thread() or signal.getsignal(signal.SIGINT) is not _raise_first_interrupt:
+        yield
+        return
+    signal.signal(signal.SIGINT, _note_first_interrupt)
+    try:
+        yield
+    finally:
+        if not _interrupted.is_set():
+            signal.signal(signal.SIGINT, _raise_first_interrupt)
 
 
 @contextlib.contextmanager
