@@ -1,5 +1,6 @@
-"""TensorFlow's start-up notices are left out of the project's processes, its errors are not, and
-a TF_CPP_MIN_LOG_LEVEL the user set is left alone (data_prep/quiet_tensorflow.py)."""
+"""TensorFlow's start-up notices are left out of the project's processes, its errors are not, a
+TF_CPP_MIN_LOG_LEVEL the user set is left alone, and Keras' unused optional libraries are not
+loaded with it (data_prep/quiet_tensorflow.py)."""
 import io
 import os
 import subprocess
