@@ -1,10 +1,10 @@
 """How a run stops on a signal, resumably: SIGTERM (a scheduler's preemption, the grid's stop)
 or SIGINT (Ctrl-C).
 
-While the training loop runs (`SigtermFlag`), either signal is only recorded; the loop checks
-the record after every call of the compiled train step, saves a backup at the current step and
-raises `Preempted`, and main exits 128 + the signal (143, 130). Outside the loop (start-up,
-building, finishing) SIGTERM kills the run at once (the launcher counts that as preempted too,
+While the nets are built and trained (`SigtermFlag`), either signal is only recorded; the
+training loop checks the record after every call of the compiled train step, saves a backup at
+the current step and raises `Preempted`, and main exits 128 + the signal (143, 130). Outside
+(start-up until the run directory is claimed, finishing) SIGTERM kills the run at once (the launcher counts that as preempted too,
 see exit_status.stopped), and SIGINT raises KeyboardInterrupt at once, which main turns into one
 line and exit 130, once main has called `catch_interrupts`. That SIGINT is recorded as well: if
 library code swallows the KeyboardInterrupt (TensorFlow can turn one into a SystemError that it

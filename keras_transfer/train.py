@@ -159,37 +159,40 @@ def _train(nets: list[NetInTraining], strategy, chief: bool, timing: Timing,
     input_shape, num_classes = shared.input_shape, shared.num_classes
     packed = len(nets) > 1
 
-    with timing.phase("setup"):
-        for net in nets:
-            net.label = net.config.run if packed else ""
-            try:
-                _build(net, strategy, chief)
-            except OSError as e:
-                fail(net, e)
-        nets = [net for net in nets if net.error is None]
-        if not nets:
-            return
-        print(f"{'pack of ' + str(len(nets)) + ': ' if packed else ''}"
-              f"{', '.join(f'{n.config.run} ({n.config.condition})' for n in nets)} on "
-              f"{config.dataset}/{config.split_dir}/{config.target}: {num_classes}-way fc8, "
-              f"input {input_shape}, {models.multiply_adds(nets[0].model) / 1e6:.1f} M "
-              f"multiply-adds/image, strategy {type(strategy).__name__} "
-              f"x{strategy.num_replicas_in_sync}, jit_compile={jit_compile}, "
-              f"precision {config.mixed_precision}", flush=True)
-        for net in nets:
-            if packed:
-                print(f"{net.config.run}:", flush=True)
-            print(transfer.format_layer_table(net.plan), flush=True)
-            if net.start_step:
-                print(f"resuming {net.config.run} from its backup at step {net.start_step}",
-                      flush=True)
-
-    # Nets resumed from backups of different steps train one after the other, each group from
-    # its own step (the learning rate schedule and the data order follow the step).
-    by_start = {}
-    for net in nets:
-        by_start.setdefault(net.start_step, []).append(net)
+    # From here on a stop signal is only recorded and the loop acts on it at its first step
+    # (a backup): raised while TensorFlow builds a model, a KeyboardInterrupt can be
+    # swallowed there with a traceback printed.
     with SigtermFlag() as sigterm:
+        with timing.phase("setup"):
+            for net in nets:
+                net.label = net.config.run if packed else ""
+                try:
+                    _build(net, strategy, chief)
+                except OSError as e:
+                    fail(net, e)
+            nets = [net for net in nets if net.error is None]
+            if not nets:
+                return
+            print(f"{'pack of ' + str(len(nets)) + ': ' if packed else ''}"
+                  f"{', '.join(f'{n.config.run} ({n.config.condition})' for n in nets)} on "
+                  f"{config.dataset}/{config.split_dir}/{config.target}: {num_classes}-way fc8, "
+                  f"input {input_shape}, {models.multiply_adds(nets[0].model) / 1e6:.1f} M "
+                  f"multiply-adds/image, strategy {type(strategy).__name__} "
+                  f"x{strategy.num_replicas_in_sync}, jit_compile={jit_compile}, "
+                  f"precision {config.mixed_precision}", flush=True)
+            for net in nets:
+                if packed:
+                    print(f"{net.config.run}:", flush=True)
+                print(transfer.format_layer_table(net.plan), flush=True)
+                if net.start_step:
+                    print(f"resuming {net.config.run} from its backup at step {net.start_step}",
+                          flush=True)
+
+        # Nets resumed from backups of different steps train one after the other, each group from
+        # its own step (the learning rate schedule and the data order follow the step).
+        by_start = {}
+        for net in nets:
+            by_start.setdefault(net.start_step, []).append(net)
         for start_step, group in sorted(by_start.items()):
             _train_group(group, strategy, start_step, jit_compile, sigterm, timing)
 
