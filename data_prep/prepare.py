@@ -550,15 +550,14 @@ def _one_interrupt():
         _interrupted.clear()
 
 
-def _raise_first_interrupt(signum, frame):
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _interrupted.set()
-    raise KeyboardInterrupt
-
-
 def _note_first_interrupt(signum, frame):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _interrupted.set()
+
+
+def _raise_first_interrupt(signum, frame):
+    _note_first_interrupt(signum, frame)
+    raise KeyboardInterrupt
 
 
 def _check_interrupt():

@@ -4,9 +4,10 @@ or SIGINT (Ctrl-C).
 While the nets are built and trained (`SigtermFlag`), either signal is only recorded; the
 training loop checks the record after every call of the compiled train step, saves a backup at
 the current step and raises `Preempted`, and main exits 128 + the signal (143, 130). Outside
-(start-up until the run directory is claimed, finishing) SIGTERM kills the run at once (the launcher counts that as preempted too,
-see exit_status.stopped), and SIGINT raises KeyboardInterrupt at once, which main turns into one
-line and exit 130, once main has called `catch_interrupts`. That SIGINT is recorded as well: if
+(start-up until the run directory is claimed, finishing) SIGTERM kills the run at once (the
+launcher counts that as preempted too, see exit_status.stopped), and SIGINT raises
+KeyboardInterrupt at once, which main turns into one line and exit 130, once main has called
+`catch_interrupts`. That SIGINT is recorded as well: if
 library code swallows the KeyboardInterrupt (TensorFlow can turn one into a SystemError that it
 ignores), the training loop still stops at its first step with a backup, instead of training on.
 
