@@ -15,7 +15,8 @@ from data_prep import quiet_tensorflow
 from data_prep_helpers import prepare_four_small_classes
 from keras_transfer import config, grid
 from keras_transfer.grid.cost import net_costs
-from keras_transfer.grid.progress import Counts, GridProgress, duration, eta_seconds
+from keras_transfer.grid.progress import (CREDIT_CAP, Counts, GridProgress, Process, duration,
+                                          eta_seconds)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,16 +42,17 @@ def test_status_lines_when_a_net_ends_and_once_a_minute_otherwise():
     counts = Counts(done=0, running=1, failed=0, left=1)
 
     clock.now += 30
-    progress.show(counts, [], ["a", "b"])
+    progress.show(counts, [], [Process(("a",), 30)], ["b"])
     assert stream.getvalue() == ""  # nothing ended, and less than a minute has passed
     clock.now += 31
-    progress.show(counts, [], ["a", "b"])
+    progress.show(counts, [], [Process(("a",), 61)], ["b"])
     assert stream.getvalue() == ("[grid] progress: 0/2 nets done, 1 running, 0 failed, 1 left | "
                                  "elapsed 0:01:01 | ETA not known yet (no net has finished)\n")
     clock.now += 1
-    progress.show(counts, [], ["a", "b"])
+    progress.show(counts, [], [Process(("a",), 62)], ["b"])
     assert len(stream.getvalue().splitlines()) == 1  # the minute starts again
-    progress.show(Counts(done=0, running=0, failed=1, left=1), [], ["b"], net_ended=True)
+    progress.show(Counts(done=0, running=0, failed=1, left=1), [Process((), 62)], [], ["b"],
+                  net_ended=True)
     assert len(stream.getvalue().splitlines()) == 2  # a net ended (here it failed)
 
 
@@ -58,21 +60,74 @@ def test_the_eta_prices_the_nets_left_at_the_cost_trained_per_second():
     costs = {"a": 1.0, "b": 3.0, "c": 6.0, "before": 100.0}
     clock, stream = Clock(), io.StringIO()
     progress = GridProgress(costs, total=4, stream=stream, clock=clock)
-    # `a` (cost 1) took 20 s: b and c (cost 9) take 180 s at that rate. The net done before
-    # the launch (`before`) counts for neither side.
+    # `a` (cost 1) took 20 s: b (just started) and c (cost 9) take 180 s at that rate. The net
+    # done before the launch (`before`) counts for neither side.
     clock.now += 20
-    progress.show(Counts(done=2, running=1, failed=0, left=1), ["a"], ["b", "c"], net_ended=True)
+    a = Process(("a",), 20)
+    progress.show(Counts(done=2, running=1, failed=0, left=1), [a], [Process(("b",), 0)], ["c"],
+                  net_ended=True)
     assert stream.getvalue().splitlines()[-1] == (
         "[grid] progress: 2/4 nets done, 1 running, 0 failed, 1 left | elapsed 0:00:20 | "
         "ETA 0:03:00")
     # c failed: only b is left, at a's rate still.
-    progress.show(Counts(done=2, running=1, failed=1, left=0), ["a"], ["b"], net_ended=True)
+    progress.show(Counts(done=2, running=1, failed=1, left=0), [a], [Process(("b",), 0)], [],
+                  net_ended=True)
     assert stream.getvalue().splitlines()[-1].endswith("1 failed, 0 left | elapsed 0:00:20 | "
                                                        "ETA 0:01:00")
     # b finished 40 s later: nothing is left.
     clock.now += 40
-    progress.show(Counts(done=3, running=0, failed=1, left=0), ["a", "b"], [], net_ended=True)
+    progress.show(Counts(done=3, running=0, failed=1, left=0), [a, Process(("b",), 40)], [], [],
+                  net_ended=True)
     assert stream.getvalue().splitlines()[-1].endswith("elapsed 0:01:00 | ETA 0:00:00")
+
+
+def test_running_packs_are_credited_so_the_eta_falls_while_they_run():
+    # Two slots, every net of cost 1. Pack A (2 nets) ends after 100 s: 0.02 per second of a
+    # process. Pack B (6 nets) has run as long, pack C (4 nets) starts; 4 nets are left.
+    a, b, c = ("a0", "a1"), tuple(f"b{i}" for i in range(6)), tuple(f"c{i}" for i in range(4))
+    left = [f"d{i}" for i in range(4)]
+    costs = dict.fromkeys(a + b + c + tuple(left), 1.0)
+    clock, stream = Clock(), io.StringIO()
+    progress = GridProgress(costs, total=len(costs), stream=stream, clock=clock)
+    finished = [Process(a, 100)]
+    clock.now += 100
+    counts = Counts(done=2, running=10, failed=0, left=4)
+    progress.show(counts, finished, [Process(b, 100), Process(c, 0)], left, net_ended=True)
+    # B counts 2 as trained: 12 to train at 2 slots x 0.02 per second.
+    assert stream.getvalue().splitlines()[-1].endswith("elapsed 0:01:40 | ETA 0:05:00")
+    # A minute on, at that rate: a minute less, not more.
+    clock.now += 60
+    running = [Process(b, 160), Process(c, 60)]
+    progress.show(counts, finished, running, left)
+    assert stream.getvalue().splitlines()[-1].endswith("elapsed 0:02:40 | ETA 0:04:00")
+    # A process that failed trained nothing: its time does not slow the rate.
+    assert progress.eta(finished + [Process((), 150)], running, left) == pytest.approx(240)
+    # With nothing running, the cost left over the cost trained per second since the launch.
+    assert progress.eta(finished + [Process(b, 160)], [], ["d0"]) == pytest.approx(160 / 8)
+
+
+def test_a_process_that_overruns_is_never_counted_as_done():
+    # `a` (cost 1) took 10 s; pack b (cost 2) has run 1000 s, 50 times what that rate predicts.
+    clock, stream = Clock(), io.StringIO()
+    progress = GridProgress({"a": 1.0, "b1": 1.0, "b2": 1.0}, total=3, stream=stream,
+                            clock=clock)
+    clock.now += 1000
+    eta = progress.eta([Process(("a",), 10)], [Process(("b1", "b2"), 1000)], [])
+    credit = CREDIT_CAP * 2
+    assert eta == pytest.approx((2 - credit) * 1000 / (1 + credit))
+    assert eta > 0
+
+
+def test_no_eta_before_a_process_has_trained_a_net_in_this_launch():
+    clock, stream = Clock(), io.StringIO()
+    progress = GridProgress({"a": 1.0, "b": 1.0, "c": 1.0}, total=3, stream=stream, clock=clock)
+    clock.now += 600
+    running = [Process(("a",), 600), Process(("b",), 600)]
+    assert progress.eta([], running, ["c"]) is None
+    # A process that failed trained nothing: still no rate to go by.
+    assert progress.eta([Process((), 30)], running, ["c"]) is None
+    progress.show(Counts(done=0, running=2, failed=0, left=1), [], running, ["c"])
+    assert stream.getvalue().endswith("ETA not known yet (no net has finished)\n")
 
 
 def test_a_terminal_gets_a_live_bar_with_the_counts_and_the_eta():
@@ -82,8 +137,8 @@ def test_a_terminal_gets_a_live_bar_with_the_counts_and_the_eta():
         progress = GridProgress({"a": 1.0, "b": 1.0, "c": 2.0}, total=3, stream=terminal,
                                 clock=clock)
         clock.now += 10
-        progress.show(Counts(done=1, running=1, failed=0, left=1), ["a"], ["b", "c"],
-                      net_ended=True)
+        progress.show(Counts(done=1, running=1, failed=0, left=1), [Process(("a",), 10)],
+                      [Process(("b",), 0)], ["c"], net_ended=True)
         progress.close()
     drawn = b""
     while select.select([leader], [], [], 1.0)[0]:  # whatever the terminal got, in pieces

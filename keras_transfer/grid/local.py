@@ -27,7 +27,7 @@ import time
 from data_prep.locking import FileLock
 from keras_transfer import exit_status
 from keras_transfer.grid.plan import Plan
-from keras_transfer.grid.progress import Counts, GridProgress
+from keras_transfer.grid.progress import Counts, GridProgress, Process
 
 
 @dataclasses.dataclass
@@ -75,7 +75,7 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5,
     blocked: dict = {}
     running: list[_Running] = []
     skipped = len(done)
-    trained: set = set()  # keys of the nets this launch trained
+    finished: list[Process] = []  # the processes that ended in this launch: the nets they trained
     progress = GridProgress(costs if costs is not None else dict.fromkeys(by_key, 1.0), total)
 
     def say(message):
@@ -84,10 +84,11 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5,
                        f"{len(failed)} failed | {message}", out)
 
     def show_progress(net_ended):
-        in_runs = [net.key for r in running for net in r.nets]
-        progress.show(Counts(done=len(done), running=len(in_runs), failed=len(failed),
-                             left=len(pending)),
-                      trained, [net.key for net in pending] + in_runs, net_ended)
+        now = time.monotonic()
+        in_runs = [Process(tuple(net.key for net in r.nets), now - r.started) for r in running]
+        progress.show(Counts(done=len(done), running=sum(len(p.nets) for p in in_runs),
+                             failed=len(failed), left=len(pending)),
+                      finished, in_runs, [net.key for net in pending], net_ended)
 
     say(f"{total} nets, {skipped} already done, {jobs} processes at a time")
 
@@ -119,10 +120,11 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5,
                 running.remove(r)
                 secs = time.monotonic() - r.started
                 how = exit_status.stopped(code)
+                trained = [net.key for net in r.nets if plan.is_done(net)]
+                finished.append(Process(tuple(trained), secs))
                 for net in r.nets:
-                    if plan.is_done(net):
+                    if net.key in trained:
                         done.add(net.key)
-                        trained.add(net.key)
                         say(f"finished {net.label} in {secs:.0f}s")
                     elif how:
                         preempted[net.key] = r.log_path
