@@ -1,6 +1,7 @@
 """The local grid's progress: the ETA from the grid's cost model (made-up costs, a clock the test
-moves), status lines where stderr is not a terminal, a live bar where it is, and a tiny real grid
-that prints its status lines (keras_transfer/grid/progress.py)."""
+moves), running processes credited with their share so far, status lines where stderr is not a
+terminal, a live bar where it is, a local grid of sleeping runs, and a tiny real grid that prints
+its status lines (keras_transfer/grid/progress.py)."""
 import io
 import os
 import re
@@ -154,6 +155,38 @@ def test_a_terminal_gets_a_live_bar_with_the_counts_and_the_eta():
     assert "[grid] 1/3 nets  33%|" in drawn, drawn
     assert "1 running, 0 failed, 1 left | elapsed 0:00:10 | ETA 0:00:30" in drawn, drawn
     assert "[grid] progress:" not in drawn  # the bar, not status lines
+
+
+class _SleepingPlan(grid.Plan):
+    """A plan whose runs sleep (SLEEP seconds by net name), then leave a result behind."""
+    SLEEP = {"baseA": 3, "baseB": 5}
+
+    def command(self, pack):
+        [net] = pack
+        result = self.run_dir(net) / "result.json"
+        return [sys.executable, "-c", f"import pathlib, time; time.sleep({self.SLEEP[net.name]}); "
+                f"p = pathlib.Path({str(result)!r}); p.parent.mkdir(parents=True); "
+                "p.write_text('{}')"]
+
+
+def test_the_local_grid_credits_the_running_process_in_its_eta(tmp_path, capsys):
+    # Two slots: baseA (cost 1) ends after ~3 s, while baseB (cost 100) has run about as long,
+    # so it counts ~1 as trained: ETA ~ 99/2 x elapsed (untrained, it would be 100 x elapsed).
+    nets = [net for net in grid.enumerate_nets(dataset="fashion_mnist", splits=["random:0"],
+                                               seeds=[0], experiments=["transfer"])
+            if net.name in _SleepingPlan.SLEEP]
+    plan = _SleepingPlan(nets=nets, workdir=str(tmp_path), dataset="fashion_mnist",
+                         data_dir="data", flagfile=None, extra_flags=[])
+    costs = {net.key: 1.0 if net.name == "baseA" else 100.0 for net in nets}
+    assert grid.run_local(plan, jobs=2, out=io.StringIO(), poll_seconds=0.1, costs=costs) == 0
+    err = capsys.readouterr().err
+    status = [line for line in err.splitlines()
+              if line.startswith("[grid] progress: 1/2 nets done")]
+    assert len(status) == 1, err
+    times = re.search(r"elapsed (\d+):(\d\d):(\d\d) \| ETA (\d+):(\d\d):(\d\d)", status[0])
+    h, m, s, eh, em, es = map(int, times.groups())
+    elapsed, eta = 3600 * h + 60 * m + s, 3600 * eh + 60 * em + es
+    assert 99 / 2 * 0.75 * elapsed < eta < 99 / 2 * 1.4 * elapsed, status
 
 
 def test_frozen_nets_cost_less_and_nets_with_more_steps_more(tmp_path):
