@@ -122,7 +122,11 @@ class Config(naming.NetIdentity):
     # steps) ended 0.3-1.1 points above x2 (mean 0.8; x1 to x2: 0.9-2.0), so on this network
     # top-1 still gains about a point per doubling at 4x the demo's compute. Batch 64 for 1,440
     # steps (the same images) ended 0.0-1.9 points below this shape (mean 0.9, seeds 0 and 1);
-    # lr 0.02, 0.6 below on both halves (seed 0).
+    # lr 0.02, 0.6 below on both halves (seed 0). Halves holding three or four of the four
+    # upper-body garments (T-shirt, pullover, coat, shirt) are the slowest: random:4's half A
+    # (seed 0) ends at 0.793, 0.839, 0.856 and 0.867 at x1, x2, x4 and x8. On it (seeds 0 and
+    # 1) neither --dropout=0 (x2 -0.9 and +4.0 points from x1) nor --crop=28, no random crops
+    # (+2.9, +2.9), brings x1 within a point of x2.
     # The demo's 30 minutes on 2 cores set the length.
     batch_size: int = _flag(128, "Global batch size (split across replicas).",
                             allowed=POSITIVE)
