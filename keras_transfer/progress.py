@@ -62,6 +62,17 @@ class EvalHistory:
         return entry
 
 
+def print_training(history: EvalHistory, *, step: int, total_steps: int, train_sums: dict,
+                   steps_done: int, seconds: float, learning_rate: float) -> None:
+    """The console line at a point of the schedule that is not evaluated (--eval_last): how far
+    the net has got, its training loss since the last evaluation and its speed, so that a long
+    run is not silent until its last evaluations."""
+    images = max(steps_done * history.images_per_step, 1)
+    print(f"{history.prefix}step {step} of {total_steps}: train loss "
+          f"{train_sums['loss'] / images:.4f} lr {learning_rate:.2g} | "
+          f"{images / max(seconds, 1e-9):.0f} images/s", flush=True)
+
+
 class Summaries:
     """TensorBoard: the net's hparams when it starts; train/eval loss, top-1, top-5, learning
     rate, images/s at every evaluation; weight histograms and the conv1 filters every

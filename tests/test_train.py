@@ -398,9 +398,11 @@ def test_resumed_run_restores_momentum_and_learning_rate(synthetic_data, tmp_pat
 
 @pytest.mark.slow
 def test_evaluation_points_are_the_last_ones_and_evaluating_trains_nothing(synthetic_data,
-                                                                           tmp_path, resumable):
-    """--eval_last=1 evaluates at the end only, still writes a backup at every --eval_every
-    point, and trains the very net that evaluating at every point trains."""
+                                                                           tmp_path, resumable,
+                                                                           capsys):
+    """--eval_last=1 evaluates at the end only, still writes a backup and prints a training
+    line at every other --eval_every point, and trains the very net that evaluating at every
+    point trains."""
     assert evaluation.evaluation_steps(480, 80, 3) == [320, 400, 480]
     assert evaluation.evaluation_steps(450, 100, 3) == [300, 400, 450]
     assert evaluation.evaluation_steps(480, 80, 0) == [80, 160, 240, 320, 400, 480]
@@ -408,7 +410,13 @@ def test_evaluation_points_are_the_last_ones_and_evaluating_trains_nothing(synth
     kw = dict(target="A", steps=6, eval_every=2, dropout=0.5, deterministic=True)
     every = _train(_config(synthetic_data, tmp_path / "every", **kw))
     resumable.update(saved={})
+    capsys.readouterr()
     last = _train(_config(synthetic_data, tmp_path / "last", eval_last=1, **kw))
+    steps = [line for line in capsys.readouterr().out.splitlines() if line.startswith("step ")]
+    assert len(steps) == 3, steps
+    for line, start in zip(steps[:2], ("step 2 of 6: train loss", "step 4 of 6: train loss")):
+        assert line.startswith(start) and line.endswith("images/s"), steps
+    assert steps[2].startswith("step 6: val top-1"), steps
     assert [h["step"] for h in every["history"]] == [2, 4, 6]
     assert last["history"] == every["history"][-1:] and last["evaluations"] == 1
     assert sorted(resumable["saved"]) == [2, 4, 6]
