@@ -256,6 +256,11 @@ def _load_keras_model(path: str):
 
     from keras_transfer import layers
     del layers  # imported for its registration of SplitGroupConv2D, LRN and the fused BN
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        # Keras says "File not found" of a .keras file that is there but not a zip archive.
+        raise ExternalBaseError(f"--base_model={path} is not a saved Keras model (a .keras file "
+                                "is a zip archive, this one is not); save it with "
+                                "model.save('NAME.keras').")
     try:
         return keras.saving.load_model(path, compile=False)
     except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile) as error:

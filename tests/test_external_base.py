@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -163,7 +164,8 @@ def other_architecture(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["other architecture", "other shapes", "not a model"])
+@pytest.mark.parametrize("case", ["other architecture", "other shapes", "not a model",
+                                  "a zip, not a model"])
 def test_a_mismatched_file_is_refused_by_main_in_one_line_writing_nothing(
         synthetic_data, external_rgb, other_architecture, tmp_path, case):
     base_model, n, expected = {
@@ -172,10 +174,16 @@ def test_a_mismatched_file_is_refused_by_main_in_one_line_writing_nothing(
         "other shapes": (external_rgb, 6, r"layer fc6 of .* holds weights of shapes "
                          r"\[\(800, 128\), \(128,\)\], but --model=small with 26x26x3 inputs "
                          r"needs \[\(512, 128\), \(128,\)\]"),
-        "not a model": (tmp_path / "notes.keras", 1, r"cannot be read as a saved Keras model"),
+        "not a model": (tmp_path / "notes.keras", 1, r"is not a saved Keras model \(a \.keras "
+                        r"file is a zip archive, this one is not\)"),
+        "a zip, not a model": (tmp_path / "notes.keras", 1,
+                               r"cannot be read as a saved Keras model \(KeyError"),
     }[case]
     if case == "not a model":
         base_model.write_text("not a zip file")
+    elif case == "a zip, not a model":
+        with zipfile.ZipFile(base_model, "w") as archive:
+            archive.writestr("notes.txt", "not a model")
     workdir = tmp_path / "runs"
     done = subprocess.run(
         [sys.executable, "-m", "keras_transfer.main", "--flagfile=flags/smoke.flags",
