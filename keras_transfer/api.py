@@ -95,9 +95,11 @@ def train_net(**flags) -> dict:
     TensorFlow's process-wide settings (threads, op determinism) stay as the first net set
     them; run_grid trains each net in a process of its own.
     """
+    from data_prep import quiet_tensorflow
     from keras_transfer import config as config_lib
     from keras_transfer import exit_status
 
+    quiet_tensorflow.import_tensorflow()  # first, as in main: checking a flag may import it
     names = [field.name for field in dataclasses.fields(config_lib.Config)] + ["flagfile"]
     _check_names("train_net", flags, names,
                  "the flags of python -m keras_transfer.main --help")

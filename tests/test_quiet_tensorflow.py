@@ -64,12 +64,21 @@ def test_cuinit_failure_is_noise_only_where_no_gpu_is_expected():
     assert out.getvalue() == b""  # CUDA_VISIBLE_DEVICES="" hides them on purpose
 
 
-def _main_stderr(tmp_path, data_dir, **env):
-    """stderr of one training step of `python -m keras_transfer.main`, run as a user runs it:
-    without the test suite's TF_CPP_MIN_LOG_LEVEL and CUDA_VISIBLE_DEVICES."""
-    base = {k: v for k, v in os.environ.items()
+NOTICES = ("absl::InitializeLog", "oneDNN", "cuda drivers", "cuInit", "This TensorFlow binary",
+           "I0000", "W0000", "E0000")
+
+
+def _users_environment():
+    """The environment a user runs the project in: without the test suite's
+    TF_CPP_MIN_LOG_LEVEL and CUDA_VISIBLE_DEVICES."""
+    return {k: v for k, v in os.environ.items()
             if k not in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES",
                          quiet_tensorflow.DEFAULT_MARK)}
+
+
+def _main_stderr(tmp_path, data_dir, **env):
+    """stderr of one training step of `python -m keras_transfer.main`, run as a user runs it."""
+    base = _users_environment()
     proc = subprocess.run(
         [sys.executable, "-m", "keras_transfer.main", f"--flagfile={REPO / 'flags/smoke.flags'}",
          f"--data_dir={data_dir}", "--dataset=synthetic", f"--workdir={tmp_path}", "--steps=1",
@@ -82,14 +91,38 @@ def _main_stderr(tmp_path, data_dir, **env):
 @pytest.mark.slow
 def test_main_prints_no_start_up_notices_unless_the_user_asks(synthetic_data, tmp_path):
     quiet = _main_stderr(tmp_path / "default", synthetic_data)
-    for marker in ("absl::InitializeLog", "oneDNN", "cuda drivers", "cuInit",
-                   "This TensorFlow binary", "I0000", "W0000", "E0000"):
+    for marker in NOTICES:
         assert marker not in quiet, quiet
 
     # The user's own level is left alone: at 0 TensorFlow's information lines are printed.
     everything = _main_stderr(tmp_path / "user", synthetic_data, TF_CPP_MIN_LOG_LEVEL="0")
     assert any(quiet_tensorflow.is_startup_noise(line, False)
                for line in everything.splitlines()), everything
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["the grid's dry run of one's own network",
+                                  "train_net refusing a flag"])
+def test_a_users_network_or_the_python_api_print_no_start_up_notices(synthetic_data, tmp_path,
+                                                                     case):
+    """Where the user's code or the API is first to import Keras, TensorFlow still starts
+    through quiet_tensorflow."""
+    command = {
+        "the grid's dry run of one's own network": [
+            "-m", "keras_transfer.grid", "--dry_run", "--experiments=transfer", "--targets=B",
+            "--layers=1", f"--workdir={tmp_path / 'runs'}",
+            f"--flagfile={REPO / 'flags/smoke.flags'}", "--", "--dataset=synthetic",
+            f"--data_dir={synthetic_data}", "--model=docs/examples/my_model.py:tiny_convnet"],
+        "train_net refusing a flag": [
+            "-c", "import keras_transfer as kt\ntry:\n    kt.train_net(n=9)\n"
+                  "except kt.Error as e:\n    print(e)"],
+    }[case]
+    proc = subprocess.run([sys.executable, *command], cwd=REPO, env=_users_environment(),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "# 6 nets in" in proc.stdout or "--n=9 is out of range" in proc.stdout, proc.stdout
+    for marker in NOTICES:
+        assert marker not in proc.stderr, proc.stderr
 
 
 def _after_importing_tensorflow(first=""):

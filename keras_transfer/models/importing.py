@@ -15,6 +15,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from data_prep import quiet_tensorflow
 from keras_transfer.models.architecture import Architecture, ModelError, check_declaration
 
 FORMS = "module:function or path/to/file.py:function"
@@ -32,6 +33,8 @@ def load(spelling: str) -> Architecture:
     if not source or not function.isidentifier():
         raise ModelError(f"--model={spelling} is not {FORMS}: give a module or a .py file, a "
                          "colon and the name of a function in it")
+    # The module may import Keras: through here first, TensorFlow starts without its notices.
+    quiet_tensorflow.import_tensorflow()
     module = _load_file(spelling, source) if _is_file(source) else _import(spelling, source)
     if not hasattr(module, function):
         raise ModelError(f"--model={spelling}: {source} defines no {function!r}; name a function "
