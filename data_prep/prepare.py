@@ -59,6 +59,7 @@ def prepare(source="fashion_mnist", split="random:0", out="data", *, examples_pe
         raise DataPrepError(f"--image_size={image_size} is invalid: pass a positive size")
     if encoding not in ("auto", "png", "jpeg"):
         raise DataPrepError(f"--encoding={encoding} is invalid: use auto, png or jpeg")
+    source = sources.canonical(source)
     src = sources.open_source(source, source_dir=source_dir, tfds_data_dir=tfds_data_dir,
                               synthetic_spec=synthetic)
     num_source_classes = len(src.class_names)

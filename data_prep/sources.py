@@ -346,6 +346,16 @@ class TfdsSource(Source):
                 pos += 1
 
 
+def canonical(source):
+    """The one spelling of a source spec that the manifest records: a folder's path without
+    trailing slashes, `.` parts or doubled slashes (folder:pics/, folder:./pics and folder:pics
+    are one source). `..` parts are kept: through a symbolic link they lead elsewhere."""
+    kind, _, arg = source.partition(":")
+    if kind == "folder" and arg:
+        return f"{kind}:{Path(arg)}"
+    return source
+
+
 def open_source(source, *, source_dir=None, tfds_data_dir=None, synthetic_spec=None):
     """Opens a source spec: fashion_mnist, synthetic, tfds:NAME[/CONFIG] or folder:ROOT."""
     if synthetic_spec is not None and source != "synthetic":

@@ -283,6 +283,17 @@ def test_folder_source(tmp_path, split_layout):
         assert any(np.array_equal(ex["image"], o) for o in originals)
 
 
+@pytest.mark.parametrize("again", ["pics/", "./pics", "pics//"])
+def test_a_folder_spelled_another_way_is_the_same_source(tmp_path, monkeypatch, again):
+    """folder:pics/ after folder:pics is the same data: accepted without --overwrite, and the
+    manifest records one spelling."""
+    monkeypatch.chdir(tmp_path)
+    make_image_folder(tmp_path / "pics", per_class=2)
+    prepare("folder:pics", "random:0", "out", progress=False)
+    halves = prepare(f"folder:{again}", "random:0", "out", progress=False)
+    assert manifest.load_manifest(halves["A"])["source"] == "folder:pics"
+
+
 @pytest.mark.parametrize("height, width, size, encoding, why", [
     (20, 24, 24, "png", "every image is 20x24 (height x width), stretched to the larger side"),
     (12, 12, 12, "png", "the images' own size"),
