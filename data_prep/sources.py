@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_prep import classnames, idx, imaging, quiet_tensorflow
+from data_prep import classnames, idx, imaging, quiet_tensorflow, splits
 from data_prep.errors import DataPrepError
 
 SPLITS = ("train", "validation")
@@ -202,9 +202,9 @@ class FolderSource(Source):
     def _classes(folder):
         names = tuple(sorted(d.name for d in folder.iterdir()
                              if d.is_dir() and not d.name.startswith(".")))
-        if len(names) < 2:
-            raise DataPrepError(f"{folder} has {len(names)} class folders; a split needs at "
-                                "least 2 (layout ROOT/<class>/*.jpg)")
+        if len(names) < splits.CLASSES_PER_HALF:
+            raise DataPrepError(f"{folder} has {len(names)} class folders; "
+                                f"{splits.class_minimum()} (layout ROOT/<class>/*.jpg)")
         return names
 
     def _list(self, folder, strict):

@@ -131,6 +131,14 @@ def test_a_folder_of_images_of_several_sizes_is_refused_naming_two_and_the_fix(t
     assert not (tmp_path / "out").exists()
 
 
+def test_a_folder_of_one_class_is_refused_naming_the_real_minimum(tmp_path):
+    root = make_image_folder(tmp_path / "pets", classes=("cat",), per_class=3)
+    done = run_cli(f"--source=folder:{root}", f"--out={tmp_path / 'out'}")
+    _refused(done, f"{root} has 1 class folders; a split into halves A and B needs 4 classes "
+             "or more, 2 per half; --split=whole needs 2")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("module", ["data_prep", "data_prep.splits"])
 def test_help_lists_every_flag_of_data_prep_and_none_of_absls(module):
     """--help lists what --helpfull lists under data_prep.cli_flags, with the help texts."""

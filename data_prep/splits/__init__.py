@@ -28,6 +28,8 @@ from data_prep.errors import DataPrepError
 
 RULES = ("random:S", "natman", "dissimilar", "classes:FILE", "whole")
 WHOLE = "whole"  # the rule, and the folder name, of the whole-dataset split
+# Fewer classes in a half, and a net trained on it would learn nothing (and score 1.0).
+CLASSES_PER_HALF = 2
 
 # ILSVRC-2012 natural classes, as index ranges [start, stop) in sorted-wnid order.
 NATURAL_RANGES = ((0, 398), (936, 959), (970, 971), (972, 999))
@@ -128,10 +130,22 @@ def check_examples_per_class(n):
             "per class, or omit it to keep them all")
 
 
+def fewest_classes(rule):
+    """The fewest classes a dataset needs for a split by `rule` (a SplitSpec.rule):
+    CLASSES_PER_HALF in each half the split has."""
+    return CLASSES_PER_HALF * (1 if rule == WHOLE else 2)
+
+
+def class_minimum():
+    """The fewest classes a dataset needs, in words, for messages refusing too few."""
+    return (f"a split into halves A and B needs {fewest_classes('random')} classes or more, "
+            f"{CLASSES_PER_HALF} per half; --split={WHOLE} needs {fewest_classes(WHOLE)}")
+
+
 def random_halves(num_classes, seed):
     """The paper's random halves: np.random.seed([seed]) (a list), then choice of K // 2."""
-    if num_classes < 2:
-        raise DataPrepError(f"a split needs at least 2 classes, the dataset has {num_classes}")
+    if num_classes < CLASSES_PER_HALF:
+        raise DataPrepError(f"the dataset has {num_classes} class; {class_minimum()}")
     rng = np.random.RandomState([seed])  # identical stream to np.random.seed([seed])
     a = sorted(int(i) for i in rng.choice(np.arange(num_classes), num_classes // 2,
                                           replace=False))
@@ -254,15 +268,15 @@ def classes_halves(path, num_classes, class_names=None):
 
 def resolve(spec, num_classes, class_names=None, dataset=None):
     """The halves a split spec gives for a dataset of num_classes classes; each half it has
-    holds at least 2 classes, or a net trained on it would learn nothing (and score 1.0)."""
+    holds at least CLASSES_PER_HALF classes, or a net trained on it would learn nothing (and score 1.0)."""
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     halves = _halves(parsed, num_classes, class_names, dataset)
     small = [f"half {h} has {len(halves.classes(h))}" for h in halves.names
-             if len(halves.classes(h)) < 2]
+             if len(halves.classes(h)) < CLASSES_PER_HALF]
     if small:
         raise DataPrepError(f"--split={parsed.spec}: {' and '.join(small)} class; a half needs at "
-                            "least 2 classes to be a classification task (a dataset of 4 classes "
-                            "or more, or a split file listing 2 or more per half)")
+                            f"least {CLASSES_PER_HALF} classes to be a classification task: "
+                            f"{class_minimum()}")
     return halves
 
 
