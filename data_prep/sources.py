@@ -162,7 +162,8 @@ class FolderSource(Source):
 
     With split folders, training is ROOT/train and validation the first of ROOT/validation,
     ROOT/val, ROOT/test. Without them, every 10th image of each class (sorted by file name,
-    positions 9, 19, ...) is held out for validation.
+    positions 9, 19, ...) is held out for validation. Split folders must hold validation images
+    of every training class, or the halves' accuracy would be measured on some classes only.
     """
     grouped_by_class = True
 
@@ -183,11 +184,14 @@ class FolderSource(Source):
                 raise DataPrepError(f"{root}/train exists but no {root}/validation (or val, "
                                     "test) folder; add one or use the flat ROOT/<class>/ layout")
             self.class_names = self._classes(root / "train")
-            self._files = {"train": self._list(root / "train", strict=True),
-                           "validation": self._list(val_dir, strict=False)}
+            self._files = {"train": self._list(root / "train"),
+                           "validation": self._list(val_dir)}
+            self._refuse_empty(root / "train", self._files["train"])
+            self._refuse_unseen(val_dir)
         else:
             self.class_names = self._classes(root)
-            files = self._list(root, strict=True)
+            files = self._list(root)
+            self._refuse_empty(root, files)
             rank = {}
             train, val = [], []
             for path, label in files:
@@ -207,22 +211,15 @@ class FolderSource(Source):
                                 f"{splits.class_minimum()} (layout ROOT/<class>/*.jpg)")
         return names
 
-    def _list(self, folder, strict):
+    def _list(self, folder):
+        """(path, label) of the images of the class folders in `folder`; refuses a class
+        folder that training lacks."""
         files = []
         for label, name in enumerate(self.class_names):
             d = folder / name
-            if not d.is_dir():
-                if strict:
-                    raise DataPrepError(f"class folder {d} is missing")
-                continue
-            files += [(str(p), label) for p in sorted(d.iterdir())
-                      if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file()]
-        if strict:
-            empty = sorted(set(self.class_names) - {self.class_names[label] for _, label in files})
-            if empty:
-                raise DataPrepError(f"class folders {[str(folder / n) for n in empty[:5]]} hold no "
-                                    f"images ({', '.join(sorted(_IMAGE_SUFFIXES))}); add images "
-                                    "or remove the folders")
+            if d.is_dir():
+                files += [(str(p), label) for p in sorted(d.iterdir())
+                          if p.suffix.lower() in _IMAGE_SUFFIXES and p.is_file()]
         extra = sorted(d.name for d in folder.iterdir()
                        if d.is_dir() and not d.name.startswith(".")
                        and d.name not in self.class_names)
@@ -230,6 +227,33 @@ class FolderSource(Source):
             raise DataPrepError(f"{folder} has class folders {extra[:5]} that training lacks; "
                                 "every validation class must also be a training class")
         return files
+
+    def _refuse_empty(self, folder, files):
+        """Refuses a class folder of `folder` (training's, or the flat layout's) that holds
+        no images."""
+        empty = self._classes_without(files)
+        if empty:
+            raise DataPrepError(f"class folders {[str(folder / n) for n in empty[:5]]} hold no "
+                                f"images ({', '.join(sorted(_IMAGE_SUFFIXES))}); add images "
+                                "or remove the folders")
+
+    def _classes_without(self, files):
+        """The class names that have no image among `files`, in label order."""
+        seen = {label for _, label in files}
+        return [n for label, n in enumerate(self.class_names) if label not in seen]
+
+    def _refuse_unseen(self, val_dir):
+        """Refuses a validation folder lacking images of a training class: that class's
+        top-1 would go unmeasured, and the half's validation accuracy with it."""
+        unseen = self._classes_without(self._files["validation"])
+        if unseen:
+            shown = ", ".join(unseen[:5]) + (f" and {len(unseen) - 5} more" if len(unseen) > 5
+                                             else "")
+            raise DataPrepError(
+                f"{val_dir} has no images of training classes {shown}; add validation images "
+                f"to {val_dir}/<class>/ for them, or use the one-folder layout ROOT/<class>/, "
+                "which holds out every 10th image of each class for validation (a class of "
+                "fewer than 10 images gets none)")
 
     def labels(self, split):
         return np.array([label for _, label in self._files[split]], dtype=np.int64)

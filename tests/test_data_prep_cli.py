@@ -131,6 +131,21 @@ def test_a_folder_of_images_of_several_sizes_is_refused_naming_two_and_the_fix(t
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("lacking", ["missing", "empty"])
+def test_a_validation_folder_lacking_a_training_class_is_refused(tmp_path, lacking):
+    """ROOT/validation without images of class `fox` (no folder, or an empty one): its half's
+    top-1 would be measured on some classes only."""
+    root = make_image_folder(tmp_path / "pets", per_class=3, split_layout=True)
+    shutil.rmtree(root / "validation" / "fox")
+    if lacking == "empty":
+        (root / "validation" / "fox").mkdir()
+    done = run_cli(f"--source=folder:{root}", "--split=random:0", f"--out={tmp_path / 'out'}")
+    _refused(done, f"{root / 'validation'} has no images of training classes fox;",
+             "add validation images", "or use the one-folder layout ROOT/<class>/",
+             "every 10th image")
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_folder_of_one_class_is_refused_naming_the_real_minimum(tmp_path):
     root = make_image_folder(tmp_path / "pets", classes=("cat",), per_class=3)
     done = run_cli(f"--source=folder:{root}", f"--out={tmp_path / 'out'}")
