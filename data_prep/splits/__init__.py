@@ -268,7 +268,8 @@ def classes_halves(path, num_classes, class_names=None):
 
 def resolve(spec, num_classes, class_names=None, dataset=None):
     """The halves a split spec gives for a dataset of num_classes classes; each half it has
-    holds at least CLASSES_PER_HALF classes, or a net trained on it would learn nothing (and score 1.0)."""
+    holds at least CLASSES_PER_HALF classes, or a net trained on it would learn nothing (and
+    score 1.0)."""
     parsed = parse_spec(spec) if isinstance(spec, str) else spec
     halves = _halves(parsed, num_classes, class_names, dataset)
     small = [f"half {h} has {len(halves.classes(h))}" for h in halves.names
