@@ -36,8 +36,9 @@ def content_sha256(manifest):
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def suggest_command(half_dir):
-    """The data_prep command that would create half_dir, guessed from its path."""
+def suggest_command(half_dir, *extra):
+    """The data_prep command that would create half_dir, guessed from its path, in backticks
+    (`extra` arguments added), then what its placeholders stand for."""
     half_dir = Path(half_dir)
     dataset, split_dir = half_dir.parent.parent.name, half_dir.parent.name
     out = half_dir.parent.parent.parent
@@ -49,10 +50,61 @@ def suggest_command(half_dir):
         split = base
     else:
         split = "SPLIT"
-    source = dataset if dataset in ("fashion_mnist", "synthetic") else "SOURCE"
-    cmd = shlex.join(["python", "-m", "data_prep", f"--source={source}", f"--split={split}",
-                      f"--out={out}"])
-    return cmd + (f" --examples_per_class={epc.group(1)}" if epc else "")
+    cmd = prepare_command(out, dataset, split, int(epc.group(1)) if epc else None, extra)
+    return f"`{cmd}`{placeholder_note(cmd)}"
+
+
+# What a placeholder of prepare_command stands for, said after the command.
+_PLACEHOLDERS = {"SOURCE": "fashion_mnist, tfds:NAME or folder:ROOT",
+                 "TFDS_DIR": "the TFDS data_dir holding the prepared dataset",
+                 "SPLIT": "random:S, natman, dissimilar or classes:FILE"}
+
+
+def prepare_command(out, dataset, split, examples_per_class=None, extra=()):
+    """The data_prep command that prepares `split` of `dataset` into `out`, quoted for the shell,
+    its source the one another split of the dataset was prepared from, else guessed from the
+    name (the SOURCE placeholder if it cannot be: see placeholder_note)."""
+    source = recorded_source(out, dataset) or guessed_source(dataset)
+    args = ["python", "-m", "data_prep", f"--source={source}"]
+    if source.startswith("tfds:"):
+        args.append("--tfds_data_dir=TFDS_DIR")
+    args += [f"--split={split}", f"--out={out}"]
+    if examples_per_class:
+        args.append(f"--examples_per_class={examples_per_class}")
+    return shlex.join([*args, *extra])
+
+
+def placeholder_note(cmd):
+    """` (SOURCE: what it stands for; ...)` for the placeholders in a prepare_command, or ""."""
+    notes = [f"{name}: {what}" for name, what in _PLACEHOLDERS.items()
+             if re.search(rf"={name}(\s|$)", cmd)]
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+def recorded_source(out, dataset):
+    """The --source a prepared split of `dataset` in `out` was made from (its manifest's), or
+    None if none is prepared. Read without load_manifest, whose errors give this hint."""
+    for path in sorted(Path(out, dataset).glob(f"*/*/{MANIFEST}")):
+        try:
+            manifest = _read_json(path)
+        except (OSError, ValueError):
+            continue
+        source = manifest.get("source") if isinstance(manifest, dict) else None
+        if isinstance(source, str) and source:
+            return source
+    return None
+
+
+def guessed_source(dataset):
+    """The --source that makes a dataset of this name (data_prep names a tfds:NAME dataset
+    NAME), or the SOURCE placeholder."""
+    from data_prep.sources import ARRAY_SOURCES, KNOWN_TFDS
+
+    if dataset in ARRAY_SOURCES:
+        return dataset
+    if dataset in KNOWN_TFDS:
+        return f"tfds:{dataset}"
+    return "SOURCE"
 
 
 def _is_whole(half_dir):
@@ -60,12 +112,16 @@ def _is_whole(half_dir):
     return re.fullmatch(rf"{WHOLE}(_epc\d+)?", Path(half_dir).parent.name) is not None
 
 
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def load_manifest(half_dir):
     """The manifest of a prepared half; a clear error if it is missing or unreadable."""
     path = Path(half_dir) / MANIFEST
     try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
+        manifest = _read_json(path)
     except FileNotFoundError:
         if _is_whole(half_dir) and Path(half_dir).name != "A":
             raise DataPrepError(
@@ -79,14 +135,14 @@ def load_manifest(half_dir):
                                 f"halves, {' or '.join(str(Path(half_dir) / h) for h in halves)}")\
                 from None
         raise DataPrepError(f"{path} does not exist: the data is not prepared (or preparation "
-                            f"was interrupted); create it with `{suggest_command(half_dir)}`") \
+                            f"was interrupted); create it with {suggest_command(half_dir)}") \
             from None
     except (OSError, ValueError) as e:
         raise DataPrepError(f"{path} is unreadable ({e}); re-create it with "
-                            f"`{suggest_command(half_dir)} --overwrite`") from None
+                            f"{suggest_command(half_dir, '--overwrite')}") from None
     if not isinstance(manifest, dict) or "shards" not in manifest:
         raise DataPrepError(f"{path} is not a data_prep manifest; re-create it with "
-                            f"`{suggest_command(half_dir)} --overwrite`")
+                            f"{suggest_command(half_dir, '--overwrite')}")
     return manifest
 
 
@@ -140,7 +196,7 @@ def mismatched_halves(half_dir, manifest):
     if same:
         return None
     return (f"half A and half B in {half_dir.parent} were prepared by different runs; run "
-            f"`{suggest_command(half_dir)} --overwrite`")
+            f"{suggest_command(half_dir, '--overwrite')}")
 
 
 def verify(half_dir, full_hash=True):

@@ -380,6 +380,13 @@ def canonical(source):
     return source
 
 
+# Sources named as the dataset they make (OUT/<name>/...).
+ARRAY_SOURCES = ("fashion_mnist", "synthetic")
+# TFDS datasets this project works with (flags/imagenet.flags; the dissimilar splits of
+# data_prep.splits): tfds:NAME makes the dataset NAME (TfdsSource.dataset).
+KNOWN_TFDS = ("imagenet2012", "cifar10", "cifar100")
+
+
 def open_source(source, *, source_dir=None, tfds_data_dir=None, synthetic_spec=None):
     """Opens a source spec: fashion_mnist, synthetic, tfds:NAME[/CONFIG] or folder:ROOT."""
     if synthetic_spec is not None and source != "synthetic":

@@ -370,6 +370,43 @@ def test_local_backend_refuses_missing_data_before_running_anything(tmp_path):
 
 
 
+def test_a_missing_split_is_prepared_from_the_source_of_another(tmp_path):
+    """Split random:0 of a folder dataset is prepared, its whole-dataset split is not: the grid,
+    and main's own hint, name the folder the prepared split came from, and the command works."""
+    from data_prep import manifest
+    from data_prep.errors import DataPrepError
+    from data_prep.prepare import prepare
+    from data_prep_helpers import make_image_folder
+
+    root = make_image_folder(tmp_path / "pics", per_class=4)
+    prepare(f"folder:{root}", "random:0", tmp_path / "data", progress=False)
+    with pytest.raises(grid.GridError) as refused:
+        grid.main([f"--workdir={tmp_path}/runs", "--targets=B", "--layers=1", "--",
+                   f"--data_dir={tmp_path / 'data'}", "--dataset=pics", "--batch_size=4"],
+                  out=io.StringIO())
+    hint = next(line for line in str(refused.value).splitlines() if "data_prep" in line)
+    assert shlex.split(hint) == ["python", "-m", "data_prep", f"--source=folder:{root}",
+                                 "--split=whole", f"--out={tmp_path / 'data'}"]
+    with pytest.raises(DataPrepError) as missing:
+        manifest.load_manifest(tmp_path / "data" / "pics" / "whole" / "A")
+    assert shlex.split(str(missing.value).split("`")[1]) == shlex.split(hint)
+    prepare(f"folder:{root}", "whole", tmp_path / "data", progress=False)  # what it says works
+
+
+@pytest.mark.parametrize("dataset, expected", [
+    ("fashion_mnist", "--source=fashion_mnist --split=random:0 --out=DATA"),
+    ("imagenet2012", "--source=tfds:imagenet2012 --tfds_data_dir=TFDS_DIR --split=random:0 "
+                     "--out=DATA (TFDS_DIR: the TFDS data_dir"),
+    ("pics", "--source=SOURCE --split=random:0 --out=DATA (SOURCE: fashion_mnist, tfds:NAME or "
+             "folder:ROOT)"),
+])
+def test_a_dataset_never_prepared_gets_the_source_its_name_implies(tmp_path, dataset, expected):
+    out = io.StringIO()
+    grid.main(["--dry_run", f"--workdir={tmp_path}", "--targets=B", "--layers=1",
+               "--experiments=transfer", "--", f"--dataset={dataset}", "--data_dir=DATA"], out=out)
+    assert f"#   python -m data_prep {expected}" in out.getvalue()
+
+
 class _SignalledWhileStarting(grid.Plan):
     """A plan whose runs sleep, and whose launcher gets a real SIGTERM while it starts each run."""
 

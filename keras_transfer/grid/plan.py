@@ -7,7 +7,6 @@ before anything starts; the grid's own flags are kept out of the pass-through on
 from __future__ import annotations
 
 import dataclasses
-import shlex
 import sys
 from pathlib import Path
 
@@ -176,11 +175,9 @@ class Plan:
             for half in halves:
                 manifest = layout.manifest_path(self.data_dir, self.dataset, net.split_dir, half)
                 if not manifest.is_file():
-                    cmd = shlex.join(["python", "-m", "data_prep", f"--source={self.dataset}",
-                                      f"--split={net.split}", f"--out={self.data_dir}"])
-                    if net.examples_per_class:
-                        cmd += f" --examples_per_class={net.examples_per_class}"
-                    needed[cmd] = None
+                    cmd = manifest_lib.prepare_command(self.data_dir, self.dataset, net.split,
+                                                       net.examples_per_class)
+                    needed[cmd + manifest_lib.placeholder_note(cmd)] = None
         return list(needed)
 
 
