@@ -109,10 +109,12 @@ class ExternalBase:
                 "mean_half": mean_half, "layers": dict(self.digests)}
 
 
-def read(config, crop_shape: tuple, num_classes: int) -> ExternalBase:
+def read(config, crop_shape: tuple | None, num_classes: int) -> ExternalBase:
     """The external base of `config` (a Config with copies_external) for target crops of
     `crop_shape`: loaded, its input adaptation chosen and its cut points 1..n checked against
-    a --model net of `num_classes` outputs. ExternalBaseError (one line) if it does not fit."""
+    a --model net of `num_classes` outputs. ExternalBaseError (one line) if it does not fit.
+    `crop_shape` None: crops of the external net's own input (the grid's check before the data
+    is prepared, where only its network can be checked)."""
     problem = path_problem(config.base_model, config.model)
     if problem:
         raise ExternalBaseError(problem + ".")
@@ -120,11 +122,12 @@ def read(config, crop_shape: tuple, num_classes: int) -> ExternalBase:
     if kind == "keras model":
         external = _load_keras_model(config.base_model)
         base_shape = _input_shape(config.base_model, external)
-        model_shape, adaptation = network_input(config, crop_shape, base_shape)
     else:  # keras.applications at the paper-scale input its weights were trained at
         side = models.get(config.model).crop_of_256
         base_shape = (side, side, 3)
-        model_shape, adaptation = network_input(config, crop_shape, base_shape)
+    model_shape, adaptation = network_input(config, crop_shape or _own_crops(config, base_shape),
+                                            base_shape)
+    if kind != "keras model":
         external = _load_application_weights(config, model_shape)
     target = models.build(config.model, num_classes, model_shape)
     weights, digests = copied_weights(config, external, target, model_shape)
@@ -133,6 +136,15 @@ def read(config, crop_shape: tuple, num_classes: int) -> ExternalBase:
                         input_shape=tuple(base_shape), model_input=tuple(model_shape),
                         adaptation=adaptation, weights=weights,
                         digests=digests)
+
+
+def _own_crops(config, base_shape: tuple) -> tuple:
+    """Crops of the external net's input shape, a size it leaves open taken as the --model's
+    crop of a 256 px photo, else 32 px (or its smallest input): all its cut points build."""
+    arch = models.get(config.model)
+    side = arch.crop_of_256 or max(arch.min_input, 32)
+    height, width, channels = base_shape
+    return (height or side, width or side, channels)
 
 
 def network_input(config, crop_shape: tuple, base_shape: tuple):

@@ -271,6 +271,48 @@ def test_a_grid_refuses_what_makes_no_sense_with_an_external_base(external_small
     assert not any(tmp_path.iterdir())
 
 
+@pytest.fixture(scope="module")
+def external_tiny_convnet(tmp_path_factory):
+    """A saved network of another architecture than the grid's default --model=small."""
+    model = REPO / "docs" / "examples" / "my_model.py"
+    return save_trained(tmp_path_factory.mktemp("external") / "mine.keras",
+                        f"{model}:tiny_convnet", CROP_SHAPE)
+
+
+@pytest.mark.parametrize("base_model, message", [
+    ("mine", r"--base_model=\S*mine.keras has no layer conv1 \(cut point conv1 of --model=small"),
+    ("junk", r"--base_model=\S*junk.keras cannot be read as a saved Keras model"),
+])
+def test_the_grid_refuses_a_base_model_main_would_refuse_before_it_plans(
+        external_tiny_convnet, tmp_path, base_model, message):
+    """The grid runs main's check of the network once, before anything is planned (also for
+    --dry_run): one line, the grid's usage status 2, nothing written."""
+    junk = tmp_path / "junk.keras"
+    junk.write_text("not a model")
+    path = external_tiny_convnet if base_model == "mine" else junk
+    workdir = tmp_path / "runs"
+    result = subprocess.run(
+        [sys.executable, "-m", "keras_transfer.grid", "--targets=B", "--experiments=transfer",
+         "--layers=1", f"--workdir={workdir}", "--dry_run", "--", f"--base_model={path}",
+         "--steps=20", "--eval_every=10"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})  # as a user's
+    assert result.returncode == 2, result.stderr
+    assert re.fullmatch(rf"launch.sh: error: {message}.*\n", result.stderr), result.stderr
+    assert result.stdout == "" and not workdir.exists()
+
+
+def test_the_grid_loads_tensorflow_to_check_only_a_given_base_model(external_small, tmp_path):
+    check = ("import sys; from keras_transfer import grid; "
+             "grid.main(['--check_args', '--targets=B', '--experiments=transfer', '--layers=1', "
+             "'--random_control=half', '--workdir={}', '--', *sys.argv[1:]]); "
+             "print('tensorflow' in sys.modules)").format(tmp_path)
+    for flags, loaded in (([], "False"), ([f"--base_model={external_small}"], "True")):
+        result = subprocess.run([sys.executable, "-c", check, *flags], cwd=REPO,
+                                capture_output=True, text=True, timeout=300)
+        assert result.stdout.strip() == loaded, result.stderr
+
+
 def test_main_refuses_what_makes_no_sense_with_an_external_base(synthetic_data, external_small,
                                                                 tmp_path):
     for flags, message in ((dict(source="A", target="A", n=1, base_model=str(external_small)),

@@ -20,8 +20,8 @@ from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.local import run_local
 from keras_transfer.grid.nets import (DATA_CHOICES, DEFAULT_EXPERIMENTS, EXPERIMENTS,
                                       WHOLE_SPLIT, check_choices, enumerate_nets)
-from keras_transfer.grid.plan import (Plan, check_own_model, make_plan, preset_architecture,
-                                      resolve_preset, stale_nets)
+from keras_transfer.grid.plan import (Plan, check_external_base, check_own_model, make_plan,
+                                      preset_architecture, resolve_preset, stale_nets)
 from keras_transfer.grid.slurm import SlurmResources, submit_slurm
 
 
@@ -247,6 +247,7 @@ def launch(args: argparse.Namespace, extra: list[str], out=sys.stdout) -> Launch
     if preset.base_model and (problem := external_base.path_problem(preset.base_model,
                                                                       preset.model)):
         raise GridError(problem)
+    check_external_base(preset, args.splits[0], args.layers)
     nets = enumerate_nets(dataset=preset.dataset, splits=args.splits, seeds=args.seeds,
                           experiments=args.experiments, targets=args.targets, n_values=args.layers,
                           reduced_examples=args.reduced_examples,

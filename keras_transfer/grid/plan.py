@@ -13,7 +13,7 @@ from pathlib import Path
 from data_prep import layout
 from data_prep import manifest as manifest_lib
 from data_prep.errors import DataPrepError
-from keras_transfer import models, naming
+from keras_transfer import external_base, models, naming
 from keras_transfer.grid.errors import GridError
 from keras_transfer.grid import nets as nets_lib
 from keras_transfer.grid.nets import PlannedNet
@@ -72,6 +72,31 @@ def check_own_model(preset, plan: "Plan") -> None:
     try:
         models.check_build(preset.model, classes, (crop, crop, shape[2]))
     except models.ModelError as e:
+        raise GridError(str(e)) from None
+
+
+def check_external_base(preset, split: str, n_values) -> None:
+    """main's check of --base_model (resolve.read_external) for the net that copies the most of
+    its cut points, before anything is planned: loaded, each copied layer there with its shapes,
+    at the crops of the split's half B if it is prepared, else at its own input. TensorFlow is
+    imported only here, for a --base_model; imagenet is Keras's own file, not downloaded for this."""
+    if not preset.base_model or external_base.kind_of(preset.base_model) == external_base.IMAGENET:
+        return
+    from data_prep import quiet_tensorflow
+    quiet_tensorflow.import_tensorflow()
+    from keras_transfer import resolve
+
+    config = dataclasses.replace(preset, split=split, source="A", target="B", n=max(n_values))
+    try:
+        manifest = manifest_lib.load_manifest(config.half_dir("B"))
+    except DataPrepError:
+        manifest = None  # not prepared yet: the network alone is checked
+    crop_shape = resolve.input_shape_of(config, manifest) if manifest else None
+    # The head is never copied: any number of outputs checks the cut points.
+    classes = preset.fc8_outputs or (manifest["num_classes"] if manifest else 2)
+    try:
+        resolve.read_external(config, crop_shape, classes)
+    except resolve.RunError as e:
         raise GridError(str(e)) from None
 
 
