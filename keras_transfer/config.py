@@ -244,6 +244,11 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     flags.DEFINE_list("nets", [], NETS_HELP, flag_values=flag_values)
 
 
+def flag_names() -> set[str]:
+    """The names of main's flags, as define_flags defines them (a boolean's --noNAME aside)."""
+    return {field.name for field in dataclasses.fields(Config)} | {"nets"}
+
+
 def list_in_help(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Makes `--help` list main's flags. absl's --help lists the key flags of the module named
     by sys.argv[0] (main.py under `python -m`, the console script's path otherwise); the flags

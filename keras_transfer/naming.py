@@ -24,6 +24,11 @@ CONDITIONS = ("base", "selffer", "selffer+", "transfer", "transfer+", "random")
 HPARAMS = ("dataset", "model", "split", "examples_per_class", "seed", "source", "target", "n",
            "finetune", "stretch")
 
+def counted(count: int, noun: str, plural: str = "") -> str:
+    """`1 net`, `2 nets`, `1 process`: a count and its noun (plural: noun + s unless given)."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 _RUN_RE = re.compile(r"^(?:base(?P<base>[AB])|(?P<src>[ABR])(?P<n>[1-9][0-9]*)(?P<tgt>[AB])(?P<ft>\+?))"
                      r"(?:-x(?P<stretch>[2-9]|[1-9][0-9]+))?$")
 

@@ -261,6 +261,9 @@ def test_small_nets_are_packed_by_target_half_and_bases_train_alone(tmp_path):
     # from, and R1A..R7A (8 nets, one input stream).
     assert sorted(len(p) for p in packs if len(p) > 1) == [4, 4, 14, 14, 14, 14]
     assert "10 nets in 4 processes" in text and "56 nets in 4 processes" in text
+    one_job = dry_run(tmp_path, "--jobs=1", "--targets=B", "--experiments=transfer",
+                      "--layers=1", "--", "--steps=10")
+    assert "# stage 2, after their base nets: 4 nets in 1 process\n" in one_job, one_job
     with_pack_3 = [nets_in(cmd) for cmd in commands_in(dry_run(tmp_path, "--pack=3"))]
     assert max(len(p) for p in with_pack_3) == 3 and len(sum(with_pack_3, [])) == 66
     # CaffeNet nets keep a device busy alone: no packing unless asked.
@@ -323,6 +326,11 @@ def test_caffenet_compute_uses_the_papers_multiply_adds(tmp_path):
     (["--", "--nofinetune"], "--finetune is set by the grid"),
     (["--", "--stepz=3"], "Unknown command line flag 'stepz'"),
     (["--", "stray"], "only flags of keras_transfer.main"),
+    (["--steps=20"], "--steps=20 is a flag of keras_transfer.main: give main's flags after `--`, "
+                     "e.g. ./launch.sh "),
+    (["--noxla"], "--noxla is a flag of keras_transfer.main: give main's flags after `--`"),
+    (["--", "--layers=7"], "--layers=7 is an option of the grid, not a flag of "
+                           "keras_transfer.main: give it before `--`, e.g. ./launch.sh --layers=7"),
     (["--flagfile=/nonexistent.flags"], "flagfile /nonexistent.flags does not exist"),
     (["--targets=C"], "--targets must be"),
     (["--layers=0,8"], "--layers must be"),

@@ -189,7 +189,36 @@ def main(argv=None, out=sys.stdout) -> int:
     if "--" in argv:
         i = argv.index("--")
         argv, extra = argv[:i], argv[i + 1:]
-    return launch(parser().parse_args(argv), extra, out).status
+    grid_parser = parser()
+    args, unknown = grid_parser.parse_known_args(argv)
+    misplaced = misplaced_argument(grid_parser, unknown, extra)
+    if misplaced:
+        raise GridError(misplaced)
+    if unknown:
+        grid_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return launch(args, extra, out).status
+
+
+def misplaced_argument(grid_parser, unknown: list[str], extra: list[str]) -> str | None:
+    """What is wrong with a flag of main given before `--` (among the grid's `unknown`
+    arguments) or an option of the grid only given after it, or None."""
+    main_flags = config_lib.flag_names()
+
+    def name(arg: str) -> str:
+        bare = arg.lstrip("-").split("=", 1)[0]
+        return bare[2:] if bare.startswith("no") and bare[2:] in main_flags else bare
+
+    for arg in unknown:
+        if arg.startswith("-") and name(arg) in main_flags:
+            return (f"{arg} is a flag of keras_transfer.main: give main's flags after `--`, "
+                    f"e.g. ./launch.sh [grid options] -- {arg}")
+    grid_options = {option.lstrip("-") for action in grid_parser._actions
+                    for option in action.option_strings}
+    for arg in extra:
+        if arg.startswith("-") and name(arg) in grid_options - main_flags:
+            return (f"{arg} is an option of the grid, not a flag of keras_transfer.main: give "
+                    f"it before `--`, e.g. ./launch.sh {arg} -- [main's flags]")
+    return None
 
 
 def launch(args: argparse.Namespace, extra: list[str], out=sys.stdout) -> Launch:

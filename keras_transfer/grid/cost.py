@@ -9,7 +9,7 @@ import shlex
 import sys
 
 from data_prep import quiet_tensorflow
-from keras_transfer import models
+from keras_transfer import models, naming
 from keras_transfer.grid.nets import PlannedNet, stages, trained_blocks
 from keras_transfer.grid.plan import Plan
 
@@ -64,8 +64,9 @@ def dry_run(plan: Plan, preset, images_per_sec: float, out=sys.stdout) -> None:
           f"done, {len(todo)} to run", file=out)
     for stage, nets in stages(todo):
         packs = plan.packs(nets)
-        in_packs = f" in {len(packs)} processes" if len(packs) < len(nets) else ""
-        print(f"# {stage}: {len(nets)} nets{in_packs}", file=out)
+        in_packs = (f" in {naming.counted(len(packs), 'process', 'processes')}"
+                    if len(packs) < len(nets) else "")
+        print(f"# {stage}: {naming.counted(len(nets), 'net')}{in_packs}", file=out)
         for pack in packs:
             print(shlex.join(plan.command(pack)), file=out)
     missing = plan.missing_data()

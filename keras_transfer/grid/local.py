@@ -25,7 +25,7 @@ import sys
 import time
 
 from data_prep.locking import FileLock
-from keras_transfer import exit_status
+from keras_transfer import exit_status, naming
 from keras_transfer.grid.plan import Plan
 from keras_transfer.grid.progress import Counts, GridProgress, Process
 
@@ -90,7 +90,8 @@ def run_local(plan: Plan, jobs: int, out=sys.stdout, poll_seconds: float = 0.5,
                              failed=len(failed), left=len(pending)),
                       finished, in_runs, [net.key for net in pending], net_ended)
 
-    say(f"{total} nets, {skipped} already done, {jobs} processes at a time")
+    say(f"{naming.counted(total, 'net')}, {skipped} already done, "
+        f"{naming.counted(jobs, 'process', 'processes')} at a time")
 
     # A signal that lands while a run is being started is held until the run is on `running`:
     # raised inside Popen it would leave a child training that nobody stops.
