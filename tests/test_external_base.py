@@ -281,7 +281,7 @@ def external_tiny_convnet(tmp_path_factory):
 
 @pytest.mark.parametrize("base_model, message", [
     ("mine", r"--base_model=\S*mine.keras has no layer conv1 \(cut point conv1 of --model=small"),
-    ("junk", r"--base_model=\S*junk.keras cannot be read as a saved Keras model"),
+    ("junk", r"--base_model=\S*junk.keras is not a saved Keras model"),
 ])
 def test_the_grid_refuses_a_base_model_main_would_refuse_before_it_plans(
         external_tiny_convnet, tmp_path, base_model, message):
