@@ -83,13 +83,13 @@ def run():
     try:  # the flags' modules import numpy: a second of start-up that Ctrl-C may cut short
         from absl import app
 
-        from data_prep import cli_flags
+        from data_prep import cli_flags, flag_errors
     except KeyboardInterrupt:
         print(INTERRUPTED, file=sys.stderr)
         sys.exit(130)
     FLAGS = cli_flags.FLAGS
     cli_flags.list_in_help()
-    app.run(main)
+    app.run(main, flags_parser=flag_errors.parser("data_prep: ", 1))
 
 
 if __name__ == "__main__":

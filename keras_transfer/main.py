@@ -20,7 +20,7 @@ STARTED = time.perf_counter()  # before TensorFlow's import, which the timing co
 
 from absl import app, flags, logging  # noqa: E402
 
-from data_prep import process_exit, quiet_tensorflow  # noqa: E402
+from data_prep import flag_errors, process_exit, quiet_tensorflow  # noqa: E402
 from keras_transfer import config as config_lib  # noqa: E402
 from keras_transfer import exit_status, stopping  # noqa: E402
 
@@ -236,7 +236,7 @@ def run():
     logging.set_verbosity(logging.WARNING)
     config_lib.list_in_help()
     try:
-        app.run(main)
+        app.run(main, flags_parser=flag_errors.parser("", 2))
     except SystemExit as done:
         if FLAGS.is_parsed() and FLAGS.strategy == "multi_worker":
             raise  # the workers leave TensorFlow's coordination service together, at teardown

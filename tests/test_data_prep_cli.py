@@ -90,6 +90,14 @@ def test_unknown_positional_argument_is_refused():
     _refused(run_cli("prepare"), "unexpected arguments")
 
 
+@pytest.mark.parametrize("args, phrase", [
+    (["--num_workers=two"], "flag --num_workers=two: invalid literal for int()"),
+    (["--flagfile=/nonexistent/x.flags"], "Unable to open flagfile"),
+])
+def test_a_flag_absl_cannot_parse_is_one_line_too(args, phrase):
+    _refused(run_cli(*args), phrase, "(--help lists the flags)")
+
+
 @pytest.mark.slow
 def test_prepare_verify_and_refuse_a_different_manifest(tmp_path):
     out = tmp_path / "out"

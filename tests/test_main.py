@@ -59,6 +59,18 @@ def test_bad_input_exits_non_zero_and_writes_nothing(synthetic_data, tmp_path, a
     assert not list(tmp_path.rglob("*.json"))
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--source=a"], "error: flag --source=a: value should be one of <none|A|B|random>"),
+    (["--n=2.5"], "error: flag --n=2.5: invalid literal for int()"),
+    (["--flagfile=/nonexistent/x.flags"], "error: Unable to open flagfile"),
+])
+def test_a_flag_absl_cannot_parse_is_one_line_and_exit_2_as_other_bad_input(args, message):
+    proc = _main(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr
+    assert proc.stderr.startswith(message) and "(--help lists the flags)" in proc.stderr
+
+
 def test_flag_defaults_are_the_fashion_mnist_preset():
     """The bare command uses flags/fashion_mnist.flags' values: the two must not drift apart."""
     from absl import flags

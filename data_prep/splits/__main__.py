@@ -9,6 +9,7 @@ import sys
 
 from absl import app
 
+from data_prep import flag_errors
 from data_prep.cli_flags import FLAGS, list_in_help
 from data_prep.errors import DataPrepError
 from data_prep.splits import DISSIMILAR, resolve
@@ -37,4 +38,4 @@ def _main(argv):
 
 if __name__ == "__main__":
     list_in_help()
-    app.run(_main)
+    app.run(_main, flags_parser=flag_errors.parser("data_prep.splits: ", 1))
