@@ -124,8 +124,12 @@ def _external_changed(base_model: str, recorded: dict) -> list[str]:
     if now is None:
         return [f"the --base_model file {base_model} it copied its layers from is gone"]
     if recorded.get("sha256") != now:
+        then = f"sha256 {str(recorded.get('sha256'))[:12]}... then, {now[:12]}... now"
+        if recorded.get("path") not in (None, base_model):
+            return [f"it copied its layers from --base_model={recorded['path']}, not "
+                    f"{base_model} ({then})"]
         return [f"the --base_model file {base_model} has changed since it copied its layers "
-                f"(sha256 {str(recorded.get('sha256'))[:12]}... then, {now[:12]}... now)"]
+                f"({then})"]
     return []
 
 

@@ -213,6 +213,11 @@ def test_a_changed_external_file_makes_a_finished_net_stale(synthetic_data, tmp_
     save_trained(external, "small", CROP_SHAPE, seed=4)  # trained again elsewhere
     reasons = run.why_stale(config, None)
     assert len(reasons) == 1 and "has changed since it copied its layers" in reasons[0]
+    # Another file named: said as such, not as a change of the one it did copy from.
+    other = save_trained(tmp_path / "other.keras", "small", CROP_SHAPE, seed=5)
+    assert any(f"it copied its layers from --base_model={external}, not {other}" in reason
+               for reason in run.why_stale(dataclasses.replace(config, base_model=str(other)),
+                                           None))
     with pytest.raises(train.RunError, match="base.keras has changed since it copied its layers"):
         train_on_cpu(config)
     # The grid lists it before it starts, and retrains it only with --overwrite.
