@@ -164,6 +164,7 @@ def run_grid(**options) -> GridSummary:
     from keras_transfer import exit_status
     from keras_transfer.grid import __main__ as command_line
     from keras_transfer.grid.errors import GridError
+    from keras_transfer.grid.plan import GRID_OWNED_FLAGS
 
     parser = command_line.parser()
     grid_flags = _options_of(parser)
@@ -172,6 +173,10 @@ def run_grid(**options) -> GridSummary:
                  "the flags of python -m keras_transfer.grid --help and, for every net, of "
                  "python -m keras_transfer.main --help")
     given = _given(options)
+    owned = [name for name in given if name in GRID_OWNED_FLAGS and name not in grid_flags]
+    if owned:
+        raise Error(f"{owned[0]}= is set by the grid for every net; use run_grid's own options "
+                    "(splits, seeds, workdir, flagfile, experiments) instead")
     args = _parse(parser, _option_argv({k: v for k, v in given.items() if k in grid_flags},
                                        grid_flags))
     try:

@@ -113,7 +113,8 @@ def test_run_grid_refuses_what_the_grid_refuses_with_its_message(tmp_path):
         kt.run_grid(jobs=0, workdir=tmp_path)
     with pytest.raises(kt.Error, match=r"argument --splits: .*integers S mean random:S"):
         kt.run_grid(splits="x", workdir=tmp_path)  # argparse's error, not its exit
-    with pytest.raises(kt.Error, match=r"--seed is set by the grid"):
+    with pytest.raises(kt.Error, match=r"^seed= is set by the grid for every net; use "
+                                       r"run_grid's own options \(splits, seeds, "):
         kt.run_grid(seed=1, workdir=tmp_path)
     with pytest.raises(kt.Error, match=r"--dry_run is a switch: give dry_run=True or "
                                        r"dry_run=False, not 'yes'"):
