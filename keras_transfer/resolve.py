@@ -273,7 +273,8 @@ def check_inputs(config: Config) -> tuple[dict, dict | None]:
     try:
         config.split_dir  # parses --split
     except ValueError as e:
-        raise RunError(f"--split={config.split!r}: {e}") from e
+        # data_prep's messages of a spec it cannot parse name --split already
+        raise RunError(str(e) if "--split" in str(e) else f"--split={config.split}: {e}") from e
     try:
         target_manifest = data.load_half(config.half_dir(config.target),
                                          verify_data=config.verify_data)
