@@ -16,9 +16,10 @@ No TensorFlow here: main installs its handler before importing it.
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 
-from keras_transfer.exit_status import STOP_SIGNALS
+from keras_transfer.exit_status import INTERRUPTED, STOP_SIGNALS
 
 # The first stop signal this process recorded and has not acted on yet (at most one entry).
 _received: list[int] = []
@@ -39,6 +40,16 @@ def catch_interrupts() -> None:
     is recorded for the loop, in case something swallows the exception."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, _interrupt)
+
+
+def exit_if_interrupted(error: BaseException, line: str) -> None:
+    """For a command without a training loop (report, analyze), after `catch_interrupts`: if
+    `error` is a Ctrl-C's, or came from one that a library swallowed (TensorFlow's import can
+    turn it into another error), prints `line` alone and exits 130; otherwise returns."""
+    if isinstance(error, KeyboardInterrupt) or received() == signal.SIGINT:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # one line, whatever comes next
+        print(line, file=sys.stderr)
+        sys.exit(INTERRUPTED)
 
 
 def received() -> int | None:

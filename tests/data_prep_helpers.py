@@ -96,11 +96,13 @@ def build_tiny_tfds(data_dir, name="data_prep_tiny_images"):
     return name
 
 
-def start_cli(*args, module="data_prep"):
+def start_cli(*args, module="data_prep", env=None):
     """Starts `python -m MODULE ARGS` as the leader of a new process group, as a shell starts a
     command: a signal sent to the group reaches it and its worker processes, as a terminal's
-    Ctrl-C does. Returns the Popen; its output is read with communicate()."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    Ctrl-C does. `env`: the environment (default: this one with TensorFlow's logging off).
+    Returns the Popen; its output is read with communicate()."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3") if env is None else dict(env)
+    env["CUDA_VISIBLE_DEVICES"] = ""
     return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, preexec_fn=ctrl_c_as_in_a_terminal)
@@ -110,6 +112,15 @@ def ctrl_c_as_in_a_terminal():
     """SIGINT back to its default in the child: a process inherits an ignored SIGINT, and
     pytest-xdist's workers ignore it (as a shell does for a command started with `&`)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def loading(pid, library):
+    """Whether process `pid` has begun to load a shared library whose path holds `library`
+    (past Python's own start-up: see docs/reliability.md)."""
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
 
 
 def wait_until(condition, process, timeout=120, what="the condition"):

@@ -1,6 +1,8 @@
 """python -m keras_transfer.analyze and its modules (trained_nets, similarity, predict, filters) on
 tiny nets trained for real on synthetic TFRecords."""
 import json
+import os
+import signal
 import shutil
 import sys
 from pathlib import Path
@@ -12,6 +14,7 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 
+from data_prep import quiet_tensorflow
 from keras_transfer import analyze, data, filter_images, models, train
 from keras_transfer.analyze import cka, predict, similarity, trained_nets
 from keras_transfer.report import stats
@@ -436,3 +439,40 @@ def test_similarity_folders_name_the_runs_split_and_dataset_they_compare(grid, m
     assert all(name.startswith("baseA_vs_elsewhere-baseB-") and name.endswith(f"{data}B")
                for name in names)
     assert names[0] != names[1]
+
+
+def _opened(pid, path):
+    """Whether process `pid` has `path` open."""
+    try:
+        return any(os.readlink(fd) == str(path) for fd in Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # the process ended, or a descriptor closed while it was read
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["loading", "working"])
+def test_ctrl_c_is_one_line_exit_130_and_writes_nothing(grid, tmp_path, stage):
+    """Ctrl-C while TensorFlow loads, or once the nets' weights are being read: one line, no
+    traceback, exit 130, no output folder and no staging folder."""
+    from data_prep_helpers import loading, start_cli, wait_until
+    from keras_transfer.analyze.__main__ import INTERRUPTED
+
+    _, seed_dir, split_dir = grid
+    out = tmp_path / "out"
+    # TensorFlow's level of logging left to analyze, as for a user: its start-up notices are
+    # filtered out of stderr
+    env = {k: v for k, v in os.environ.items()
+           if k not in (quiet_tensorflow.LEVEL, quiet_tensorflow.DEFAULT_MARK)}
+    run = start_cli("similarity", "--a", seed_dir / "baseA", "--b", seed_dir / "baseB",
+                    "--data", split_dir / "B", "--batch_size", "8", "--out", out,
+                    module="keras_transfer.analyze", env=env)
+    if stage == "loading":
+        wait_until(lambda: loading(run.pid, "tensorflow"), run, what="TensorFlow loading")
+    else:
+        weights = seed_dir / "baseA" / "model.weights.h5"
+        wait_until(lambda: _opened(run.pid, weights), run, what="baseA's weights being read")
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    assert err.splitlines() == [INTERRUPTED], err
+    assert list(tmp_path.iterdir()) == []

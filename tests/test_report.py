@@ -16,7 +16,7 @@ import pytest
 
 from keras_transfer import report
 from keras_transfer.report import findings, runs, stats
-from report_fixtures import write_run
+from report_fixtures import write_protocol, write_run
 
 SPLITS = ("random:0", "random:1", "random:2")
 BASE = (0.90, 0.92, 0.94)  # baseB top-1 per split
@@ -577,3 +577,28 @@ def test_settings_without_a_usual_value_are_named_as_a_mix(tmp_path):
         "with --lr=0.01",
         "random_1/seed0/A3B trained with --lr=0.03, 2 of the other 3 nets of the main series "
         "with --lr=0.01"]
+
+
+@pytest.mark.parametrize("stage", ["loading", "writing"])
+def test_ctrl_c_is_one_line_exit_130_and_leaves_the_old_report(tmp_path, stage):
+    """Ctrl-C while the report's libraries load, or while it renders into its staging folder:
+    one line, no traceback, exit 130, the old report as it was and no staging folder left."""
+    from data_prep_helpers import loading, start_cli, wait_until
+    from keras_transfer.report.__main__ import INTERRUPTED
+
+    workdir = tmp_path / "runs"
+    write_protocol(workdir, co_adaptation=0.02, recovery=0.01, specificity_slope=0.005,
+                   beyond_training=0.01, splits=2)
+    assert _report_cli(workdir).returncode == 0
+    old = {p.name: p.read_bytes() for p in (workdir / "report").iterdir()}
+    run = start_cli(workdir, module="keras_transfer.report")
+    if stage == "loading":
+        wait_until(lambda: loading(run.pid, "pandas"), run, what="pandas loading")
+    else:
+        wait_until(lambda: any(workdir.glob(".staging-report-*")), run, what="the staging folder")
+    os.killpg(run.pid, signal.SIGINT)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 130, err
+    assert err.splitlines() == [INTERRUPTED], err
+    assert {p.name: p.read_bytes() for p in (workdir / "report").iterdir()} == old
+    assert sorted(p.name for p in workdir.iterdir()) == ["fashion_mnist", "report"]

@@ -9,11 +9,26 @@ import sys
 from pathlib import Path
 
 from data_prep import quiet_tensorflow
+from keras_transfer import stopping
 
-quiet_tensorflow.import_tensorflow()  # before the modules below import it
+# Each output folder or file is written whole or not at all, so a Ctrl-C leaves none half-made.
+INTERRUPTED = ("analyze: stopped by SIGINT; nothing unfinished was written; run the same "
+               "command again")
 
-from keras_transfer import metrics, models, outputs  # noqa: E402
-from keras_transfer.analyze import filters, predict, similarity, trained_nets  # noqa: E402
+# Run as `python -m`, not imported (the API, the tests): a Ctrl-C while the modules below load
+# (TensorFlow's, the longest part of start-up) is one line too.
+AS_COMMAND = __name__ == "__main__"
+if AS_COMMAND:
+    stopping.catch_interrupts()
+try:
+    quiet_tensorflow.import_tensorflow()  # before the modules below import it
+
+    from keras_transfer import metrics, models, outputs
+    from keras_transfer.analyze import filters, predict, similarity, trained_nets
+except BaseException as error:
+    if AS_COMMAND:
+        stopping.exit_if_interrupted(error, INTERRUPTED)
+    raise
 
 
 def parser() -> argparse.ArgumentParser:
@@ -116,11 +131,15 @@ def main(argv=None) -> int:
 
 def run() -> None:
     """Console entry point (`keras-transfer-analyze`)."""
+    stopping.catch_interrupts()  # as main does: a Ctrl-C a library swallows is still seen
     try:
         sys.exit(main())
     except trained_nets.AnalysisError as e:
         print(f"analyze: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except (KeyboardInterrupt, Exception) as error:
+        stopping.exit_if_interrupted(error, INTERRUPTED)
+        raise
 
 
 if __name__ == "__main__":

@@ -28,23 +28,21 @@ the twins enter nothing else), `tables` (per condition and n, the decomposition,
 `summary` (summary.md), `figures`, `hparams`, `make` (the whole report, written
 atomically); `__main__` is the command line.
 """
-from keras_transfer.report.figures import figure2, figure3_series
-from keras_transfer.report.findings import REFERENCES, YOSINSKI2014_TOP1
-from keras_transfer.report.make import make_report
-from keras_transfer.report.runs import ReportError, load_runs
-from keras_transfer.report.summary import summary_markdown
-from keras_transfer.report.tables import decomposition, summarize
+# Imported on first use (PEP 562), so that `python -m keras_transfer.report` reaches its command
+# line, which turns a Ctrl-C into one line, before scipy, pandas and matplotlib load.
+_HOMES = {
+    "figure2": "figures", "figure3_series": "figures", "REFERENCES": "findings",
+    "YOSINSKI2014_TOP1": "findings", "make_report": "make", "ReportError": "runs",
+    "load_runs": "runs", "summary_markdown": "summary", "decomposition": "tables",
+    "summarize": "tables", "main": "__main__", "parser": "__main__", "run": "__main__",
+}
 
-_COMMAND_LINE = ("main", "parser", "run")
-
-__all__ = ["REFERENCES", "ReportError", "YOSINSKI2014_TOP1", "decomposition", "figure2",
-           "figure3_series", "load_runs", "make_report", "summarize", "summary_markdown",
-           *_COMMAND_LINE]
+__all__ = sorted(_HOMES)
 
 
 def __getattr__(name):
-    # The command line is imported on first use, as in keras_transfer.grid.
-    if name in _COMMAND_LINE:
-        from keras_transfer.report import __main__ as command_line
-        return getattr(command_line, name)
+    if name in _HOMES:
+        import importlib
+
+        return getattr(importlib.import_module(f"keras_transfer.report.{_HOMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

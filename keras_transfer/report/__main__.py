@@ -8,11 +8,26 @@ from __future__ import annotations
 import argparse
 import sys
 
-from keras_transfer import metrics
-from keras_transfer.metrics import TOP1
-from keras_transfer.report.findings import PAPER_METRIC, REFERENCES
-from keras_transfer.report.make import make_paper_report, make_report
-from keras_transfer.report.runs import ReportError
+from keras_transfer import stopping
+
+# The report is published whole or not at all (report/make.py), so a Ctrl-C leaves the old one.
+INTERRUPTED = "report: stopped by SIGINT; the report folder is as it was; run the same command again"
+
+# Run as `python -m`, not imported (the API, the tests): a Ctrl-C while the modules below load
+# (scipy, pandas and matplotlib: most of start-up) is one line too.
+AS_COMMAND = __name__ == "__main__"
+if AS_COMMAND:
+    stopping.catch_interrupts()
+try:
+    from keras_transfer import metrics
+    from keras_transfer.metrics import TOP1
+    from keras_transfer.report.findings import PAPER_METRIC, REFERENCES
+    from keras_transfer.report.make import make_paper_report, make_report
+    from keras_transfer.report.runs import ReportError
+except BaseException as error:
+    if AS_COMMAND:
+        stopping.exit_if_interrupted(error, INTERRUPTED)
+    raise
 
 
 def parser() -> argparse.ArgumentParser:
@@ -73,11 +88,15 @@ def make(args: argparse.Namespace, p: argparse.ArgumentParser) -> dict:
 
 
 def run() -> None:
+    stopping.catch_interrupts()  # as main does: a Ctrl-C a library swallows is still seen
     try:
         sys.exit(main())
     except ReportError as e:
         print(f"report: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except (KeyboardInterrupt, Exception) as error:
+        stopping.exit_if_interrupted(error, INTERRUPTED)
+        raise
 
 
 if __name__ == "__main__":
