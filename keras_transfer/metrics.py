@@ -73,5 +73,7 @@ def check_metric(metric: str, evaluations) -> None:
             f"{fewest}: that is the mean of {min(1.0, PAPER_BEST / max(fewest, 1)):.0%} of their "
             f"learning curve (the paper's was 10 of {PAPER_EVALUATIONS}), a measure of learning "
             f"speed, not of accuracy. Use top1_final (the default) or top1_best_fraction (the best "
-            f"10/{PAPER_EVALUATIONS} of the evaluations), or evaluate at least "
-            f"{MIN_EVALUATIONS_FOR_BEST10} times (--eval_every).")
+            f"10/{PAPER_EVALUATIONS} of the evaluations), or train them again evaluating at "
+            f"least {MIN_EVALUATIONS_FOR_BEST10} times: --eval_last=0 (by default only the last "
+            f"{CONVERGED_EVALUATIONS} of the --eval_every points are evaluated) and --eval_every "
+            f"at most 1/{MIN_EVALUATIONS_FOR_BEST10} of --steps.")

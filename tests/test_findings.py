@@ -90,6 +90,8 @@ def test_best10_is_refused_for_runs_with_few_evaluations(tmp_path):
                              text=True)
     assert refused.returncode == 2
     assert "only 10" in refused.stderr and "top1_final" in refused.stderr
+    # main evaluates only the last --eval_last points, whatever --eval_every: both are named
+    assert "--eval_last=0" in refused.stderr and "--eval_every" in refused.stderr
     assert not (tmp_path / "report").exists()
     write_run(tmp_path, source="none", target="B", n=0, top1_final=0.9, curve=[0.5] * 99)
     accepted = subprocess.run(command + ["--metric=top1_best10_mean"], capture_output=True,
