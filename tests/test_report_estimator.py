@@ -166,6 +166,35 @@ def test_a_difference_no_half_computes_is_not_computable(tmp_path):
     assert pd.isna(four["mean"]) and four["verdict"].startswith("not computable")
 
 
+def test_a_range_of_n_without_trained_nets_is_named_by_its_n(tmp_path):
+    """Only n = 1 and 2 trained (--layers=1,2), every condition on half B: a difference whose
+    range of n holds none of them names the nets missing in that range, not a half without
+    them; the slope is labelled with the n it was measured on."""
+    for split in range(2):
+        for half in "AB":
+            write_run(tmp_path, source="none", target=half, n=0, split=f"random:{split}",
+                      top1_final=0.9)
+        for n in (1, 2):
+            for source, finetune in ((s, f) for s in "AB" for f in (False, True)):
+                write_run(tmp_path, source=source, target="B", n=n, finetune=finetune,
+                          split=f"random:{split}", top1_final=0.88 - 0.01 * n * (source == "A"))
+    df = report.load_runs(tmp_path)[0]
+    measured = by_number(df)
+    assert measured[1]["verdict"] == "not computable: no BnB with n in 3-5"
+    assert measured[2]["verdict"] == "not computable: no BnB+ or BnB with n in 3-5"
+    assert measured[3]["effect"] == ("slope of BnB − AnB over n = 1-7 (only n = 1, 2 present), "
+                                     "per layer")
+    assert measured[3]["mean"] == pytest.approx(0.01)
+    assert measured[4]["effect"] == "AnB+ − BnB+, mean over n = 1-7 (only n = 1, 2 present)"
+    table1 = {r["difference"]: r["verdict"] for r in findings.measure_table1(df, METRIC)}
+    assert table1["AnB+ − baseB, n = 3-7"] == "not computable: no AnB+ with n in 3-7"
+    assert table1["AnB+ − BnB+, n = 5-7"] == "not computable: no AnB+ or BnB+ with n in 5-7"
+    assert table1["AnB+ − baseB, n = 1-7"].startswith("reversed")
+    # A condition trained at no n at all is still said to be missing from every half.
+    untrained = findings.Difference("", "", "random", "base", (1, 2))
+    assert untrained.unavailable(findings.relative(df, METRIC)) == "no target half has RnB"
+
+
 def _by_hand_over_base(nets, layers):
     """Table 1's AnB+ − baseB by hand: each AnB+ minus its split's baseB, averaged per split
     over n in `layers` (all on half B), then Student's t over the splits."""

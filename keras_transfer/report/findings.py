@@ -77,24 +77,30 @@ def _top(k: int, low: int) -> tuple:
 
 
 def _over_clusters(per_half: pd.Series, rel: pd.DataFrame, conditions, layers,
-                   label: Callable[[str], str], unavailable: str) -> dict:
+                   label: Callable[[str], str], unavailable: str, n_used=None) -> dict:
     """The interval over clusters of the per-half values (indexed by cluster columns, then the
     target half) averaged within each cluster, the nets behind them, what was compared in which
-    half (`within`, with its count of clusters) and the verdict; not computable, with
-    `unavailable` as the reason, when no half has a value."""
+    half (`within`, with its count of clusters), the n of `layers` those nets have (`n_used`,
+    unless given) and the verdict; not computable, with `unavailable` as the reason, when no
+    half has a value."""
     if per_half.empty:
         return {**stats.t_interval([]), "runs": 0, "within": "", "conditions": tuple(conditions),
-                "not_computable": unavailable, "verdict": f"{NOT_COMPUTABLE}: {unavailable}"}
+                "n_used": (), "not_computable": unavailable,
+                "verdict": f"{NOT_COMPUTABLE}: {unavailable}"}
     keys = stats.cluster_columns(rel) + ["target"]
     rows = rel[rel["condition"].isin(set(conditions)) & rel["n"].isin(layers)]
-    runs = int(pd.MultiIndex.from_frame(rows[keys]).isin(per_half.index).sum())
+    entering = pd.MultiIndex.from_frame(rows[keys]).isin(per_half.index)
+    runs = int(entering.sum())
+    if n_used is None:
+        n_used = sorted(set(rows.loc[entering, "n"]))
     per_cluster = per_half.groupby(level=list(range(len(keys) - 1))).mean()
     interval = {**stats.t_interval(per_cluster.values), "runs": runs}
     halves = per_half.index.get_level_values(-1)
     within = "; ".join(f"{label(half)} ({int((halves == half).sum())})"
                        for half in sorted(set(halves)))
     return {**interval, "within": within, "conditions": tuple(conditions),
-            "not_computable": None, "verdict": stats.verdict(interval)}
+            "n_used": tuple(int(n) for n in n_used), "not_computable": None,
+            "verdict": stats.verdict(interval)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,15 +137,23 @@ class Difference:
             return f"{both(self.plus)} − {both(self.minus)} across halves"
         return f"{net_label(self.plus, half)} − {net_label(self.minus, half)} on half {half}"
 
-    def unavailable(self) -> str:
-        """Why no half computes it, in the paper's names (target B)."""
-        needed = [net_label(c, "B") for c in (self.plus, self.minus) if c != "base"]
-        return "no target half has " + (f"both {needed[0]} and {needed[1]}" if len(needed) > 1
-                                        else needed[0])
+    def unavailable(self, rel: pd.DataFrame) -> str:
+        """Why no half of `rel` computes it, in the paper's names (target B): the conditions
+        missing in its range of n when some of them were trained at other n."""
+        needed = [c for c in (self.plus, self.minus) if c != "base"]
+        in_range = set(rel.loc[rel["n"].isin(self.layers), "condition"])
+        missing = [c for c in needed if c not in in_range]
+        if set(missing) & set(rel["condition"]):
+            span = (f"n in {self.layers[0]}-{self.layers[-1]}" if len(self.layers) > 1
+                    else f"n = {self.layers[0]}")
+            return f"no {' or '.join(net_label(c, 'B') for c in missing)} with {span}"
+        names = [net_label(c, "B") for c in needed]
+        return "no target half has " + (f"both {names[0]} and {names[1]}" if len(names) > 1
+                                        else names[0])
 
     def measure(self, rel: pd.DataFrame, metric: str) -> dict:
         return _over_clusters(self.per_half(rel, metric), rel, (self.plus, self.minus),
-                              self.layers, self.compared, self.unavailable())
+                              self.layers, self.compared, self.unavailable(rel))
 
     def figure2(self, reference=YOSINSKI2014_TOP1) -> float:
         """The paper's figure 2 means, pooled over halves, against its one base level."""
@@ -153,6 +167,14 @@ class Difference:
 
 def _ranges(layers) -> str:
     return f"n = {layers[0]}-{layers[-1]}" if len(layers) > 1 else f"n = {layers[0]}"
+
+
+def _ranges_used(layers, n_used) -> str:
+    """`layers` as _ranges writes them, and the n that the nets measured have when those are
+    fewer: "n = 1-7 (only n = 1, 2 present)"."""
+    if not n_used or set(n_used) >= set(layers):
+        return _ranges(layers)
+    return f"{_ranges(layers)} (only n = {', '.join(str(n) for n in n_used)} present)"
 
 
 def _over_base(layers) -> Difference:
@@ -180,9 +202,14 @@ def table1(k: int) -> tuple:
 class Finding:
     number: int
     claim: str
-    effect: str  # what the measured value is
+    effect: str  # what the measured value is, its range of n written as _ranges(layers)
+    layers: tuple
     measure: Callable[[pd.DataFrame, str], dict]  # (relative runs, metric) -> interval, verdict
     figure2: Callable[[], float]  # from the paper's figure 2 means, for its own layers only
+
+    def label(self, n_used) -> str:
+        """`effect`, naming the n the measured nets have when they are fewer than `layers`."""
+        return self.effect.replace(_ranges(self.layers), _ranges_used(self.layers, n_used), 1)
 
 
 def _specificity_slope(layers) -> Callable[[pd.DataFrame, str], dict]:
@@ -193,18 +220,19 @@ def _specificity_slope(layers) -> Callable[[pd.DataFrame, str], dict]:
         (BnB − AnB, each relative to its base), averaged over the halves of a split, then the
         interval over splits."""
         keys = stats.cluster_columns(rel) + ["target"]
-        slopes = {}
+        slopes, n_used = {}, set()
         for key, group in rel[rel["n"].isin(layers)].groupby(keys):
             means = group.groupby(["condition", "n"])[metric].mean()
             ns = [n for n in layers
                   if ("selffer", n) in means.index and ("transfer", n) in means.index]
             if len(ns) >= 2:
+                n_used.update(ns)
                 slopes[key] = stats.slope(ns, [means[("selffer", n)] - means[("transfer", n)]
                                                for n in ns])
         per_half = pd.Series(slopes, dtype=float).dropna()
         return _over_clusters(per_half, rel, ("selffer", "transfer"), layers,
                               specificity.compared,
-                              f"{specificity.unavailable()} at two or more n")
+                              f"{specificity.unavailable(rel)} at two or more n", sorted(n_used))
     return measure
 
 
@@ -223,18 +251,18 @@ def findings_of(arch) -> tuple:
         Finding(1, "Frozen selffer nets (BnB) dip in the middle layers: features there are "
                    "co-adapted and cannot be relearned by the layers above (fragile "
                    "co-adaptation).",
-                f"baseB − BnB, mean over {_ranges(middle)}",
+                f"baseB − BnB, mean over {_ranges(middle)}", middle,
                 co_adaptation.measure, co_adaptation.figure2),
         Finding(2, "Fine-tuning recovers the dip: BnB+ is above BnB in the middle layers.",
-                f"BnB+ − BnB, mean over {_ranges(middle)}",
+                f"BnB+ − BnB, mean over {_ranges(middle)}", middle,
                 recovery.measure, recovery.figure2),
         Finding(3, "Specificity grows with n: the gap between selffer and transfer nets "
                    "(BnB − AnB) widens toward the top layers.",
                 f"slope of BnB − AnB over {_ranges(all_n(k))}, per {n_counts(arch.paper_layers)}",
-                _specificity_slope(all_n(k)), _paper_specificity_slope),
+                all_n(k), _specificity_slope(all_n(k)), _paper_specificity_slope),
         Finding(4, "Transfer plus fine-tuning (AnB+) beats training on the target alone, beyond "
                    "the extra training: AnB+ is above the fine-tuned selffer BnB+.",
-                f"AnB+ − BnB+, mean over {_ranges(all_n(k))}",
+                f"AnB+ − BnB+, mean over {_ranges(all_n(k))}", all_n(k),
                 beyond_training.measure, beyond_training.figure2),
     )
 
@@ -295,7 +323,7 @@ def measure_findings(df: pd.DataFrame, metric: str, with_paper: bool = True) -> 
     chosen = findings_of(arch)
     measured = _measured(df, metric, [f.measure for f in chosen])
     papers = _paper_column(arch, with_paper, 0, len(chosen))
-    return [{"finding": f.number, "claim": f.claim, "effect": f.effect, **values,
+    return [{"finding": f.number, "claim": f.claim, **values, "effect": f.label(values["n_used"]),
              "paper": paper, "paper_figure2": f.figure2() if arch.paper_layers else None}
             for f, values, paper in zip(chosen, measured, papers)]
 
