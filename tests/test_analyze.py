@@ -279,6 +279,24 @@ def test_filters_cli_writes_one_png_per_net(grid, monkeypatch, capsys, tmp_path)
     assert len(list((tmp_path / "tb").glob("events.out.tfevents.*"))) == 2
 
 
+def test_a_folder_of_runs_given_for_a_run_names_run_directories_in_it(grid, monkeypatch,
+                                                                     capsys, tmp_path):
+    """`filters runs` (the WORKDIR) or a seed folder: not told to train it, but shown run
+    directories it holds; nothing written."""
+    workdir, seed_dir, _ = grid
+    for folder in (workdir, seed_dir):
+        code, _, err = _run_cli(monkeypatch, capsys, "filters", str(folder),
+                                "--out", str(tmp_path / "out"))
+        assert code == 2 and len(err.splitlines()) == 1, err
+        assert f"{folder} is not a run directory" in err and "Train it" not in err, err
+        assert f"such as {seed_dir / 'baseA'} or {seed_dir / 'baseB'}" in err, err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = _run_cli(monkeypatch, capsys, "filters", str(empty))
+    assert code == 2 and "is not a finished run" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"]
+
+
 @pytest.mark.slow
 def test_filters_of_a_resnet_net_are_its_stem_convolution(resnet_grid, monkeypatch, capsys,
                                                           tmp_path):

@@ -81,6 +81,10 @@ def open_run(run_dir) -> TrainedNet:
         raise AnalysisError(f"run directory not found: {run.path} (give a folder such as "
                             "runs/fashion_mnist/random_0/seed0/baseA)")
     missing = run.missing(RunDir.FINISHED)
+    below = [] if run.config_path.exists() else _runs_below(run.path)
+    if below:
+        raise AnalysisError(f"{run.path} is not a run directory but holds runs below it: give a "
+                            f"run directory, such as {' or '.join(below)}")
     if missing:
         raise AnalysisError(f"{run.path} is not a finished run: it lacks {', '.join(missing)}. "
                             f"Train it to the end: {_train_command(run)}")
@@ -89,6 +93,14 @@ def open_run(run_dir) -> TrainedNet:
     except RecordError as e:
         raise AnalysisError(f"cannot read the run record in {run.path}: {e}") from e
     return TrainedNet(run.path, config, result)
+
+
+def _runs_below(folder: Path, most: int = 2) -> list[str]:
+    """Up to `most` run directories under `folder` (a WORKDIR, a seed folder, ...): finished
+    ones if any, base nets first."""
+    found = RunDir.find(folder) or RunDir.find(folder, RunDir.CONFIG)
+    found.sort(key=lambda run: not run.path.name.startswith("base"))  # stable: baseA, baseB
+    return [str(run.path) for run in found[:most]]
 
 
 def common_architecture(*nets: TrainedNet) -> models.Architecture:
