@@ -602,3 +602,22 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_the_old_report(tmp_path, stage):
     assert err.splitlines() == [INTERRUPTED], err
     assert {p.name: p.read_bytes() for p in (workdir / "report").iterdir()} == old
     assert sorted(p.name for p in workdir.iterdir()) == ["fashion_mnist", "report"]
+
+
+def test_the_printout_and_summary_count_the_runs_alike(tmp_path, capsys):
+    """baseA of a target-B grid is read but left out of the tables: the printout and summary.md
+    both say how many runs were read and how many the report is made of."""
+    from keras_transfer.report.__main__ import main
+
+    workdir = tmp_path / "runs"
+    write_run(workdir, source="none", target="A", n=0, top1_final=0.85)
+    _small_grid(workdir)
+    assert main([str(workdir)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "[report] 4 runs read, 3 in the findings, tables and figures"
+    summary = (workdir / "report" / "summary.md").read_text()
+    assert "\n4 runs read, 3 in the findings, tables and figures; dataset" in summary
+    (workdir / "fashion_mnist" / "random_0" / "seed0" / "baseA" / "result.json").unlink()
+    assert main([str(workdir)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "[report] 3 runs"
+    assert "\n3 runs; dataset" in (workdir / "report" / "summary.md").read_text()

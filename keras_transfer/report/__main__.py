@@ -24,6 +24,7 @@ try:
     from keras_transfer.report.findings import PAPER_METRIC, REFERENCES
     from keras_transfer.report.make import make_paper_report, make_report
     from keras_transfer.report.runs import ReportError
+    from keras_transfer.report.summary import runs_counted
 except BaseException as error:
     if AS_COMMAND:
         stopping.exit_if_interrupted(error, INTERRUPTED)
@@ -63,7 +64,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     p = parser()
     report = make(p.parse_args(argv), p)
-    print(f"[report] {report['runs']} runs")
+    print(f"[report] {runs_counted(report['runs'], report['reported'])}")
     for note in report["notes"]:
         print(f"[report] note: {note}")
     for name, path in report["files"].items():

@@ -37,7 +37,8 @@ LEFTOVERS = (".staging-", ".old-")
 def make_report(workdir, out=None, *, reference: str | None = None, dataset: str | None = None,
                 model: str | None = None, metric: str = metrics.HEADLINE) -> dict:
     """Writes the report's files into `out` (default WORKDIR/report) and returns {"folder": the
-    report folder, "files": {name: path}, "notes": [...], "runs": how many}. No HParams runs:
+    report folder, "files": {name: path}, "notes": [...], "runs": how many were read,
+    "reported": how many the findings, tables and figures are made of}. No HParams runs:
     each net's own TensorBoard events hold its hparams (report.hparams)."""
     workdir = Path(workdir)
     out = check_out(Path(out) if out is not None else workdir / "report", given=out is not None)
@@ -121,7 +122,7 @@ def _write_report(df: pd.DataFrame, notes: list[str], out: Path, *, title, metri
                           f"({e.filename or out}); nothing was changed there. Free space or "
                           "give --out a folder you can write") from None
     return {"folder": out, "files": {name: out / name for name in written},
-            "notes": settings + all_notes, "runs": len(all_runs)}
+            "notes": settings + all_notes, "runs": len(all_runs), "reported": len(df)}
 
 
 def check_out(out: Path, *, given: bool) -> Path:
