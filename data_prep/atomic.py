@@ -174,8 +174,8 @@ def staged_directory(target):
     # mkdir, not mkdtemp: the folder gets the umask's permissions (mkdtemp's are 0700), as the
     # folder it replaces did.
     staging = target.parent / f".staging-{target.name}-{owner_tag()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    try:
+    try:  # a Ctrl-C just after mkdir removes the folder too
+        staging.mkdir()
         yield staging
         replace_dir(staging, target)
     except BaseException:

@@ -52,6 +52,21 @@ def exit_if_interrupted(error: BaseException, line: str) -> None:
         sys.exit(INTERRUPTED)
 
 
+def check_interrupt() -> None:
+    """Raises KeyboardInterrupt if a Ctrl-C was recorded (see catch_interrupts) and not acted
+    on, also one that library code swallowed: before a command publishes what it made."""
+    if received() == signal.SIGINT:
+        raise KeyboardInterrupt
+
+
+def ignore_interrupts_once_done() -> None:
+    """Where catch_interrupts set the handler (a command, not a library call): from now on a
+    Ctrl-C is ignored, since the command's output is published and all it could still stop is
+    its last lines."""
+    if signal.getsignal(signal.SIGINT) is _interrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def received() -> int | None:
     """The stop signal recorded and not yet acted on, or None."""
     return _received[0] if _received else None

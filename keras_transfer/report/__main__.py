@@ -64,6 +64,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     p = parser()
     report = make(p.parse_args(argv), p)
+    stopping.ignore_interrupts_once_done()  # published: INTERRUPTED would no longer be true
     print(f"[report] {runs_counted(report['runs'], report['reported'])}")
     for note in report["notes"]:
         print(f"[report] note: {note}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from data_prep import atomic
-from keras_transfer import metrics
+from keras_transfer import metrics, stopping
 from keras_transfer.report import convergence, paper_nets
 from keras_transfer.report.figures import FORMATS, figure2, figure3, reduced_figure
 from keras_transfer.report.findings import PAPER_METRIC, REFERENCES
@@ -117,6 +117,7 @@ def _write_report(df: pd.DataFrame, notes: list[str], out: Path, *, title, metri
                 write_hparams(df, staging / "hparams")
             written = sorted(item.name for item in staging.iterdir())
             _carry_over(out, staging)
+            stopping.check_interrupt()  # a Ctrl-C that pandas or matplotlib swallowed
     except OSError as e:
         raise ReportError(f"cannot write the report to {out}: {e.strerror or e} "
                           f"({e.filename or out}); nothing was changed there. Free space or "
