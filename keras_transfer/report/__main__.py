@@ -24,7 +24,6 @@ try:
     from keras_transfer.report.findings import PAPER_METRIC, REFERENCES
     from keras_transfer.report.make import make_paper_report, make_report
     from keras_transfer.report.runs import ReportError
-    from keras_transfer.report.summary import runs_counted
 except BaseException as error:
     if AS_COMMAND:
         stopping.exit_if_interrupted(error, INTERRUPTED)
@@ -59,6 +58,15 @@ def parser() -> argparse.ArgumentParser:
                         "(no TensorFlow import). A WORKDIR's nets need none: training writes "
                         "each net's hparams into its own TensorBoard events")
     return p
+
+
+def runs_counted(read: int, reported: int) -> str:
+    """The runs the report is made of (summary.md's count) and, when more were read, why the
+    others are not among them."""
+    if reported == read:
+        return f"{reported} runs"
+    return (f"{reported} runs ({read} read; base nets of a half no net targets and the "
+            "convergence control's longer twins are not among them)")
 
 
 def main(argv=None) -> int:

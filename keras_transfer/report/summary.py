@@ -358,15 +358,6 @@ def paper_source_section(df: pd.DataFrame, metric: str) -> list[str]:
     return lines + [""]
 
 
-def runs_counted(read: int, reported: int) -> str:
-    """How many runs were read and, when fewer, how many the findings, tables and figures are
-    made of (the report leaves out the base nets of a half no net targets and the longer twins
-    of the convergence control): in summary.md and in the report's printout alike."""
-    if reported == read:
-        return f"{read} runs"
-    return f"{read} runs read, {reported} in the findings, tables and figures"
-
-
 def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: list[str],
                      metric: str, diverged=(), *, paper: bool = False,
                      runs: pd.DataFrame | None = None, settings=()) -> str:
@@ -383,7 +374,7 @@ def summary_markdown(workdir, df: pd.DataFrame, summary: pd.DataFrame, notes: li
     datasets = ", ".join(sorted(df["dataset"].dropna().unique()))
     splits = ", ".join(sorted(df["split"].dropna().astype(str).unique()))
     seeds = ", ".join(str(s) for s in sorted(df["seed"].unique()))
-    lines += [f"{runs_counted(len(runs), len(df))}; dataset {datasets}; model {arch.name}; splits {splits}; "
+    lines += [f"{len(df)} runs; dataset {datasets}; model {arch.name}; splits {splits}; "
               f"seeds {seeds}.",
               f"Cut points of {arch.name}, n = 1-{arch.max_n}: {', '.join(arch.cut_names)} "
               "(a net of n copies the first n)."]
