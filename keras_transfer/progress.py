@@ -40,16 +40,16 @@ class EvalHistory:
             seconds: float, learning_rate: float) -> dict:
         """Records the evaluation at `step` after `steps_done` steps trained in `seconds`;
         `train_sums` are the summed training loss and correct top-1 over those steps."""
-        images = max(steps_done * self.images_per_step, 1)
+        done = self.training(train_sums, steps_done, seconds)
         entry = {
             "step": step,
             "top1": evaluation["top1"],
             "top5": evaluation["top5"],
             "loss": evaluation["loss"],
-            "train_top1": train_sums["top1"] / images,
-            "train_loss": train_sums["loss"] / images,
+            "train_top1": done["train_top1"],
+            "train_loss": done["train_loss"],
             "learning_rate": learning_rate,
-            "images_per_sec": steps_done * self.images_per_step / max(seconds, 1e-9),
+            "images_per_sec": done["images_per_sec"],
             "train_seconds": seconds,
         }
         self.entries.append(entry)
@@ -61,16 +61,23 @@ class EvalHistory:
               flush=True)
         return entry
 
+    def training(self, train_sums: dict, steps_done: int, seconds: float) -> dict:
+        """Mean training top-1 and loss of `train_sums` (summed over `steps_done` steps) and
+        the images trained per second."""
+        images = max(steps_done * self.images_per_step, 1)
+        return {"train_top1": train_sums["top1"] / images,
+                "train_loss": train_sums["loss"] / images,
+                "images_per_sec": steps_done * self.images_per_step / max(seconds, 1e-9)}
 
-def print_training(history: EvalHistory, *, step: int, total_steps: int, train_sums: dict,
-                   steps_done: int, seconds: float, learning_rate: float) -> None:
-    """The console line at a point of the schedule that is not evaluated (--eval_last): how far
-    the net has got, its training loss since the last evaluation and its speed, so that a long
-    run is not silent until its last evaluations."""
-    images = max(steps_done * history.images_per_step, 1)
-    print(f"{history.prefix}step {step} of {total_steps}: train loss "
-          f"{train_sums['loss'] / images:.4f} lr {learning_rate:.2g} | "
-          f"{images / max(seconds, 1e-9):.0f} images/s", flush=True)
+    def print_training(self, *, step: int, total_steps: int, train_sums: dict, steps_done: int,
+                       seconds: float, learning_rate: float) -> None:
+        """The console line at a point of the schedule that is not evaluated (--eval_last):
+        how far the net has got, its training loss since the last evaluation and its speed, so
+        that a long run is not silent until its last evaluations."""
+        done = self.training(train_sums, steps_done, seconds)
+        print(f"{self.prefix}step {step} of {total_steps}: train loss "
+              f"{done['train_loss']:.4f} lr {learning_rate:.2g} | "
+              f"{done['images_per_sec']:.0f} images/s", flush=True)
 
 
 class Summaries:

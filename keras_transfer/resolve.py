@@ -273,8 +273,7 @@ def check_inputs(config: Config) -> tuple[dict, dict | None]:
     try:
         config.split_dir  # parses --split
     except ValueError as e:
-        # data_prep's messages of a spec it cannot parse name --split already
-        raise RunError(str(e) if "--split" in str(e) else f"--split={config.split}: {e}") from e
+        raise RunError(str(e)) from e  # data_prep's message names the flag and the fix
     try:
         target_manifest = data.load_half(config.half_dir(config.target),
                                          verify_data=config.verify_data)

@@ -326,8 +326,8 @@ def _train_group(nets, strategy, start_step: int, jit_compile: bool, sigterm: Si
                     if net.error is None and not divergence.weights_finite(net.model):
                         divergence.record(net, step, "a weight", "not finite")
                     if net.error is None:
-                        progress.print_training(
-                            net.history, step=step, total_steps=total_steps,
+                        net.history.print_training(
+                            step=step, total_steps=total_steps,
                             train_sums=train_sums, steps_done=step - interval.start,
                             seconds=interval.seconds, learning_rate=lr)
             if all(net.error is not None for net in nets):

@@ -20,8 +20,8 @@ from keras_transfer.grid.errors import GridError
 from keras_transfer.grid.local import run_local
 from keras_transfer.grid.nets import (DATA_CHOICES, DEFAULT_EXPERIMENTS, EXPERIMENTS,
                                       WHOLE_SPLIT, check_choices, enumerate_nets)
-from keras_transfer.grid.plan import (Plan, check_external_base, check_own_model, make_plan,
-                                      preset_architecture, resolve_preset, stale_nets)
+from keras_transfer.grid.plan import (Plan, check_external_base, check_own_model, flag_name,
+                                      make_plan, preset_architecture, resolve_preset, stale_nets)
 from keras_transfer.grid.slurm import SlurmResources, submit_slurm
 
 
@@ -203,19 +203,14 @@ def misplaced_argument(grid_parser, unknown: list[str], extra: list[str]) -> str
     """What is wrong with a flag of main given before `--` (among the grid's `unknown`
     arguments) or an option of the grid only given after it, or None."""
     main_flags = config_lib.flag_names()
-
-    def name(arg: str) -> str:
-        bare = arg.lstrip("-").split("=", 1)[0]
-        return bare[2:] if bare.startswith("no") and bare[2:] in main_flags else bare
-
     for arg in unknown:
-        if arg.startswith("-") and name(arg) in main_flags:
+        if arg.startswith("-") and flag_name(arg, main_flags) in main_flags:
             return (f"{arg} is a flag of keras_transfer.main: give main's flags after `--`, "
                     f"e.g. ./launch.sh [grid options] -- {arg}")
     grid_options = {option.lstrip("-") for action in grid_parser._actions
                     for option in action.option_strings}
     for arg in extra:
-        if arg.startswith("-") and name(arg) in grid_options - main_flags:
+        if arg.startswith("-") and flag_name(arg, main_flags) in grid_options - main_flags:
             return (f"{arg} is an option of the grid, not a flag of keras_transfer.main: give "
                     f"it before `--`, e.g. ./launch.sh {arg} -- [main's flags]")
     return None

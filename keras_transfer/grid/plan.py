@@ -25,12 +25,18 @@ GRID_OWNED_FLAGS = ("source", "target", "n", "finetune", "nets", "split", "seed"
 MODULE = "keras_transfer.main"
 
 
+def flag_name(arg: str, booleans) -> str:
+    """The name of a command-line flag (`--steps=100` -> steps), `--noNAME` read as NAME when
+    NAME is among `booleans`."""
+    name = arg.lstrip("-").split("=", 1)[0]
+    return name[2:] if name.startswith("no") and name[2:] in booleans else name
+
+
 def resolve_preset(flagfile: str | None, extra_flags: list[str]):
     """main's Config for the flagfile and pass-through flags, parsed with main's own flag definitions."""
     from keras_transfer import config
     for arg in extra_flags:
-        name = arg.lstrip("-").split("=", 1)[0]
-        name = name[2:] if name.startswith("no") and name[2:] in GRID_OWNED_FLAGS else name
+        name = flag_name(arg, GRID_OWNED_FLAGS)
         if not arg.startswith("-"):
             raise GridError(f"unexpected argument {arg!r} after `--`: only flags of "
                             f"keras_transfer.main go there (e.g. --steps=100)")
